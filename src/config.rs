@@ -1,0 +1,459 @@
+//! The agent's settings: typed sections, loaded with the `config` crate from
+//! a TOML file and then `BROADCAST_AGENT__<SECTION>__<KEY>` environment
+//! variables, and validated so that every error names its key.
+//!
+//! The key names are a public contract (users' files rely on them): extend
+//! them, never rename them.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::{self, Secret};
+
+/// Where `run`, `check` and the control commands look for the file.
+pub const DEFAULT_PATH: &str = "/etc/broadcast-agent/agent.toml";
+
+/// Prefix of environment overrides, e.g. `BROADCAST_AGENT__JANUS__URL`.
+const ENV_PREFIX: &str = "BROADCAST_AGENT";
+
+/// A configuration the agent cannot run with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is missing or unreadable, or is not valid TOML.
+    #[error("{path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    /// A key has an unknown name or a value of the wrong type.
+    #[error("{path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    /// A key has a well-typed value the agent cannot use.
+    #[error("{path}: {key}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        reason: String,
+    },
+}
+
+/// Every setting of the agent.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// How to reach the Janus server.
+    pub janus: JanusSettings,
+    /// The AudioBridge room (and the Streaming mountpoint of the same id).
+    pub room: RoomSettings,
+    /// Where the camera and microphone RTP goes.
+    pub stream: StreamSettings,
+    /// The room's mixed audio, played on the Pi.
+    pub speaker: SpeakerSettings,
+}
+
+/// `[janus]`: the REST endpoint and its credentials.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JanusSettings {
+    /// REST endpoint, `http://` or `https://`, e.g. `http://127.0.0.1:8088/janus`.
+    pub url: String,
+    /// Sent as `apisecret` on every request when set.
+    #[serde(deserialize_with = "secret::optional")]
+    pub api_secret: Option<Secret>,
+    /// Sent as `token` on every request when set.
+    #[serde(deserialize_with = "secret::optional")]
+    pub token: Option<Secret>,
+    /// PEM file of an extra CA to trust (a self-signed Janus certificate).
+    pub ca_file: Option<PathBuf>,
+    /// Longest wait for one Janus request.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for JanusSettings {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8088/janus".into(),
+            api_secret: None,
+            token: None,
+            ca_file: None,
+            request_timeout_ms: 5000,
+        }
+    }
+}
+
+impl JanusSettings {
+    /// [`Self::request_timeout_ms`] as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The host part of [`Self::url`] (validated at load time).
+    pub fn host(&self) -> &str {
+        url_host(&self.url).unwrap_or_default()
+    }
+}
+
+/// `[room]`: the AudioBridge room and what to do with it.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomSettings {
+    /// AudioBridge room id; the Streaming mountpoint uses the same id.
+    pub id: u64,
+    /// Shown to viewers.
+    pub description: String,
+    /// Room (and mountpoint) secret: Janus asks for it to destroy or forward.
+    #[serde(deserialize_with = "secret::optional")]
+    pub secret: Option<Secret>,
+    /// Pin viewers must give to join.
+    #[serde(deserialize_with = "secret::optional")]
+    pub pin: Option<Secret>,
+    /// Open the room as soon as the agent starts.
+    pub open_on_start: bool,
+    /// Remove room and mountpoint when the room is closed or the agent stops.
+    pub destroy_on_close: bool,
+    /// How often the agent checks that what it made still exists.
+    pub check_interval_ms: u64,
+}
+
+impl Default for RoomSettings {
+    fn default() -> Self {
+        Self {
+            id: 4556,
+            description: "Raspberry Pi broadcast".into(),
+            secret: None,
+            pin: None,
+            open_on_start: true,
+            destroy_on_close: true,
+            check_interval_ms: 2000,
+        }
+    }
+}
+
+impl RoomSettings {
+    /// [`Self::check_interval_ms`] as a duration.
+    pub fn check_interval(&self) -> Duration {
+        Duration::from_millis(self.check_interval_ms)
+    }
+}
+
+/// `[stream]`: where the Pi sends its camera and microphone.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamSettings {
+    /// Where RTP is sent; empty means the host of `janus.url`.
+    pub host: String,
+    /// The mountpoint's H.264 port.
+    pub video_port: u16,
+    /// The mountpoint's Opus port.
+    pub audio_port: u16,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            video_port: 8004,
+            audio_port: 8005,
+        }
+    }
+}
+
+/// `[speaker]`: the room's audio, forwarded by Janus to the Pi.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpeakerSettings {
+    /// UDP port Janus forwards the room's audio to.
+    pub port: u16,
+    /// Address Janus forwards to; empty means the local address that reaches Janus.
+    pub host: String,
+}
+
+impl Default for SpeakerSettings {
+    fn default() -> Self {
+        Self {
+            port: 5000,
+            host: String::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads the file at `path`, applies environment overrides, and validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let raw = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::from_sources(path, &raw, std::env::vars())
+    }
+
+    /// Builds settings from a file's text and a set of environment variables.
+    fn from_sources(
+        path: &Path,
+        toml: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        let parse_error = |e: config::ConfigError| ConfigError::Parse {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        };
+        let settings: Settings = config::Config::builder()
+            .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(env)),
+            )
+            .build()
+            .map_err(parse_error)?
+            .try_deserialize()
+            .map_err(parse_error)?;
+        settings
+            .validate()
+            .map_err(|(key, reason)| ConfigError::Invalid {
+                path: path.to_owned(),
+                key,
+                reason,
+            })?;
+        Ok(settings)
+    }
+
+    /// Checks what types alone cannot; the error names the key.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let janus = &self.janus;
+        if url_host(&janus.url).is_none() {
+            return Err((
+                "janus.url",
+                format!(
+                    "{:?} is not an http:// or https:// URL with a host",
+                    janus.url
+                ),
+            ));
+        }
+        if let Some(ca) = &janus.ca_file {
+            if !ca.as_os_str().is_empty() && !ca.is_file() {
+                return Err(("janus.ca_file", format!("{} is not a file", ca.display())));
+            }
+        }
+        check_range(
+            "janus.request_timeout_ms",
+            janus.request_timeout_ms,
+            100,
+            120_000,
+        )?;
+        if self.room.id == 0 {
+            return Err((
+                "room.id",
+                "must not be 0 (Janus would pick a random id)".into(),
+            ));
+        }
+        check_range(
+            "room.check_interval_ms",
+            self.room.check_interval_ms,
+            100,
+            600_000,
+        )?;
+        check_host("stream.host", &self.stream.host)?;
+        check_port("stream.video_port", self.stream.video_port)?;
+        check_port("stream.audio_port", self.stream.audio_port)?;
+        if self.stream.video_port == self.stream.audio_port {
+            return Err((
+                "stream.audio_port",
+                "must differ from stream.video_port".into(),
+            ));
+        }
+        check_host("speaker.host", &self.speaker.host)?;
+        check_port("speaker.port", self.speaker.port)?;
+        Ok(())
+    }
+
+    /// Where the camera and microphone RTP goes: `stream.host`, or Janus's host.
+    pub fn stream_host(&self) -> &str {
+        if self.stream.host.is_empty() {
+            self.janus.host()
+        } else {
+            &self.stream.host
+        }
+    }
+
+    /// The settings as TOML, secrets masked, for `broadcast-agent check`.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
+    }
+}
+
+fn check_range(
+    key: &'static str,
+    value: u64,
+    min: u64,
+    max: u64,
+) -> Result<(), (&'static str, String)> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err((key, format!("{value} is out of range {min}..={max}")))
+    }
+}
+
+fn check_port(key: &'static str, port: u16) -> Result<(), (&'static str, String)> {
+    if port == 0 {
+        Err((key, "port 0 is out of range 1..=65535".into()))
+    } else {
+        Ok(())
+    }
+}
+
+/// An empty host means "derive it"; anything else must be an IP address or a
+/// plausible host name.
+fn check_host(key: &'static str, host: &str) -> Result<(), (&'static str, String)> {
+    let plausible_name = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if host.is_empty() || host.parse::<IpAddr>().is_ok() || plausible_name {
+        Ok(())
+    } else {
+        Err((key, format!("{host:?} is not an IP address or host name")))
+    }
+}
+
+/// The host of an `http(s)://host[:port]/...` URL, without brackets for IPv6.
+fn url_host(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        authority.split(':').next()?
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+impl fmt::Display for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_masked_toml())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str) -> Result<Settings, ConfigError> {
+        load_env(toml, &[])
+    }
+
+    fn load_env(toml: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::from_sources(
+            Path::new("agent.toml"),
+            toml,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    fn error(toml: &str) -> String {
+        load(toml).expect_err("config must be rejected").to_string()
+    }
+
+    #[test]
+    fn defaults_match_the_documented_contract() {
+        let s = load("").expect("empty file is valid");
+        assert_eq!(s.janus.url, "http://127.0.0.1:8088/janus");
+        assert_eq!(s.room.id, 4556);
+        assert_eq!(s.stream.video_port, 8004);
+        assert_eq!(s.stream.audio_port, 8005);
+        assert_eq!(s.speaker.port, 5000);
+        assert_eq!(s.stream_host(), "127.0.0.1");
+        assert!(s.room.open_on_start && s.room.destroy_on_close);
+    }
+
+    #[test]
+    fn shipped_example_is_valid() {
+        let shipped = include_str!("../conf/agent.toml");
+        load(shipped).expect("conf/agent.toml must load");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = error("[room]\nidd = 3\n");
+        assert!(e.contains("idd"), "{e}");
+    }
+
+    #[test]
+    fn unknown_section_is_named() {
+        let e = error("[rooom]\nid = 3\n");
+        assert!(e.contains("rooom"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = error("[room]\nid = \"abc\"\n");
+        assert!(e.contains("room.id"), "{e}");
+    }
+
+    #[test]
+    fn port_out_of_range_is_named() {
+        let e = error("[stream]\nvideo_port = 70000\n");
+        assert!(e.contains("stream.video_port"), "{e}");
+        let e = error("[speaker]\nport = 0\n");
+        assert!(e.contains("speaker.port"), "{e}");
+    }
+
+    #[test]
+    fn room_zero_is_rejected() {
+        assert!(error("[room]\nid = 0\n").contains("room.id: must not be 0"));
+    }
+
+    #[test]
+    fn bad_url_is_named() {
+        let e = error("[janus]\nurl = \"ftp://x\"\n");
+        assert!(e.contains("janus.url"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let s = load_env(
+            "[janus]\nurl = \"http://10.0.0.1:8088/janus\"\n[room]\nid = 7\n",
+            &[
+                ("BROADCAST_AGENT__JANUS__URL", "https://[::1]:8089/janus"),
+                ("BROADCAST_AGENT__ROOM__ID", "99"),
+                ("BROADCAST_AGENT__ROOM__SECRET", "1234"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(s.janus.url, "https://[::1]:8089/janus");
+        assert_eq!(s.janus.host(), "::1");
+        assert_eq!(s.room.id, 99);
+        assert_eq!(s.room.secret.as_ref().map(Secret::expose), Some("1234"));
+    }
+
+    #[test]
+    fn unknown_environment_key_is_named() {
+        let e = load_env("", &[("BROADCAST_AGENT__ROOM__BOGUS", "1")])
+            .expect_err("rejected")
+            .to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn masked_output_hides_secrets() {
+        let s = load(
+            "[janus]\napi_secret = \"s3cr3t\"\n[room]\nsecret = \"roomsecret\"\npin = \"4321\"\n",
+        )
+        .expect("valid");
+        let shown = s.to_masked_toml();
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("roomsecret") && !shown.contains("4321")
+        );
+        assert!(shown.contains("api_secret = \"***\""), "{shown}");
+    }
+}

@@ -1,0 +1,210 @@
+//! Typed requests to the AudioBridge plugin: the room viewers talk in, and
+//! the forwarder that sends the room's mix to the Pi's speaker.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ignore_code, insert_secret, Client, Handle, JanusError};
+use crate::secret::Secret;
+
+/// The plugin's package name, for `attach`.
+pub const PLUGIN: &str = "janus.plugin.audiobridge";
+
+/// AudioBridge error codes the agent acts on.
+pub mod code {
+    /// No room with that id.
+    pub const NO_SUCH_ROOM: u16 = 485;
+    /// A room with that id already exists.
+    pub const ROOM_EXISTS: u16 = 486;
+}
+
+/// Sampling rate of the room: Opus's native 48 kHz.
+const SAMPLING_RATE: u32 = 48_000;
+
+/// What the agent asks the room to be.
+#[derive(Debug)]
+pub struct RoomSpec<'a> {
+    /// Room id.
+    pub id: u64,
+    /// Shown to viewers.
+    pub description: &'a str,
+    /// Needed by Janus to destroy the room or forward its audio.
+    pub secret: Option<&'a Secret>,
+    /// Viewers must give it to join.
+    pub pin: Option<&'a Secret>,
+    /// Let plain-RTP participants (gateways, tests) join.
+    pub allow_rtp_participants: bool,
+}
+
+/// Where Janus sends the room's mix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardTarget {
+    /// Address of the Pi as Janus reaches it.
+    pub host: String,
+    /// UDP port of the speaker pipeline.
+    pub port: u16,
+    /// RTP payload type the speaker pipeline expects.
+    pub payload_type: u8,
+}
+
+/// An RTP forwarder of a room.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Forwarder {
+    /// Janus's id for it, needed to stop it.
+    pub stream_id: u64,
+    /// Destination address.
+    pub ip: String,
+    /// Destination port.
+    pub port: u16,
+    /// Payload type it sends with.
+    #[serde(default)]
+    pub ptype: Option<u8>,
+}
+
+impl Forwarder {
+    /// Whether this forwarder sends where `target` says, as `target` says.
+    pub fn matches(&self, target: &ForwardTarget) -> bool {
+        self.ip == target.host
+            && self.port == target.port
+            && self.ptype == Some(target.payload_type)
+    }
+}
+
+/// Outcome of asking for a room that may already exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The room was made now.
+    New,
+    /// A room with this id was already there (an earlier run's): adopted.
+    Existing,
+}
+
+/// The AudioBridge plugin, reached through one handle.
+pub struct AudioBridge<'a> {
+    client: &'a Client,
+    handle: Handle,
+}
+
+impl<'a> AudioBridge<'a> {
+    /// Talks to the plugin through `handle`, which must be attached to it.
+    pub fn new(client: &'a Client, handle: Handle) -> Self {
+        Self { client, handle }
+    }
+
+    /// Creates the room, or adopts it when the id is taken.
+    pub fn create(&self, room: &RoomSpec<'_>) -> Result<Created, JanusError> {
+        let mut body = json!({
+            "request": "create",
+            "room": room.id,
+            "description": room.description,
+            "sampling_rate": SAMPLING_RATE,
+            "is_private": true,
+            "allow_rtp_participants": room.allow_rtp_participants,
+        });
+        insert_secret(&mut body, "secret", room.secret);
+        insert_secret(&mut body, "pin", room.pin);
+        match self.request(body) {
+            Ok(_) => Ok(Created::New),
+            Err(e) if e.code() == Some(code::ROOM_EXISTS) => Ok(Created::Existing),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the room exists.
+    pub fn exists(&self, room: u64) -> Result<bool, JanusError> {
+        let data = self.request(json!({ "request": "exists", "room": room }))?;
+        data.get("exists")
+            .and_then(Value::as_bool)
+            .ok_or_else(|| JanusError::Protocol(format!("exists reply without \"exists\": {data}")))
+    }
+
+    /// Destroys the room; a room that is already gone is not an error.
+    pub fn destroy(&self, room: u64, secret: Option<&Secret>) -> Result<(), JanusError> {
+        let mut body = json!({ "request": "destroy", "room": room });
+        insert_secret(&mut body, "secret", secret);
+        ignore_code(self.request(body), code::NO_SUCH_ROOM)
+    }
+
+    /// Starts forwarding the room's mix as Opus RTP to `target`; returns the
+    /// forwarder's stream id.
+    pub fn rtp_forward(
+        &self,
+        room: u64,
+        target: &ForwardTarget,
+        secret: Option<&Secret>,
+    ) -> Result<u64, JanusError> {
+        let mut body = json!({
+            "request": "rtp_forward",
+            "room": room,
+            "host": target.host,
+            "port": target.port,
+            "codec": "opus",
+            "ptype": target.payload_type,
+        });
+        insert_secret(&mut body, "secret", secret);
+        let data = self.request(body)?;
+        data.get("stream_id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| {
+                JanusError::Protocol(format!("rtp_forward reply without stream_id: {data}"))
+            })
+    }
+
+    /// Stops a forwarder; one that is already gone (with its room) is not an error.
+    pub fn stop_rtp_forward(
+        &self,
+        room: u64,
+        stream_id: u64,
+        secret: Option<&Secret>,
+    ) -> Result<(), JanusError> {
+        let mut body =
+            json!({ "request": "stop_rtp_forward", "room": room, "stream_id": stream_id });
+        insert_secret(&mut body, "secret", secret);
+        ignore_code(self.request(body), code::NO_SUCH_ROOM)
+    }
+
+    /// The room's forwarders.
+    pub fn list_forwarders(
+        &self,
+        room: u64,
+        secret: Option<&Secret>,
+    ) -> Result<Vec<Forwarder>, JanusError> {
+        let mut body = json!({ "request": "listforwarders", "room": room });
+        insert_secret(&mut body, "secret", secret);
+        let data = self.request(body)?;
+        let list = data
+            .get("rtp_forwarders")
+            .cloned()
+            .unwrap_or(Value::Array(Vec::new()));
+        serde_json::from_value(list)
+            .map_err(|e| JanusError::Protocol(format!("listforwarders: {e}")))
+    }
+
+    fn request(&self, body: Value) -> Result<Value, JanusError> {
+        self.client.plugin_request(self.handle, PLUGIN, body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarder_matches_its_target() {
+        let listed: Forwarder = serde_json::from_value(json!({
+            "stream_id": 7, "ip": "127.0.0.1", "port": 5000, "ssrc": 7,
+            "codec": "opus", "ptype": 100, "always_on": false
+        }))
+        .expect("Janus 1.1.2 listforwarders entry");
+        let target = ForwardTarget {
+            host: "127.0.0.1".into(),
+            port: 5000,
+            payload_type: 100,
+        };
+        assert!(listed.matches(&target));
+        assert!(!listed.matches(&ForwardTarget {
+            port: 5001,
+            ..target
+        }));
+    }
+}

@@ -1,0 +1,485 @@
+//! A blocking client for the Janus REST API (HTTP long-poll transport).
+//!
+//! Every reply arrives with HTTP 200, errors included: core errors as
+//! `{"janus":"error","error":{"code":..}}`, plugin errors as a `success` whose
+//! `plugindata.data` carries `error_code`. Both become a typed [`JanusError`]
+//! carrying the code. Each request has a fresh transaction id and carries
+//! `apisecret`/`token` when configured; each reply is read with a size cap.
+//!
+//! The client blocks (ureq): callers on the async runtime run it with
+//! `spawn_blocking`.
+
+pub mod audiobridge;
+pub mod longpoll;
+pub mod streaming;
+
+use std::fs;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::config::JanusSettings;
+use crate::secret::Secret;
+
+/// Largest reply body the client reads; Janus replies are a few KiB.
+const MAX_REPLY_BYTES: u64 = 1 << 20;
+
+/// Janus holds a long-poll open this long before answering `keepalive`.
+const LONG_POLL_HOLD: Duration = Duration::from_secs(30);
+
+/// Janus core error codes the agent acts on.
+pub mod code {
+    /// The request lacks a valid `apisecret` or `token`.
+    pub const UNAUTHORIZED: u16 = 403;
+    /// The session does not exist (expired, destroyed, or Janus restarted).
+    pub const SESSION_NOT_FOUND: u16 = 458;
+    /// The plugin handle does not exist.
+    pub const HANDLE_NOT_FOUND: u16 = 459;
+}
+
+/// What went wrong talking to Janus.
+#[derive(Debug, thiserror::Error)]
+pub enum JanusError {
+    /// Janus could not be reached, or the connection broke.
+    #[error("cannot reach Janus at {url}: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    /// HTTP itself failed (Janus answers every API call with 200).
+    #[error("Janus at {url} answered HTTP {status}")]
+    Http { url: String, status: u16 },
+    /// Janus's core refused the request.
+    #[error("Janus error {code}: {reason}")]
+    Core { code: u16, reason: String },
+    /// A plugin refused the request.
+    #[error("{plugin} error {code}: {reason}")]
+    Plugin {
+        plugin: &'static str,
+        code: u16,
+        reason: String,
+    },
+    /// The reply is not what the API documents.
+    #[error("unexpected reply from Janus: {0}")]
+    Protocol(String),
+}
+
+impl JanusError {
+    /// The Janus error code, core or plugin, if Janus gave one.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            Self::Core { code, .. } | Self::Plugin { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The session (or its handle) no longer exists on Janus.
+    pub fn is_session_gone(&self) -> bool {
+        matches!(self, Self::Core { code, .. }
+            if *code == code::SESSION_NOT_FOUND || *code == code::HANDLE_NOT_FOUND)
+    }
+
+    /// Retrying as is cannot help: credentials or settings must change.
+    /// Such errors are retried slowly.
+    pub fn needs_operator(&self) -> bool {
+        match self {
+            Self::Core { code, .. } => *code == code::UNAUTHORIZED,
+            Self::Plugin { .. } | Self::Http { .. } => true,
+            Self::Transport { source, .. } => {
+                matches!(**source, ureq::Error::Tls(_) | ureq::Error::Rustls(_))
+            }
+            Self::Protocol(_) => false,
+        }
+    }
+}
+
+/// The client could not be set up from its settings.
+#[derive(Debug, thiserror::Error)]
+#[error("janus.ca_file: {path}: {reason}")]
+pub struct TlsSetupError {
+    path: String,
+    reason: String,
+}
+
+/// A Janus session id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(pub u64);
+
+/// A plugin handle id within a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HandleId(pub u64);
+
+/// A plugin attached to a session: where plugin messages go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handle {
+    /// The session the handle lives in.
+    pub session: SessionId,
+    /// The handle itself.
+    pub id: HandleId,
+}
+
+/// What a long-poll brought back.
+#[derive(Debug)]
+pub enum Polled {
+    /// Janus had nothing to say within its hold time; the session is alive.
+    Keepalive,
+    /// Asynchronous events for the session's handles.
+    Events(Vec<Value>),
+}
+
+/// A blocking Janus REST client. Cheap to share behind an `Arc`.
+pub struct Client {
+    agent: ureq::Agent,
+    url: String,
+    api_secret: Option<Secret>,
+    token: Option<Secret>,
+    timeout: Duration,
+    transaction_prefix: u32,
+    transactions: AtomicU64,
+}
+
+/// The envelope of every Janus reply.
+#[derive(Debug, Deserialize)]
+struct Reply {
+    janus: String,
+    transaction: Option<String>,
+    data: Option<Value>,
+    error: Option<ErrorBody>,
+    plugindata: Option<PluginData>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    code: u16,
+    #[serde(default)]
+    reason: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct PluginData {
+    data: Value,
+}
+
+impl Client {
+    /// A client for the endpoint in `settings`. https is always verified,
+    /// against the system's roots plus `ca_file`.
+    pub fn new(settings: &JanusSettings) -> Result<Self, TlsSetupError> {
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(root_certs(settings.ca_file.as_deref())?)
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(settings.request_timeout()))
+            .tls_config(tls)
+            .user_agent(concat!("broadcast-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .new_agent();
+        Ok(Self {
+            agent,
+            url: settings.url.trim_end_matches('/').to_owned(),
+            api_secret: settings.api_secret.clone(),
+            token: settings.token.clone(),
+            timeout: settings.request_timeout(),
+            transaction_prefix: rand::random(),
+            transactions: AtomicU64::new(0),
+        })
+    }
+
+    /// The REST endpoint this client talks to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Creates a session.
+    pub fn create_session(&self) -> Result<SessionId, JanusError> {
+        let data = self.post(&self.url, json!({ "janus": "create" }))?;
+        id_in(data).map(SessionId)
+    }
+
+    /// Attaches `plugin` (e.g. `janus.plugin.audiobridge`) to a session.
+    pub fn attach(&self, session: SessionId, plugin: &str) -> Result<Handle, JanusError> {
+        let url = format!("{}/{}", self.url, session.0);
+        let data = self.post(&url, json!({ "janus": "attach", "plugin": plugin }))?;
+        Ok(Handle {
+            session,
+            id: HandleId(id_in(data)?),
+        })
+    }
+
+    /// Destroys a session and its handles. Rooms and mountpoints it made stay.
+    pub fn destroy_session(&self, session: SessionId) -> Result<(), JanusError> {
+        let url = format!("{}/{}", self.url, session.0);
+        self.post(&url, json!({ "janus": "destroy" })).map(drop)
+    }
+
+    /// Sends a synchronous plugin request and returns the plugin's `data`;
+    /// an `error_code` in it becomes [`JanusError::Plugin`].
+    pub fn plugin_request(
+        &self,
+        handle: Handle,
+        plugin: &'static str,
+        body: Value,
+    ) -> Result<Value, JanusError> {
+        let url = format!("{}/{}/{}", self.url, handle.session.0, handle.id.0);
+        let reply = self.send(&url, json!({ "janus": "message", "body": body }))?;
+        let data = reply.plugindata.map(|p| p.data).ok_or_else(|| {
+            JanusError::Protocol(format!("{} reply without plugindata", reply.janus))
+        })?;
+        if let Some(code) = data.get("error_code").and_then(Value::as_u64) {
+            return Err(JanusError::Plugin {
+                plugin,
+                code: u16::try_from(code).unwrap_or(u16::MAX),
+                reason: data
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            });
+        }
+        Ok(data)
+    }
+
+    /// Waits for events on a session (long-poll). Returns [`Polled::Keepalive`]
+    /// after Janus's hold time of 30 s when nothing happened; each call keeps
+    /// the session alive.
+    pub fn poll(&self, session: SessionId) -> Result<Polled, JanusError> {
+        let mut url = format!("{}/{}?maxev=10", self.url, session.0);
+        self.append_auth_query(&mut url);
+        let response = self
+            .agent
+            .get(&url)
+            .config()
+            .timeout_global(Some(LONG_POLL_HOLD + self.timeout))
+            .build()
+            .call();
+        let value: Value = read_json(response, &self.url)?;
+        match value {
+            Value::Array(events) => Ok(Polled::Events(events)),
+            single => {
+                let reply: Reply = serde_json::from_value(single.clone())
+                    .map_err(|e| JanusError::Protocol(format!("long-poll: {e}")))?;
+                match reply.janus.as_str() {
+                    "keepalive" => Ok(Polled::Keepalive),
+                    "error" => Err(core_error(reply)),
+                    _ => Ok(Polled::Events(vec![single])),
+                }
+            }
+        }
+    }
+
+    /// POSTs a core request and returns its `data`.
+    fn post(&self, url: &str, body: Value) -> Result<Value, JanusError> {
+        let reply = self.send(url, body)?;
+        Ok(reply.data.unwrap_or(Value::Null))
+    }
+
+    /// POSTs a request with a fresh transaction and the credentials; checks
+    /// the reply's transaction and turns a core error into [`JanusError::Core`].
+    fn send(&self, url: &str, mut body: Value) -> Result<Reply, JanusError> {
+        let transaction = self.next_transaction();
+        if let Some(map) = body.as_object_mut() {
+            map.insert("transaction".into(), Value::from(transaction.clone()));
+            if let Some(secret) = &self.api_secret {
+                map.insert("apisecret".into(), Value::from(secret.expose()));
+            }
+            if let Some(token) = &self.token {
+                map.insert("token".into(), Value::from(token.expose()));
+            }
+        }
+        let reply = self.read(self.agent.post(url).send_json(&body))?;
+        if reply.janus == "error" {
+            return Err(core_error(reply));
+        }
+        if reply.transaction.as_deref() != Some(transaction.as_str()) {
+            return Err(JanusError::Protocol(format!(
+                "reply for transaction {:?}, expected {transaction}",
+                reply.transaction
+            )));
+        }
+        Ok(reply)
+    }
+
+    fn read(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Reply, JanusError> {
+        let value: Value = read_json(response, &self.url)?;
+        serde_json::from_value(value).map_err(|e| JanusError::Protocol(e.to_string()))
+    }
+
+    fn append_auth_query(&self, url: &mut String) {
+        for (name, value) in [("apisecret", &self.api_secret), ("token", &self.token)] {
+            if let Some(value) = value {
+                url.push('&');
+                url.push_str(name);
+                url.push('=');
+                url.push_str(&percent_encode(value.expose()));
+            }
+        }
+    }
+
+    fn next_transaction(&self) -> String {
+        let n = self.transactions.fetch_add(1, Ordering::Relaxed);
+        format!("ba-{:08x}-{n}", self.transaction_prefix)
+    }
+}
+
+/// Reads a JSON reply, bounded in size, mapping each failure to its kind.
+fn read_json(
+    response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    url: &str,
+) -> Result<Value, JanusError> {
+    let transport = |source: ureq::Error| JanusError::Transport {
+        url: url.to_owned(),
+        source: Box::new(source),
+    };
+    let mut response = response.map_err(transport)?;
+    let status = response.status().as_u16();
+    if status != 200 {
+        return Err(JanusError::Http {
+            url: url.to_owned(),
+            status,
+        });
+    }
+    response
+        .body_mut()
+        .with_config()
+        .limit(MAX_REPLY_BYTES)
+        .read_json()
+        .map_err(|e| match e {
+            ureq::Error::Json(e) => JanusError::Protocol(e.to_string()),
+            ureq::Error::BodyExceedsLimit(n) => {
+                JanusError::Protocol(format!("reply larger than {n} bytes"))
+            }
+            other => transport(other),
+        })
+}
+
+/// Adds `key: secret` to a request body when the secret is set.
+fn insert_secret(body: &mut Value, key: &str, secret: Option<&Secret>) {
+    if let (Some(map), Some(secret)) = (body.as_object_mut(), secret) {
+        map.insert(key.to_owned(), Value::from(secret.expose()));
+    }
+}
+
+/// Treats plugin error `code` ("already gone") as success.
+fn ignore_code(result: Result<Value, JanusError>, code: u16) -> Result<(), JanusError> {
+    match result {
+        Err(e) if e.code() == Some(code) => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+fn core_error(reply: Reply) -> JanusError {
+    match reply.error {
+        Some(e) => JanusError::Core {
+            code: e.code,
+            reason: e.reason,
+        },
+        None => JanusError::Protocol(format!("{:?} reply without error details", reply.janus)),
+    }
+}
+
+fn id_in(data: Value) -> Result<u64, JanusError> {
+    data.get("id")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| JanusError::Protocol(format!("no id in {data}")))
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters pass).
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The system's trusted roots plus `ca_file`, when given.
+fn root_certs(ca_file: Option<&Path>) -> Result<ureq::tls::RootCerts, TlsSetupError> {
+    /// Debian's and Raspberry Pi OS's bundle of the system's trusted CAs.
+    const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+    let extra = match ca_file.filter(|p| !p.as_os_str().is_empty()) {
+        Some(path) => {
+            let setup_error = |reason: String| TlsSetupError {
+                path: path.display().to_string(),
+                reason,
+            };
+            let pem = fs::read(path).map_err(|e| setup_error(e.to_string()))?;
+            let certs = pem_certificates(&pem);
+            if certs.is_empty() {
+                return Err(setup_error("no PEM certificate in the file".into()));
+            }
+            certs
+        }
+        None => Vec::new(),
+    };
+    match fs::read(SYSTEM_BUNDLE) {
+        Ok(pem) => Ok(pem_certificates(&pem).into_iter().chain(extra).into()),
+        Err(_) if extra.is_empty() => Ok(ureq::tls::RootCerts::WebPki),
+        Err(_) => Ok(extra.into()),
+    }
+}
+
+fn pem_certificates(pem: &[u8]) -> Vec<ureq::tls::Certificate<'static>> {
+    ureq::tls::parse_pem(pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_encoding_keeps_unreserved() {
+        assert_eq!(percent_encode("a-Z_0.~"), "a-Z_0.~");
+        assert_eq!(percent_encode("a b&c=/"), "a%20b%26c%3D%2F");
+    }
+
+    #[test]
+    fn secrets_are_only_added_when_set() {
+        let mut body = json!({ "request": "destroy" });
+        insert_secret(&mut body, "secret", None);
+        assert!(body.get("secret").is_none());
+        let secret = Secret::new("s");
+        insert_secret(&mut body, "secret", secret.as_ref());
+        assert_eq!(body["secret"], "s");
+    }
+
+    #[test]
+    fn error_classes() {
+        let gone = JanusError::Core {
+            code: code::SESSION_NOT_FOUND,
+            reason: String::new(),
+        };
+        assert!(gone.is_session_gone() && !gone.needs_operator());
+        let denied = JanusError::Core {
+            code: code::UNAUTHORIZED,
+            reason: String::new(),
+        };
+        assert!(!denied.is_session_gone() && denied.needs_operator());
+        assert_eq!(denied.code(), Some(403));
+    }
+
+    #[test]
+    fn missing_ca_file_is_named() {
+        let e = root_certs(Some(Path::new("/nonexistent/ca.pem")))
+            .err()
+            .expect("missing file is an error");
+        assert!(e
+            .to_string()
+            .starts_with("janus.ca_file: /nonexistent/ca.pem"));
+    }
+}

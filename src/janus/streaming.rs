@@ -1,0 +1,202 @@
+//! Typed requests to the Streaming plugin: the RTP mountpoint that receives
+//! the Pi's camera and microphone and that viewers watch.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::audiobridge::Created;
+use super::{ignore_code, insert_secret, Client, Handle, JanusError};
+use crate::secret::Secret;
+
+/// The plugin's package name, for `attach`.
+pub const PLUGIN: &str = "janus.plugin.streaming";
+
+/// Streaming error codes the agent acts on.
+pub mod code {
+    /// No mountpoint with that id.
+    pub const NO_SUCH_MOUNTPOINT: u16 = 455;
+    /// A mountpoint with that id already exists (or a port is taken).
+    pub const MOUNTPOINT_EXISTS: u16 = 456;
+}
+
+/// H.264 as the Pi's encoders produce it: constrained baseline, packetization mode 1.
+const H264_FMTP: &str = "profile-level-id=42e01f;packetization-mode=1";
+
+/// What the agent asks the mountpoint to be.
+#[derive(Debug)]
+pub struct MountpointSpec<'a> {
+    /// Mountpoint id (the room's id).
+    pub id: u64,
+    /// Shown to viewers.
+    pub description: &'a str,
+    /// Needed to destroy the mountpoint or read its ports.
+    pub secret: Option<&'a Secret>,
+    /// Viewers must give it to watch.
+    pub pin: Option<&'a Secret>,
+    /// UDP port for H.264 and its payload type.
+    pub video: (u16, u8),
+    /// UDP port for Opus and its payload type.
+    pub audio: (u16, u8),
+}
+
+impl MountpointSpec<'_> {
+    fn media(&self) -> Value {
+        json!([
+            { "type": "video", "mid": "v", "port": self.video.0, "pt": self.video.1,
+              "codec": "h264", "fmtp": H264_FMTP },
+            { "type": "audio", "mid": "a", "port": self.audio.0, "pt": self.audio.1,
+              "codec": "opus" },
+        ])
+    }
+}
+
+/// One medium of a mountpoint as `info` reports it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MediaInfo {
+    /// `video` or `audio`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The bound port; reported only to a request that gave the secret (or when there is none).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Time since the last packet, or since creation when none arrived yet.
+    #[serde(default)]
+    pub age_ms: Option<u64>,
+}
+
+/// What `info` says about a mountpoint.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MountpointInfo {
+    /// Its media, in order.
+    #[serde(default)]
+    pub media: Vec<MediaInfo>,
+}
+
+impl MountpointInfo {
+    /// The first medium of `kind`.
+    pub fn medium(&self, kind: &str) -> Option<&MediaInfo> {
+        self.media.iter().find(|m| m.kind == kind)
+    }
+
+    /// Whether the mountpoint listens where `spec` says. Ports Janus did not
+    /// report cannot be compared and count as matching.
+    pub fn fits(&self, spec: &MountpointSpec<'_>) -> bool {
+        [("video", spec.video.0), ("audio", spec.audio.0)]
+            .into_iter()
+            .all(|(kind, port)| match self.medium(kind) {
+                Some(m) => m.port.is_none_or(|p| p == port),
+                None => false,
+            })
+    }
+
+    /// Time since Janus last received `kind`, if it reports one.
+    pub fn age(&self, kind: &str) -> Option<Duration> {
+        self.medium(kind)?.age_ms.map(Duration::from_millis)
+    }
+}
+
+/// The Streaming plugin, reached through one handle.
+pub struct Streaming<'a> {
+    client: &'a Client,
+    handle: Handle,
+}
+
+impl<'a> Streaming<'a> {
+    /// Talks to the plugin through `handle`, which must be attached to it.
+    pub fn new(client: &'a Client, handle: Handle) -> Self {
+        Self { client, handle }
+    }
+
+    /// Creates an RTP mountpoint, or adopts the one with that id.
+    pub fn create(&self, spec: &MountpointSpec<'_>) -> Result<Created, JanusError> {
+        let mut body = json!({
+            "request": "create",
+            "type": "rtp",
+            "id": spec.id,
+            "description": spec.description,
+            "media": spec.media(),
+        });
+        insert_secret(&mut body, "secret", spec.secret);
+        insert_secret(&mut body, "pin", spec.pin);
+        match self.request(body) {
+            Ok(_) => Ok(Created::New),
+            Err(e) if e.code() == Some(code::MOUNTPOINT_EXISTS) => Ok(Created::Existing),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The mountpoint's info, or `None` when it does not exist.
+    pub fn info(
+        &self,
+        id: u64,
+        secret: Option<&Secret>,
+    ) -> Result<Option<MountpointInfo>, JanusError> {
+        let mut body = json!({ "request": "info", "id": id });
+        insert_secret(&mut body, "secret", secret);
+        match self.request(body) {
+            Ok(data) => {
+                let info = data.get("info").cloned().unwrap_or(Value::Null);
+                serde_json::from_value(info)
+                    .map(Some)
+                    .map_err(|e| JanusError::Protocol(format!("info: {e}")))
+            }
+            Err(e) if e.code() == Some(code::NO_SUCH_MOUNTPOINT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Destroys the mountpoint; one that is already gone is not an error.
+    pub fn destroy(&self, id: u64, secret: Option<&Secret>) -> Result<(), JanusError> {
+        let mut body = json!({ "request": "destroy", "id": id });
+        insert_secret(&mut body, "secret", secret);
+        ignore_code(self.request(body), code::NO_SUCH_MOUNTPOINT)
+    }
+
+    fn request(&self, body: Value) -> Result<Value, JanusError> {
+        self.client.plugin_request(self.handle, PLUGIN, body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> MountpointSpec<'static> {
+        MountpointSpec {
+            id: 4556,
+            description: "x",
+            secret: None,
+            pin: None,
+            video: (8004, 96),
+            audio: (8005, 111),
+        }
+    }
+
+    #[test]
+    fn info_from_janus_1_1_2() {
+        let info: MountpointInfo = serde_json::from_value(json!({
+            "id": 4556, "media": [
+                {"mindex": 0, "type": "video", "mid": "v", "port": 8004, "age_ms": 12},
+                {"mindex": 1, "type": "audio", "mid": "a", "port": 8005, "age_ms": 30}
+            ]
+        }))
+        .expect("parses");
+        assert!(info.fits(&spec()));
+        assert_eq!(info.age("audio"), Some(Duration::from_millis(30)));
+        let moved = MountpointSpec {
+            video: (9004, 96),
+            ..spec()
+        };
+        assert!(!info.fits(&moved));
+    }
+
+    #[test]
+    fn media_array_is_janus_1x() {
+        let media = spec().media();
+        assert_eq!(media[0]["codec"], "h264");
+        assert_eq!(media[1]["port"], 8005);
+        assert_eq!(media[1]["pt"], 111);
+    }
+}

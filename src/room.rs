@@ -1,0 +1,792 @@
+//! The room reconciler: the agent's spine.
+//!
+//! It keeps a *goal* (room open, closed, or the agent stopping) and what it
+//! last *observed* on Janus (session, room, mountpoint, forwarder). Each pass
+//! asks [`next_action`] — a pure function — for the next step that brings the
+//! observation closer to the goal, performs it, and records what Janus said,
+//! until nothing is left to do. A Janus restart, a button press and a failed
+//! request all end up here and are handled by the same code path: whatever is
+//! missing is re-created, whatever must go is removed.
+//!
+//! Between passes it waits for the check interval (then forgets what it saw,
+//! so the next pass verifies everything still exists), for a command, or for
+//! the long-poll to report the session lost. Failed passes are retried with
+//! capped exponential backoff: quickly for an unreachable Janus, slowly for
+//! what only the operator can fix (credentials, a refused request).
+
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, Instant};
+
+use crate::backoff::{Backoff, Policy};
+use crate::config::Settings;
+use crate::janus::audiobridge::{self, AudioBridge, Created, ForwardTarget, RoomSpec};
+use crate::janus::longpoll::{self, CurrentSession, PollEvent};
+use crate::janus::streaming::{self, MountpointSpec, Streaming};
+use crate::janus::{Client, Handle, JanusError, SessionId};
+
+/// RTP payload type the room's mix is forwarded with (and the speaker expects).
+pub const SPEAKER_PAYLOAD_TYPE: u8 = 100;
+/// RTP payload type of the camera's H.264.
+pub const VIDEO_PAYLOAD_TYPE: u8 = 96;
+/// RTP payload type of the microphone's Opus.
+pub const AUDIO_PAYLOAD_TYPE: u8 = 111;
+
+/// Retries while Janus cannot be reached: it is back within a second of
+/// answering again.
+const TRANSIENT_RETRY: Policy = Policy {
+    initial: Duration::from_millis(100),
+    max: Duration::from_secs(1),
+};
+/// Retries of what only the operator can fix (a wrong secret, a refused
+/// request): slow, so a misconfigured agent does not storm Janus.
+const OPERATOR_RETRY: Policy = Policy {
+    initial: Duration::from_secs(2),
+    max: Duration::from_secs(60),
+};
+/// A pass stops after this many actions, so a flapping Janus cannot hold it.
+const MAX_ACTIONS_PER_PASS: usize = 16;
+/// How long the clean-up at shutdown may take, well inside systemd's stop timeout.
+const SHUTDOWN_BUDGET: Duration = Duration::from_secs(8);
+/// The loop beats at least this often while idle (for the systemd watchdog).
+const BEAT: Duration = Duration::from_secs(1);
+
+/// What the owner wants: the room open to viewers, or closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Desired {
+    /// Room, mountpoint and forwarder exist; media flows.
+    Open,
+    /// The room is closed (and, with `destroy_on_close`, gone from Janus).
+    Closed,
+}
+
+/// A command for the reconciler, from a button, the control socket or a timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Open the room.
+    Open,
+    /// Close the room.
+    Close,
+    /// Clean up (as `destroy_on_close` says) and stop.
+    Shutdown,
+}
+
+/// Whether something exists on Janus, as last observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence<T = ()> {
+    /// Not checked since the last change or check interval.
+    Unknown,
+    /// Janus says it does not exist.
+    Absent,
+    /// Janus says it exists.
+    Present(T),
+}
+
+impl<T> Presence<T> {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Absent => "absent",
+            Self::Present(_) => "present",
+        }
+    }
+
+    fn is_absent(&self) -> bool {
+        matches!(self, Self::Absent)
+    }
+}
+
+impl<T> Serialize for Presence<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.label())
+    }
+}
+
+/// Whether an existing mountpoint listens on the configured ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// It does: use it.
+    Matches,
+    /// It listens elsewhere (an earlier run with other ports): replace it.
+    WrongPorts,
+}
+
+/// The session and the two plugin handles the agent works through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    id: SessionId,
+    audiobridge: Handle,
+    streaming: Handle,
+}
+
+/// What the agent last saw on Janus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observed {
+    session: Option<Session>,
+    room: Presence,
+    mountpoint: Presence<Fit>,
+    forwarder: Presence<u64>,
+}
+
+impl Default for Observed {
+    fn default() -> Self {
+        Self {
+            session: None,
+            room: Presence::Unknown,
+            mountpoint: Presence::Unknown,
+            forwarder: Presence::Unknown,
+        }
+    }
+}
+
+impl Observed {
+    /// Forgets what exists (but keeps the session), so the next pass checks again.
+    fn forget(&mut self) {
+        *self = Self {
+            session: self.session,
+            ..Self::default()
+        };
+    }
+}
+
+/// Where the reconciler is headed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Goal {
+    Open,
+    Closed,
+    /// Closed, and the session destroyed: the agent is stopping.
+    Stopped,
+}
+
+/// One step towards the goal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    CreateSession,
+    CheckRoom,
+    CreateRoom,
+    DestroyRoom,
+    CheckMountpoint,
+    CreateMountpoint,
+    DestroyMountpoint,
+    CheckForwarder,
+    CreateForwarder,
+    StopForwarder(u64),
+    DestroySession,
+}
+
+/// The next step from `observed` towards `goal`, or `None` when they match.
+fn next_action(goal: Goal, destroy_on_close: bool, observed: &Observed) -> Option<Action> {
+    use Presence::{Absent, Present, Unknown};
+    let Observed {
+        session,
+        room,
+        mountpoint,
+        forwarder,
+    } = *observed;
+    if goal == Goal::Open {
+        return if session.is_none() {
+            Some(Action::CreateSession)
+        } else if room == Unknown {
+            Some(Action::CheckRoom)
+        } else if room == Absent {
+            Some(Action::CreateRoom)
+        } else if mountpoint == Unknown {
+            Some(Action::CheckMountpoint)
+        } else if mountpoint == Absent {
+            Some(Action::CreateMountpoint)
+        } else if mountpoint == Present(Fit::WrongPorts) {
+            Some(Action::DestroyMountpoint)
+        } else if forwarder == Unknown {
+            Some(Action::CheckForwarder)
+        } else if forwarder == Absent {
+            Some(Action::CreateForwarder)
+        } else {
+            None
+        };
+    }
+    // Closing. Destroying the room takes its forwarder with it; a room that
+    // stays loses only the forwarder (no one listens to it any more).
+    let teardown = if destroy_on_close {
+        [
+            (!mountpoint.is_absent()).then_some(Action::DestroyMountpoint),
+            (!room.is_absent()).then_some(Action::DestroyRoom),
+        ]
+    } else {
+        let forwarder_step = match forwarder {
+            _ if room.is_absent() => None,
+            Unknown => Some(Action::CheckForwarder),
+            Present(id) => Some(Action::StopForwarder(id)),
+            Absent => None,
+        };
+        [forwarder_step, None]
+    };
+    match (teardown.into_iter().flatten().next(), session) {
+        (Some(_), None) => Some(Action::CreateSession),
+        (Some(step), Some(_)) => Some(step),
+        (None, Some(_)) if goal == Goal::Stopped => Some(Action::DestroySession),
+        (None, _) => None,
+    }
+}
+
+/// The agent's view of itself, published after every pass: the source for
+/// logs, systemd STATUS, the LED and `broadcast-agent status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoomState {
+    /// The room id.
+    pub room_id: u64,
+    /// What the owner wants.
+    pub desired: Desired,
+    /// Whether the agent holds a Janus session.
+    pub session: bool,
+    /// The AudioBridge room.
+    pub room: Presence,
+    /// The Streaming mountpoint.
+    pub mountpoint: Presence<Fit>,
+    /// The forwarder of the room's audio to the Pi.
+    pub forwarder: Presence<u64>,
+    /// The error of the last failed pass, if the last pass failed.
+    pub last_error: Option<String>,
+}
+
+/// A one-word summary of [`RoomState`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Open, and everything exists on Janus.
+    Live,
+    /// Open wanted, not (yet, or any more) everything there.
+    Opening,
+    /// Closed wanted, something still to remove.
+    Closing,
+    /// Closed.
+    Closed,
+}
+
+impl RoomState {
+    fn new(room_id: u64, desired: Desired) -> Self {
+        Self {
+            room_id,
+            desired,
+            session: false,
+            room: Presence::Unknown,
+            mountpoint: Presence::Unknown,
+            forwarder: Presence::Unknown,
+            last_error: None,
+        }
+    }
+
+    /// What the room is doing, in one word.
+    pub fn phase(&self) -> Phase {
+        let live = matches!(self.room, Presence::Present(()))
+            && matches!(self.mountpoint, Presence::Present(Fit::Matches))
+            && matches!(self.forwarder, Presence::Present(_));
+        match (self.desired, live) {
+            (Desired::Open, true) => Phase::Live,
+            (Desired::Open, false) => Phase::Opening,
+            (Desired::Closed, _) if self.last_error.is_some() => Phase::Closing,
+            (Desired::Closed, _) => Phase::Closed,
+        }
+    }
+}
+
+/// Counts the reconciler's loop iterations; the systemd watchdog is fed only
+/// while it moves.
+#[derive(Debug, Clone, Default)]
+pub struct Heartbeat(Arc<AtomicU64>);
+
+impl Heartbeat {
+    fn beat(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The number of beats so far.
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// How to talk to the reconciler once it runs.
+#[derive(Debug, Clone)]
+pub struct RoomHandle {
+    commands: mpsc::Sender<Event>,
+    state: watch::Receiver<RoomState>,
+    heartbeat: Heartbeat,
+}
+
+impl RoomHandle {
+    /// Sends a command; returns false when the reconciler has stopped.
+    pub async fn send(&self, command: Command) -> bool {
+        self.commands.send(Event::Command(command)).await.is_ok()
+    }
+
+    /// The published state, updated after every pass.
+    pub fn state(&self) -> watch::Receiver<RoomState> {
+        self.state.clone()
+    }
+
+    /// The loop's heartbeat.
+    pub fn heartbeat(&self) -> Heartbeat {
+        self.heartbeat.clone()
+    }
+}
+
+/// What wakes the loop.
+#[derive(Debug)]
+enum Event {
+    Command(Command),
+    Poll(PollEvent),
+}
+
+/// Everything a pass needs, shared with the blocking threads that run it.
+struct Janus {
+    client: Arc<Client>,
+    settings: Arc<Settings>,
+    current: CurrentSession,
+    events: mpsc::Sender<Event>,
+}
+
+impl Janus {
+    /// Performs actions until `observed` matches `goal`, or one fails.
+    fn converge(&self, goal: Goal, observed: &mut Observed) -> Result<(), JanusError> {
+        let destroy = self.settings.room.destroy_on_close;
+        for _ in 0..MAX_ACTIONS_PER_PASS {
+            let Some(action) = next_action(goal, destroy, observed) else {
+                return Ok(());
+            };
+            log::trace!("room {}: {action:?}", self.settings.room.id);
+            match self.apply(action, observed) {
+                Ok(()) => {}
+                Err(e) if e.is_session_gone() => {
+                    if let Some(session) = observed.session.take() {
+                        log::info!(
+                            "Janus session {} is gone (Janus restarted?): starting a new one",
+                            session.id.0
+                        );
+                    }
+                    self.current.set(None);
+                    observed.forget();
+                }
+                Err(e) => {
+                    observed.forget();
+                    return Err(e);
+                }
+            }
+        }
+        Err(JanusError::Protocol(format!(
+            "no steady state after {MAX_ACTIONS_PER_PASS} requests"
+        )))
+    }
+
+    /// Performs one action and records what Janus answered.
+    fn apply(&self, action: Action, observed: &mut Observed) -> Result<(), JanusError> {
+        let room = &self.settings.room;
+        let id = room.id;
+        let secret = room.secret.as_ref();
+        if action == Action::CreateSession {
+            let session = self.create_session()?;
+            *observed = Observed {
+                session: Some(session),
+                ..Observed::default()
+            };
+            return Ok(());
+        }
+        let Some(session) = observed.session else {
+            return Err(JanusError::Protocol(format!(
+                "{action:?} without a session"
+            )));
+        };
+        let bridge = AudioBridge::new(&self.client, session.audiobridge);
+        let stream = Streaming::new(&self.client, session.streaming);
+        match action {
+            Action::CreateSession => {}
+            Action::CheckRoom => {
+                observed.room = presence(bridge.exists(id)?);
+                if observed.room.is_absent() {
+                    observed.forwarder = Presence::Absent;
+                }
+            }
+            Action::CreateRoom => {
+                let created = bridge.create(&self.room_spec())?;
+                log::info!("room {id}: {}", describe(created, "created", "adopted"));
+                observed.room = Presence::Present(());
+                if created == Created::New {
+                    observed.forwarder = Presence::Absent;
+                }
+            }
+            Action::DestroyRoom => {
+                bridge.destroy(id, secret)?;
+                log::info!("room {id}: destroyed");
+                observed.room = Presence::Absent;
+                observed.forwarder = Presence::Absent;
+            }
+            Action::CheckMountpoint => {
+                let spec = self.mountpoint_spec();
+                observed.mountpoint = match stream.info(id, secret)? {
+                    None => Presence::Absent,
+                    Some(info) if info.fits(&spec) => Presence::Present(Fit::Matches),
+                    Some(_) => {
+                        log::warn!(
+                            "mountpoint {id} listens on other ports than stream.video_port/audio_port: replacing it"
+                        );
+                        Presence::Present(Fit::WrongPorts)
+                    }
+                };
+            }
+            Action::CreateMountpoint => {
+                let spec = self.mountpoint_spec();
+                let created = stream.create(&spec)?;
+                log::info!(
+                    "mountpoint {id}: {} (video port {}, audio port {})",
+                    describe(created, "created", "adopted"),
+                    spec.video.0,
+                    spec.audio.0
+                );
+                observed.mountpoint = match created {
+                    Created::New => Presence::Present(Fit::Matches),
+                    Created::Existing => Presence::Unknown,
+                };
+            }
+            Action::DestroyMountpoint => {
+                stream.destroy(id, secret)?;
+                log::info!("mountpoint {id}: destroyed");
+                observed.mountpoint = Presence::Absent;
+            }
+            Action::CheckForwarder => {
+                observed.forwarder = match bridge.list_forwarders(id, secret) {
+                    Ok(list) => {
+                        let target = self.forward_target()?;
+                        match list.into_iter().find(|f| f.matches(&target)) {
+                            Some(f) => Presence::Present(f.stream_id),
+                            None => Presence::Absent,
+                        }
+                    }
+                    Err(e) if e.code() == Some(audiobridge::code::NO_SUCH_ROOM) => {
+                        observed.room = Presence::Absent;
+                        Presence::Absent
+                    }
+                    Err(e) => return Err(e),
+                };
+            }
+            Action::CreateForwarder => {
+                let target = self.forward_target()?;
+                let stream_id = bridge.rtp_forward(id, &target, secret)?;
+                log::info!(
+                    "room {id}: forwarding its audio to {}:{} (stream {stream_id})",
+                    target.host,
+                    target.port
+                );
+                observed.forwarder = Presence::Present(stream_id);
+            }
+            Action::StopForwarder(stream_id) => {
+                bridge.stop_rtp_forward(id, stream_id, secret)?;
+                log::info!("room {id}: stopped forwarding its audio");
+                observed.forwarder = Presence::Absent;
+            }
+            Action::DestroySession => {
+                self.current.set(None);
+                observed.session = None;
+                self.client.destroy_session(session.id)?;
+                log::debug!("Janus session {} destroyed", session.id.0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a session, attaches both plugins and starts its long-poll.
+    fn create_session(&self) -> Result<Session, JanusError> {
+        let id = self.client.create_session()?;
+        let session = Session {
+            id,
+            audiobridge: self.client.attach(id, audiobridge::PLUGIN)?,
+            streaming: self.client.attach(id, streaming::PLUGIN)?,
+        };
+        self.current.set(Some(id));
+        let events = self.events.clone();
+        longpoll::spawn(
+            Arc::clone(&self.client),
+            id,
+            self.current.clone(),
+            move |e| {
+                // A full queue already holds a wake-up; dropping this one loses nothing.
+                let _ = events.try_send(Event::Poll(e));
+            },
+        )
+        .map_err(|e| JanusError::Protocol(format!("cannot start the long-poll thread: {e}")))?;
+        log::info!("Janus session {} created at {}", id.0, self.client.url());
+        Ok(session)
+    }
+
+    fn room_spec(&self) -> RoomSpec<'_> {
+        let room = &self.settings.room;
+        RoomSpec {
+            id: room.id,
+            description: &room.description,
+            secret: room.secret.as_ref(),
+            pin: room.pin.as_ref(),
+            allow_rtp_participants: false,
+        }
+    }
+
+    fn mountpoint_spec(&self) -> MountpointSpec<'_> {
+        let (room, stream) = (&self.settings.room, &self.settings.stream);
+        MountpointSpec {
+            id: room.id,
+            description: &room.description,
+            secret: room.secret.as_ref(),
+            pin: room.pin.as_ref(),
+            video: (stream.video_port, VIDEO_PAYLOAD_TYPE),
+            audio: (stream.audio_port, AUDIO_PAYLOAD_TYPE),
+        }
+    }
+
+    /// Where Janus should send the room's audio: `speaker.host`, or the
+    /// address of this machine on its route to Janus.
+    fn forward_target(&self) -> Result<ForwardTarget, JanusError> {
+        let speaker = &self.settings.speaker;
+        let host = if speaker.host.is_empty() {
+            local_address_towards(self.settings.janus.host())?
+        } else {
+            speaker.host.clone()
+        };
+        Ok(ForwardTarget {
+            host,
+            port: speaker.port,
+            payload_type: SPEAKER_PAYLOAD_TYPE,
+        })
+    }
+}
+
+/// The local address the kernel would use to reach `host` (no packet is sent).
+fn local_address_towards(host: &str) -> Result<String, JanusError> {
+    let unroutable = |e: std::io::Error| {
+        JanusError::Protocol(format!(
+            "no route to Janus host {host} to pick speaker.host from: {e}"
+        ))
+    };
+    let bind = if host.contains(':') {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let socket = UdpSocket::bind(bind).map_err(unroutable)?;
+    let target = if host.contains(':') {
+        format!("[{host}]:9")
+    } else {
+        format!("{host}:9")
+    };
+    socket.connect(target).map_err(unroutable)?;
+    Ok(socket.local_addr().map_err(unroutable)?.ip().to_string())
+}
+
+fn presence(exists: bool) -> Presence {
+    if exists {
+        Presence::Present(())
+    } else {
+        Presence::Absent
+    }
+}
+
+fn describe(created: Created, new: &'static str, existing: &'static str) -> &'static str {
+    match created {
+        Created::New => new,
+        Created::Existing => existing,
+    }
+}
+
+/// Starts the reconciler on the current runtime.
+pub fn spawn(
+    client: Arc<Client>,
+    settings: Arc<Settings>,
+) -> (RoomHandle, tokio::task::JoinHandle<()>) {
+    let desired = if settings.room.open_on_start {
+        Desired::Open
+    } else {
+        Desired::Closed
+    };
+    let (events, inbox) = mpsc::channel(32);
+    let (state_tx, state) = watch::channel(RoomState::new(settings.room.id, desired));
+    let heartbeat = Heartbeat::default();
+    let janus = Arc::new(Janus {
+        client,
+        settings,
+        current: CurrentSession::default(),
+        events: events.clone(),
+    });
+    let task = tokio::spawn(run(janus, desired, inbox, state_tx, heartbeat.clone()));
+    (
+        RoomHandle {
+            commands: events,
+            state,
+            heartbeat,
+        },
+        task,
+    )
+}
+
+/// The loop: a pass, then wait for the next reason to pass again.
+async fn run(
+    janus: Arc<Janus>,
+    mut desired: Desired,
+    mut inbox: mpsc::Receiver<Event>,
+    state: watch::Sender<RoomState>,
+    heartbeat: Heartbeat,
+) {
+    let room_id = janus.settings.room.id;
+    let check_interval = janus.settings.room.check_interval();
+    let mut observed = Observed::default();
+    let mut transient = Backoff::new(TRANSIENT_RETRY);
+    let mut operator = Backoff::new(OPERATOR_RETRY);
+    let mut last_error: Option<String> = None;
+    loop {
+        heartbeat.beat();
+        let goal = match desired {
+            Desired::Open => Goal::Open,
+            Desired::Closed => Goal::Closed,
+        };
+        let (seen, result) = pass(&janus, goal, observed).await;
+        observed = seen;
+        let (wait, failed) = match result {
+            Ok(()) => {
+                if last_error.take().is_some() {
+                    log::info!("room {room_id}: Janus answers again");
+                }
+                transient.reset();
+                operator.reset();
+                (check_interval, false)
+            }
+            Err(e) => {
+                let backoff = if e.needs_operator() {
+                    &mut operator
+                } else {
+                    &mut transient
+                };
+                let delay = backoff.next_delay();
+                let message = e.to_string();
+                if last_error.as_deref() != Some(message.as_str()) {
+                    log::warn!(
+                        "room {room_id}: {message}; retrying (attempt {}, next in {} ms)",
+                        backoff.attempts(),
+                        delay.as_millis()
+                    );
+                }
+                last_error = Some(message);
+                (delay, true)
+            }
+        };
+        publish(&state, room_id, desired, &observed, &last_error);
+
+        let deadline = Instant::now() + wait;
+        loop {
+            tokio::select! {
+                // Time to check again (or to retry after a failure): forget
+                // what was seen so the next pass verifies it.
+                () = sleep_until(deadline) => {
+                    observed.forget();
+                    break;
+                }
+                // Idle beat: the loop is alive between passes.
+                () = tokio::time::sleep(BEAT) => heartbeat.beat(),
+                event = inbox.recv() => match event {
+                    None | Some(Event::Command(Command::Shutdown)) => {
+                        shut_down(&janus, observed).await;
+                        publish(&state, room_id, Desired::Closed, &Observed::default(), &None);
+                        return;
+                    }
+                    Some(Event::Command(command)) => {
+                        desired = if command == Command::Open { Desired::Open } else { Desired::Closed };
+                        log::info!("room {room_id}: {} requested", if desired == Desired::Open { "open" } else { "close" });
+                        transient.reset();
+                        operator.reset();
+                        break;
+                    }
+                    // The session died: start over now, unless backing off.
+                    Some(Event::Poll(PollEvent::SessionLost(id))) => {
+                        if observed.session.is_some_and(|s| s.id == id) {
+                            observed.session = None;
+                            observed.forget();
+                            log::info!("room {room_id}: Janus session {} expired or Janus restarted", id.0);
+                            if !failed { break; }
+                        }
+                    }
+                    // Janus went away: check now, unless already backing off.
+                    Some(Event::Poll(PollEvent::Unreachable(_))) => {
+                        if !failed {
+                            observed.forget();
+                            break;
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Runs one pass on a blocking thread.
+async fn pass(
+    janus: &Arc<Janus>,
+    goal: Goal,
+    observed: Observed,
+) -> (Observed, Result<(), JanusError>) {
+    let janus = Arc::clone(janus);
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut observed = observed;
+        let result = janus.converge(goal, &mut observed);
+        (observed, result)
+    })
+    .await;
+    joined.unwrap_or_else(|e| {
+        (
+            Observed::default(),
+            Err(JanusError::Protocol(format!("pass aborted: {e}"))),
+        )
+    })
+}
+
+/// Cleans up as `destroy_on_close` says and destroys the session, within a budget.
+async fn shut_down(janus: &Arc<Janus>, observed: Observed) {
+    let room_id = janus.settings.room.id;
+    match tokio::time::timeout(SHUTDOWN_BUDGET, pass(janus, Goal::Stopped, observed)).await {
+        Ok((_, Ok(()))) => log::info!("room {room_id}: cleaned up on Janus"),
+        Ok((_, Err(e))) => log::warn!("room {room_id}: clean-up incomplete: {e}"),
+        Err(_) => log::warn!(
+            "room {room_id}: clean-up did not finish within {} s",
+            SHUTDOWN_BUDGET.as_secs()
+        ),
+    }
+    janus.current.set(None);
+}
+
+fn publish(
+    state: &watch::Sender<RoomState>,
+    room_id: u64,
+    desired: Desired,
+    observed: &Observed,
+    last_error: &Option<String>,
+) {
+    let next = RoomState {
+        room_id,
+        desired,
+        session: observed.session.is_some(),
+        room: observed.room,
+        mountpoint: observed.mountpoint,
+        forwarder: observed.forwarder,
+        last_error: last_error.clone(),
+    };
+    state.send_if_modified(|current| {
+        if *current == next {
+            return false;
+        }
+        let (was, is) = (current.phase(), next.phase());
+        if was != is {
+            log::info!("room {room_id}: {was:?} -> {is:?}");
+        }
+        *current = next;
+        true
+    });
+}
