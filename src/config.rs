@@ -59,12 +59,19 @@ pub struct JanusSettings {
     /// REST endpoint, `http://` or `https://`, e.g. `http://127.0.0.1:8088/janus`.
     pub url: String,
     /// Sent as `apisecret` on every request when set.
-    #[serde(deserialize_with = "secret::optional")]
+    #[serde(
+        deserialize_with = "secret::optional",
+        serialize_with = "none_as_empty"
+    )]
     pub api_secret: Option<Secret>,
     /// Sent as `token` on every request when set.
-    #[serde(deserialize_with = "secret::optional")]
+    #[serde(
+        deserialize_with = "secret::optional",
+        serialize_with = "none_as_empty"
+    )]
     pub token: Option<Secret>,
     /// PEM file of an extra CA to trust (a self-signed Janus certificate).
+    #[serde(serialize_with = "none_as_empty")]
     pub ca_file: Option<PathBuf>,
     /// Longest wait for one Janus request.
     pub request_timeout_ms: u64,
@@ -103,10 +110,16 @@ pub struct RoomSettings {
     /// Shown to viewers.
     pub description: String,
     /// Room (and mountpoint) secret: Janus asks for it to destroy or forward.
-    #[serde(deserialize_with = "secret::optional")]
+    #[serde(
+        deserialize_with = "secret::optional",
+        serialize_with = "none_as_empty"
+    )]
     pub secret: Option<Secret>,
     /// Pin viewers must give to join.
-    #[serde(deserialize_with = "secret::optional")]
+    #[serde(
+        deserialize_with = "secret::optional",
+        serialize_with = "none_as_empty"
+    )]
     pub pin: Option<Secret>,
     /// Open the room as soon as the agent starts.
     pub open_on_start: bool,
@@ -200,7 +213,7 @@ impl Settings {
             .collect();
         let parse_error = |e: config::ConfigError| ConfigError::Parse {
             path: path.to_owned(),
-            reason: e.to_string(),
+            reason: one_line(&e.to_string()),
         };
         let settings: Settings = config::Config::builder()
             .add_source(config::File::from_str(toml, config::FileFormat::Toml))
@@ -289,6 +302,45 @@ impl Settings {
     }
 }
 
+/// Rewrites the `config` crate's messages so that the key comes first and
+/// everything fits on one line:
+/// "unknown field `idd`, expected one of `id`, .. for key `room`" becomes
+/// "room.idd: unknown key, expected one of `id`, ..", and
+/// "invalid type: .. for key `room.id`" becomes "room.id: invalid type: ..".
+fn one_line(message: &str) -> String {
+    let flat = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !is_source_excerpt(l))
+        .collect::<Vec<_>>()
+        .join(": ");
+    let (text, key) = match flat.rsplit_once(" for key `") {
+        Some((text, key)) => (text, Some(key.trim_end_matches('`'))),
+        None => (flat.as_str(), None),
+    };
+    if let Some((field, expected)) = text
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+    {
+        return match key {
+            Some(key) => format!("{key}.{field}: unknown key{expected}"),
+            None => format!("{field}: unknown section{expected}"),
+        };
+    }
+    match key {
+        Some(key) => format!("{key}: {text}"),
+        None => flat,
+    }
+}
+
+/// The lines of a TOML parse error that quote the file (`1 | key = ..`, `|   ^`).
+fn is_source_excerpt(line: &str) -> bool {
+    let gutter = line
+        .split_once('|')
+        .is_some_and(|(n, _)| n.trim().chars().all(|c| c.is_ascii_digit()));
+    gutter || line.chars().all(|c| c == '^' || c == ' ')
+}
+
 fn check_range(
     key: &'static str,
     value: u64,
@@ -321,6 +373,17 @@ fn check_host(key: &'static str, host: &str) -> Result<(), (&'static str, String
         Ok(())
     } else {
         Err((key, format!("{host:?} is not an IP address or host name")))
+    }
+}
+
+/// Shows an unset optional value as `""`, as the shipped file writes it.
+fn none_as_empty<T: Serialize, S: serde::Serializer>(
+    value: &Option<T>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => value.serialize(serializer),
+        None => serializer.serialize_str(""),
     }
 }
 
@@ -385,25 +448,34 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let e = error("[room]\nidd = 3\n");
-        assert!(e.contains("idd"), "{e}");
+        assert!(
+            e.starts_with("agent.toml: room.idd: unknown key, expected one of `id`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn unknown_section_is_named() {
         let e = error("[rooom]\nid = 3\n");
-        assert!(e.contains("rooom"), "{e}");
+        assert!(e.starts_with("agent.toml: rooom: unknown section"), "{e}");
     }
 
     #[test]
     fn wrong_type_is_named() {
         let e = error("[room]\nid = \"abc\"\n");
-        assert!(e.contains("room.id"), "{e}");
+        assert!(e.starts_with("agent.toml: room.id: invalid type"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_is_one_line() {
+        let e = error("garbage ==\n");
+        assert!(!e.contains('\n') && e.contains("line 1"), "{e}");
     }
 
     #[test]
     fn port_out_of_range_is_named() {
         let e = error("[stream]\nvideo_port = 70000\n");
-        assert!(e.contains("stream.video_port"), "{e}");
+        assert!(e.starts_with("agent.toml: stream.video_port: "), "{e}");
         let e = error("[speaker]\nport = 0\n");
         assert!(e.contains("speaker.port"), "{e}");
     }

@@ -790,3 +790,162 @@ fn publish(
         true
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Presence::{Absent, Present, Unknown};
+
+    const SESSION: Session = Session {
+        id: SessionId(1),
+        audiobridge: Handle {
+            session: SessionId(1),
+            id: crate::janus::HandleId(2),
+        },
+        streaming: Handle {
+            session: SessionId(1),
+            id: crate::janus::HandleId(3),
+        },
+    };
+
+    fn seen(room: Presence, mountpoint: Presence<Fit>, forwarder: Presence<u64>) -> Observed {
+        Observed {
+            session: Some(SESSION),
+            room,
+            mountpoint,
+            forwarder,
+        }
+    }
+
+    /// Runs the planner against a simulated Janus that does what it is asked.
+    fn plan_from(goal: Goal, destroy: bool, mut observed: Observed) -> Vec<Action> {
+        let mut steps = Vec::new();
+        while let Some(action) = next_action(goal, destroy, &observed) {
+            steps.push(action);
+            assert!(steps.len() < 20, "no fixed point: {steps:?}");
+            match action {
+                Action::CreateSession => observed = seen(Unknown, Unknown, Unknown),
+                Action::CheckRoom | Action::CreateRoom => observed.room = Present(()),
+                Action::CheckMountpoint | Action::CreateMountpoint => {
+                    observed.mountpoint = Present(Fit::Matches)
+                }
+                Action::CheckForwarder | Action::CreateForwarder => observed.forwarder = Present(9),
+                Action::DestroyRoom => {
+                    observed.room = Absent;
+                    observed.forwarder = Absent;
+                }
+                Action::DestroyMountpoint => observed.mountpoint = Absent,
+                Action::StopForwarder(_) => observed.forwarder = Absent,
+                Action::DestroySession => observed.session = None,
+            }
+        }
+        steps
+    }
+
+    #[test]
+    fn opening_from_nothing_checks_then_builds_in_order() {
+        let steps = plan_from(Goal::Open, true, Observed::default());
+        assert_eq!(
+            steps,
+            [
+                Action::CreateSession,
+                Action::CheckRoom,
+                Action::CheckMountpoint,
+                Action::CheckForwarder
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_parts_are_recreated() {
+        let observed = seen(Absent, Absent, Absent);
+        assert_eq!(
+            plan_from(Goal::Open, true, observed),
+            [
+                Action::CreateRoom,
+                Action::CreateMountpoint,
+                Action::CreateForwarder
+            ]
+        );
+    }
+
+    #[test]
+    fn a_mountpoint_on_wrong_ports_is_replaced() {
+        let observed = seen(Present(()), Present(Fit::WrongPorts), Present(1));
+        assert_eq!(
+            next_action(Goal::Open, true, &observed),
+            Some(Action::DestroyMountpoint)
+        );
+    }
+
+    #[test]
+    fn live_is_a_fixed_point() {
+        let observed = seen(Present(()), Present(Fit::Matches), Present(1));
+        assert_eq!(next_action(Goal::Open, true, &observed), None);
+    }
+
+    #[test]
+    fn closing_with_destroy_removes_mountpoint_then_room() {
+        let observed = seen(Present(()), Present(Fit::Matches), Present(1));
+        assert_eq!(
+            plan_from(Goal::Closed, true, observed),
+            [Action::DestroyMountpoint, Action::DestroyRoom]
+        );
+    }
+
+    #[test]
+    fn closing_without_destroy_only_stops_the_forwarder() {
+        let observed = seen(Present(()), Present(Fit::Matches), Present(7));
+        assert_eq!(
+            plan_from(Goal::Closed, false, observed),
+            [Action::StopForwarder(7)]
+        );
+        let unknown = seen(Unknown, Unknown, Unknown);
+        assert_eq!(
+            plan_from(Goal::Closed, false, unknown),
+            [Action::CheckForwarder, Action::StopForwarder(9)]
+        );
+    }
+
+    #[test]
+    fn stopping_destroys_the_session_last() {
+        let observed = seen(Present(()), Present(Fit::Matches), Present(1));
+        assert_eq!(
+            plan_from(Goal::Stopped, true, observed),
+            [
+                Action::DestroyMountpoint,
+                Action::DestroyRoom,
+                Action::DestroySession
+            ]
+        );
+    }
+
+    #[test]
+    fn closing_with_no_session_needs_one_only_if_something_may_remain() {
+        let unknown = Observed::default();
+        assert_eq!(
+            next_action(Goal::Closed, true, &unknown),
+            Some(Action::CreateSession)
+        );
+        let gone = Observed {
+            session: None,
+            room: Absent,
+            mountpoint: Absent,
+            forwarder: Absent,
+        };
+        assert_eq!(next_action(Goal::Closed, true, &gone), None);
+        assert_eq!(next_action(Goal::Stopped, true, &gone), None);
+    }
+
+    #[test]
+    fn phase_summarises_the_state() {
+        let mut state = RoomState::new(1, Desired::Open);
+        assert_eq!(state.phase(), Phase::Opening);
+        state.room = Present(());
+        state.mountpoint = Present(Fit::Matches);
+        state.forwarder = Present(3);
+        assert_eq!(state.phase(), Phase::Live);
+        state.desired = Desired::Closed;
+        assert_eq!(state.phase(), Phase::Closed);
+    }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages broadcast-agent needs to build, run its demo
+# and run its tests: Janus, GStreamer (1.22) with the plugins the pipelines use,
+# ALSA, and PulseAudio as a sound card for machines without one.
+# Uses the machine's own apt configuration; needs root.
+set -euo pipefail
+
+packages=(
+  build-essential pkg-config curl
+  janus
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libasound2-dev
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-alsa
+  alsa-utils pulseaudio pulseaudio-utils libasound2-plugins
+  systemd
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo not found: install Rust (rustup) first" >&2
+  exit 1
+fi

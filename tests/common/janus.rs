@@ -1,0 +1,287 @@
+//! A real Janus (Debian package `janus`) on loopback, and a probe that asks it
+//! what exists through its own REST and Admin APIs.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{ports, repo, scratch, wait_for};
+
+/// Admin secret of the shipped `conf/janus/janus.jcfg`.
+const ADMIN_SECRET: &str = "janusoverlord";
+
+/// Options for a test Janus, on top of the shipped configuration.
+#[derive(Debug, Default, Clone)]
+pub struct JanusConfig {
+    /// Require this `api_secret` on every request.
+    pub api_secret: Option<String>,
+}
+
+/// A Janus server running the project's `conf/janus` on its own loopback ports.
+pub struct Janus {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    /// REST port.
+    pub port: u16,
+    /// Admin API port.
+    pub admin_port: u16,
+    config: JanusConfig,
+}
+
+impl Janus {
+    /// Starts Janus with the shipped configuration.
+    pub fn start() -> Self {
+        Self::start_with(JanusConfig::default())
+    }
+
+    /// Starts Janus with the shipped configuration plus `config`.
+    pub fn start_with(config: JanusConfig) -> Self {
+        let base = ports(60);
+        let dir = scratch();
+        let mut janus = Self {
+            child: None,
+            dir,
+            port: base,
+            admin_port: base + 1,
+            config,
+        };
+        janus.write_config(base);
+        janus.launch();
+        janus
+    }
+
+    /// The REST endpoint, as the agent's `janus.url` takes it.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/janus", self.port)
+    }
+
+    /// Copies `conf/janus` with this instance's ports and options.
+    fn write_config(&self, base: u16) {
+        let source = repo().join("conf/janus");
+        let rewrite = |file: &str, edits: &[(&str, String)]| {
+            let mut text = fs::read_to_string(source.join(file)).expect("shipped Janus config");
+            for (from, to) in edits {
+                assert!(text.contains(from), "{file} no longer contains {from:?}");
+                text = text.replacen(from, to, 1);
+            }
+            fs::write(self.dir.path().join(file), text).expect("write Janus config");
+        };
+        let mut core = vec![(
+            "rtp_port_range = \"20000-40000\"",
+            format!("rtp_port_range = \"{}-{}\"", base + 10, base + 29),
+        )];
+        if let Some(secret) = &self.config.api_secret {
+            core.push((
+                "#api_secret = \"change-me\"",
+                format!("api_secret = \"{secret}\""),
+            ));
+        }
+        rewrite("janus.jcfg", &core);
+        rewrite(
+            "janus.transport.http.jcfg",
+            &[
+                ("port = 8088", format!("port = {}", self.port)),
+                (
+                    "admin_port = 7088",
+                    format!("admin_port = {}", self.admin_port),
+                ),
+            ],
+        );
+        rewrite(
+            "janus.plugin.audiobridge.jcfg",
+            &[(
+                "rtp_port_range = \"10000-10100\"",
+                format!("rtp_port_range = \"{}-{}\"", base + 30, base + 49),
+            )],
+        );
+        rewrite("janus.plugin.streaming.jcfg", &[]);
+    }
+
+    fn launch(&mut self) {
+        let log = fs::File::create(self.log_path()).expect("Janus log file");
+        let child = Command::new("janus")
+            .arg("-F")
+            .arg(self.dir.path())
+            .arg("-o")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start janus (apt-get install janus)");
+        self.child = Some(child);
+        let probe_url = format!("http://127.0.0.1:{}/janus/info", self.port);
+        wait_for(Duration::from_secs(10), "Janus to answer", || {
+            ureq::get(&probe_url).call().ok().map(drop)
+        });
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("janus.log")
+    }
+
+    /// Kills Janus hard (as a crash or power loss would).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts Janus again on the same ports; returns when it answers.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    /// A probe for this server.
+    pub fn probe(&self) -> Probe {
+        Probe::new(&self.url(), self.config.api_secret.clone())
+    }
+
+    /// Session ids Janus holds (Admin API `list_sessions`).
+    pub fn sessions(&self) -> Vec<u64> {
+        let url = format!("http://127.0.0.1:{}/admin", self.admin_port);
+        let reply: Value = post(
+            &url,
+            json!({ "janus": "list_sessions", "transaction": "t", "admin_secret": ADMIN_SECRET }),
+        );
+        reply["sessions"]
+            .as_array()
+            .map(|s| s.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Janus {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = fs::read_to_string(self.log_path()).unwrap_or_default();
+            let tail: Vec<_> = log.lines().rev().take(40).collect();
+            eprintln!("--- Janus log (last lines) ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+fn post(url: &str, body: Value) -> Value {
+    ureq::post(url)
+        .send_json(&body)
+        .and_then(|mut r| r.body_mut().read_json())
+        .unwrap_or(Value::Null)
+}
+
+/// A client of its own that asks Janus what exists, as a viewer would.
+pub struct Probe {
+    url: String,
+    api_secret: Option<String>,
+    session: u64,
+    audiobridge: u64,
+    streaming: u64,
+}
+
+impl Probe {
+    fn new(url: &str, api_secret: Option<String>) -> Self {
+        let mut probe = Self {
+            url: url.to_owned(),
+            api_secret,
+            session: 0,
+            audiobridge: 0,
+            streaming: 0,
+        };
+        probe.connect();
+        probe
+    }
+
+    /// (Re)creates the probe's session, e.g. after a Janus restart.
+    pub fn connect(&mut self) {
+        let created = self.core(&self.url.clone(), json!({ "janus": "create" }));
+        self.session = created["data"]["id"].as_u64().expect("probe session");
+        let session_url = format!("{}/{}", self.url, self.session);
+        for (plugin, slot) in [
+            ("janus.plugin.audiobridge", &mut self.audiobridge),
+            ("janus.plugin.streaming", &mut self.streaming),
+        ] {
+            let attached = post_with(
+                &session_url,
+                json!({ "janus": "attach", "plugin": plugin }),
+                self.api_secret.as_deref(),
+            );
+            *slot = attached["data"]["id"].as_u64().expect("probe handle");
+        }
+    }
+
+    /// The probe's own session id (to tell it apart in `list_sessions`).
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    fn core(&self, url: &str, body: Value) -> Value {
+        post_with(url, body, self.api_secret.as_deref())
+    }
+
+    /// Sends an AudioBridge request; returns the plugin data.
+    pub fn audiobridge(&self, body: Value) -> Value {
+        self.message(self.audiobridge, body)
+    }
+
+    /// Sends a Streaming request; returns the plugin data.
+    pub fn streaming(&self, body: Value) -> Value {
+        self.message(self.streaming, body)
+    }
+
+    fn message(&self, handle: u64, body: Value) -> Value {
+        let url = format!("{}/{}/{}", self.url, self.session, handle);
+        let reply = self.core(&url, json!({ "janus": "message", "body": body }));
+        reply["plugindata"]["data"].clone()
+    }
+
+    /// Whether the AudioBridge room exists.
+    pub fn room_exists(&self, room: u64) -> bool {
+        self.audiobridge(json!({ "request": "exists", "room": room }))["exists"] == true
+    }
+
+    /// The mountpoint's info, if it exists.
+    pub fn mountpoint(&self, id: u64, secret: &str) -> Option<Value> {
+        let data = self.streaming(json!({ "request": "info", "id": id, "secret": secret }));
+        (data["streaming"] == "info").then(|| data["info"].clone())
+    }
+
+    /// The room's forwarders (empty when the room is gone).
+    pub fn forwarders(&self, room: u64, secret: &str) -> Vec<Value> {
+        let data = self
+            .audiobridge(json!({ "request": "listforwarders", "room": room, "secret": secret }));
+        data["rtp_forwarders"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Room, mountpoint and a forwarder to `speaker_port` all exist.
+    pub fn all_present(&self, room: u64, secret: &str, speaker_port: u16) -> bool {
+        self.room_exists(room)
+            && self.mountpoint(room, secret).is_some()
+            && self
+                .forwarders(room, secret)
+                .iter()
+                .any(|f| f["port"] == speaker_port)
+    }
+
+    /// Neither room nor mountpoint exists.
+    pub fn nothing_left(&self, room: u64, secret: &str) -> bool {
+        !self.room_exists(room) && self.mountpoint(room, secret).is_none()
+    }
+}
+
+fn post_with(url: &str, mut body: Value, api_secret: Option<&str>) -> Value {
+    body["transaction"] = json!("probe");
+    if let Some(secret) = api_secret {
+        body["apisecret"] = json!(secret);
+    }
+    post(url, body)
+}

@@ -1,0 +1,174 @@
+//! Fixtures for integration tests with real parts: a Janus server from the
+//! Debian package on loopback, the agent binary, and a client that asks Janus
+//! what exists, as a viewer would.
+
+#![allow(dead_code)] // each test binary uses its own part of the fixtures
+
+pub mod janus;
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics with `what`
+/// after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A block of `count` consecutive UDP/TCP ports for one fixture, distinct
+/// within this test process (test binaries run one after another).
+pub fn ports(count: u16) -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Derive the start from the process id so a leftover process from a
+    // crashed run is unlikely to hold the same ports.
+    let base = 21_000 + (std::process::id() % 200) as u16 * 100;
+    let offset = NEXT.fetch_add(count, Ordering::Relaxed);
+    assert!(offset < 9_000, "test port space exhausted");
+    base + offset
+}
+
+/// A scratch directory removed on drop.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("broadcast-agent-test-")
+        .tempdir()
+        .expect("temporary directory")
+}
+
+/// The agent binary under test, running with a config file of the test's.
+pub struct Agent {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts `broadcast-agent run` with `config` as its file.
+    pub fn start(config: &str) -> Self {
+        Self::start_with(config, &[])
+    }
+
+    /// Starts `broadcast-agent run` with `config` and extra environment.
+    pub fn start_with(config: &str, env: &[(&str, &str)]) -> Self {
+        let dir = scratch();
+        let path = dir.path().join("agent.toml");
+        fs::write(&path, config).expect("write agent config");
+        let log = dir.path().join("agent.log");
+        let child = agent_command()
+            .args(["run", "--config"])
+            .arg(&path)
+            .envs(env.iter().copied())
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("agent log file"))
+            .spawn()
+            .expect("start broadcast-agent");
+        Self {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the agent logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`; returns the log.
+    pub fn wait_log(&self, timeout: Duration, needle: &str) -> String {
+        wait_for(timeout, &format!("agent log line {needle:?}"), || {
+            let log = self.log();
+            log.contains(needle).then_some(log)
+        })
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends a signal (by name, as `kill -s` takes it).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -s {name} failed");
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit.
+    pub fn stop(&mut self, timeout: Duration) -> ExitStatus {
+        self.signal("TERM");
+        self.wait(timeout)
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        wait_for(timeout, "the agent to exit", || {
+            self.child.try_wait().ok().flatten()
+        })
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- agent log ---\n{}", self.log());
+        }
+    }
+}
+
+/// `broadcast-agent` as built for this test run.
+pub fn agent_command() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_broadcast-agent"))
+}
+
+/// Runs the agent binary to completion with `args`; returns status and stderr.
+pub fn run_agent(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    let mut child = agent_command()
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("JOURNAL_STREAM")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start broadcast-agent");
+    let status = wait_for(Duration::from_secs(20), "the command to exit", || {
+        child.try_wait().ok().flatten()
+    });
+    let mut out = String::new();
+    let mut err = String::new();
+    let _ = child.stdout.take().map(|mut s| s.read_to_string(&mut out));
+    let _ = child.stderr.take().map(|mut s| s.read_to_string(&mut err));
+    (status, out, err)
+}
+
+/// The repository root (for the shipped config files).
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}

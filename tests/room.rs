@@ -1,0 +1,226 @@
+//! The agent core against a real Janus: it opens the room, adopts what an
+//! earlier run left, recovers from a Janus restart, cleans up on SIGTERM,
+//! explains what it cannot fix, and leaks no session.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::janus::{Janus, JanusConfig};
+use common::{ports, wait_for, Agent};
+use serde_json::json;
+
+const SECRET: &str = "room-secret-for-tests";
+
+/// An agent config for `janus` with its own room id and ports.
+fn config(janus: &Janus, room: u64, speaker_port: u16) -> String {
+    let media = ports(2);
+    format!(
+        r#"
+[janus]
+url = "{url}"
+request_timeout_ms = 2000
+[room]
+id = {room}
+secret = "{SECRET}"
+check_interval_ms = 500
+[stream]
+video_port = {video}
+audio_port = {audio}
+[speaker]
+port = {speaker_port}
+"#,
+        url = janus.url(),
+        video = media,
+        audio = media + 1,
+    )
+}
+
+/// How many warnings in the agent's log mention `needle`.
+fn warnings(agent: &Agent, needle: &str) -> usize {
+    agent
+        .log()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains(needle))
+        .count()
+}
+
+#[test]
+fn open_creates_room_mountpoint_and_forwarder() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let speaker = ports(1);
+    let started = Instant::now();
+    let _agent = Agent::start(&config(&janus, 4556, speaker));
+    wait_for(
+        Duration::from_secs(2),
+        "room, mountpoint and forwarder",
+        || probe.all_present(4556, SECRET, speaker).then_some(()),
+    );
+    println!(
+        "live on Janus {} ms after start",
+        started.elapsed().as_millis()
+    );
+
+    let info = probe.mountpoint(4556, SECRET).expect("mountpoint");
+    let media = info["media"].as_array().expect("media array");
+    assert_eq!(media[0]["codec"], "h264");
+    assert_eq!(media[1]["codec"], "opus");
+    let forwarder = &probe.forwarders(4556, SECRET)[0];
+    assert_eq!(forwarder["ip"], "127.0.0.1");
+    assert_eq!(forwarder["codec"], "opus");
+}
+
+#[test]
+fn existing_room_and_mountpoint_are_adopted() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let speaker = ports(1);
+    let config = config(&janus, 777, speaker);
+    // What an earlier run (killed before it could clean up) left behind.
+    let created = probe.audiobridge(json!({
+        "request": "create", "room": 777, "secret": SECRET, "sampling_rate": 48000
+    }));
+    assert_eq!(created["audiobridge"], "created", "{created}");
+
+    let mut agent = Agent::start(&config);
+    wait_for(Duration::from_secs(3), "mountpoint and forwarder", || {
+        probe.all_present(777, SECRET, speaker).then_some(())
+    });
+    assert!(
+        !agent.log().contains("room 777: created"),
+        "{}",
+        agent.log()
+    );
+    assert!(agent.stop(Duration::from_secs(10)).success());
+    assert!(
+        probe.nothing_left(777, SECRET),
+        "SIGTERM left the room behind"
+    );
+}
+
+#[test]
+fn recovers_after_janus_restart() {
+    let mut janus = Janus::start();
+    let speaker = ports(1);
+    let mut agent = Agent::start(&config(&janus, 4242, speaker));
+    let probe = janus.probe();
+    wait_for(Duration::from_secs(3), "first open", || {
+        probe.all_present(4242, SECRET, speaker).then_some(())
+    });
+
+    janus.kill();
+    agent.wait_log(Duration::from_secs(5), "cannot reach Janus");
+    // Down for a while, so the agent is deep in its backoff.
+    std::thread::sleep(Duration::from_secs(3));
+    janus.restart();
+    let answering = Instant::now();
+    let probe = janus.probe();
+    wait_for(
+        Duration::from_secs(3),
+        "room, mountpoint, forwarder after restart",
+        || probe.all_present(4242, SECRET, speaker).then_some(()),
+    );
+    println!(
+        "back {} ms after Janus answered again",
+        answering.elapsed().as_millis()
+    );
+    assert!(agent.is_running());
+    assert!(agent.log().contains("Janus answers again"));
+    // The warning about the outage is logged once, not once per retry.
+    assert_eq!(warnings(&agent, "cannot reach Janus"), 1, "{}", agent.log());
+}
+
+#[test]
+fn sigterm_removes_everything_and_exits_zero() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let speaker = ports(1);
+    let mut agent = Agent::start(&config(&janus, 9001, speaker));
+    wait_for(Duration::from_secs(3), "open", || {
+        probe.all_present(9001, SECRET, speaker).then_some(())
+    });
+    let stopping = Instant::now();
+    let status = agent.stop(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status}");
+    println!("stopped in {} ms", stopping.elapsed().as_millis());
+    assert!(probe.nothing_left(9001, SECRET));
+    assert!(probe.forwarders(9001, SECRET).is_empty());
+}
+
+#[test]
+fn no_session_leaks_over_ten_restarts() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let speaker = ports(1);
+    let config = config(&janus, 5151, speaker);
+    for _ in 0..10 {
+        let mut agent = Agent::start(&config);
+        wait_for(Duration::from_secs(3), "open", || {
+            probe.all_present(5151, SECRET, speaker).then_some(())
+        });
+        assert!(agent.stop(Duration::from_secs(10)).success());
+    }
+    let stale: Vec<_> = janus
+        .sessions()
+        .into_iter()
+        .filter(|s| *s != probe.session())
+        .collect();
+    assert!(stale.is_empty(), "Janus still holds sessions {stale:?}");
+}
+
+#[test]
+fn wrong_api_secret_is_a_clear_error_and_backs_off() {
+    let janus = Janus::start_with(JanusConfig {
+        api_secret: Some("right-secret".into()),
+    });
+    let config = config(&janus, 3131, ports(1)).replace(
+        "request_timeout_ms = 2000",
+        "request_timeout_ms = 2000\napi_secret = \"wrong-secret\"",
+    );
+    let mut agent = Agent::start(&config);
+    let log = agent.wait_log(Duration::from_secs(3), "Janus error 403");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(agent.is_running(), "the agent must keep retrying");
+    let log = agent.log() + &log;
+    assert!(
+        !log.contains("wrong-secret"),
+        "the secret reached the log:\n{log}"
+    );
+    // Slow retries for an operator error: at most a handful of requests in 4 s.
+    assert_eq!(
+        warnings(&agent, "Janus error 403"),
+        1,
+        "logged once per change, not per retry:\n{log}"
+    );
+    assert!(!janus.probe().room_exists(3131));
+}
+
+#[test]
+fn unreachable_janus_is_retried_until_it_appears() {
+    // Reserve Janus's ports but start it only later.
+    let janus_later = || Janus::start();
+    let speaker = ports(1);
+    let closed = ports(1);
+    let config = format!(
+        "[janus]\nurl = \"http://127.0.0.1:{closed}/janus\"\n[room]\nid = 6161\nsecret = \"{SECRET}\"\n[speaker]\nport = {speaker}\n"
+    );
+    let mut agent = Agent::start(&config);
+    let log = agent.wait_log(Duration::from_secs(3), "cannot reach Janus");
+    assert!(log.contains("Connection refused"), "{log}");
+    assert!(agent.is_running());
+    drop(agent);
+
+    // The same agent finds a Janus that comes up after it.
+    let janus = janus_later();
+    let config = config.replace(
+        &format!("127.0.0.1:{closed}"),
+        &format!("127.0.0.1:{}", janus.port),
+    );
+    let mut agent = Agent::start(&config.replace("[room]", "[room]\ncheck_interval_ms = 500"));
+    let probe = janus.probe();
+    wait_for(Duration::from_secs(3), "open", || {
+        probe.all_present(6161, SECRET, speaker).then_some(())
+    });
+    assert!(agent.stop(Duration::from_secs(10)).success());
+}
