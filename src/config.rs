@@ -50,6 +50,10 @@ pub struct Settings {
     pub stream: StreamSettings,
     /// The room's mixed audio, played on the Pi.
     pub speaker: SpeakerSettings,
+    /// The camera.
+    pub video: VideoSettings,
+    /// The microphone.
+    pub microphone: MicrophoneSettings,
 }
 
 /// `[janus]`: the REST endpoint and its credentials.
@@ -127,6 +131,8 @@ pub struct RoomSettings {
     pub destroy_on_close: bool,
     /// How often the agent checks that what it made still exists.
     pub check_interval_ms: u64,
+    /// Let plain-RTP participants (SIP/RTP gateways, tests) join the room.
+    pub allow_rtp_participants: bool,
 }
 
 impl Default for RoomSettings {
@@ -139,6 +145,7 @@ impl Default for RoomSettings {
             open_on_start: true,
             destroy_on_close: true,
             check_interval_ms: 2000,
+            allow_rtp_participants: false,
         }
     }
 }
@@ -160,6 +167,11 @@ pub struct StreamSettings {
     pub video_port: u16,
     /// The mountpoint's Opus port.
     pub audio_port: u16,
+    /// A capture pipeline that sends nothing for this long has stalled and is restarted.
+    pub stall_timeout_ms: u64,
+    /// A capture pipeline whose media Janus has not received for this long
+    /// (wrong `host`, a firewall) is restarted and reported.
+    pub janus_media_timeout_ms: u64,
 }
 
 impl Default for StreamSettings {
@@ -168,7 +180,21 @@ impl Default for StreamSettings {
             host: String::new(),
             video_port: 8004,
             audio_port: 8005,
+            stall_timeout_ms: 5000,
+            janus_media_timeout_ms: 10_000,
         }
+    }
+}
+
+impl StreamSettings {
+    /// [`Self::stall_timeout_ms`] as a duration.
+    pub fn stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.stall_timeout_ms)
+    }
+
+    /// [`Self::janus_media_timeout_ms`] as a duration.
+    pub fn janus_media_timeout(&self) -> Duration {
+        Duration::from_millis(self.janus_media_timeout_ms)
     }
 }
 
@@ -176,19 +202,113 @@ impl Default for StreamSettings {
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SpeakerSettings {
+    /// Play the room's audio at all.
+    pub enabled: bool,
+    /// ALSA playback device, e.g. `default`, `plughw:0,0`, `pulse`.
+    pub device: String,
     /// UDP port Janus forwards the room's audio to.
     pub port: u16,
     /// Address Janus forwards to; empty means the local address that reaches Janus.
     pub host: String,
+    /// Jitter buffer, in milliseconds.
+    pub latency_ms: u32,
 }
 
 impl Default for SpeakerSettings {
     fn default() -> Self {
         Self {
+            enabled: true,
+            device: "default".into(),
             port: 5000,
             host: String::new(),
+            latency_ms: 100,
         }
     }
+}
+
+/// Where the picture comes from (`[video] source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoSource {
+    /// No camera: the stream carries the microphone only.
+    None,
+    /// `videotestsrc`: a test pattern, no hardware needed.
+    Test,
+    /// The legacy Pi camera stack's GStreamer element (Buster/Bullseye legacy).
+    Rpicamsrc,
+    /// `raspivid` piped in (legacy camera stack).
+    Raspivid,
+    /// `rpicam-vid` (or `libcamera-vid`) piped in: Raspberry Pi OS Bookworm.
+    Libcamera,
+    /// A USB webcam through V4L2, encoded on the Pi.
+    V4l2,
+}
+
+/// `[video]`: the camera and its encoding.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VideoSettings {
+    /// Where the picture comes from.
+    pub source: VideoSource,
+    /// V4L2 device for `source = "v4l2"`.
+    pub device: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Frames per second.
+    pub framerate: u32,
+    /// H.264 bitrate in kbit/s.
+    pub bitrate_kbps: u32,
+    /// Clockwise rotation in degrees: 0, 90, 180 or 270.
+    pub rotation: u32,
+    /// Mirror left-right.
+    pub hflip: bool,
+    /// Mirror top-bottom.
+    pub vflip: bool,
+}
+
+impl Default for VideoSettings {
+    fn default() -> Self {
+        Self {
+            source: VideoSource::Libcamera,
+            device: "/dev/video0".into(),
+            width: 1280,
+            height: 720,
+            framerate: 30,
+            bitrate_kbps: 2000,
+            rotation: 0,
+            hflip: false,
+            vflip: false,
+        }
+    }
+}
+
+/// `[microphone]`: the Pi's voice.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MicrophoneSettings {
+    /// Send the microphone at all.
+    pub enabled: bool,
+    /// ALSA capture device, e.g. `plughw:1,0`; `test` is a 440 Hz tone.
+    pub device: String,
+    /// Opus bitrate in kbit/s.
+    pub bitrate_kbps: u32,
+}
+
+impl Default for MicrophoneSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            device: "default".into(),
+            bitrate_kbps: 32,
+        }
+    }
+}
+
+impl MicrophoneSettings {
+    /// The `device` value that selects a test tone instead of ALSA.
+    pub const TEST_DEVICE: &'static str = "test";
 }
 
 impl Settings {
@@ -282,8 +402,61 @@ impl Settings {
                 "must differ from stream.video_port".into(),
             ));
         }
+        check_range(
+            "stream.stall_timeout_ms",
+            self.stream.stall_timeout_ms,
+            500,
+            600_000,
+        )?;
+        check_range(
+            "stream.janus_media_timeout_ms",
+            self.stream.janus_media_timeout_ms,
+            1000,
+            3_600_000,
+        )?;
         check_host("speaker.host", &self.speaker.host)?;
         check_port("speaker.port", self.speaker.port)?;
+        check_range(
+            "speaker.latency_ms",
+            self.speaker.latency_ms.into(),
+            10,
+            5000,
+        )?;
+        check_device("speaker.device", &self.speaker.device)?;
+        check_device("microphone.device", &self.microphone.device)?;
+        check_range(
+            "microphone.bitrate_kbps",
+            self.microphone.bitrate_kbps.into(),
+            6,
+            510,
+        )?;
+        self.validate_video()
+    }
+
+    fn validate_video(&self) -> Result<(), (&'static str, String)> {
+        let video = &self.video;
+        check_range("video.width", video.width.into(), 16, 4096)?;
+        check_range("video.height", video.height.into(), 16, 4096)?;
+        check_range("video.framerate", video.framerate.into(), 1, 120)?;
+        check_range("video.bitrate_kbps", video.bitrate_kbps.into(), 50, 50_000)?;
+        if ![0, 90, 180, 270].contains(&video.rotation) {
+            return Err((
+                "video.rotation",
+                format!("{} is not one of 0, 90, 180, 270", video.rotation),
+            ));
+        }
+        if video.source == VideoSource::Libcamera && video.rotation % 180 != 0 {
+            return Err((
+                "video.rotation",
+                "rpicam-vid rotates by 0 or 180 only; use hflip/vflip or another source".into(),
+            ));
+        }
+        if video.source == VideoSource::V4l2 && !video.device.starts_with("/dev/") {
+            return Err((
+                "video.device",
+                format!("{:?} is not a /dev path", video.device),
+            ));
+        }
         Ok(())
     }
 
@@ -357,6 +530,15 @@ fn check_range(
 fn check_port(key: &'static str, port: u16) -> Result<(), (&'static str, String)> {
     if port == 0 {
         Err((key, "port 0 is out of range 1..=65535".into()))
+    } else {
+        Ok(())
+    }
+}
+
+/// ALSA device names are passed to ALSA as they are; only a shape check here.
+fn check_device(key: &'static str, device: &str) -> Result<(), (&'static str, String)> {
+    if device.is_empty() || device.chars().any(|c| c.is_control() || c == '!') {
+        Err((key, format!("{device:?} is not an ALSA device name")))
     } else {
         Ok(())
     }
@@ -483,6 +665,19 @@ mod tests {
     #[test]
     fn room_zero_is_rejected() {
         assert!(error("[room]\nid = 0\n").contains("room.id: must not be 0"));
+    }
+
+    #[test]
+    fn video_settings_are_checked() {
+        let e = error("[video]\nsource = \"webcam\"\n");
+        assert!(e.contains("video.source") && e.contains("v4l2"), "{e}");
+        let e = error("[video]\nrotation = 45\n");
+        assert!(e.contains("video.rotation"), "{e}");
+        let e = error("[video]\nsource = \"libcamera\"\nrotation = 90\n");
+        assert!(e.contains("video.rotation: rpicam-vid"), "{e}");
+        let ok =
+            load("[video]\nsource = \"test\"\n[microphone]\ndevice = \"test\"\n").expect("valid");
+        assert_eq!(ok.video.source, VideoSource::Test);
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod agent;
 mod backoff;
 mod config;
 mod janus;
+mod media;
 mod room;
 mod secret;
 mod systemd;

@@ -132,6 +132,17 @@ pub struct Observed {
     room: Presence,
     mountpoint: Presence<Fit>,
     forwarder: Presence<u64>,
+    /// Time since Janus last received video and audio, from the mountpoint's info.
+    media_age: MediaAge,
+}
+
+/// Time since Janus last received each medium, as its `info` reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MediaAge {
+    /// Milliseconds since the last video packet (or since creation).
+    pub video_ms: Option<u64>,
+    /// Milliseconds since the last audio packet (or since creation).
+    pub audio_ms: Option<u64>,
 }
 
 impl Default for Observed {
@@ -141,6 +152,7 @@ impl Default for Observed {
             room: Presence::Unknown,
             mountpoint: Presence::Unknown,
             forwarder: Presence::Unknown,
+            media_age: MediaAge::default(),
         }
     }
 }
@@ -188,6 +200,7 @@ fn next_action(goal: Goal, destroy_on_close: bool, observed: &Observed) -> Optio
         room,
         mountpoint,
         forwarder,
+        ..
     } = *observed;
     if goal == Goal::Open {
         return if session.is_none() {
@@ -250,6 +263,8 @@ pub struct RoomState {
     pub mountpoint: Presence<Fit>,
     /// The forwarder of the room's audio to the Pi.
     pub forwarder: Presence<u64>,
+    /// What Janus last said about the media it receives.
+    pub media_age: MediaAge,
     /// The error of the last failed pass, if the last pass failed.
     pub last_error: Option<String>,
 }
@@ -277,8 +292,19 @@ impl RoomState {
             room: Presence::Unknown,
             mountpoint: Presence::Unknown,
             forwarder: Presence::Unknown,
+            media_age: MediaAge::default(),
             last_error: None,
         }
+    }
+
+    /// Time since Janus last received `kind` (`video` or `audio`), if known.
+    pub fn media_age(&self, kind: &str) -> Option<Duration> {
+        let ms = match kind {
+            "video" => self.media_age.video_ms,
+            "audio" => self.media_age.audio_ms,
+            _ => None,
+        };
+        ms.map(Duration::from_millis)
     }
 
     /// What the room is doing, in one word.
@@ -427,7 +453,17 @@ impl Janus {
             }
             Action::CheckMountpoint => {
                 let spec = self.mountpoint_spec();
-                observed.mountpoint = match stream.info(id, secret)? {
+                let info = stream.info(id, secret)?;
+                let age_ms = |kind| {
+                    info.as_ref()
+                        .and_then(|i| i.age(kind))
+                        .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX))
+                };
+                observed.media_age = MediaAge {
+                    video_ms: age_ms("video"),
+                    audio_ms: age_ms("audio"),
+                };
+                observed.mountpoint = match info {
                     None => Presence::Absent,
                     Some(info) if info.fits(&spec) => Presence::Present(Fit::Matches),
                     Some(_) => {
@@ -529,7 +565,7 @@ impl Janus {
             description: &room.description,
             secret: room.secret.as_ref(),
             pin: room.pin.as_ref(),
-            allow_rtp_participants: false,
+            allow_rtp_participants: room.allow_rtp_participants,
         }
     }
 
@@ -776,6 +812,7 @@ fn publish(
         room: observed.room,
         mountpoint: observed.mountpoint,
         forwarder: observed.forwarder,
+        media_age: observed.media_age,
         last_error: last_error.clone(),
     };
     state.send_if_modified(|current| {
@@ -814,6 +851,7 @@ mod tests {
             room,
             mountpoint,
             forwarder,
+            media_age: MediaAge::default(),
         }
     }
 
@@ -932,6 +970,7 @@ mod tests {
             room: Absent,
             mountpoint: Absent,
             forwarder: Absent,
+            media_age: MediaAge::default(),
         };
         assert_eq!(next_action(Goal::Closed, true, &gone), None);
         assert_eq!(next_action(Goal::Stopped, true, &gone), None);

@@ -1,0 +1,457 @@
+//! The capture pipelines: camera to the mountpoint's video port as H.264 RTP,
+//! microphone to its audio port as Opus RTP. Built element by element from
+//! typed settings, never from a string a user wrote.
+//!
+//! ```text
+//! test:      videotestsrc ! caps ! [videoflip] ! x264enc ! caps(baseline) ─┐
+//! v4l2:      v4l2src ! caps ! videoconvert ! [videoflip] ! encoder ! caps ─┤
+//! rpicamsrc: rpicamsrc ! caps(h264) ! h264parse ───────────────────────────┤
+//! raspivid / rpicam-vid ... -o - | fdsrc ! caps(h264) ! h264parse ─────────┴─> rtph264pay ! udpsink
+//!
+//! alsasrc | audiotestsrc ! audioconvert ! audioresample ! caps ! opusenc ! rtpopuspay ! udpsink
+//! ```
+
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+use super::devices::{self, Direction};
+use super::{assemble, caps_filter, element, Built, Flow, Helper, MediaError, Recipe};
+use crate::config::{MicrophoneSettings, Settings, VideoSource};
+use crate::room::{AUDIO_PAYLOAD_TYPE, VIDEO_PAYLOAD_TYPE};
+
+/// RTP packets stay well under a typical path MTU (and VPN overheads).
+const RTP_MTU: u32 = 1200;
+
+/// Where a capture pipeline sends its RTP.
+#[derive(Debug, Clone)]
+struct Destination {
+    host: String,
+    port: u16,
+}
+
+impl Destination {
+    /// `udpsink` to the destination, not synchronised to the clock: a live
+    /// source already paces the stream.
+    fn sink(&self) -> Result<gst::Element, MediaError> {
+        let sink = element("udpsink")?;
+        sink.set_property("host", &self.host);
+        sink.set_property("port", i32::from(self.port));
+        sink.set_property("sync", false);
+        sink.set_property("async", false);
+        Ok(sink)
+    }
+}
+
+/// The camera pipeline.
+pub struct Video {
+    settings: Arc<Settings>,
+    to: Destination,
+}
+
+impl Video {
+    /// The camera pipeline for `settings`.
+    pub fn new(settings: &Arc<Settings>) -> Self {
+        Self {
+            settings: Arc::clone(settings),
+            to: Destination {
+                host: settings.stream_host().to_owned(),
+                port: settings.stream.video_port,
+            },
+        }
+    }
+
+    /// The camera program for a piped source, as (candidates, package).
+    fn program(&self) -> Option<(&'static [&'static str], &'static str)> {
+        match self.settings.video.source {
+            VideoSource::Raspivid => {
+                Some((&["raspivid"], "libraspberrypi-bin (legacy camera stack)"))
+            }
+            VideoSource::Libcamera => Some((&["rpicam-vid", "libcamera-vid"], "rpicam-apps")),
+            _ => None,
+        }
+    }
+
+    /// The arguments that make the camera program write baseline H.264 to stdout.
+    fn program_args(&self, program: &str) -> Vec<String> {
+        let v = &self.settings.video;
+        let mut args: Vec<String> = if program == "raspivid" {
+            [
+                "-t",
+                "0",
+                "-n",
+                "-ih",
+                "-pf",
+                "baseline",
+                "-w",
+                &v.width.to_string(),
+                "-h",
+                &v.height.to_string(),
+                "-fps",
+                &v.framerate.to_string(),
+                "-b",
+                &(v.bitrate_kbps * 1000).to_string(),
+                "-g",
+                &(v.framerate * 2).to_string(),
+                "-rot",
+                &v.rotation.to_string(),
+            ]
+            .map(String::from)
+            .to_vec()
+        } else {
+            [
+                "-t",
+                "0",
+                "-n",
+                "--inline",
+                "--codec",
+                "h264",
+                "--profile",
+                "baseline",
+                "--width",
+                &v.width.to_string(),
+                "--height",
+                &v.height.to_string(),
+                "--framerate",
+                &v.framerate.to_string(),
+                "--bitrate",
+                &(v.bitrate_kbps * 1000).to_string(),
+                "--intra",
+                &(v.framerate * 2).to_string(),
+                "--rotation",
+                &v.rotation.to_string(),
+            ]
+            .map(String::from)
+            .to_vec()
+        };
+        let (h, vf) = if program == "raspivid" {
+            ("-hf", "-vf")
+        } else {
+            ("--hflip", "--vflip")
+        };
+        if v.hflip {
+            args.push(h.into());
+        }
+        if v.vflip {
+            args.push(vf.into());
+        }
+        args.extend(["-o", "-"].map(String::from));
+        args
+    }
+
+    /// Raw video caps at the configured size and rate.
+    fn raw_caps(&self) -> gst::Caps {
+        let v = &self.settings.video;
+        gst::Caps::builder("video/x-raw")
+            .field("width", dimension(v.width))
+            .field("height", dimension(v.height))
+            .field("framerate", gst::Fraction::new(dimension(v.framerate), 1))
+            .build()
+    }
+
+    /// `videoflip`s for rotation and mirroring, for sources that do not do it themselves.
+    fn flips(&self) -> Result<Vec<gst::Element>, MediaError> {
+        let v = &self.settings.video;
+        let rotation = match v.rotation {
+            90 => Some("clockwise"),
+            180 => Some("rotate-180"),
+            270 => Some("counterclockwise"),
+            _ => None,
+        };
+        let mirrors = [
+            v.hflip.then_some("horizontal-flip"),
+            v.vflip.then_some("vertical-flip"),
+        ];
+        std::iter::once(rotation)
+            .chain(mirrors)
+            .flatten()
+            .map(|method| {
+                let flip = element("videoflip")?;
+                flip.set_property_from_str("method", method);
+                Ok(flip)
+            })
+            .collect()
+    }
+
+    /// H.264 encoder for raw sources: the Pi's hardware encoder when present,
+    /// else x264 tuned for latency; constrained baseline either way, as the
+    /// mountpoint's fmtp says.
+    fn encoder(&self) -> Result<Vec<gst::Element>, MediaError> {
+        let v = &self.settings.video;
+        let keyframe_interval = (v.framerate * 2).max(1);
+        let encoder = if self.settings.video.source == VideoSource::V4l2
+            && gst::ElementFactory::find("v4l2h264enc").is_some()
+        {
+            let enc = element("v4l2h264enc")?;
+            let controls = gst::Structure::builder("controls")
+                .field(
+                    "video_bitrate",
+                    i32::try_from(v.bitrate_kbps * 1000).unwrap_or(i32::MAX),
+                )
+                .field("h264_i_frame_period", dimension(keyframe_interval))
+                .build();
+            enc.set_property("extra-controls", controls);
+            enc
+        } else {
+            let enc = element("x264enc")?;
+            enc.set_property_from_str("tune", "zerolatency");
+            enc.set_property_from_str("speed-preset", "ultrafast");
+            enc.set_property("bitrate", v.bitrate_kbps);
+            enc.set_property("key-int-max", keyframe_interval);
+            enc
+        };
+        let profile = caps_filter(
+            gst::Caps::builder("video/x-h264")
+                .field("profile", "constrained-baseline")
+                .build(),
+        )?;
+        Ok(vec![encoder, profile])
+    }
+
+    /// Starts the camera program and reads its stdout with `fdsrc`.
+    fn piped_source(
+        &self,
+        candidates: &[&'static str],
+        package: &'static str,
+    ) -> Result<(Vec<gst::Element>, Helper), MediaError> {
+        let (program, path) =
+            devices::find_program(candidates).ok_or(MediaError::MissingProgram {
+                program: candidates[0],
+                package,
+            })?;
+        let mut child = Command::new(&path)
+            .args(self.program_args(program))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| MediaError::build(&format!("cannot start {}", path.display()), e))?;
+        let Some(stdout) = child.stdout.take() else {
+            let _ = child.kill();
+            return Err(MediaError::Build(format!("{program} has no stdout pipe")));
+        };
+        let src = element("fdsrc")?;
+        src.set_property("fd", stdout.as_raw_fd());
+        src.set_property("do-timestamp", true);
+        let caps = caps_filter(
+            gst::Caps::builder("video/x-h264")
+                .field("stream-format", "byte-stream")
+                .build(),
+        )?;
+        let helper = Helper {
+            child,
+            _stdout: stdout,
+        };
+        Ok((vec![src, caps, element("h264parse")?], helper))
+    }
+}
+
+impl Recipe for Video {
+    fn name(&self) -> &'static str {
+        "video"
+    }
+
+    fn preflight(&self) -> Result<(), MediaError> {
+        if let Some((candidates, package)) = self.program() {
+            devices::find_program(candidates).ok_or(MediaError::MissingProgram {
+                program: candidates[0],
+                package,
+            })?;
+        }
+        let source = match self.settings.video.source {
+            VideoSource::Test => "videotestsrc",
+            VideoSource::V4l2 => "v4l2src",
+            VideoSource::Rpicamsrc => "rpicamsrc",
+            VideoSource::Raspivid | VideoSource::Libcamera | VideoSource::None => "fdsrc",
+        };
+        for factory in [source, "rtph264pay", "udpsink", "h264parse"] {
+            devices::require_element(factory)?;
+        }
+        Ok(())
+    }
+
+    fn build(&self) -> Result<Built, MediaError> {
+        let v = &self.settings.video;
+        let mut helper = None;
+        let mut chain = match v.source {
+            VideoSource::Test => {
+                let src = element("videotestsrc")?;
+                src.set_property("is-live", true);
+                let mut chain = vec![src, caps_filter(self.raw_caps())?];
+                chain.extend(self.flips()?);
+                chain.extend(self.encoder()?);
+                chain
+            }
+            VideoSource::V4l2 => {
+                let src = element("v4l2src")?;
+                src.set_property("device", &v.device);
+                let mut chain = vec![src, caps_filter(self.raw_caps())?, element("videoconvert")?];
+                chain.extend(self.flips()?);
+                chain.extend(self.encoder()?);
+                chain
+            }
+            VideoSource::Rpicamsrc => {
+                let src = element("rpicamsrc")?;
+                src.set_property(
+                    "bitrate",
+                    i32::try_from(v.bitrate_kbps * 1000).unwrap_or(i32::MAX),
+                );
+                src.set_property("preview", false);
+                src.set_property("rotation", dimension(v.rotation));
+                src.set_property("hflip", v.hflip);
+                src.set_property("vflip", v.vflip);
+                src.set_property("keyframe-interval", dimension(v.framerate * 2));
+                let caps = gst::Caps::builder("video/x-h264")
+                    .field("width", dimension(v.width))
+                    .field("height", dimension(v.height))
+                    .field("framerate", gst::Fraction::new(dimension(v.framerate), 1))
+                    .field("profile", "constrained-baseline")
+                    .build();
+                vec![src, caps_filter(caps)?, element("h264parse")?]
+            }
+            VideoSource::Raspivid | VideoSource::Libcamera => {
+                let (candidates, package) = self.program().ok_or_else(|| {
+                    MediaError::Build("piped source without a camera program".into())
+                })?;
+                let (chain, child) = self.piped_source(candidates, package)?;
+                helper = Some(child);
+                chain
+            }
+            VideoSource::None => return Err(MediaError::Build("video.source is none".into())),
+        };
+        let pay = element("rtph264pay")?;
+        pay.set_property("pt", u32::from(VIDEO_PAYLOAD_TYPE));
+        pay.set_property("config-interval", 1i32);
+        pay.set_property("mtu", RTP_MTU);
+        let sink = self.to.sink()?;
+        let flow = sink.static_pad("sink").map(|pad| Flow::watch(&pad));
+        chain.extend([pay, sink]);
+        Ok(Built {
+            pipeline: assemble("video", &chain)?,
+            flow,
+            helper,
+        })
+    }
+
+    fn stall_timeout(&self) -> Option<Duration> {
+        Some(self.settings.stream.stall_timeout())
+    }
+
+    fn janus_medium(&self) -> Option<(&'static str, Duration, String)> {
+        Some((
+            "video",
+            self.settings.stream.janus_media_timeout(),
+            self.to.host.clone(),
+        ))
+    }
+}
+
+/// The microphone pipeline.
+pub struct Microphone {
+    settings: Arc<Settings>,
+    to: Destination,
+}
+
+impl Microphone {
+    /// The microphone pipeline for `settings`.
+    pub fn new(settings: &Arc<Settings>) -> Self {
+        Self {
+            settings: Arc::clone(settings),
+            to: Destination {
+                host: settings.stream_host().to_owned(),
+                port: settings.stream.audio_port,
+            },
+        }
+    }
+
+    fn is_test(&self) -> bool {
+        self.settings.microphone.device == MicrophoneSettings::TEST_DEVICE
+    }
+}
+
+impl Recipe for Microphone {
+    fn name(&self) -> &'static str {
+        "microphone"
+    }
+
+    fn preflight(&self) -> Result<(), MediaError> {
+        let source = if self.is_test() {
+            "audiotestsrc"
+        } else {
+            "alsasrc"
+        };
+        for factory in [source, "opusenc", "rtpopuspay", "udpsink"] {
+            devices::require_element(factory)?;
+        }
+        if !self.is_test() {
+            devices::check_alsa(
+                "microphone.device",
+                &self.settings.microphone.device,
+                Direction::Capture,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn build(&self) -> Result<Built, MediaError> {
+        let mic = &self.settings.microphone;
+        let src = if self.is_test() {
+            let src = element("audiotestsrc")?;
+            src.set_property("is-live", true);
+            src.set_property("freq", 440.0f64);
+            src.set_property("volume", 0.3f64);
+            src
+        } else {
+            let src = element("alsasrc")?;
+            src.set_property("device", &mic.device);
+            src
+        };
+        let caps = gst::Caps::builder("audio/x-raw")
+            .field("rate", 48_000i32)
+            .field("channels", 1i32)
+            .build();
+        let enc = element("opusenc")?;
+        enc.set_property(
+            "bitrate",
+            i32::try_from(mic.bitrate_kbps * 1000).unwrap_or(i32::MAX),
+        );
+        let pay = element("rtpopuspay")?;
+        pay.set_property("pt", u32::from(AUDIO_PAYLOAD_TYPE));
+        let sink = self.to.sink()?;
+        let flow = sink.static_pad("sink").map(|pad| Flow::watch(&pad));
+        let chain = [
+            src,
+            element("audioconvert")?,
+            element("audioresample")?,
+            caps_filter(caps)?,
+            enc,
+            pay,
+            sink,
+        ];
+        Ok(Built {
+            pipeline: assemble("microphone", &chain)?,
+            flow,
+            helper: None,
+        })
+    }
+
+    fn stall_timeout(&self) -> Option<Duration> {
+        Some(self.settings.stream.stall_timeout())
+    }
+
+    fn janus_medium(&self) -> Option<(&'static str, Duration, String)> {
+        Some((
+            "audio",
+            self.settings.stream.janus_media_timeout(),
+            self.to.host.clone(),
+        ))
+    }
+}
+
+/// A validated setting as the `i32` GStreamer's caps and properties take.
+fn dimension(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}

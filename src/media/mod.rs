@@ -1,0 +1,242 @@
+//! Media: the camera and microphone going to the mountpoint, and the room's
+//! audio coming out of the speaker.
+//!
+//! Each of the three pipelines (video, microphone, speaker) is built from
+//! typed settings by a [`Recipe`] and run by its own supervisor, so a dead
+//! camera never silences the speaker. Pipelines run while the room is wanted
+//! open, whether or not Janus answers at the moment: RTP sent to a Janus that
+//! is restarting is simply lost, and media flows again the moment the
+//! mountpoint is back, without restarting the camera.
+
+pub mod capture;
+pub mod devices;
+pub mod speaker;
+pub mod supervisor;
+
+use std::process::{Child, ChildStdout};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Settings, VideoSource};
+use crate::room::RoomState;
+pub use supervisor::PipelineStatus;
+
+/// Why a pipeline cannot start or stopped running.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaError {
+    /// A GStreamer plugin is not installed.
+    #[error("GStreamer element {element} is missing: install {package}")]
+    MissingElement {
+        element: &'static str,
+        package: &'static str,
+    },
+    /// An ALSA device cannot be opened.
+    #[error("{key} = {device:?}: {reason}; ALSA cards here: {cards}")]
+    AlsaDevice {
+        key: &'static str,
+        device: String,
+        reason: String,
+        cards: String,
+    },
+    /// A camera program is not installed.
+    #[error("camera program {program} not found on PATH: install {package}")]
+    MissingProgram {
+        program: &'static str,
+        package: &'static str,
+    },
+    /// The pipeline could not be assembled or started.
+    #[error("{0}")]
+    Build(String),
+    /// An element reported an error while running.
+    #[error("{element}: {message} ({debug})")]
+    Bus {
+        element: String,
+        message: String,
+        debug: String,
+    },
+    /// The source ended (a camera program exited, a device went away).
+    #[error("the stream ended ({0})")]
+    Ended(String),
+    /// Nothing left the pipeline for too long while it was playing.
+    #[error("no data sent for {0} s while playing (stalled)")]
+    Stalled(u64),
+    /// Janus reports it receives nothing although the pipeline sends.
+    #[error("Janus has received no {kind} for {secs} s although the pipeline runs: check stream.host ({host}) and firewalls")]
+    NotReceived {
+        kind: &'static str,
+        secs: u64,
+        host: String,
+    },
+}
+
+impl MediaError {
+    fn build(what: &str, e: impl std::fmt::Display) -> Self {
+        Self::Build(format!("{what}: {e}"))
+    }
+}
+
+/// The time the last buffer left a pipeline, as milliseconds since `origin`.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    origin: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Flow {
+    /// Watches buffers leaving through `pad`.
+    fn watch(pad: &gst::Pad) -> Self {
+        let flow = Self {
+            origin: Instant::now(),
+            last_ms: Arc::default(),
+        };
+        let (origin, last) = (flow.origin, Arc::clone(&flow.last_ms));
+        pad.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |_, _| {
+                last.store(millis(origin.elapsed()), Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            },
+        );
+        flow
+    }
+
+    /// How long since the last buffer (or since the pipeline was built).
+    pub fn idle(&self) -> Duration {
+        let now = millis(self.origin.elapsed());
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A camera program feeding a pipeline through a pipe; killed with the pipeline.
+#[derive(Debug)]
+pub struct Helper {
+    child: Child,
+    /// Owns the pipe's read end, which `fdsrc` reads by number.
+    _stdout: ChildStdout,
+}
+
+impl Helper {
+    /// How the camera program ended, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A pipeline ready to play, with what keeps it fed.
+pub struct Built {
+    /// The pipeline.
+    pub pipeline: gst::Pipeline,
+    /// Buffers leaving the pipeline, for stall detection.
+    pub flow: Option<Flow>,
+    /// The camera program feeding it, if any.
+    pub helper: Option<Helper>,
+}
+
+impl Drop for Built {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// How one pipeline is checked, built and watched.
+pub trait Recipe: Send + Sync + 'static {
+    /// `video`, `microphone` or `speaker`.
+    fn name(&self) -> &'static str;
+    /// Says exactly what is missing before anything starts.
+    fn preflight(&self) -> Result<(), MediaError>;
+    /// Builds the pipeline (not yet playing).
+    fn build(&self) -> Result<Built, MediaError>;
+    /// A pipeline that sends nothing for this long while playing has stalled.
+    fn stall_timeout(&self) -> Option<Duration>;
+    /// The mountpoint medium (`video`/`audio`) Janus should be receiving from it.
+    fn janus_medium(&self) -> Option<(&'static str, Duration, String)>;
+}
+
+/// Live status of each pipeline that is configured.
+#[derive(Debug, Clone, Default)]
+pub struct MediaStatus {
+    /// One receiver per pipeline, in the order video, microphone, speaker.
+    pub pipelines: Vec<watch::Receiver<PipelineStatus>>,
+}
+
+impl MediaStatus {
+    /// A snapshot of every pipeline.
+    pub fn snapshot(&self) -> Vec<PipelineStatus> {
+        self.pipelines.iter().map(|p| p.borrow().clone()).collect()
+    }
+}
+
+/// Initialises GStreamer and starts a supervisor per configured pipeline.
+pub fn spawn(
+    settings: &Arc<Settings>,
+    room: &watch::Receiver<RoomState>,
+) -> Result<(MediaStatus, Vec<JoinHandle<()>>), MediaError> {
+    gst::init().map_err(|e| MediaError::build("cannot initialise GStreamer", e))?;
+    let mut recipes: Vec<Arc<dyn Recipe>> = Vec::new();
+    if settings.video.source != VideoSource::None {
+        recipes.push(Arc::new(capture::Video::new(settings)));
+    }
+    if settings.microphone.enabled {
+        recipes.push(Arc::new(capture::Microphone::new(settings)));
+    }
+    if settings.speaker.enabled {
+        recipes.push(Arc::new(speaker::Speaker::new(settings)));
+    }
+    let mut status = MediaStatus::default();
+    let mut tasks = Vec::new();
+    for recipe in recipes {
+        let (tx, rx) = watch::channel(PipelineStatus::stopped(recipe.name()));
+        status.pipelines.push(rx);
+        tasks.push(tokio::spawn(supervisor::supervise(
+            recipe,
+            room.clone(),
+            tx,
+        )));
+    }
+    Ok((status, tasks))
+}
+
+/// Makes an element, naming the package to install when its plugin is missing.
+fn element(factory: &'static str) -> Result<gst::Element, MediaError> {
+    devices::require_element(factory)?;
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|e| MediaError::build(factory, e))
+}
+
+/// Adds `elements` to a new pipeline called `name` and links them in order.
+fn assemble(name: &str, elements: &[gst::Element]) -> Result<gst::Pipeline, MediaError> {
+    let pipeline = gst::Pipeline::with_name(name);
+    pipeline
+        .add_many(elements)
+        .map_err(|e| MediaError::build("cannot add elements", e))?;
+    gst::Element::link_many(elements).map_err(|e| {
+        let names: Vec<_> = elements.iter().map(|e| e.name().to_string()).collect();
+        MediaError::build(&format!("cannot link {}", names.join(" ! ")), e)
+    })?;
+    Ok(pipeline)
+}
+
+/// A `capsfilter` with `caps`.
+fn caps_filter(caps: gst::Caps) -> Result<gst::Element, MediaError> {
+    let filter = element("capsfilter")?;
+    filter.set_property("caps", caps);
+    Ok(filter)
+}

@@ -1,0 +1,219 @@
+//! Runs one pipeline for as long as the room is wanted open: starts it,
+//! watches its bus, its output and what Janus receives, and restarts it with
+//! capped exponential backoff when it fails. A run that lasted long enough
+//! resets the backoff. Each failure is logged once per change of error, not
+//! once per retry.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use super::{MediaError, Recipe};
+use crate::backoff::{Backoff, Policy};
+use crate::room::{Desired, Presence, RoomState};
+
+/// Restart delays: the first restart is quick (a blip), a failing device is
+/// retried every half minute at most.
+const RESTART: Policy = Policy {
+    initial: Duration::from_millis(200),
+    max: Duration::from_secs(30),
+};
+/// A run this long counts as stable: the next failure restarts quickly again.
+const STABLE_RUN: Duration = Duration::from_secs(10);
+/// How often a running pipeline's output and Janus's view of it are checked.
+const CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// What a pipeline is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// Not wanted (room closed).
+    Stopped,
+    /// Being built and started.
+    Starting,
+    /// Playing.
+    Running,
+    /// Failed; waiting to restart.
+    Failed,
+}
+
+/// The published status of one pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PipelineStatus {
+    /// `video`, `microphone` or `speaker`.
+    pub name: &'static str,
+    /// What it is doing.
+    pub state: RunState,
+    /// Restarts after failures since the agent started.
+    pub restarts: u32,
+    /// The last failure, until the pipeline runs again.
+    pub last_error: Option<String>,
+}
+
+impl PipelineStatus {
+    /// A pipeline that has not started.
+    pub fn stopped(name: &'static str) -> Self {
+        Self {
+            name,
+            state: RunState::Stopped,
+            restarts: 0,
+            last_error: None,
+        }
+    }
+}
+
+fn wanted(room: &watch::Receiver<RoomState>) -> bool {
+    room.borrow().desired == Desired::Open
+}
+
+/// Supervises the pipeline of `recipe` until the room watch closes.
+pub async fn supervise(
+    recipe: Arc<dyn Recipe>,
+    mut room: watch::Receiver<RoomState>,
+    status: watch::Sender<PipelineStatus>,
+) {
+    let name = recipe.name();
+    let mut backoff = Backoff::new(RESTART);
+    let set = |state: RunState, error: Option<String>| {
+        status.send_modify(|s| {
+            s.state = state;
+            s.last_error = error;
+        });
+    };
+    loop {
+        if !wanted(&room) {
+            set(RunState::Stopped, None);
+            if room.wait_for(|s| s.desired == Desired::Open).await.is_err() {
+                return;
+            }
+        }
+        let previous_error = status.borrow().last_error.clone();
+        set(RunState::Starting, previous_error);
+        let started = Instant::now();
+        let failure = match run_once(&*recipe, &mut room, &status).await {
+            Ok(()) => {
+                backoff.reset();
+                continue;
+            }
+            Err(failure) => failure,
+        };
+        if started.elapsed() >= STABLE_RUN {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        let message = failure.to_string();
+        if status.borrow().last_error.as_deref() != Some(message.as_str()) {
+            log::warn!(
+                "{name} pipeline: {message}; restarting in {} ms",
+                delay.as_millis()
+            );
+        } else {
+            log::debug!(
+                "{name} pipeline failed again; restarting in {} ms",
+                delay.as_millis()
+            );
+        }
+        status.send_modify(|s| {
+            s.state = RunState::Failed;
+            s.restarts += 1;
+            s.last_error = Some(message);
+        });
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            closed = room.wait_for(|s| s.desired != Desired::Open) => if closed.is_err() { return },
+        }
+    }
+}
+
+/// Builds, starts and watches the pipeline once. `Ok` means it was stopped
+/// because the room was closed; `Err` says why it failed.
+async fn run_once(
+    recipe: &dyn Recipe,
+    room: &mut watch::Receiver<RoomState>,
+    status: &watch::Sender<PipelineStatus>,
+) -> Result<(), MediaError> {
+    recipe.preflight()?;
+    let mut built = recipe.build()?;
+    let (failures, mut failed) = mpsc::unbounded_channel();
+    let bus = built
+        .pipeline
+        .bus()
+        .ok_or_else(|| MediaError::Build("pipeline without a bus".into()))?;
+    bus.set_sync_handler(move |_, message| {
+        if let Some(failure) = failure_in(message) {
+            let _ = failures.send(failure);
+        }
+        gst::BusSyncReply::Drop
+    });
+    if built.pipeline.set_state(gst::State::Playing).is_err() {
+        return Err(failed
+            .try_recv()
+            .unwrap_or_else(|_| MediaError::Build("the pipeline refused to start".into())));
+    }
+    let recovered = status.borrow().last_error.is_some();
+    status.send_modify(|s| {
+        s.state = RunState::Running;
+        s.last_error = None;
+    });
+    if recovered {
+        log::info!("{} pipeline: running again", recipe.name());
+    } else {
+        log::info!("{} pipeline: running", recipe.name());
+    }
+    let playing_since = Instant::now();
+    let mut check = tokio::time::interval(CHECK_EVERY);
+    loop {
+        tokio::select! {
+            failure = failed.recv() => {
+                return Err(failure.unwrap_or_else(|| MediaError::Ended("bus closed".into())));
+            }
+            _ = check.tick() => {
+                if let Some(status) = built.helper.as_mut().and_then(|h| h.exited()) {
+                    return Err(MediaError::Ended(format!("the camera program exited: {status}")));
+                }
+                if let (Some(flow), Some(limit)) = (&built.flow, recipe.stall_timeout()) {
+                    if flow.idle() > limit {
+                        return Err(MediaError::Stalled(limit.as_secs()));
+                    }
+                }
+                if let Some((kind, limit, host)) = recipe.janus_medium() {
+                    let starved = {
+                        let state = room.borrow();
+                        matches!(state.mountpoint, Presence::Present(_))
+                            && state.media_age(kind).is_some_and(|age| age > limit)
+                    };
+                    if starved && playing_since.elapsed() > limit {
+                        return Err(MediaError::NotReceived { kind, secs: limit.as_secs(), host });
+                    }
+                }
+            }
+            changed = room.changed() => {
+                if changed.is_err() || !wanted(room) {
+                    log::info!("{} pipeline: stopped (room closed)", recipe.name());
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// The failure a bus message reports, if it reports one.
+fn failure_in(message: &gst::Message) -> Option<MediaError> {
+    match message.view() {
+        gst::MessageView::Error(err) => Some(MediaError::Bus {
+            element: err
+                .src()
+                .map_or_else(|| "pipeline".into(), |s| s.path_string().to_string()),
+            message: err.error().to_string(),
+            debug: err.debug().map(|d| d.to_string()).unwrap_or_default(),
+        }),
+        gst::MessageView::Eos(_) => Some(MediaError::Ended(
+            "end of stream: the source closed (camera program exited?)".into(),
+        )),
+        _ => None,
+    }
+}
