@@ -228,7 +228,7 @@ impl Default for SpeakerSettings {
 
 /// Where the picture comes from (`[video] source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum VideoSource {
     /// No camera: the stream carries the microphone only.
     None,
@@ -242,6 +242,36 @@ pub enum VideoSource {
     Libcamera,
     /// A USB webcam through V4L2, encoded on the Pi.
     V4l2,
+}
+
+impl VideoSource {
+    /// Every source, by its config name.
+    const ALL: [(&'static str, Self); 6] = [
+        ("none", Self::None),
+        ("test", Self::Test),
+        ("rpicamsrc", Self::Rpicamsrc),
+        ("raspivid", Self::Raspivid),
+        ("libcamera", Self::Libcamera),
+        ("v4l2", Self::V4l2),
+    ];
+}
+
+impl TryFrom<String> for VideoSource {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        Self::ALL
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, source)| *source)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "unknown source {name:?}, expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
 }
 
 /// `[video]`: the camera and its encoding.

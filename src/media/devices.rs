@@ -66,14 +66,25 @@ pub fn check_alsa(key: &'static str, device: &str, direction: Direction) -> Resu
         Direction::Capture => alsa::Direction::Capture,
         Direction::Playback => alsa::Direction::Playback,
     };
+    // Catch alsa-lib's own messages on this thread (it would print them to
+    // stderr on every retry) and put them in the one error we report.
+    let lib_messages = alsa::Output::local_error_handler().ok();
     match alsa::PCM::new(device, alsa_direction, true) {
         Ok(_) => Ok(()),
-        Err(e) => Err(MediaError::AlsaDevice {
-            key,
-            device: device.to_owned(),
-            reason: e.to_string(),
-            cards: alsa_cards(),
-        }),
+        Err(e) => {
+            let detail = lib_messages
+                .map(|m| m.borrow().to_string().trim().replace('\n', "; "))
+                .filter(|d| !d.is_empty());
+            Err(MediaError::AlsaDevice {
+                key,
+                device: device.to_owned(),
+                reason: match detail {
+                    Some(detail) => format!("{e} ({detail})"),
+                    None => e.to_string(),
+                },
+                cards: alsa_cards(),
+            })
+        }
     }
 }
 

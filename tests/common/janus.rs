@@ -272,6 +272,36 @@ impl Probe {
                 .any(|f| f["port"] == speaker_port)
     }
 
+    /// Milliseconds since Janus last received `kind` on the mountpoint.
+    pub fn media_age(&self, id: u64, secret: &str, kind: &str) -> Option<u64> {
+        let info = self.mountpoint(id, secret)?;
+        info["media"]
+            .as_array()?
+            .iter()
+            .find(|m| m["type"] == kind)?["age_ms"]
+            .as_u64()
+    }
+
+    /// Joins the AudioBridge room as a plain-RTP participant sending Opus
+    /// from `local_port`; returns the port Janus receives on.
+    pub fn join_rtp(&self, room: u64, local_port: u16) -> u16 {
+        let ack = self.audiobridge(json!({
+            "request": "join", "room": room, "display": "rtp-test",
+            "rtp": { "ip": "127.0.0.1", "port": local_port, "payload_type": 111 }
+        }));
+        // `join` is asynchronous: the reply is an ack, the result an event.
+        assert!(ack.is_null(), "join was answered synchronously: {ack}");
+        let url = format!("{}/{}?maxev=1", self.url, self.session);
+        wait_for(Duration::from_secs(5), "the joined event", || {
+            let event: Value = ureq::get(&url).call().ok()?.body_mut().read_json().ok()?;
+            let data = &event["plugindata"]["data"];
+            (data["audiobridge"] == "joined")
+                .then(|| data["rtp"]["port"].as_u64())
+                .flatten()
+                .and_then(|p| u16::try_from(p).ok())
+        })
+    }
+
     /// Neither room nor mountpoint exists.
     pub fn nothing_left(&self, room: u64, secret: &str) -> bool {
         !self.room_exists(room) && self.mountpoint(room, secret).is_none()

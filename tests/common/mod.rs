@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses its own part of the fixtures
 
 pub mod janus;
+pub mod pulse;
 
 use std::fs;
 use std::io::Read;

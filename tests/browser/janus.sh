@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The test Janus for the browser test: the project's conf/janus, run from
+# $WORK/janus with its log in $WORK/janus.log.
+#   janus.sh start | stop | restart
+# Meant to run inside the test's private network namespace (see run.sh), so
+# the shipped ports (HTTP 8088, admin 7088) cannot clash with anything else.
+set -euo pipefail
+: "${WORK:?WORK must name the scratch folder of the test}"
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+CONF="$WORK/janus"
+PIDFILE="$WORK/janus.pid"
+JANUS_URL=${JANUS_URL:-http://127.0.0.1:8088/janus}
+
+start() {
+  if [[ ! -d "$CONF" ]]; then
+    mkdir -p "$CONF"
+    cp "$REPO"/conf/janus/*.jcfg "$CONF/"   # as shipped: HTTP on 127.0.0.1:8088
+  fi
+  /usr/bin/janus -F "$CONF" -o --log-stdout >>"$WORK/janus.log" 2>&1 &
+  echo $! >"$PIDFILE"
+  for _ in $(seq 100); do   # up to 10 s
+    if curl -sf -m 1 "$JANUS_URL/info" >/dev/null; then return 0; fi
+    kill -0 "$(cat "$PIDFILE")" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "janus.sh: Janus did not answer on $JANUS_URL (log: $WORK/janus.log)" >&2
+  tail -20 "$WORK/janus.log" >&2 || true
+  return 1
+}
+
+stop() {
+  [[ -f "$PIDFILE" ]] || return 0
+  local pid; pid=$(cat "$PIDFILE"); rm -f "$PIDFILE"
+  kill -INT "$pid" 2>/dev/null || return 0
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  restart) stop; start ;;
+  *) echo "usage: $0 start|stop|restart" >&2; exit 2 ;;
+esac

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Browser end-to-end test of the viewer page (deploy/web) against a real Janus.
+#
+#   bash tests/browser/run.sh          (as root; prints `browser: N passed, M failed`)
+#
+# 1. Outside any namespace: installs what it needs (Debian chromium, janus,
+#    janus.js and adapter.js, GStreamer, curl, jq) and `npm ci`s playwright-core.
+# 2. Re-runs itself in a private network namespace (`unshare -n`): Janus never
+#    offers loopback ICE candidates, so the namespace gets `lo` plus a veth pair
+#    holding 127.0.0.2/32, which Janus offers and Chromium reaches. Nothing in
+#    there can reach a registry, hence step 1 first.
+# 3. Inside: starts Janus (tests/browser/janus.sh), the broadcaster
+#    (tests/browser/broadcaster.sh: a stand-in for broadcast-agent for now) and
+#    viewer.test.mjs, which serves the page, drives Chromium and records results.
+# Exits non-zero on any failure. Set KEEP=1 to keep the scratch folder.
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+
+die_setup() {
+  echo "" >&2
+  echo "!!! browser test CANNOT RUN: $*" >&2
+  echo "browser: 0 passed, 1 failed"
+  exit 1
+}
+
+if [[ "${1:-}" != "--inside" ]]; then
+  [[ $(id -u) == 0 ]] || die_setup "needs root (apt-get, unshare -n, ip link)"
+
+  # ---- dependencies (network needed: before the namespace) ----
+  packages=(chromium libjs-janus-gateway libjs-webrtc-adapter janus curl jq iproute2 util-linux
+            gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+            gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad fonts-dejavu-core)
+  missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
+  if ((${#missing[@]})); then
+    echo "== installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    timeout 600 apt-get update -q >/dev/null || die_setup "apt-get update failed"
+    timeout 900 apt-get install -y -q --no-install-recommends "${missing[@]}" \
+      || die_setup "apt-get install ${missing[*]} failed"
+  fi
+  for f in /usr/bin/chromium /usr/bin/janus /usr/share/javascript/janus-gateway/janus.js \
+           /usr/share/javascript/webrtc-adapter/adapter.js; do
+    [[ -e "$f" ]] || die_setup "$f is missing after install"
+  done
+  echo "== npm ci (playwright-core)"
+  (cd "$HERE" && timeout 300 npm ci --no-audit --no-fund --loglevel=error) || die_setup "npm ci failed in $HERE"
+
+  # ---- the rest runs in a private network namespace ----
+  exec timeout --kill-after=10 420 unshare -n -- bash "$0" --inside
+fi
+
+# ============================ inside the namespace ============================
+WORK=$(mktemp -d /tmp/browser-e2e.XXXXXX)
+export WORK REPO
+export JANUS_URL="http://127.0.0.1:8088/janus"
+export ROOM=4556
+RESULTS="$WORK/results"
+: >"$RESULTS"
+export RESULTS
+fail_step() { echo "FAIL $1" | tee -a "$RESULTS"; echo "!!! $1" >&2; }
+
+cleanup() {
+  bash "$HERE/broadcaster.sh" stop >/dev/null 2>&1 || true
+  bash "$HERE/janus.sh" stop >/dev/null 2>&1 || true
+  if [[ "${KEEP:-}" == 1 ]]; then echo "(kept $WORK)"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+finish() {
+  local passed failed
+  passed=$(grep -c '^PASS ' "$RESULTS")
+  failed=$(grep -c '^FAIL ' "$RESULTS")
+  if ((failed > 0)); then
+    for log in janus.log broadcaster-gst.log; do
+      [[ -s "$WORK/$log" ]] && { echo "--- last lines of $log"; tail -15 "$WORK/$log"; }
+    done
+  fi
+  echo "browser: $passed passed, $failed failed"
+  ((failed == 0 && passed > 0))
+  exit $?
+}
+
+echo "== network namespace: lo + veth pair with 127.0.0.2/32"
+if ! { ip link set lo up &&
+       ip link add veth-e2e0 type veth peer name veth-e2e1 &&
+       ip addr add 127.0.0.2/32 dev veth-e2e0 &&
+       ip link set veth-e2e0 up && ip link set veth-e2e1 up; }; then
+  fail_step "network namespace setup (ip link/addr failed)"
+  finish
+fi
+
+echo "== Janus"
+if ! bash "$HERE/janus.sh" start; then fail_step "Janus starts"; finish; fi
+
+echo "== web root (page + janus.js + adapter.js)"
+WEB="$WORK/web"
+mkdir -p "$WEB"
+cp "$REPO"/deploy/web/{index.html,viewer.js,config.js} "$WEB/"
+cp /usr/share/javascript/janus-gateway/janus.js "$WEB/janus.js"
+cp /usr/share/javascript/webrtc-adapter/adapter.js "$WEB/adapter.js"
+export WEB_ROOT="$WEB"
+
+echo "== broadcaster start"
+if ! bash "$HERE/broadcaster.sh" start; then fail_step "broadcaster starts"; finish; fi
+
+echo "== viewer.test.mjs"
+export BROADCASTER="$HERE/broadcaster.sh" JANUS_CTL="$HERE/janus.sh"
+export SCREENSHOT="$REPO/deploy/web/screenshot.png"
+timeout --kill-after=5 300 node "$HERE/viewer.test.mjs"
+rc=$?
+if ((rc != 0)) && ! grep -q '^FAIL ' "$RESULTS"; then
+  fail_step "viewer.test.mjs exited with $rc without recording a failure (crash or timeout)"
+fi
+finish

@@ -1,0 +1,286 @@
+// Drives Debian's Chromium (through playwright-core) against the viewer page.
+// Started by run.sh inside the test's network namespace, with Janus running and
+// the broadcaster started. Each check appends "PASS name" or "FAIL name: why"
+// to $RESULTS; run.sh counts them.
+//
+// Environment (set by run.sh): WORK, WEB_ROOT, JANUS_URL, ROOM, BROADCASTER,
+// JANUS_CTL, RESULTS, SCREENSHOT.
+import { chromium } from 'playwright-core';
+import { execFileSync } from 'node:child_process';
+import { appendFileSync, mkdtempSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { extname, join, normalize } from 'node:path';
+
+const env = (name) => {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set (run tests/browser/run.sh)`);
+  return v;
+};
+const WORK = env('WORK');
+const WEB_ROOT = env('WEB_ROOT');
+const JANUS_URL = env('JANUS_URL');
+const ROOM = Number(env('ROOM'));
+const BROADCASTER = env('BROADCASTER');
+const JANUS_CTL = env('JANUS_CTL');
+const RESULTS = env('RESULTS');
+const SCREENSHOT = env('SCREENSHOT');
+const VIEWER_NAME = 'e2e-viewer';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+let passed = 0;
+let failed = 0;
+
+function record(ok, name, why) {
+  const line = ok ? `PASS ${name}` : `FAIL ${name}: ${why}`;
+  console.log(line);
+  appendFileSync(RESULTS, line + '\n');
+  if (ok) passed++; else failed++;
+}
+
+// Runs one named check; an exception (or assertion) fails it.
+async function check(name, fn) {
+  try {
+    const note = await fn();
+    record(true, name + (note ? ` (${note})` : ''));
+    return true;
+  } catch (e) {
+    record(false, name, e && e.message ? e.message : String(e));
+    return false;
+  }
+}
+
+function assert(cond, msg) { if (!cond) throw new Error(msg); }
+
+// Polls fn() until it returns a truthy value, or throws after timeoutMs.
+async function waitFor(what, fn, timeoutMs, stepMs = 100) {
+  const t0 = Date.now();
+  let last;
+  while (Date.now() - t0 < timeoutMs) {
+    try { last = await fn(); } catch (e) { last = e; }
+    if (last && !(last instanceof Error)) return last;
+    await sleep(stepMs);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}` +
+    (last instanceof Error ? ` (last error: ${last.message})` : ''));
+}
+
+function broadcaster(cmd) {
+  execFileSync('bash', [BROADCASTER, cmd], { stdio: 'inherit', timeout: 30000 });
+}
+
+// ---- a throwaway-session Janus client for probing (listparticipants, create) ----
+
+async function janusPost(path, body) {
+  const res = await fetch(JANUS_URL + path, {
+    method: 'POST', body: JSON.stringify({ transaction: 't', ...body }),
+    signal: AbortSignal.timeout(5000),
+  });
+  return res.json();
+}
+
+async function pluginRequest(plugin, request) {
+  const s = await janusPost('', { janus: 'create' });
+  assert(s.janus === 'success', 'janus create: ' + JSON.stringify(s));
+  const sid = s.data.id;
+  try {
+    const h = await janusPost(`/${sid}`, { janus: 'attach', plugin });
+    const reply = await janusPost(`/${sid}/${h.data.id}`, { janus: 'message', body: request });
+    return reply.plugindata && reply.plugindata.data;
+  } finally {
+    await janusPost(`/${sid}`, { janus: 'destroy' }).catch(() => {});
+  }
+}
+
+async function participants(room) {
+  const data = await pluginRequest('janus.plugin.audiobridge', { request: 'listparticipants', room });
+  return (data && data.participants) || [];
+}
+
+// ---- a static file server for the page (any static server would do) ----
+
+const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.png': 'image/png' };
+const server = createServer((req, res) => {
+  const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
+  const file = join(WEB_ROOT, path === '/' ? 'index.html' : path);
+  try {
+    const body = readFileSync(file);
+    res.writeHead(200, { 'Content-Type': TYPES[extname(file)] || 'application/octet-stream' });
+    res.end(body);
+  } catch {
+    res.writeHead(404); res.end('not found');
+  }
+});
+await new Promise((r) => server.listen(0, '127.0.0.1', r));
+const PAGE_BASE = `http://127.0.0.1:${server.address().port}/index.html`;
+
+// ---- the browser ----
+
+const browser = await chromium.launchPersistentContext(mkdtempSync(join(WORK, 'chromium-')), {
+  executablePath: '/usr/bin/chromium',
+  headless: true,
+  timeout: 30000,
+  viewport: { width: 1000, height: 760 },
+  args: [
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+  ],
+});
+const pageErrors = [];
+const consoleLog = [];
+
+async function openViewer(query) {
+  const page = await browser.newPage();
+  page.setDefaultTimeout(15000);
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  page.on('console', (m) => consoleLog.push(`[${m.type()}] ${m.text()}`));
+  await page.goto(`${PAGE_BASE}?${query}`, { timeout: 15000 });
+  return page;
+}
+
+const state = (page) => page.evaluate(() => window.viewerState);
+const domState = (page) => page.getAttribute('#state', 'data-state');
+const frames = (page) => page.evaluate(() => {
+  const v = document.getElementById('video');
+  return { width: v.videoWidth, time: v.currentTime, frames: v.getVideoPlaybackQuality().totalVideoFrames };
+});
+
+async function waitState(page, want, timeoutMs) {
+  const t0 = Date.now();
+  await waitFor(`state "${want}" (now "${await state(page).catch(() => '?')}")`,
+    async () => (await state(page)) === want && (await domState(page)) === want, timeoutMs, 50);
+  return Date.now() - t0;
+}
+
+// Video plays: a width, and frames and currentTime advancing over ~2 s.
+async function assertVideoAdvancing(page) {
+  const a = await frames(page);
+  await sleep(2000);
+  const b = await frames(page);
+  assert(b.width > 0, `videoWidth is ${b.width}`);
+  assert(b.frames > a.frames, `totalVideoFrames did not advance (${a.frames} -> ${b.frames})`);
+  assert(b.time > a.time, `currentTime did not advance (${a.time} -> ${b.time})`);
+  return `${b.width}px wide, ${b.frames - a.frames} frames in 2 s`;
+}
+
+async function waitParticipant(room, wantMuted, timeoutMs) {
+  return waitFor(`participant "${VIEWER_NAME}" muted=${wantMuted} in room ${room}`, async () => {
+    const list = await participants(room);
+    return list.find((p) => p.display === VIEWER_NAME && p.muted === wantMuted && p.setup !== false);
+  }, timeoutMs, 250);
+}
+
+const viewerQuery = `r=${ROOM}&janus=${encodeURIComponent(JANUS_URL)}&name=${VIEWER_NAME}`;
+let page;
+
+try {
+  // 1. First load: video comes up.
+  const t0 = Date.now();
+  page = await openViewer(viewerQuery);
+  const live = await check('page goes live (data-state="live")', async () => {
+    await waitState(page, 'live', 30000);
+    return `time to video ${Date.now() - t0} ms from navigation`;
+  });
+  await check('video plays (videoWidth > 0, frames and currentTime advancing)', () => assertVideoAdvancing(page));
+
+  // 2. Talk-back: the fake microphone is a participant of the room, not muted.
+  await check('talk-back: viewer joined the AudioBridge room, not muted', async () => {
+    const p = await waitParticipant(ROOM, false, 10000);
+    return `participant id ${p.id}`;
+  });
+  await check('mic button mutes and unmutes the participant on Janus', async () => {
+    await page.click('#mic');
+    await waitParticipant(ROOM, true, 5000);
+    await page.click('#mic');
+    await waitParticipant(ROOM, false, 5000);
+  });
+
+  if (live) {
+    await check('screenshot of the live page', async () => {
+      await sleep(500);
+      await page.screenshot({ path: SCREENSHOT });
+      return SCREENSHOT;
+    });
+  }
+
+  // 3. The broadcast closes: the page says so within 5 s.
+  await page.evaluate(() => { window.__noReloadMarker = 42; });
+  await check('closing the broadcast shows "closed" within 5 s', async () => {
+    broadcaster('close');
+    const ms = await waitState(page, 'closed', 5000);
+    return `${ms} ms`;
+  });
+
+  // 4. It comes back: video again, without a reload.
+  await check('re-opened broadcast goes live again without a reload', async () => {
+    const t = Date.now();
+    broadcaster('start');
+    await waitState(page, 'live', 20000);
+    const marker = await page.evaluate(() => window.__noReloadMarker);
+    assert(marker === 42, 'the page was reloaded');
+    return `${Date.now() - t} ms after re-creation`;
+  });
+  await check('video plays again after re-open', () => assertVideoAdvancing(page));
+  await check('talk-back re-joined after re-open', async () => { await waitParticipant(ROOM, false, 10000); });
+
+  // 5. Janus restarts (rooms and sessions are lost): the page re-creates its
+  //    session and goes live once the broadcaster has re-created the broadcast.
+  await check('after a Janus restart the page recovers by itself', async () => {
+    execFileSync('bash', [JANUS_CTL, 'restart'], { stdio: 'inherit', timeout: 30000 });
+    await waitFor('state other than "live" after the restart',
+      async () => (await state(page)) !== 'live', 15000, 100);
+    const t = Date.now();
+    broadcaster('start');
+    await waitState(page, 'live', 30000);
+    assert(await page.evaluate(() => window.__noReloadMarker) === 42, 'the page was reloaded');
+    return `live ${Date.now() - t} ms after re-creation`;
+  });
+  await check('video plays after the Janus restart', () => assertVideoAdvancing(page));
+
+  // 6. A room that does not exist shows "closed" (and keeps checking).
+  await check('unknown room shows "closed"', async () => {
+    const other = await openViewer(`r=987654&janus=${encodeURIComponent(JANUS_URL)}`);
+    await waitState(other, 'closed', 10000);
+    await other.close();
+  });
+
+  // 7. A broadcast with a PIN: no PIN / wrong PIN asks for it; the right one joins.
+  await check('PIN-protected broadcast: asks for the PIN, joins with it', async () => {
+    const pinRoom = 7001;
+    const r1 = await pluginRequest('janus.plugin.audiobridge',
+      { request: 'create', room: pinRoom, pin: '2468', sampling_rate: 48000 });
+    assert(r1.audiobridge === 'created', 'create room: ' + JSON.stringify(r1));
+    const r2 = await pluginRequest('janus.plugin.streaming', {
+      request: 'create', type: 'rtp', id: pinRoom, pin: '2468',
+      media: [{ type: 'video', mid: 'v', port: 5104, pt: 96, codec: 'h264' }],
+    });
+    assert(r2.streaming === 'created', 'create mountpoint: ' + JSON.stringify(r2));
+    const base = `r=${pinRoom}&janus=${encodeURIComponent(JANUS_URL)}&name=${VIEWER_NAME}`;
+    const p1 = await openViewer(base);
+    await waitState(p1, 'pin', 10000);
+    assert(await p1.isVisible('#pin-form'), 'the PIN form is not shown');
+    await p1.close();
+    const p2 = await openViewer(base + '&pin=0000');
+    await waitState(p2, 'pin', 10000);
+    await p2.fill('#pin', '2468');
+    await p2.click('#pin-form button[type=submit]');
+    await waitParticipant(pinRoom, false, 10000);
+    assert((await state(p2)) !== 'pin', 'still asking for the PIN');
+    await p2.close();
+  });
+
+  await check('no uncaught errors in the page', async () => {
+    assert(pageErrors.length === 0, pageErrors.join(' | '));
+  });
+} catch (e) {
+  record(false, 'test driver', e.stack || String(e));
+} finally {
+  if (failed > 0) {
+    console.log('--- last page console lines');
+    for (const line of consoleLog.slice(-40)) console.log(line);
+  }
+  await browser.close().catch(() => {});
+  server.close();
+}
+console.log(`viewer.test.mjs: ${passed} checks passed, ${failed} failed`);
+process.exit(failed > 0 ? 1 : 0);

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Check the broadcast-agent .deb packages with dpkg-deb: architecture, Depends,
+# conffile, files and modes, the binary inside, and the maintainer scripts.
+#
+#   tests/ship/deb-test.sh                 # builds both with deploy/build-deb.sh all, then checks
+#   tests/ship/deb-test.sh FILE.deb...     # checks the given packages
+# Last line: deb: N passed, M failed (exit status non-zero if any failed).
+set -uo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+work=$(mktemp -d "${TMPDIR:-/tmp}/deb-test.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+pass=0 fail=0
+ok()  { pass=$((pass + 1)); printf 'ok   - %s\n' "$1"; }
+bad() { fail=$((fail + 1)); printf 'FAIL - %s\n' "$1"; [ $# -lt 2 ] || printf '       %s\n' "${@:2}"; }
+check() { local name=$1; shift; if "$@" >/dev/null 2>&1; then ok "$name"; else bad "$name" "command: $*"; fi; }
+eq() { if [ "$2" = "$3" ]; then ok "$1"; else bad "$1" "expected: $3" "got:      $2"; fi; }
+
+debs=("$@")
+if [ ${#debs[@]} -eq 0 ]; then
+    if out=$("$repo/deploy/build-deb.sh" all 2>"$work/build.log"); then
+        mapfile -t debs <<<"$out"
+        ok "deploy/build-deb.sh all builds the packages"
+    else
+        bad "deploy/build-deb.sh all builds the packages" "$(tail -n 5 "$work/build.log")"
+    fi
+fi
+
+# Every library the binary links must come from a package in Depends.
+lib_package() {
+    case "$1" in
+        libc.so.6|libm.so.6|libdl.so.2|libpthread.so.0|librt.so.1|ld-linux*) echo libc6 ;;
+        libgcc_s.so.1) echo libgcc-s1 ;;
+        libglib-2.0.so.0|libgobject-2.0.so.0|libgio-2.0.so.0|libgmodule-2.0.so.0) echo libglib2.0-0 ;;
+        libgstreamer-1.0.so.0|libgstbase-1.0.so.0|libgstnet-1.0.so.0|libgstcontroller-1.0.so.0) echo libgstreamer1.0-0 ;;
+        libgst*-1.0.so.0) echo libgstreamer-plugins-base1.0-0 ;;
+        libasound.so.2) echo libasound2 ;;
+        *) echo "?" ;;
+    esac
+}
+# Package names in a Depends/Recommends field, one a line.
+field_packages() { tr ',|' '\n\n' | sed 's/([^)]*)//; s/^ *//; s/ *$//' | grep -v '^$'; }
+
+for deb in "${debs[@]}"; do
+    [ -n "$deb" ] || continue
+    name=$(basename "$deb")
+    if [ ! -f "$deb" ]; then bad "$name exists"; continue; fi
+    arch=$(dpkg-deb --field "$deb" Architecture)
+    case "$arch" in
+        arm64) want_file='ELF 64-bit LSB .*ARM aarch64' ;;
+        armhf) want_file='ELF 32-bit LSB .*ARM, EABI5' ;;
+        *) bad "$name: architecture is arm64 or armhf" "got: $arch"; continue ;;
+    esac
+    t="$name"
+    eq "$t: Package is broadcast-agent" "$(dpkg-deb --field "$deb" Package)" broadcast-agent
+    case "$name" in *_"$arch".deb) ok "$t: file name matches Architecture $arch" ;;
+                    *) bad "$t: file name matches Architecture $arch" ;; esac
+
+    depends=$(dpkg-deb --field "$deb" Depends)
+    for want in "libc6 (>= 2.36)" "libgstreamer1.0-0 (>= 1.22)" "libgstreamer-plugins-base1.0-0" \
+                "gstreamer1.0-plugins-base" "gstreamer1.0-plugins-good" "gstreamer1.0-plugins-bad" "gstreamer1.0-alsa" "libasound2" "adduser"; do
+        case ", $depends," in *", $want"[,\ ]*) ok "$t: Depends $want" ;;
+                              *) bad "$t: Depends $want" "Depends: $depends" ;; esac
+    done
+    recommends=$(dpkg-deb --field "$deb" Recommends)
+    check "$t: Recommends gstreamer1.0-plugins-ugly (x264enc)" grep -qx gstreamer1.0-plugins-ugly <(field_packages <<<"$recommends")
+    check "$t: Recommends rpicam-apps (rpicam-vid, source = libcamera)" grep -qx rpicam-apps <(field_packages <<<"$recommends")
+
+    dpkg-deb --contents "$deb" >"$work/contents"
+    mode_owner() { awk -v p="./$1" '$6 == p { o = $2; if (o == "0/0") o = "root/root"; print $1, o }' "$work/contents"; }
+    eq "$t: /usr/bin/broadcast-agent 0755 root" "$(mode_owner usr/bin/broadcast-agent)" "-rwxr-xr-x root/root"
+    eq "$t: /lib/systemd/system/broadcast-agent.service 0644 root" \
+        "$(mode_owner lib/systemd/system/broadcast-agent.service)" "-rw-r--r-- root/root"
+    eq "$t: /etc/broadcast-agent/agent.toml 0640 root" "$(mode_owner etc/broadcast-agent/agent.toml)" "-rw-r----- root/root"
+    check "$t: no unit under /usr/lib/systemd (one unit, one place)" \
+        bash -c "! grep -q 'usr/lib/systemd/system/' '$work/contents'"
+    check "$t: copyright file" grep -q ' ./usr/share/doc/broadcast-agent/copyright$' "$work/contents"
+
+    ctl=$work/$arch-control data=$work/$arch-data
+    mkdir -p "$ctl" "$data"
+    dpkg-deb --control "$deb" "$ctl"
+    dpkg-deb --extract "$deb" "$data"
+    eq "$t: conffiles is exactly /etc/broadcast-agent/agent.toml" "$(cat "$ctl/conffiles" 2>/dev/null)" /etc/broadcast-agent/agent.toml
+    check "$t: shipped config is conf/agent.toml" cmp -s "$repo/conf/agent.toml" "$data/etc/broadcast-agent/agent.toml"
+    check "$t: shipped unit is systemd/broadcast-agent.service" \
+        cmp -s "$repo/systemd/broadcast-agent.service" "$data/lib/systemd/system/broadcast-agent.service"
+    check "$t: unit starts /usr/bin/broadcast-agent with /etc/broadcast-agent/agent.toml" \
+        grep -Eq '^ExecStart=/usr/bin/broadcast-agent .*--config /etc/broadcast-agent/agent.toml' \
+        "$data/lib/systemd/system/broadcast-agent.service"
+
+    bin=$data/usr/bin/broadcast-agent
+    check "$t: binary is $arch ($want_file)" grep -Eq "$want_file" <(file -b "$bin")
+    check "$t: binary is stripped" bash -c "file -b '$bin' | grep -q ', stripped'"
+    glibc=$(readelf --dyn-syms -W "$bin" 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n1)
+    check "$t: needs glibc ${glibc:-?} <= 2.36 (Depends libc6 >= 2.36, Bookworm)" \
+        bash -c "[ -n '$glibc' ] && [ \"\$(printf '%s\n' '$glibc' 2.36 | sort -V | tail -n1)\" = 2.36 ]"
+    deps_pkgs=$(field_packages <<<"$depends")
+    for lib in $(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+        pkg=$(lib_package "$lib")
+        check "$t: linked $lib comes from Depends ($pkg)" grep -qx -- "$pkg" <<<"$deps_pkgs"
+    done
+
+    for s in postinst prerm postrm; do
+        check "$t: $s present and executable" test -x "$ctl/$s"
+        check "$t: $s parses (sh -n)" sh -n "$ctl/$s"
+        check "$t: $s has no unreplaced debhelper token" bash -c "! grep -q '#DEBHELPER#' '$ctl/$s'"
+    done
+
+    # Run postinst configure with fake system tools: gpio absent, user absent.
+    fk=$work/$arch-fake log=$work/$arch-postinst.log
+    mkdir -p "$fk"; : >"$log"
+    for tool in adduser chown chmod deb-systemd-helper deb-systemd-invoke systemctl; do
+        printf '#!/bin/sh\necho "%s $*" >>"%s"\n' "$tool" "$log" >"$fk/$tool"
+    done
+    printf '#!/bin/sh\nexit 1\n' >"$fk/dpkg-statoverride"
+    cat >"$fk/getent" <<'EOF'
+#!/bin/sh
+[ "$1" = group ] && case "$2" in audio|video) echo "$2:x:1:"; exit 0 ;; esac
+exit 2
+EOF
+    chmod +x "$fk"/*
+    if PATH="$fk:$PATH" sh "$ctl/postinst" configure "" >"$work/postinst.out" 2>&1; then
+        ok "$t: postinst configure (fresh install) exits 0"
+    else
+        bad "$t: postinst configure (fresh install) exits 0" "$(cat "$work/postinst.out")"
+    fi
+    check "$t: postinst creates the system user" \
+        grep -Eq '^adduser --system --group .*broadcast-agent$' "$log"
+    check "$t: postinst adds it to audio" grep -qx 'adduser --quiet broadcast-agent audio' "$log"
+    check "$t: postinst adds it to video" grep -qx 'adduser --quiet broadcast-agent video' "$log"
+    check "$t: postinst skips the absent gpio group" bash -c "! grep -q 'gpio' '$log'"
+    check "$t: postinst enables the unit" grep -qx 'deb-systemd-helper enable broadcast-agent.service' "$log"
+    check "$t: postinst gives the config to root:broadcast-agent 0640" \
+        bash -c "grep -q 'chown \"root:\$user\" \"\$conf\"' '$ctl/postinst' && grep -q 'chmod 0640 \"\$conf\"' '$ctl/postinst'"
+    check "$t: prerm stops the service on remove" grep -q 'deb-systemd-invoke stop broadcast-agent.service' "$ctl/prerm"
+done
+
+[ ${#debs[@]} -gt 0 ] || bad "no packages to check"
+echo "deb: $pass passed, $fail failed"
+[ "$fail" = 0 ]
