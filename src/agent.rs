@@ -1,21 +1,39 @@
 //! Wiring for `broadcast-agent run`: starts the reconciler and the tasks
-//! around it, turns signals into commands, and shuts everything down in order.
+//! around it (pipelines, control socket, GPIO, systemd), turns signals into
+//! commands, and shuts everything down in order.
+//!
+//! SIGTERM/SIGINT: close as `destroy_on_close` says, stop the pipelines,
+//! exit 0. SIGHUP: re-read the configuration; a bad file is refused (logged)
+//! and the agent runs on unchanged; a good one restarts the agent in place,
+//! which re-creates the room as a restart would.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinHandle;
 
 use crate::config::Settings;
+use crate::controls::gpio::{self, GpioError};
+use crate::controls::socket::{self, ControlError};
 use crate::janus::{Client, TlsSetupError};
 use crate::media::{self, MediaError};
-use crate::room::{self, Command};
+use crate::room::{self, Command, RoomHandle};
+use crate::status::StatusSource;
+use crate::systemd;
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// The settings are unusable (exit status 78).
+    /// `janus.ca_file` is unusable.
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
+    /// The GPIO header cannot be used as configured.
+    #[error(transparent)]
+    Gpio(#[from] GpioError),
+    /// The control socket cannot be created.
+    #[error(transparent)]
+    Control(#[from] ControlError),
     /// GStreamer could not be initialised.
     #[error(transparent)]
     Media(#[from] MediaError),
@@ -24,40 +42,118 @@ pub enum RunError {
     Startup(#[from] std::io::Error),
 }
 
-/// Runs the agent until SIGTERM or SIGINT.
-pub fn run(settings: Settings) -> Result<(), RunError> {
-    let settings = Arc::new(settings);
-    let client = Arc::new(Client::new(&settings.janus)?);
+impl RunError {
+    /// Whether changing the configuration is the fix (exit status 78).
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Tls(_) | Self::Gpio(_) | Self::Control(_))
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT; `path` is re-read on SIGHUP.
+pub fn run(path: &Path, settings: Settings) -> Result<(), RunError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
-        let (room, mut reconciler) = room::spawn(client, Arc::clone(&settings));
-        let (_media, pipelines) = media::spawn(&settings, &room.state())?;
-        log::info!(
-            "broadcast-agent {} started: room {} on {}",
-            env!("CARGO_PKG_VERSION"),
-            settings.room.id,
-            settings.janus.url
-        );
-        tokio::select! {
-            _ = terminate.recv() => log::info!("SIGTERM: stopping"),
-            _ = interrupt.recv() => log::info!("SIGINT: stopping"),
-            _ = &mut reconciler => {
-                log::error!("the room reconciler stopped unexpectedly");
-                return Ok::<(), RunError>(());
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut settings = Arc::new(settings);
+        'agent: loop {
+            let mut agent = Running::start(Arc::clone(&settings))?;
+            systemd::ready();
+            log::info!(
+                "broadcast-agent {} running: room {} on {}",
+                env!("CARGO_PKG_VERSION"),
+                settings.room.id,
+                settings.janus.url
+            );
+            loop {
+                tokio::select! {
+                    _ = terminate.recv() => log::info!("SIGTERM: stopping"),
+                    _ = interrupt.recv() => log::info!("SIGINT: stopping"),
+                    _ = hangup.recv() => match Settings::load(path) {
+                        Ok(new) => {
+                            log::info!("SIGHUP: configuration reloaded, restarting in place");
+                            systemd::reloading();
+                            systemd::set_log_level(new.log.filter());
+                            agent.stop().await;
+                            settings = Arc::new(new);
+                            continue 'agent;
+                        }
+                        Err(e) => {
+                            log::error!("SIGHUP: {e}; keeping the running configuration");
+                            continue;
+                        }
+                    },
+                    _ = &mut agent.reconciler => log::error!("the room reconciler stopped unexpectedly"),
+                }
+                systemd::stopping();
+                agent.stop().await;
+                log::info!("stopped");
+                return Ok(());
             }
         }
-        room.send(Command::Shutdown).await;
-        let _ = reconciler.await;
+    })
+}
+
+/// Everything one configuration runs.
+struct Running {
+    room: RoomHandle,
+    reconciler: JoinHandle<()>,
+    pipelines: Vec<JoinHandle<()>>,
+    services: Vec<JoinHandle<()>>,
+    socket: Option<std::path::PathBuf>,
+}
+
+impl Running {
+    /// Starts every task. What can fail on a bad setting (TLS roots, GPIO,
+    /// the socket) is set up before anything talks to Janus.
+    fn start(settings: Arc<Settings>) -> Result<Self, RunError> {
+        let client = Arc::new(Client::new(&settings.janus)?);
+        let pins = if settings.gpio.enabled {
+            Some(gpio::open(&settings.gpio)?)
+        } else {
+            None
+        };
+        let (room, reconciler) = room::spawn(client, Arc::clone(&settings));
+        let (media, pipelines) = media::spawn(&settings, &room.state())?;
+        let status = StatusSource::new(room.state(), media, settings.viewer_url());
+        let mut services = vec![tokio::spawn(systemd::keep_informed(
+            status.clone(),
+            room.heartbeat(),
+        ))];
+        let socket_path = &settings.control.socket;
+        let socket = (!socket_path.as_os_str().is_empty()).then(|| socket_path.clone());
+        if let Some(path) = &socket {
+            services.push(socket::serve(path, room.clone(), status.clone())?);
+        }
+        if let Some(pins) = pins {
+            services.push(gpio::start(&settings.gpio, pins, &room, status)?);
+        }
+        Ok(Self {
+            room,
+            reconciler,
+            pipelines,
+            services,
+            socket,
+        })
+    }
+
+    /// Cleans up on Janus, stops the pipelines, then the services.
+    async fn stop(self) {
+        self.room.send(Command::Shutdown).await;
+        let _ = self.reconciler.await;
         // The reconciler's end closes the room watch: each supervisor stops
         // its pipeline (setting it to NULL) and returns.
-        for pipeline in pipelines {
+        for pipeline in self.pipelines {
             let _ = pipeline.await;
         }
-        log::info!("stopped");
-        Ok(())
-    })
+        for service in self.services {
+            service.abort();
+        }
+        if let Some(path) = self.socket {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }

@@ -54,6 +54,12 @@ pub struct Settings {
     pub video: VideoSettings,
     /// The microphone.
     pub microphone: MicrophoneSettings,
+    /// Buttons and LED on the Pi's GPIO header.
+    pub gpio: GpioSettings,
+    /// The local control socket (`broadcast-agent status/open/close`).
+    pub control: ControlSettings,
+    /// Logging.
+    pub log: LogSettings,
 }
 
 /// `[janus]`: the REST endpoint and its credentials.
@@ -133,6 +139,9 @@ pub struct RoomSettings {
     pub check_interval_ms: u64,
     /// Let plain-RTP participants (SIP/RTP gateways, tests) join the room.
     pub allow_rtp_participants: bool,
+    /// Where viewers watch, with `{room}` standing for the id, e.g.
+    /// `https://janus.example:8080/?r={room}`; logged and shown when live.
+    pub viewer_url: String,
 }
 
 impl Default for RoomSettings {
@@ -146,6 +155,7 @@ impl Default for RoomSettings {
             destroy_on_close: true,
             check_interval_ms: 2000,
             allow_rtp_participants: false,
+            viewer_url: String::new(),
         }
     }
 }
@@ -336,6 +346,92 @@ impl Default for MicrophoneSettings {
     }
 }
 
+/// `[gpio]`: buttons that open and close the room, and a status LED. Pins
+/// are BCM GPIO numbers; 0 means "not wired".
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GpioSettings {
+    /// Use the GPIO header at all.
+    pub enabled: bool,
+    /// Button that opens the room.
+    pub open_pin: u8,
+    /// Button that closes the room.
+    pub close_pin: u8,
+    /// One button that opens a closed room and closes an open one.
+    pub toggle_pin: u8,
+    /// LED: off = closed, blinking = opening or recovering, on = live.
+    pub led_pin: u8,
+    /// Buttons connect the pin to ground (internal pull-up); false: to 3.3 V (pull-down).
+    pub active_low: bool,
+    /// Edges closer together than this are contact bounce, not presses.
+    pub debounce_ms: u64,
+    /// Simulate the pins instead of using the header: the path of a Unix
+    /// datagram socket that receives `"<pin> <0|1>"` level changes. For tests
+    /// and demos on machines without GPIO.
+    pub simulate: String,
+}
+
+impl Default for GpioSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            open_pin: 0,
+            close_pin: 0,
+            toggle_pin: 0,
+            led_pin: 0,
+            active_low: true,
+            debounce_ms: 50,
+            simulate: String::new(),
+        }
+    }
+}
+
+impl GpioSettings {
+    /// [`Self::debounce_ms`] as a duration.
+    pub fn debounce(&self) -> Duration {
+        Duration::from_millis(self.debounce_ms)
+    }
+}
+
+/// `[control]`: the local control socket.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlSettings {
+    /// Unix socket path; empty disables it.
+    pub socket: PathBuf,
+}
+
+impl Default for ControlSettings {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from("/run/broadcast-agent/control.sock"),
+        }
+    }
+}
+
+/// `[log]`: what is logged.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `error`, `warn`, `info`, `debug` or `trace`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+impl LogSettings {
+    /// The level as the `log` crate takes it (validated at load time).
+    pub fn filter(&self) -> log::LevelFilter {
+        self.level.parse().unwrap_or(log::LevelFilter::Info)
+    }
+}
+
 impl MicrophoneSettings {
     /// The `device` value that selects a test tone instead of ALSA.
     pub const TEST_DEVICE: &'static str = "test";
@@ -460,7 +556,50 @@ impl Settings {
             6,
             510,
         )?;
-        self.validate_video()
+        self.validate_video()?;
+        self.validate_gpio()?;
+        if self.log.level.parse::<log::LevelFilter>().is_err() {
+            return Err((
+                "log.level",
+                format!(
+                    "{:?} is not one of error, warn, info, debug, trace",
+                    self.log.level
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_gpio(&self) -> Result<(), (&'static str, String)> {
+        let gpio = &self.gpio;
+        if !gpio.enabled {
+            return Ok(());
+        }
+        let pins = [
+            ("gpio.open_pin", gpio.open_pin),
+            ("gpio.close_pin", gpio.close_pin),
+            ("gpio.toggle_pin", gpio.toggle_pin),
+            ("gpio.led_pin", gpio.led_pin),
+        ];
+        for (key, pin) in pins {
+            check_range(key, pin.into(), 0, 53)?;
+        }
+        if gpio.open_pin == 0 && gpio.close_pin == 0 && gpio.toggle_pin == 0 && gpio.led_pin == 0 {
+            return Err((
+                "gpio.enabled",
+                "no pin is set (open_pin, close_pin, toggle_pin, led_pin)".into(),
+            ));
+        }
+        let wired: Vec<_> = pins.iter().filter(|(_, p)| *p != 0).collect();
+        for (i, (key, pin)) in wired.iter().enumerate() {
+            if wired[..i].iter().any(|(_, other)| other == pin) {
+                return Err((
+                    key,
+                    format!("GPIO {pin} is already used by another setting"),
+                ));
+            }
+        }
+        check_range("gpio.debounce_ms", gpio.debounce_ms, 0, 2000)
     }
 
     fn validate_video(&self) -> Result<(), (&'static str, String)> {
@@ -497,6 +636,12 @@ impl Settings {
         } else {
             &self.stream.host
         }
+    }
+
+    /// The viewer page's address for this room, if `room.viewer_url` is set.
+    pub fn viewer_url(&self) -> Option<String> {
+        let template = &self.room.viewer_url;
+        (!template.is_empty()).then(|| template.replace("{room}", &self.room.id.to_string()))
     }
 
     /// The settings as TOML, secrets masked, for `broadcast-agent check`.
@@ -708,6 +853,22 @@ mod tests {
         let ok =
             load("[video]\nsource = \"test\"\n[microphone]\ndevice = \"test\"\n").expect("valid");
         assert_eq!(ok.video.source, VideoSource::Test);
+    }
+
+    #[test]
+    fn gpio_settings_are_checked() {
+        let e = error("[gpio]\nenabled = true\n");
+        assert!(e.contains("gpio.enabled: no pin is set"), "{e}");
+        let e = error("[gpio]\nenabled = true\nopen_pin = 17\nclose_pin = 17\n");
+        assert!(e.contains("gpio.close_pin: GPIO 17 is already used"), "{e}");
+        let e = error("[gpio]\nenabled = true\nled_pin = 60\n");
+        assert!(e.contains("gpio.led_pin"), "{e}");
+        load("[gpio]\nenabled = true\ntoggle_pin = 22\nled_pin = 23\n").expect("valid");
+    }
+
+    #[test]
+    fn log_level_is_checked() {
+        assert!(error("[log]\nlevel = \"loud\"\n").contains("log.level"));
     }
 
     #[test]

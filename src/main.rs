@@ -1,22 +1,27 @@
 //! `broadcast-agent`: the Raspberry Pi end of a Janus WebRTC chatroom.
 //!
-//! Subcommands: `run` (the daemon), `check` (validate a config file).
+//! `run` is the daemon systemd starts; `check` validates a configuration;
+//! `status`, `open` and `close` talk to a running agent over its control
+//! socket, exactly as the GPIO buttons do.
 
 mod agent;
 mod backoff;
 mod config;
+mod controls;
 mod janus;
 mod media;
 mod room;
 mod secret;
+mod status;
 mod systemd;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use crate::config::Settings;
+use crate::controls::socket::{self, Request};
 
 /// Exit status for a configuration the agent cannot use (sysexits' EX_CONFIG);
 /// the unit's `RestartPreventExitStatus=78` stops systemd retrying it.
@@ -35,6 +40,18 @@ enum Cmd {
     Run(ConfigArg),
     /// Validate the configuration and print the effective settings, secrets masked.
     Check(ConfigArg),
+    /// Show what a running agent is doing.
+    Status {
+        #[command(flatten)]
+        target: SocketArg,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open the room (as the open button does).
+    Open(SocketArg),
+    /// Close the room (as the close button does).
+    Close(SocketArg),
 }
 
 #[derive(Debug, clap::Args)]
@@ -44,41 +61,96 @@ struct ConfigArg {
     config: PathBuf,
 }
 
+#[derive(Debug, clap::Args)]
+struct SocketArg {
+    /// Configuration file naming the control socket.
+    #[arg(long, short, default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// The control socket (instead of reading it from the configuration).
+    #[arg(long, short)]
+    socket: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     systemd::init_logging(log::LevelFilter::Info);
     match cli.command {
-        Cmd::Run(arg) => {
-            let settings = match load(&arg) {
-                Ok(settings) => settings,
-                Err(code) => return code,
-            };
-            match agent::run(settings) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e @ agent::RunError::Tls(_)) => {
-                    log::error!("config error: {e}");
-                    ExitCode::from(EX_CONFIG)
-                }
-                Err(e) => {
-                    log::error!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Cmd::Check(arg) => match load(&arg) {
+        Cmd::Run(arg) => run(&arg.config),
+        Cmd::Check(arg) => match load(&arg.config) {
             Ok(settings) => {
                 print!("# {}: valid\n{settings}", arg.config.display());
                 ExitCode::SUCCESS
             }
             Err(code) => code,
         },
+        Cmd::Status { target, json } => control(&target, Request::Status, |reply| {
+            if json {
+                reply["status"].to_string() + "\n"
+            } else {
+                reply["text"].as_str().unwrap_or_default().to_owned()
+            }
+        }),
+        Cmd::Open(target) => control(&target, Request::Open, |_| "open requested\n".into()),
+        Cmd::Close(target) => control(&target, Request::Close, |_| "close requested\n".into()),
+    }
+}
+
+fn run(path: &Path) -> ExitCode {
+    let settings = match load(path) {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    systemd::set_log_level(settings.log.filter());
+    match agent::run(path, settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is_config() => {
+            log::error!("config error: {e}");
+            ExitCode::from(EX_CONFIG)
+        }
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
 /// Loads the settings, or logs the one-line reason and returns exit status 78.
-fn load(arg: &ConfigArg) -> Result<Settings, ExitCode> {
-    Settings::load(&arg.config).map_err(|e| {
+fn load(path: &Path) -> Result<Settings, ExitCode> {
+    Settings::load(path).map_err(|e| {
         log::error!("config error: {e}");
         ExitCode::from(EX_CONFIG)
     })
+}
+
+/// Sends a request to the running agent and prints `show(reply)`.
+fn control(
+    target: &SocketArg,
+    request: Request,
+    show: impl Fn(&serde_json::Value) -> String,
+) -> ExitCode {
+    let path = match &target.socket {
+        Some(path) => path.clone(),
+        None => match Settings::load(&target.config) {
+            Ok(settings) => settings.control.socket,
+            // The default file may be unreadable to this user: the default
+            // socket is then the best guess. An explicit file must load.
+            Err(_) if target.config == Path::new(config::DEFAULT_PATH) => {
+                config::ControlSettings::default().socket
+            }
+            Err(e) => {
+                log::error!("config error: {e}");
+                return ExitCode::from(EX_CONFIG);
+            }
+        },
+    };
+    match socket::request(&path, request) {
+        Ok(reply) => {
+            print!("{}", show(&reply));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -351,6 +351,17 @@ impl RoomHandle {
         self.commands.send(Event::Command(command)).await.is_ok()
     }
 
+    /// Sends a command without waiting (for callbacks on other threads);
+    /// returns false when the queue is full or the reconciler has stopped.
+    pub fn try_send(&self, command: Command) -> bool {
+        self.commands.try_send(Event::Command(command)).is_ok()
+    }
+
+    /// What the owner last wanted, as of the last pass.
+    pub fn desired(&self) -> Desired {
+        self.state.borrow().desired
+    }
+
     /// The published state, updated after every pass.
     pub fn state(&self) -> watch::Receiver<RoomState> {
         self.state.clone()
@@ -674,6 +685,7 @@ async fn run(
     heartbeat: Heartbeat,
 ) {
     let room_id = janus.settings.room.id;
+    let viewer_url = janus.settings.viewer_url();
     let check_interval = janus.settings.room.check_interval();
     let mut observed = Observed::default();
     let mut transient = Backoff::new(TRANSIENT_RETRY);
@@ -715,7 +727,14 @@ async fn run(
                 (delay, true)
             }
         };
-        publish(&state, room_id, desired, &observed, &last_error);
+        publish(
+            &state,
+            viewer_url.as_deref(),
+            room_id,
+            desired,
+            &observed,
+            &last_error,
+        );
 
         let deadline = Instant::now() + wait;
         loop {
@@ -731,7 +750,7 @@ async fn run(
                 event = inbox.recv() => match event {
                     None | Some(Event::Command(Command::Shutdown)) => {
                         shut_down(&janus, observed).await;
-                        publish(&state, room_id, Desired::Closed, &Observed::default(), &None);
+                        publish(&state, None, room_id, Desired::Closed, &Observed::default(), &None);
                         return;
                     }
                     Some(Event::Command(command)) => {
@@ -800,6 +819,7 @@ async fn shut_down(janus: &Arc<Janus>, observed: Observed) {
 
 fn publish(
     state: &watch::Sender<RoomState>,
+    viewer_url: Option<&str>,
     room_id: u64,
     desired: Desired,
     observed: &Observed,
@@ -822,6 +842,9 @@ fn publish(
         let (was, is) = (current.phase(), next.phase());
         if was != is {
             log::info!("room {room_id}: {was:?} -> {is:?}");
+            if let (Phase::Live, Some(url)) = (is, viewer_url) {
+                log::info!("room {room_id} is live: viewers open {url}");
+            }
         }
         *current = next;
         true

@@ -1,4 +1,6 @@
-//! Integration with systemd: the logger (journald-aware) and sd-notify.
+//! Integration with systemd: the logger (journald-aware) and sd-notify
+//! (READY, STATUS, WATCHDOG, RELOADING, STOPPING). Without `NOTIFY_SOCKET`
+//! the notifications are no-ops.
 //!
 //! When stderr is connected to journald (`JOURNAL_STREAM` set), each line
 //! starts with its syslog priority (`<3>` error .. `<7>` trace) and carries no
@@ -6,19 +8,25 @@
 //! at a terminal: a timestamp, the level and the message.
 
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
+use sd_notify::NotifyState;
+
+use crate::room::Heartbeat;
+use crate::status::StatusSource;
+
+/// How often STATUS is recomputed (and sent when it changed).
+const STATUS_EVERY: Duration = Duration::from_millis(500);
 
 /// The agent's logger.
 struct Logger {
     journald: bool,
-    level: LevelFilter,
 }
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= self.level && is_ours(metadata.target())
+        metadata.level() <= log::max_level() && is_ours(metadata.target())
     }
 
     fn log(&self, record: &Record<'_>) {
@@ -66,16 +74,78 @@ fn timestamp() -> String {
     )
 }
 
-/// Installs the logger. The level comes from `RUST_LOG` (a level name) when
-/// set, else from `default`.
+/// Installs the logger at `default` level (or `RUST_LOG`'s, when set).
 pub fn init_logging(default: LevelFilter) {
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    if log::set_boxed_logger(Box::new(Logger { journald })).is_ok() {
+        set_log_level(default);
+    }
+}
+
+/// Changes the level (after the config is loaded); `RUST_LOG` still wins.
+pub fn set_log_level(level: LevelFilter) {
     let level = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(default);
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    if log::set_boxed_logger(Box::new(Logger { journald, level })).is_ok() {
-        log::set_max_level(level);
+        .unwrap_or(level);
+    log::set_max_level(level);
+}
+
+fn notify(state: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        log::debug!("sd_notify: {e}");
+    }
+}
+
+/// Tells systemd the agent is up: config loaded, every task started.
+/// (Not waiting for Janus, which may well be down at boot.)
+pub fn ready() {
+    notify(&[NotifyState::Ready]);
+}
+
+/// Tells systemd the agent is re-reading its configuration (SIGHUP).
+pub fn reloading() {
+    let now = sd_notify::NotifyState::monotonic_usec_now();
+    match now {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(_) => notify(&[NotifyState::Reloading]),
+    }
+}
+
+/// Tells systemd the agent is stopping.
+pub fn stopping() {
+    notify(&[NotifyState::Stopping]);
+}
+
+/// Keeps systemd informed while the agent runs: `STATUS=` whenever the status
+/// line changes, and `WATCHDOG=1` at half of `WATCHDOG_USEC`, but only while
+/// the reconciler's heartbeat moves — a hung loop stops the pings, and systemd
+/// restarts the agent.
+pub async fn keep_informed(status: StatusSource, heartbeat: Heartbeat) {
+    let watchdog = sd_notify::watchdog_enabled().map(|period| period / 2);
+    let mut status_tick = tokio::time::interval(STATUS_EVERY);
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    let mut last_line = String::new();
+    let mut last_beat = heartbeat.count();
+    loop {
+        tokio::select! {
+            _ = status_tick.tick() => {
+                let line = status.snapshot().line();
+                if line != last_line {
+                    notify(&[NotifyState::Status(&line)]);
+                    last_line = line;
+                }
+            }
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                let beat = heartbeat.count();
+                if beat != last_beat {
+                    notify(&[NotifyState::Watchdog]);
+                    last_beat = beat;
+                } else {
+                    log::warn!("the room reconciler made no progress: not feeding the watchdog");
+                }
+            }
+        }
     }
 }
 

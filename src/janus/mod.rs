@@ -476,8 +476,7 @@ mod tests {
     #[test]
     fn missing_ca_file_is_named() {
         let e = root_certs(Some(Path::new("/nonexistent/ca.pem")))
-            .err()
-            .expect("missing file is an error");
+            .expect_err("missing file is an error");
         assert!(e
             .to_string()
             .starts_with("janus.ca_file: /nonexistent/ca.pem"));

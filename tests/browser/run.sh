@@ -58,6 +58,9 @@ fi
 WORK=$(mktemp -d /tmp/browser-e2e.XXXXXX)
 export WORK REPO
 export JANUS_URL="http://127.0.0.1:8088/janus"
+# Admin API and secret of the shipped conf/janus (janus.transport.http.jcfg, janus.jcfg).
+export ADMIN_URL="http://127.0.0.1:7088/admin"
+export ADMIN_SECRET=$(sed -n 's/^\s*admin_secret\s*=\s*"\(.*\)".*/\1/p' "$REPO/conf/janus/janus.jcfg")
 export ROOM=4556
 RESULTS="$WORK/results"
 : >"$RESULTS"

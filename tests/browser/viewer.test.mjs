@@ -4,10 +4,10 @@
 // to $RESULTS; run.sh counts them.
 //
 // Environment (set by run.sh): WORK, WEB_ROOT, JANUS_URL, ROOM, BROADCASTER,
-// JANUS_CTL, RESULTS, SCREENSHOT.
+// JANUS_CTL, RESULTS, SCREENSHOT, ADMIN_URL, ADMIN_SECRET.
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
-import { appendFileSync, mkdtempSync, readFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { extname, join, normalize } from 'node:path';
 
@@ -24,6 +24,8 @@ const BROADCASTER = env('BROADCASTER');
 const JANUS_CTL = env('JANUS_CTL');
 const RESULTS = env('RESULTS');
 const SCREENSHOT = env('SCREENSHOT');
+const ADMIN_URL = env('ADMIN_URL');
+const ADMIN_SECRET = env('ADMIN_SECRET');
 const VIEWER_NAME = 'e2e-viewer';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -94,6 +96,27 @@ async function pluginRequest(plugin, request) {
 async function participants(room) {
   const data = await pluginRequest('janus.plugin.audiobridge', { request: 'listparticipants', room });
   return (data && data.participants) || [];
+}
+
+// Bytes Janus has received so far from the AudioBridge participant named
+// `display` (its WebRTC inbound stats, through the Admin API), or null.
+async function bridgeBytesIn(display) {
+  const admin = async (path, body) => (await fetch(ADMIN_URL + path, {
+    method: 'POST', signal: AbortSignal.timeout(5000),
+    body: JSON.stringify({ transaction: 't', admin_secret: ADMIN_SECRET, ...body }),
+  })).json();
+  const sessions = (await admin('', { janus: 'list_sessions' })).sessions || [];
+  for (const sid of sessions) {
+    const handles = (await admin(`/${sid}`, { janus: 'list_handles' })).handles || [];
+    for (const hid of handles) {
+      const info = (await admin(`/${sid}/${hid}`, { janus: 'handle_info' })).info || {};
+      const ps = info.plugin_specific || {};
+      if (info.plugin !== 'janus.plugin.audiobridge' || ps.display !== display) continue;
+      const media = Object.values((info.webrtc && info.webrtc.media) || {});
+      return media.reduce((n, m) => n + ((m.stats && m.stats.in && m.stats.in.bytes) || 0), 0);
+    }
+  }
+  return null;
 }
 
 // ---- a static file server for the page (any static server would do) ----
@@ -188,6 +211,22 @@ try {
     const p = await waitParticipant(ROOM, false, 10000);
     return `participant id ${p.id}`;
   });
+  await check("talk-back: Janus receives the viewer's microphone audio", async () => {
+    const a = await waitFor('the participant handle in the Admin API', () => bridgeBytesIn(VIEWER_NAME), 5000, 250);
+    await sleep(1500);
+    const b = await bridgeBytesIn(VIEWER_NAME);
+    assert(b > a, `inbound bytes did not grow (${a} -> ${b})`);
+    return `${b - a} bytes in 1.5 s`;
+  });
+  await check("the Pi's audio arrives with the video; Unmute turns the sound on", async () => {
+    const kinds = await page.evaluate(() => document.getElementById('video').srcObject.getTracks()
+      .filter((t) => t.readyState === 'live').map((t) => t.kind).sort().join(','));
+    assert(kinds === 'audio,video', `live tracks on #video: "${kinds}"`);
+    assert(await page.evaluate(() => document.getElementById('video').muted), 'video does not start muted');
+    await page.click('#sound');
+    assert(!(await page.evaluate(() => document.getElementById('video').muted)), 'still muted after Unmute');
+    await page.click('#sound');
+  });
   await check('mic button mutes and unmutes the participant on Janus', async () => {
     await page.click('#mic');
     await waitParticipant(ROOM, true, 5000);
@@ -275,6 +314,7 @@ try {
 } catch (e) {
   record(false, 'test driver', e.stack || String(e));
 } finally {
+  writeFileSync(join(WORK, 'console.log'), consoleLog.join('\n') + '\n');
   if (failed > 0) {
     console.log('--- last page console lines');
     for (const line of consoleLog.slice(-40)) console.log(line);

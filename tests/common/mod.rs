@@ -54,6 +54,7 @@ pub fn scratch() -> tempfile::TempDir {
 pub struct Agent {
     child: Child,
     log: PathBuf,
+    socket: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -67,6 +68,13 @@ impl Agent {
     pub fn start_with(config: &str, env: &[(&str, &str)]) -> Self {
         let dir = scratch();
         let path = dir.path().join("agent.toml");
+        let socket = dir.path().join("control.sock");
+        // Each agent gets its own control socket unless the test names one.
+        let config = if config.contains("[control]") {
+            config.to_owned()
+        } else {
+            format!("{config}\n[control]\nsocket = \"{}\"\n", socket.display())
+        };
         fs::write(&path, config).expect("write agent config");
         let log = dir.path().join("agent.log");
         let child = agent_command()
@@ -83,8 +91,17 @@ impl Agent {
         Self {
             child,
             log,
+            socket,
             _dir: dir,
         }
+    }
+
+    /// Runs `broadcast-agent <args> --socket <this agent's socket>`.
+    pub fn control(&self, args: &[&str]) -> (ExitStatus, String, String) {
+        let socket = self.socket.to_str().expect("utf-8 path");
+        let mut all = args.to_vec();
+        all.extend(["--socket", socket]);
+        run_agent(&all, &[])
     }
 
     /// The agent's process id.

@@ -1,0 +1,12 @@
+// Deployment defaults for the viewer page. Edit this file on the web server;
+// the page's query parameters override it (`?janus=...`).
+window.BROADCAST_CONFIG = {
+  // Janus REST endpoint: an absolute URL, or a path on the page's own server
+  // (e.g. a reverse proxy that forwards /janus to Janus on port 8088).
+  janus: "/janus",
+  // ICE servers for viewers behind NAT, e.g. [{ urls: "stun:stun.example.org:3478" }].
+  iceServers: [],
+  // Only when Janus requires them (janus.jcfg `api_secret` / token auth):
+  // apiSecret: "change-me",
+  // token: "...",
+};

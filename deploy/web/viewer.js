@@ -1,0 +1,502 @@
+// Viewer page for a broadcast-agent broadcast.
+//
+// The agent creates, on Janus, a Streaming mountpoint and an AudioBridge room
+// with the same numeric id. This page
+//   * watches the mountpoint (the Pi's video and audio),
+//   * joins the room with the viewer's microphone (talk-back to the Pi),
+// and shows one of these states in #state[data-state] and window.viewerState:
+//   "connecting"  reaching Janus / negotiating / waiting for video frames,
+//   "live"        video frames are arriving,
+//   "closed"      the room or mountpoint does not exist (the broadcast is
+//                 closed); the page checks again every RETRY_MS and goes live
+//                 by itself when the broadcast comes back,
+//   "pin"         the broadcast needs a PIN (missing or wrong),
+//   "error"       the page cannot start at all (bad URL, no WebRTC).
+//
+// Query parameters: r (room id, required), pin, janus (REST URL), name
+// (display name), muted=1 (join with the microphone off), debug=1 (janus.js
+// logging). Defaults come from config.js (window.BROADCAST_CONFIG).
+//
+// Plain ES2017, no build step; needs adapter.js and janus.js loaded first.
+(function () {
+  'use strict';
+
+  const RETRY_MS = 2000;          // retry period while closed / server down
+  const CONNECT_TIMEOUT_MS = 20000; // a media attempt that is not live by then is redone
+  const STALL_MS = 4000;          // no video frame for this long while live: "connecting"
+
+  // Janus error codes (plugins answer with plugindata.data.error_code).
+  const STREAMING_NO_SUCH_MOUNTPOINT = 455;
+  const STREAMING_MISSING_ELEMENT = 453; // e.g. the pin is required but missing
+  const STREAMING_UNAUTHORIZED = 457;    // wrong pin
+  const AUDIOBRIDGE_NO_SUCH_ROOM = 485;
+  const AUDIOBRIDGE_MISSING_ELEMENT = 483; // pin required but missing
+  const AUDIOBRIDGE_UNAUTHORIZED = 489;    // wrong pin
+
+  // ---- configuration -------------------------------------------------------
+
+  const params = new URLSearchParams(window.location.search);
+  const config = Object.assign({ janus: '/janus', iceServers: [] }, window.BROADCAST_CONFIG || {});
+  const serverUrl = params.get('janus') || config.janus;
+  const roomParam = params.get('r') || params.get('room');
+  const roomId = /^\d+$/.test(roomParam || '') ? parseInt(roomParam, 10) : null;
+  let pin = params.get('pin') || null;
+  let micMuted = params.get('muted') === '1';
+
+  // ---- page elements -------------------------------------------------------
+
+  const $ = (id) => document.getElementById(id);
+  const stateEl = $('state');
+  const stageEl = $('stage');
+  const overlayEl = $('overlay');
+  const detailEl = $('detail');
+  const video = $('video');
+  const roomAudio = $('room-audio');
+  const soundBtn = $('sound');
+  const micBtn = $('mic');
+  const pttBtn = $('ptt');
+  const nameInput = $('name');
+  const talkStateEl = $('talk-state');
+  const pinForm = $('pin-form');
+  const pinInput = $('pin');
+  const pinError = $('pin-error');
+
+  // Exposed for tests and debugging.
+  window.viewerState = 'connecting';
+  window.viewerVideo = video;
+
+  const STATE_TEXT = {
+    connecting: 'connecting',
+    live: 'live',
+    closed: 'the broadcast is closed',
+    pin: 'PIN required',
+    error: 'error',
+  };
+
+  // Shows `state` (one of STATE_TEXT's keys) and an optional explanation.
+  function setState(state, detail) {
+    if (window.viewerState !== state) {
+      console.log('[viewer] state ' + window.viewerState + ' -> ' + state + (detail ? ' (' + detail + ')' : ''));
+    }
+    window.viewerState = state;
+    stateEl.dataset.state = state;
+    stageEl.dataset.state = state;
+    stateEl.textContent = STATE_TEXT[state] || state;
+    overlayEl.textContent = detail || (STATE_TEXT[state] + (state === 'closed' ? ': waiting for it to start again…' : '…'));
+    detailEl.textContent = detail || '';
+    pinForm.hidden = state !== 'pin';
+  }
+
+  // ---- Janus session --------------------------------------------------------
+  // One Janus session at a time. If it dies (server restart, network), it is
+  // dropped and a new one made after RETRY_MS.
+
+  let janus = null;        // the current Janus session object
+  let sessionSeq = 0;      // identifies the current session for late callbacks
+  let sessionTimer = null; // pending reconnect
+
+  function connectSession() {
+    clearTimeout(sessionTimer);
+    const seq = ++sessionSeq;
+    if (window.viewerState !== 'closed' && window.viewerState !== 'pin') setState('connecting', 'reaching the server…');
+    janus = new Janus({
+      server: serverUrl,
+      iceServers: config.iceServers,
+      apisecret: config.apiSecret,
+      token: config.token,
+      // The REST long-poll keeps the session alive; failed polls report an error.
+      success: () => {
+        if (seq !== sessionSeq) return;
+        startMedia();
+      },
+      error: (err) => {
+        if (seq !== sessionSeq) return;
+        sessionLost('server unreachable (' + err + '), retrying…');
+      },
+      destroyed: () => {},
+    });
+  }
+
+  // The session is gone or unusable: drop everything and start over.
+  function sessionLost(why) {
+    console.warn('[viewer] session lost: ' + why);
+    stopMedia();
+    const old = janus;
+    janus = null;
+    sessionSeq++;
+    if (old && old.destroy) {
+      // Frees the PeerConnections locally; the request to Janus may fail, that is fine.
+      try { old.destroy({ cleanupHandles: true, notifyDestroyed: false }); } catch (e) { /* ignore */ }
+    }
+    if (window.viewerState !== 'closed') setState('connecting', why);
+    clearTimeout(sessionTimer);
+    sessionTimer = setTimeout(connectSession, RETRY_MS);
+  }
+
+  // ---- media attempt -----------------------------------------------------
+  // A media attempt = one Streaming handle watching the mountpoint plus one
+  // AudioBridge handle in the room. Any end of it (closed broadcast, failed
+  // ICE, timeout) drops both handles and, after RETRY_MS, starts a new one.
+
+  let media = null;      // the current attempt: { streaming, bridge, stream, ... }
+  let mediaTimer = null; // pending retry
+
+  function startMedia() {
+    clearTimeout(mediaTimer);
+    stopMedia();
+    if (!janus) return;
+    const m = {
+      streaming: null,
+      bridge: null,
+      stream: new MediaStream(),     // the mountpoint's tracks, shown by #video
+      roomStream: new MediaStream(), // the room mix, played by #room-audio
+      joined: false,
+      gotOffer: false,
+      watchdog: null,
+    };
+    media = m;
+    const current = () => media === m; // false once this attempt is over
+    if (window.viewerState !== 'closed' && window.viewerState !== 'pin') {
+      setState('connecting', 'joining broadcast ' + roomId + '…');
+    }
+    m.watchdog = setTimeout(() => {
+      if (current() && window.viewerState !== 'live') retryMedia(null, 'no video yet, trying again…');
+    }, CONNECT_TIMEOUT_MS);
+
+    janus.attach({
+      plugin: 'janus.plugin.streaming',
+      success: (handle) => {
+        if (!current()) { handle.detach(); return; }
+        m.streaming = handle;
+        const watch = { request: 'watch', id: roomId };
+        if (pin) watch.pin = pin;
+        handle.send({ message: watch, error: (e) => requestFailed(m, e) });
+      },
+      error: (err) => { if (current()) sessionLost('cannot attach to the Streaming plugin: ' + err); },
+      onmessage: (msg, jsep) => { if (current()) onStreamingMessage(m, msg, jsep); },
+      onremotetrack: (track, mid, on) => {
+        if (!current()) return;
+        updateTrack(m.stream, track, on);
+        if (video.srcObject !== m.stream) video.srcObject = m.stream;
+      },
+      iceState: (state) => {
+        if (current() && state === 'failed') retryMedia(null, 'video connection failed, trying again…');
+      },
+      webrtcState: (up) => {
+        if (current() && !up) retryMedia(null, 'video connection ended, checking the broadcast…');
+      },
+      oncleanup: () => {
+        // Janus hung up the PeerConnection (e.g. the mountpoint went away).
+        if (current() && m.gotOffer) retryMedia(null, 'video ended, checking the broadcast…');
+      },
+    });
+
+    janus.attach({
+      plugin: 'janus.plugin.audiobridge',
+      success: (handle) => {
+        if (!current()) { handle.detach(); return; }
+        m.bridge = handle;
+        const join = { request: 'join', room: roomId, display: displayName(), muted: micMuted };
+        if (pin) join.pin = pin;
+        handle.send({ message: join, error: (e) => requestFailed(m, e) });
+      },
+      error: (err) => { if (current()) sessionLost('cannot attach to the AudioBridge plugin: ' + err); },
+      onmessage: (msg, jsep) => { if (current()) onBridgeMessage(m, msg, jsep); },
+      onremotetrack: (track, mid, on) => {
+        if (!current()) return;
+        updateTrack(m.roomStream, track, on);
+        if (roomAudio.srcObject !== m.roomStream) roomAudio.srcObject = m.roomStream;
+      },
+      webrtcState: (up) => {
+        if (!current()) return;
+        setTalkState(up ? null : 'talk-back: disconnected');
+      },
+      oncleanup: () => { if (current()) setTalkState('talk-back: not connected'); },
+    });
+  }
+
+  // Ends the current media attempt (if any): hangs up and detaches both handles.
+  function stopMedia() {
+    const m = media;
+    media = null;
+    if (!m) return;
+    clearTimeout(m.watchdog);
+    for (const handle of [m.streaming, m.bridge]) {
+      if (!handle) continue;
+      try { handle.hangup(); } catch (e) { /* ignore */ }
+      try { handle.detach(); } catch (e) { /* ignore */ }
+    }
+    video.srcObject = null;
+    roomAudio.srcObject = null;
+    lastFrameAt = 0;
+    setTalkState('talk-back: not connected');
+    micBtn.disabled = true;
+    pttBtn.disabled = true;
+  }
+
+  // Ends the current attempt and starts another after RETRY_MS, showing
+  // `state` (or keeping the current one when null) with `detail`.
+  function retryMedia(state, detail) {
+    stopMedia();
+    if (state) setState(state, detail);
+    else if (window.viewerState === 'live') setState('connecting', detail);
+    else setState(window.viewerState, window.viewerState === 'closed' ? null : detail);
+    clearTimeout(mediaTimer);
+    mediaTimer = setTimeout(() => { if (janus) startMedia(); }, RETRY_MS);
+  }
+
+  // A request could not even be sent: usually the session is gone (Janus restarted).
+  function requestFailed(m, err) {
+    if (media !== m) return;
+    sessionLost('request failed (' + err + ')');
+  }
+
+  // The broadcast (mountpoint or room) does not exist.
+  function broadcastClosed(m, why) {
+    if (media !== m) return;
+    console.log('[viewer] closed: ' + why);
+    retryMedia('closed');
+  }
+
+  function needPin(m, wrong) {
+    if (media !== m) return;
+    stopMedia();
+    clearTimeout(mediaTimer);
+    setState('pin', wrong ? 'wrong PIN: try again' : 'this broadcast needs a PIN');
+    pinError.textContent = wrong ? 'wrong PIN' : '';
+    pinInput.focus();
+  }
+
+  function updateTrack(stream, track, on) {
+    const known = stream.getTrackById(track.id);
+    if (on && !known) stream.addTrack(track);
+    if (!on && known) stream.removeTrack(known);
+  }
+
+  // ---- Streaming plugin (video + Pi audio) ----------------------------------
+
+  function onStreamingMessage(m, msg, jsep) {
+    if (msg.error_code) {
+      if (msg.error_code === STREAMING_NO_SUCH_MOUNTPOINT) return broadcastClosed(m, msg.error);
+      if (msg.error_code === STREAMING_UNAUTHORIZED) return needPin(m, !!pin);
+      if (msg.error_code === STREAMING_MISSING_ELEMENT && /pin/i.test(msg.error || '')) return needPin(m, false);
+      return retryMedia(null, 'streaming error ' + msg.error_code + ': ' + msg.error);
+    }
+    const status = msg.result && msg.result.status;
+    if (status === 'stopped') return broadcastClosed(m, 'mountpoint stopped');
+    if (msg.streaming === 'destroyed') return broadcastClosed(m, 'mountpoint destroyed');
+    if (jsep && jsep.type === 'offer') {
+      // The mountpoint exists: answer receive-only and start the stream.
+      m.gotOffer = true;
+      if (window.viewerState !== 'live') setState('connecting', 'starting video…');
+      m.streaming.createAnswer({
+        jsep: jsep,
+        tracks: [], // nothing to send; the offered audio/video are received
+        success: (answer) => {
+          if (media !== m) return;
+          m.streaming.send({ message: { request: 'start' }, jsep: answer, error: (e) => requestFailed(m, e) });
+        },
+        error: (err) => { if (media === m) retryMedia(null, 'WebRTC error: ' + err); },
+      });
+    }
+  }
+
+  // ---- AudioBridge plugin (talk-back) --------------------------------------
+
+  function onBridgeMessage(m, msg, jsep) {
+    if (jsep) m.bridge.handleRemoteJsep({ jsep: jsep });
+    if (msg.error_code) {
+      if (msg.error_code === AUDIOBRIDGE_NO_SUCH_ROOM) return broadcastClosed(m, msg.error);
+      if (msg.error_code === AUDIOBRIDGE_UNAUTHORIZED) return needPin(m, !!pin);
+      if (msg.error_code === AUDIOBRIDGE_MISSING_ELEMENT && /pin/i.test(msg.error || '')) return needPin(m, false);
+      setTalkState('talk-back error ' + msg.error_code + ': ' + msg.error);
+      return;
+    }
+    if (msg.audiobridge === 'destroyed') return broadcastClosed(m, 'room destroyed');
+    if (msg.audiobridge === 'joined' && msg.id && !m.joined) {
+      // We are in the room: send the microphone.
+      m.joined = true;
+      sendMicrophone(m, true);
+    }
+    if (msg.participants) updateParticipants(m, msg.participants);
+    if (msg.audiobridge === 'event' && (msg.leaving || msg.kicked)) removeParticipant(m, msg.leaving || msg.kicked);
+  }
+
+  // Offers our audio to the room; without a usable microphone, joins listen-only.
+  function sendMicrophone(m, withMic) {
+    m.bridge.createOffer({
+      tracks: [{ type: 'audio', capture: withMic, recv: true }],
+      success: (offer) => {
+        if (media !== m) return;
+        m.bridge.send({
+          message: { request: 'configure', muted: micMuted, display: displayName() },
+          jsep: offer,
+          error: (e) => requestFailed(m, e),
+        });
+        m.hasMic = withMic;
+        micBtn.disabled = !withMic;
+        pttBtn.disabled = !withMic;
+        setTalkState(null);
+      },
+      error: (err) => {
+        if (media !== m) return;
+        if (withMic) {
+          console.warn('[viewer] microphone unavailable: ' + err);
+          sendMicrophone(m, false);
+        } else {
+          setTalkState('talk-back unavailable: ' + err);
+        }
+      },
+    });
+  }
+
+  function updateParticipants(m, list) {
+    m.participants = m.participants || {};
+    for (const p of list) m.participants[p.id] = p;
+    setTalkState(null);
+  }
+
+  function removeParticipant(m, id) {
+    if (m.participants) delete m.participants[id];
+    setTalkState(null);
+  }
+
+  // Shows `text`, or (null) the current talk-back status.
+  function setTalkState(text) {
+    if (text === null) {
+      const m = media;
+      if (!m || !m.bridge) return setTalkState('talk-back: not connected');
+      const others = m.participants ? Object.keys(m.participants).length : 0;
+      text = !m.hasMic ? 'talk-back: listen only (no microphone)'
+        : micMuted ? 'talk-back: mic off' : 'talk-back: mic on';
+      text += ' · ' + others + ' other' + (others === 1 ? '' : 's') + ' in the room';
+    }
+    talkStateEl.textContent = text;
+  }
+
+  // ---- microphone controls ---------------------------------------------------
+
+  // Mutes/unmutes our participant on the server, so nobody hears a muted mic.
+  function setMicMuted(muted) {
+    micMuted = muted;
+    micBtn.setAttribute('aria-pressed', String(!muted));
+    micBtn.textContent = muted ? 'Mic off' : 'Mic on';
+    const m = media;
+    if (m && m.bridge && m.joined) {
+      m.bridge.send({ message: { request: 'configure', muted: muted } });
+    }
+    setTalkState(null);
+  }
+
+  micBtn.addEventListener('click', () => setMicMuted(!micMuted));
+
+  // Push-to-talk: while held, the mic is on; released, back to off.
+  let pttActive = false;
+  function pttDown(ev) {
+    ev.preventDefault();
+    if (pttActive || !micMuted) return;
+    pttActive = true;
+    pttBtn.setAttribute('aria-pressed', 'true');
+    setMicMuted(false);
+  }
+  function pttUp() {
+    if (!pttActive) return;
+    pttActive = false;
+    pttBtn.setAttribute('aria-pressed', 'false');
+    setMicMuted(true);
+  }
+  pttBtn.addEventListener('pointerdown', pttDown);
+  for (const ev of ['pointerup', 'pointerleave', 'pointercancel']) pttBtn.addEventListener(ev, pttUp);
+  pttBtn.addEventListener('keydown', (ev) => { if (ev.key === ' ' || ev.key === 'Enter') pttDown(ev); });
+  pttBtn.addEventListener('keyup', (ev) => { if (ev.key === ' ' || ev.key === 'Enter') pttUp(); });
+
+  // Display name: remembered in localStorage; sent to the room on change.
+  function displayName() {
+    return (nameInput.value || '').trim() || 'viewer';
+  }
+  nameInput.value = params.get('name') || localStorage.getItem('broadcast-viewer-name')
+    || 'viewer-' + Math.floor(Math.random() * 9000 + 1000);
+  nameInput.addEventListener('change', () => {
+    localStorage.setItem('broadcast-viewer-name', displayName());
+    const m = media;
+    if (m && m.bridge && m.joined) m.bridge.send({ message: { request: 'configure', display: displayName() } });
+  });
+
+  // Sound: the video (and room mix) start muted so autoplay is allowed;
+  // the button toggles both.
+  soundBtn.addEventListener('click', () => {
+    const on = video.muted;
+    video.muted = !on;
+    roomAudio.muted = !on;
+    soundBtn.setAttribute('aria-pressed', String(on));
+    soundBtn.textContent = on ? 'Mute' : 'Unmute';
+    if (on) { video.play().catch(() => {}); roomAudio.play().catch(() => {}); }
+  });
+
+  pinForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    pin = pinInput.value.trim() || null;
+    setState('connecting', 'joining with PIN…');
+    if (janus) startMedia(); else connectSession();
+  });
+
+  // ---- live detection -----------------------------------------------------------
+  // "live" means video frames are being decoded: counted with
+  // requestVideoFrameCallback where available, else by polling
+  // getVideoPlaybackQuality().totalVideoFrames.
+
+  let lastFrameAt = 0;
+  let lastFrameCount = 0;
+
+  function frameArrived() {
+    lastFrameAt = Date.now();
+    if (media && video.videoWidth > 0 && window.viewerState !== 'live') {
+      clearTimeout(media.watchdog);
+      setState('live');
+    }
+  }
+
+  if ('requestVideoFrameCallback' in HTMLVideoElement.prototype) {
+    const onFrame = () => { frameArrived(); video.requestVideoFrameCallback(onFrame); };
+    video.requestVideoFrameCallback(onFrame);
+  }
+
+  setInterval(() => {
+    if (video.getVideoPlaybackQuality) {
+      const n = video.getVideoPlaybackQuality().totalVideoFrames;
+      if (n !== lastFrameCount) { lastFrameCount = n; if (n > 0) frameArrived(); }
+    }
+    // Live but no frame for a while: the broadcaster stalled (the mountpoint still exists).
+    if (window.viewerState === 'live' && Date.now() - lastFrameAt > STALL_MS) {
+      setState('connecting', 'video stalled: waiting for the broadcaster…');
+    }
+  }, 500);
+
+  // ---- start -------------------------------------------------------------
+
+  if (roomId === null) {
+    setState('error', 'no broadcast given: open this page with ?r=<room number>');
+    return;
+  }
+  $('room-label').textContent = String(roomId);
+  document.title = 'Broadcast ' + roomId;
+  if (pin) pinInput.value = pin;
+  setMicMuted(micMuted);
+  setState('connecting', 'reaching the server…');
+
+  if (typeof Janus === 'undefined') {
+    setState('error', 'janus.js did not load (see deploy/web/README.md)');
+    return;
+  }
+  const debug = params.get('debug') === '1' ? 'all' : ['error'];
+  Janus.init({
+    debug: debug,
+    callback: () => {
+      if (!Janus.isWebrtcSupported()) {
+        setState('error', 'this browser does not support WebRTC');
+        return;
+      }
+      connectSession();
+    },
+  });
+})();

@@ -1,0 +1,230 @@
+//! What the agent reports about itself, derived from the reconciler's
+//! published state and the pipelines' statuses: the systemd STATUS line, the
+//! LED pattern, and `broadcast-agent status` (JSON and text). Nothing here is
+//! stored: everything is computed from the one published state.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::media::supervisor::RunState;
+use crate::media::{MediaStatus, PipelineStatus};
+use crate::room::{Desired, Phase, Presence, RoomState};
+
+/// Where the status comes from.
+#[derive(Debug, Clone)]
+pub struct StatusSource {
+    room: watch::Receiver<RoomState>,
+    media: MediaStatus,
+    started: Instant,
+    viewer_url: Option<String>,
+}
+
+impl StatusSource {
+    /// A source over the reconciler's and the pipelines' published states.
+    pub fn new(
+        room: watch::Receiver<RoomState>,
+        media: MediaStatus,
+        viewer_url: Option<String>,
+    ) -> Self {
+        Self {
+            room,
+            media,
+            started: Instant::now(),
+            viewer_url,
+        }
+    }
+
+    /// The status right now.
+    pub fn snapshot(&self) -> AgentStatus {
+        let room = self.room.borrow().clone();
+        AgentStatus {
+            version: env!("CARGO_PKG_VERSION"),
+            phase: room.phase(),
+            viewer_url: (room.phase() == Phase::Live)
+                .then(|| self.viewer_url.clone())
+                .flatten(),
+            room,
+            pipelines: self.media.snapshot(),
+            uptime_s: self.started.elapsed().as_secs(),
+        }
+    }
+}
+
+/// A snapshot of everything the agent knows about itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentStatus {
+    /// The agent's version.
+    pub version: &'static str,
+    /// The room in one word.
+    pub phase: Phase,
+    /// Desired and observed state of room, mountpoint and forwarder.
+    pub room: RoomState,
+    /// Each configured pipeline.
+    pub pipelines: Vec<PipelineStatus>,
+    /// Seconds since the agent started.
+    pub uptime_s: u64,
+    /// Where viewers watch, while the room is live.
+    pub viewer_url: Option<String>,
+}
+
+/// What the status LED shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Led {
+    /// The room is closed.
+    Off,
+    /// Opening, closing, or recovering from a failure.
+    Blinking,
+    /// Live, and every pipeline runs.
+    On,
+}
+
+impl AgentStatus {
+    fn pipelines_ok(&self) -> bool {
+        self.pipelines.iter().all(|p| p.state == RunState::Running)
+    }
+
+    /// The LED pattern for this status.
+    pub fn led(&self) -> Led {
+        match self.phase {
+            Phase::Closed => Led::Off,
+            Phase::Live if self.pipelines_ok() => Led::On,
+            _ => Led::Blinking,
+        }
+    }
+
+    /// A short line for systemd's STATUS=, e.g.
+    /// `live room 4556 | video ok | microphone ok | speaker ok`.
+    /// It never contains a secret: only states and error texts, which carry none.
+    pub fn line(&self) -> String {
+        let id = self.room.room_id;
+        let mut line = match (self.phase, &self.room.last_error) {
+            (Phase::Live, _) => format!("live room {id}"),
+            (Phase::Closed, _) => format!("closed room {id}"),
+            (_, Some(error)) => format!("waiting for Janus: {}", short(error)),
+            (Phase::Opening, None) => format!("opening room {id}"),
+            (Phase::Closing, None) => format!("closing room {id}"),
+        };
+        if self.room.desired == Desired::Open {
+            for p in &self.pipelines {
+                let state = match p.state {
+                    RunState::Running => "ok",
+                    RunState::Starting => "starting",
+                    RunState::Failed => "failed",
+                    RunState::Stopped => "stopped",
+                };
+                let _ = write!(line, " | {} {state}", p.name);
+            }
+        }
+        line
+    }
+
+    /// Text for a person: `broadcast-agent status`.
+    pub fn text(&self) -> String {
+        let r = &self.room;
+        let mut out = format!(
+            "room {}: {} (wanted {})\n",
+            r.room_id,
+            label(self.phase),
+            if r.desired == Desired::Open {
+                "open"
+            } else {
+                "closed"
+            }
+        );
+        let _ = writeln!(
+            out,
+            "  janus: session {} | room {} | mountpoint {} | forwarder {}",
+            if r.session { "yes" } else { "no" },
+            presence(&r.room),
+            presence(&r.mountpoint),
+            presence(&r.forwarder)
+        );
+        if let (Some(video), Some(audio)) = (r.media_age.video_ms, r.media_age.audio_ms) {
+            let _ = writeln!(
+                out,
+                "  received by Janus: video {video} ms ago, audio {audio} ms ago"
+            );
+        }
+        for p in &self.pipelines {
+            let _ = write!(out, "  {}: {:?} (restarts {})", p.name, p.state, p.restarts);
+            match &p.last_error {
+                Some(e) => {
+                    let _ = writeln!(out, ": {e}");
+                }
+                None => out.push('\n'),
+            }
+        }
+        if let Some(e) = &r.last_error {
+            let _ = writeln!(out, "  last error: {e}");
+        }
+        if let Some(url) = &self.viewer_url {
+            let _ = writeln!(out, "  viewers: {url}");
+        }
+        let _ = writeln!(
+            out,
+            "  uptime {}",
+            uptime(Duration::from_secs(self.uptime_s))
+        );
+        out
+    }
+}
+
+fn label(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Live => "live",
+        Phase::Opening => "opening",
+        Phase::Closing => "closing",
+        Phase::Closed => "closed",
+    }
+}
+
+fn presence<T>(p: &Presence<T>) -> &'static str {
+    match p {
+        Presence::Unknown => "unknown",
+        Presence::Absent => "absent",
+        Presence::Present(_) => "present",
+    }
+}
+
+/// The cause at the end of an error chain, short enough for a status line:
+/// "cannot reach Janus at http://..: io: Connection refused (os error 111)"
+/// becomes "connection refused (os error 111)".
+fn short(error: &str) -> String {
+    let tail = error.rsplit(": ").next().unwrap_or(error);
+    let mut chars = tail.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn uptime(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{}h{:02}m{:02}s", s / 3600, s / 60 % 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_keeps_the_cause() {
+        assert_eq!(
+            short("cannot reach Janus at http://x/janus: io: Connection refused (os error 111)"),
+            "connection refused (os error 111)"
+        );
+        assert_eq!(
+            short("Janus error 403: Unauthorized request"),
+            "unauthorized request"
+        );
+    }
+
+    #[test]
+    fn uptime_reads_well() {
+        assert_eq!(uptime(Duration::from_secs(3723)), "1h02m03s");
+    }
+}
