@@ -121,7 +121,7 @@ impl Running {
         let status = StatusSource::new(room.state(), media, settings.viewer_url());
         let mut services = vec![tokio::spawn(systemd::keep_informed(
             status.clone(),
-            room.heartbeat(),
+            room.clone(),
         ))];
         let socket_path = &settings.control.socket;
         let socket = (!socket_path.as_os_str().is_empty()).then(|| socket_path.clone());

@@ -15,12 +15,11 @@
 //! what only the operator can fix (credentials, a refused request).
 
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Serialize, Serializer};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
 use crate::backoff::{Backoff, Policy};
@@ -53,8 +52,6 @@ const OPERATOR_RETRY: Policy = Policy {
 const MAX_ACTIONS_PER_PASS: usize = 16;
 /// How long the clean-up at shutdown may take, well inside systemd's stop timeout.
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(8);
-/// The loop beats at least this often while idle (for the systemd watchdog).
-const BEAT: Duration = Duration::from_secs(1);
 
 /// What the owner wants: the room open to viewers, or closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -321,28 +318,11 @@ impl RoomState {
     }
 }
 
-/// Counts the reconciler's loop iterations; the systemd watchdog is fed only
-/// while it moves.
-#[derive(Debug, Clone, Default)]
-pub struct Heartbeat(Arc<AtomicU64>);
-
-impl Heartbeat {
-    fn beat(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The number of beats so far.
-    pub fn count(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
 /// How to talk to the reconciler once it runs.
 #[derive(Debug, Clone)]
 pub struct RoomHandle {
     commands: mpsc::Sender<Event>,
     state: watch::Receiver<RoomState>,
-    heartbeat: Heartbeat,
 }
 
 impl RoomHandle {
@@ -367,9 +347,14 @@ impl RoomHandle {
         self.state.clone()
     }
 
-    /// The loop's heartbeat.
-    pub fn heartbeat(&self) -> Heartbeat {
-        self.heartbeat.clone()
+    /// Whether the loop answers within `within`: it does between passes, and
+    /// not while a pass hangs (the systemd watchdog is fed only if it does).
+    pub async fn is_responsive(&self, within: Duration) -> bool {
+        let (answer, answered) = oneshot::channel();
+        if self.commands.try_send(Event::Ping(answer)).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(within, answered).await, Ok(Ok(())))
     }
 }
 
@@ -378,6 +363,8 @@ impl RoomHandle {
 enum Event {
     Command(Command),
     Poll(PollEvent),
+    /// Asks the loop to prove it is not stuck.
+    Ping(oneshot::Sender<()>),
 }
 
 /// Everything a pass needs, shared with the blocking threads that run it.
@@ -658,19 +645,17 @@ pub fn spawn(
     };
     let (events, inbox) = mpsc::channel(32);
     let (state_tx, state) = watch::channel(RoomState::new(settings.room.id, desired));
-    let heartbeat = Heartbeat::default();
     let janus = Arc::new(Janus {
         client,
         settings,
         current: CurrentSession::default(),
         events: events.clone(),
     });
-    let task = tokio::spawn(run(janus, desired, inbox, state_tx, heartbeat.clone()));
+    let task = tokio::spawn(run(janus, desired, inbox, state_tx));
     (
         RoomHandle {
             commands: events,
             state,
-            heartbeat,
         },
         task,
     )
@@ -682,7 +667,6 @@ async fn run(
     mut desired: Desired,
     mut inbox: mpsc::Receiver<Event>,
     state: watch::Sender<RoomState>,
-    heartbeat: Heartbeat,
 ) {
     let room_id = janus.settings.room.id;
     let viewer_url = janus.settings.viewer_url();
@@ -692,7 +676,6 @@ async fn run(
     let mut operator = Backoff::new(OPERATOR_RETRY);
     let mut last_error: Option<String> = None;
     loop {
-        heartbeat.beat();
         let goal = match desired {
             Desired::Open => Goal::Open,
             Desired::Closed => Goal::Closed,
@@ -745,9 +728,10 @@ async fn run(
                     observed.forget();
                     break;
                 }
-                // Idle beat: the loop is alive between passes.
-                () = tokio::time::sleep(BEAT) => heartbeat.beat(),
                 event = inbox.recv() => match event {
+                    Some(Event::Ping(answer)) => {
+                        let _ = answer.send(());
+                    }
                     None | Some(Event::Command(Command::Shutdown)) => {
                         shut_down(&janus, observed).await;
                         publish(&state, None, room_id, Desired::Closed, &Observed::default(), &None);

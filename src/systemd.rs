@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use sd_notify::NotifyState;
 
-use crate::room::Heartbeat;
+use crate::room::RoomHandle;
 use crate::status::StatusSource;
 
 /// How often STATUS is recomputed (and sent when it changed).
@@ -118,15 +118,14 @@ pub fn stopping() {
 }
 
 /// Keeps systemd informed while the agent runs: `STATUS=` whenever the status
-/// line changes, and `WATCHDOG=1` at half of `WATCHDOG_USEC`, but only while
-/// the reconciler's heartbeat moves — a hung loop stops the pings, and systemd
+/// line changes, and `WATCHDOG=1` at half of `WATCHDOG_USEC`, but only when
+/// the reconciler's loop answers — a hung loop stops the pings, and systemd
 /// restarts the agent.
-pub async fn keep_informed(status: StatusSource, heartbeat: Heartbeat) {
+pub async fn keep_informed(status: StatusSource, room: RoomHandle) {
     let watchdog = sd_notify::watchdog_enabled().map(|period| period / 2);
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut last_line = String::new();
-    let mut last_beat = heartbeat.count();
     loop {
         tokio::select! {
             _ = status_tick.tick() => {
@@ -137,12 +136,11 @@ pub async fn keep_informed(status: StatusSource, heartbeat: Heartbeat) {
                 }
             }
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
-                let beat = heartbeat.count();
-                if beat != last_beat {
+                let within = watchdog.unwrap_or_default() / 2;
+                if room.is_responsive(within).await {
                     notify(&[NotifyState::Watchdog]);
-                    last_beat = beat;
                 } else {
-                    log::warn!("the room reconciler made no progress: not feeding the watchdog");
+                    log::warn!("the room reconciler does not answer: not feeding the watchdog");
                 }
             }
         }

@@ -80,10 +80,11 @@ impl Agent {
         let child = agent_command()
             .args(["run", "--config"])
             .arg(&path)
-            .envs(env.iter().copied())
             .env_remove("JOURNAL_STREAM")
             .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("agent log file"))
             .spawn()
@@ -94,6 +95,11 @@ impl Agent {
             socket,
             _dir: dir,
         }
+    }
+
+    /// Where the agent's config file is.
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("agent.toml")
     }
 
     /// Runs `broadcast-agent <args> --socket <this agent's socket>`.

@@ -1,0 +1,397 @@
+//! The agent as a system service: control socket and CLI, GPIO buttons
+//! (simulated pins, real Janus), sd-notify, journald logging, SIGHUP.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::janus::{Janus, Probe};
+use common::{ports, run_agent, scratch, wait_for, Agent};
+use serde_json::Value;
+
+const SECRET: &str = "service-secret";
+
+/// An agent config for `janus` without media (this file tests the service).
+fn config(janus_url: &str, room: u64, extra: &str) -> String {
+    format!(
+        r#"
+[janus]
+url = "{janus_url}"
+[room]
+id = {room}
+secret = "{SECRET}"
+check_interval_ms = 500
+[speaker]
+enabled = false
+port = {speaker}
+[video]
+source = "none"
+[microphone]
+enabled = false
+{extra}
+"#,
+        speaker = ports(1)
+    )
+}
+
+/// `status --json`, waiting for the agent to serve its socket.
+fn status_json(agent: &Agent) -> Value {
+    wait_for(Duration::from_secs(5), "status --json", || {
+        let (status, out, _) = agent.control(&["status", "--json"]);
+        status
+            .success()
+            .then(|| serde_json::from_str(&out).expect("status --json is JSON"))
+    })
+}
+
+fn wait_room(probe: &Probe, room: u64, present: bool) {
+    wait_for(
+        Duration::from_secs(5),
+        &format!("room {room} present = {present}"),
+        || {
+            (probe.room_exists(room) == present
+                && probe.mountpoint(room, SECRET).is_some() == present)
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn close_and_open_over_the_control_socket() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let agent = Agent::start(&config(&janus.url(), 41, ""));
+    wait_room(&probe, 41, true);
+
+    let (status, out, _) = agent.control(&["status"]);
+    assert!(status.success());
+    assert!(out.starts_with("room 41: live (wanted open)"), "{out}");
+
+    let (status, _, err) = agent.control(&["close"]);
+    assert!(status.success(), "{err}");
+    wait_room(&probe, 41, false);
+    wait_for(Duration::from_secs(2), "status closed", || {
+        (status_json(&agent)["phase"] == "closed").then_some(())
+    });
+
+    let (status, _, err) = agent.control(&["open"]);
+    assert!(status.success(), "{err}");
+    wait_room(&probe, 41, true);
+    let json = status_json(&agent);
+    assert_eq!(json["room"]["desired"], "open");
+    assert!(
+        !json.to_string().contains(SECRET),
+        "the secret reached status"
+    );
+}
+
+#[test]
+fn status_follows_a_janus_restart() {
+    let mut janus = Janus::start();
+    let agent = Agent::start(&config(&janus.url(), 42, ""));
+    wait_for(Duration::from_secs(5), "live", || {
+        (status_json(&agent)["phase"] == "live").then_some(())
+    });
+    janus.kill();
+    let down = wait_for(Duration::from_secs(5), "status to show the outage", || {
+        let json = status_json(&agent);
+        (json["phase"] == "opening").then_some(json)
+    });
+    let error = down["room"]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("cannot reach Janus"), "{down}");
+    janus.restart();
+    wait_for(Duration::from_secs(5), "live again", || {
+        let json = status_json(&agent);
+        (json["phase"] == "live" && json["room"]["last_error"].is_null()).then_some(())
+    });
+}
+
+#[test]
+fn malformed_requests_get_an_error_and_block_nothing() {
+    let janus = Janus::start();
+    let mut agent = Agent::start(&config(&janus.url(), 43, ""));
+    let socket = agent.config_path().with_file_name("control.sock");
+    wait_for(Duration::from_secs(5), "the control socket", || {
+        UnixStream::connect(&socket).ok()
+    });
+    // A client that connects and says nothing does not hold up the others.
+    let _silent = UnixStream::connect(&socket).expect("connect");
+    for garbage in [
+        "hello\n",
+        "{\"command\":\"reboot\"}\n",
+        "{\"command\":\n",
+        "\n",
+    ] {
+        let mut stream = UnixStream::connect(&socket).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        stream.write_all(garbage.as_bytes()).expect("write");
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).expect("a reply");
+        let reply: Value = serde_json::from_str(&reply).expect("JSON reply");
+        assert_eq!(reply["ok"], false, "{garbage:?} -> {reply}");
+        assert!(reply["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("bad request"));
+    }
+    // An oversized request is cut off, not buffered without end.
+    let mut big = UnixStream::connect(&socket).expect("connect");
+    let _ = big.write_all(&vec![b'x'; 64 * 1024]);
+    assert_eq!(status_json(&agent)["room"]["room_id"], 43);
+    assert!(agent.is_running());
+}
+
+#[test]
+fn cli_without_an_agent_says_so() {
+    let dir = scratch();
+    let socket = dir.path().join("nobody.sock");
+    let (status, _, err) = run_agent(
+        &["status", "--socket", socket.to_str().expect("utf-8")],
+        &[],
+    );
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("cannot talk to the agent"), "{err}");
+}
+
+/// Collects sd-notify datagrams sent to a socket of the test's.
+struct NotifySocket {
+    socket: UnixDatagram,
+    _dir: tempfile::TempDir,
+    path: String,
+}
+
+impl NotifySocket {
+    fn bind() -> Self {
+        let dir = scratch();
+        let path = dir.path().join("notify.sock");
+        let socket = UnixDatagram::bind(&path).expect("bind NOTIFY_SOCKET");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        Self {
+            socket,
+            path: path.to_str().expect("utf-8").to_owned(),
+            _dir: dir,
+        }
+    }
+
+    /// Every message received during `window`, with its arrival time.
+    fn collect(&self, window: Duration) -> Vec<(Instant, String)> {
+        let end = Instant::now() + window;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < end {
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                got.push((
+                    Instant::now(),
+                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                ));
+            }
+        }
+        got
+    }
+}
+
+fn count(messages: &[(Instant, String)], needle: &str) -> usize {
+    messages.iter().filter(|(_, m)| m.contains(needle)).count()
+}
+
+#[test]
+fn systemd_gets_ready_status_and_watchdog() {
+    let janus = Janus::start();
+    let notify = NotifySocket::bind();
+    let mut agent = Agent::start_with(
+        &config(&janus.url(), 44, ""),
+        &[("NOTIFY_SOCKET", &notify.path), ("WATCHDOG_USEC", "400000")],
+    );
+    let messages = notify.collect(Duration::from_secs(3));
+    assert_eq!(count(&messages, "READY=1"), 1, "{messages:?}");
+    assert!(
+        messages
+            .iter()
+            .any(|(_, m)| m.contains("STATUS=live room 44")),
+        "{messages:?}"
+    );
+    // Half of WATCHDOG_USEC: a ping every 200 ms, so about 15 in 3 s.
+    let pings: Vec<_> = messages
+        .iter()
+        .filter(|(_, m)| m.trim() == "WATCHDOG=1")
+        .collect();
+    assert!(pings.len() >= 10, "{} pings: {messages:?}", pings.len());
+    let gaps: Vec<_> = pings.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(
+        gaps.iter().all(|g| *g < Duration::from_millis(400)),
+        "gaps {gaps:?}"
+    );
+
+    agent.signal("TERM");
+    let stopping = notify.collect(Duration::from_secs(2));
+    assert!(count(&stopping, "STOPPING=1") == 1, "{stopping:?}");
+    assert!(agent.wait(Duration::from_secs(10)).success());
+    let all: String = messages
+        .iter()
+        .chain(&stopping)
+        .map(|(_, m)| m.as_str())
+        .collect();
+    assert!(!all.contains(SECRET));
+}
+
+#[test]
+fn a_hung_loop_stops_the_watchdog() {
+    // A "Janus" that accepts connections and never answers: the reconciler
+    // hangs in its request, and the watchdog must notice.
+    let hung = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/janus", hung.local_addr().expect("addr"));
+    let notify = NotifySocket::bind();
+    let agent = Agent::start_with(
+        &config(&url, 45, "")
+            .replace("[room]", "[room]\n")
+            .replace("[janus]\n", "[janus]\nrequest_timeout_ms = 30000\n"),
+        &[("NOTIFY_SOCKET", &notify.path), ("WATCHDOG_USEC", "400000")],
+    );
+    let messages = notify.collect(Duration::from_secs(3));
+    // READY does not wait for Janus.
+    assert_eq!(count(&messages, "READY=1"), 1, "{messages:?}");
+    assert!(count(&messages, "WATCHDOG=1") <= 1, "{messages:?}");
+    agent.wait_log(
+        Duration::from_secs(2),
+        "does not answer: not feeding the watchdog",
+    );
+    drop(hung);
+}
+
+#[test]
+fn journald_lines_carry_priorities_and_no_timestamp() {
+    let agent = Agent::start_with(
+        &config("http://127.0.0.1:9/janus", 46, ""),
+        &[("JOURNAL_STREAM", "8:12345")],
+    );
+    let log = agent.wait_log(Duration::from_secs(5), "cannot reach Janus");
+    let info = log
+        .lines()
+        .find(|l| l.contains("running: room 46"))
+        .expect("start line");
+    assert!(info.starts_with("<6>broadcast-agent"), "{info}");
+    let warning = log
+        .lines()
+        .find(|l| l.contains("cannot reach Janus"))
+        .expect("warning");
+    assert!(warning.starts_with("<4>room 46: "), "{warning}");
+    assert!(log.lines().all(|l| l.starts_with('<')), "{log}");
+}
+
+/// Sends simulated level changes to the agent's GPIO socket.
+fn gpio(path: &Path, messages: &[&str]) {
+    let sender = UnixDatagram::unbound().expect("socket");
+    for m in messages {
+        sender
+            .send_to(m.as_bytes(), path)
+            .expect("send to simulated GPIO");
+    }
+}
+
+#[test]
+fn buttons_open_and_close_the_room_with_debounce() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let dir = scratch();
+    let pins = dir.path().join("gpio.sock");
+    let extra = format!(
+        "[gpio]\nenabled = true\nopen_pin = 17\nclose_pin = 27\ntoggle_pin = 22\nled_pin = 23\ndebounce_ms = 50\nsimulate = \"{}\"\n",
+        pins.display()
+    );
+    let agent = Agent::start(&config(&janus.url(), 47, &extra));
+    wait_room(&probe, 47, true);
+    wait_for(Duration::from_secs(2), "the GPIO socket", || {
+        pins.exists().then_some(())
+    });
+
+    // Toggle, pressed with contact bounce: one press, so the room closes
+    // (three falling edges counted as presses would leave it open).
+    gpio(&pins, &["22 0", "22 1", "22 0", "22 1", "22 0"]);
+    wait_room(&probe, 47, false);
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(!probe.room_exists(47), "a bounce counted as a second press");
+    assert_eq!(status_json(&agent)["room"]["desired"], "closed");
+
+    // Release, then a second, clean press: open again.
+    gpio(&pins, &["22 1"]);
+    std::thread::sleep(Duration::from_millis(100));
+    gpio(&pins, &["22 0"]);
+    wait_room(&probe, 47, true);
+
+    // The dedicated buttons do what they say, however often pressed.
+    gpio(&pins, &["22 1", "27 0"]);
+    wait_room(&probe, 47, false);
+    std::thread::sleep(Duration::from_millis(100));
+    gpio(&pins, &["27 1"]);
+    std::thread::sleep(Duration::from_millis(100));
+    gpio(&pins, &["27 0"]);
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(!probe.room_exists(47));
+    gpio(&pins, &["17 0"]);
+    wait_room(&probe, 47, true);
+    assert!(
+        agent.log().contains("button on GPIO 17 pressed: Open"),
+        "{}",
+        agent.log()
+    );
+}
+
+#[test]
+fn gpio_without_a_header_is_a_config_error() {
+    let dir = scratch();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(
+        &path,
+        config(
+            "http://127.0.0.1:9/janus",
+            48,
+            "[gpio]\nenabled = true\nopen_pin = 17\n",
+        ) + &format!(
+            "[control]\nsocket = \"{}\"\n",
+            dir.path().join("c.sock").display()
+        ),
+    )
+    .expect("write config");
+    let (status, _, err) = run_agent(&["run", "--config", path.to_str().expect("utf-8")], &[]);
+    assert_eq!(status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("gpio.enabled = true but this machine's GPIO cannot be used"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let mut agent = Agent::start(&config(&janus.url(), 49, ""));
+    wait_room(&probe, 49, true);
+    let path = agent.config_path();
+    let original = std::fs::read_to_string(&path).expect("read config");
+
+    std::fs::write(&path, original.replace("id = 49", "id = 0")).expect("write bad config");
+    agent.signal("HUP");
+    agent.wait_log(Duration::from_secs(3), "SIGHUP: ");
+    assert!(
+        agent.log().contains("room.id: must not be 0"),
+        "{}",
+        agent.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(agent.is_running() && probe.room_exists(49));
+
+    std::fs::write(&path, original.replace("id = 49", "id = 50")).expect("write new config");
+    agent.signal("HUP");
+    wait_room(&probe, 50, true);
+    wait_room(&probe, 49, false);
+    assert!(agent.stop(Duration::from_secs(10)).success());
+    wait_room(&probe, 50, false);
+}
