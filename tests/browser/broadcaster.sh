@@ -1,91 +1,114 @@
 #!/usr/bin/env bash
-# The broadcaster under test, as the browser test drives it:
-#   broadcaster.sh start   make the broadcast exist: AudioBridge room + Streaming
-#                          mountpoint with id $ROOM, and H.264 + Opus RTP flowing
-#                          into the mountpoint (call again after `close` or after
-#                          a Janus restart: it re-creates them)
-#   broadcaster.sh close   end the broadcast: destroy mountpoint and room
-#                          (what `broadcast-agent close` does)
-#   broadcaster.sh stop    stop everything this script started
-# Environment: WORK (scratch folder), JANUS_URL, ROOM.
-#
-# For now this is a STAND-IN for broadcast-agent: curl makes the room and the
-# mountpoint and gst-launch-1.0 sends test video/audio. To test the real agent,
-# replace the bodies of broadcaster_start / broadcaster_close / broadcaster_stop
-# (e.g. `target/debug/broadcast-agent run --config X &` with [video]
-# source="test", [microphone] device="test", [speaker] device="pulse", and
-# `broadcast-agent close --config X`); nothing else in tests/browser changes.
+# The broadcaster under test — the real broadcast-agent — as the browser test
+# drives it:
+#   broadcaster.sh start   the broadcast exists: starts the agent (test video,
+#                          440 Hz test microphone, speaker on ALSA `pulse` into a
+#                          PulseAudio null sink) or, if it runs, `broadcast-agent open`
+#   broadcaster.sh close   `broadcast-agent close` (as the Pi's close button)
+#   broadcaster.sh heard   listens on the sound card (the null sink's monitor)
+#                          for 2 s; succeeds if something was played there
+#   broadcaster.sh stop    stops the agent (SIGTERM) and PulseAudio
+# Environment: WORK (scratch folder), JANUS_URL, ROOM, REPO; AGENT (the binary,
+# default target/debug/broadcast-agent, built before entering the namespace).
 set -euo pipefail
 : "${WORK:?}" "${JANUS_URL:?}" "${ROOM:?}"
-VIDEO_PORT=${VIDEO_PORT:-5004}
-AUDIO_PORT=${AUDIO_PORT:-5006}
-GST_PIDFILE="$WORK/broadcaster-gst.pid"
+REPO=${REPO:-$(cd "$(dirname "$0")/../.." && pwd)}
+AGENT=${AGENT:-$REPO/target/debug/broadcast-agent}
+CONFIG="$WORK/agent.toml"
+SOCKET="$WORK/agent.sock"
+PIDFILE="$WORK/agent.pid"
+PULSE_DIR="$WORK/pulse"
+export PULSE_SERVER="unix:$PULSE_DIR/native"
 
-# One request to a Janus plugin through a throwaway session; prints plugindata.data.
-janus_plugin_request() { # plugin body-json
-  local session handle reply
-  session=$(curl -sf -m 5 -X POST -d '{"janus":"create","transaction":"c"}' "$JANUS_URL" | jq -er .data.id)
-  handle=$(curl -sf -m 5 -X POST -d "{\"janus\":\"attach\",\"plugin\":\"$1\",\"transaction\":\"a\"}" \
-    "$JANUS_URL/$session" | jq -er .data.id)
-  reply=$(curl -sf -m 5 -X POST -d "{\"janus\":\"message\",\"transaction\":\"m\",\"body\":$2}" \
-    "$JANUS_URL/$session/$handle")
-  curl -sf -m 5 -X POST -d '{"janus":"destroy","transaction":"d"}' "$JANUS_URL/$session" >/dev/null || true
-  jq -c .plugindata.data <<<"$reply"
-}
-
-# Fails unless the reply is a success or carries one of the allowed error codes.
-expect_ok() { # reply allowed-error-codes...
-  local code; code=$(jq -r '.error_code // empty' <<<"$1")
-  [[ -z "$code" ]] && return 0
-  for ok in "${@:2}"; do [[ "$code" == "$ok" ]] && return 0; done
-  echo "broadcaster.sh: Janus said $1" >&2
+pulse_start() {
+  [[ -S "$PULSE_DIR/native" ]] && return 0
+  mkdir -p "$PULSE_DIR"
+  cat >"$PULSE_DIR/default.pa" <<PA
+load-module module-null-sink sink_name=speaker rate=48000 channels=2
+load-module module-native-protocol-unix auth-anonymous=1 socket=$PULSE_DIR/native
+set-default-sink speaker
+PA
+  HOME="$PULSE_DIR" XDG_RUNTIME_DIR="$PULSE_DIR" pulseaudio -n -F "$PULSE_DIR/default.pa" \
+    --daemonize=no --exit-idle-time=-1 --disable-shm=yes --use-pid-file=no \
+    >>"$WORK/pulse.log" 2>&1 &
+  echo $! >"$PULSE_DIR/pid"
+  for _ in $(seq 100); do pactl info >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "broadcaster.sh: PulseAudio did not start (log: $WORK/pulse.log)" >&2
   return 1
 }
 
+agent_running() { [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+
 broadcaster_start() {
-  local r
-  r=$(janus_plugin_request janus.plugin.audiobridge \
-    "{\"request\":\"create\",\"room\":$ROOM,\"sampling_rate\":48000,\"allow_rtp_participants\":false}")
-  expect_ok "$r" 486   # 486: the room exists already
-  r=$(janus_plugin_request janus.plugin.streaming "{\"request\":\"create\",\"type\":\"rtp\",\"id\":$ROOM,
-    \"media\":[{\"type\":\"video\",\"mid\":\"v\",\"port\":$VIDEO_PORT,\"pt\":96,\"codec\":\"h264\",
-                \"fmtp\":\"profile-level-id=42e01f;packetization-mode=1\"},
-               {\"type\":\"audio\",\"mid\":\"a\",\"port\":$AUDIO_PORT,\"pt\":111,\"codec\":\"opus\"}]}")
-  expect_ok "$r" 456   # 456: the mountpoint exists already
-  if [[ -f "$GST_PIDFILE" ]] && kill -0 "$(cat "$GST_PIDFILE")" 2>/dev/null; then
-    return 0           # media still flowing from an earlier start
+  if agent_running; then
+    "$AGENT" open --socket "$SOCKET" >/dev/null
+    return
   fi
-  gst-launch-1.0 -q \
-    videotestsrc is-live=true pattern=smpte ! video/x-raw,width=640,height=480,framerate=15/1 \
-      ! timeoverlay font-desc="Sans 28" \
-      ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 \
-      ! video/x-h264,profile=constrained-baseline \
-      ! rtph264pay pt=96 config-interval=1 mtu=1200 ! udpsink host=127.0.0.1 port="$VIDEO_PORT" \
-    audiotestsrc is-live=true wave=sine freq=440 ! audio/x-raw,rate=48000,channels=1 \
-      ! opusenc ! rtpopuspay pt=111 ! udpsink host=127.0.0.1 port="$AUDIO_PORT" \
-    >>"$WORK/broadcaster-gst.log" 2>&1 &
-  echo $! >"$GST_PIDFILE"
+  pulse_start
+  cat >"$CONFIG" <<TOML
+[janus]
+url = "$JANUS_URL"
+[room]
+id = $ROOM
+check_interval_ms = 500
+viewer_url = "http://127.0.0.2:8000/?r={room}"
+[stream]
+video_port = 5004
+audio_port = 5006
+[video]
+source = "test"
+width = 640
+height = 480
+framerate = 15
+bitrate_kbps = 800
+[microphone]
+device = "test"
+[speaker]
+device = "pulse"
+port = 5008
+latency_ms = 60
+[control]
+socket = "$SOCKET"
+TOML
+  "$AGENT" run --config "$CONFIG" >>"$WORK/agent.log" 2>&1 &
+  echo $! >"$PIDFILE"
+  for _ in $(seq 100); do
+    "$AGENT" status --socket "$SOCKET" 2>/dev/null | grep -q "^room $ROOM: live" && return 0
+    sleep 0.1
+  done
+  echo "broadcaster.sh: the agent did not go live (log: $WORK/agent.log)" >&2
+  tail -20 "$WORK/agent.log" >&2
+  return 1
 }
 
 broadcaster_close() {
-  local r
-  r=$(janus_plugin_request janus.plugin.streaming "{\"request\":\"destroy\",\"id\":$ROOM}")
-  expect_ok "$r" 455
-  r=$(janus_plugin_request janus.plugin.audiobridge "{\"request\":\"destroy\",\"room\":$ROOM}")
-  expect_ok "$r" 485
+  "$AGENT" close --socket "$SOCKET" >/dev/null
+}
+
+# RMS of 2 s recorded from the sink's monitor (16-bit mono); "heard" above 300.
+broadcaster_heard() {
+  local rms
+  rms=$({ timeout 2 parec -d speaker.monitor --raw --format=s16le --rate=48000 --channels=1 \
+            --latency-msec=10 2>/dev/null || true; } \
+        | python3 -c 'import sys,array,math; a=array.array("h",sys.stdin.buffer.read()); print(int(math.sqrt(sum(x*x for x in a)/max(len(a),1))))')
+  echo "sound card RMS over 2 s: $rms"
+  ((rms > 300))
 }
 
 broadcaster_stop() {
-  broadcaster_close 2>/dev/null || true
-  if [[ -f "$GST_PIDFILE" ]]; then
-    kill "$(cat "$GST_PIDFILE")" 2>/dev/null || true
-    rm -f "$GST_PIDFILE"
+  if agent_running; then
+    local pid; pid=$(cat "$PIDFILE")
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
+  rm -f "$PIDFILE"
+  [[ -f "$PULSE_DIR/pid" ]] && kill "$(cat "$PULSE_DIR/pid")" 2>/dev/null || true
 }
 
 case "${1:-}" in
   start) broadcaster_start ;;
   close) broadcaster_close ;;
+  heard) broadcaster_heard ;;
   stop) broadcaster_stop ;;
-  *) echo "usage: $0 start|close|stop" >&2; exit 2 ;;
+  *) echo "usage: $0 start|close|heard|stop" >&2; exit 2 ;;
 esac

@@ -10,7 +10,7 @@
 #    holding 127.0.0.2/32, which Janus offers and Chromium reaches. Nothing in
 #    there can reach a registry, hence step 1 first.
 # 3. Inside: starts Janus (tests/browser/janus.sh), the broadcaster
-#    (tests/browser/broadcaster.sh: a stand-in for broadcast-agent for now) and
+#    (tests/browser/broadcaster.sh: the real broadcast-agent on test sources) and
 #    viewer.test.mjs, which serves the page, drives Chromium and records results.
 # Exits non-zero on any failure. Set KEEP=1 to keep the scratch folder.
 set -uo pipefail
@@ -30,7 +30,8 @@ if [[ "${1:-}" != "--inside" ]]; then
   # ---- dependencies (network needed: before the namespace) ----
   packages=(chromium libjs-janus-gateway libjs-webrtc-adapter janus curl jq iproute2 util-linux
             gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-            gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad fonts-dejavu-core)
+            gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-alsa fonts-dejavu-core
+            pulseaudio pulseaudio-utils libasound2-plugins python3)
   missing=()
   for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -46,6 +47,12 @@ if [[ "${1:-}" != "--inside" ]]; then
   for f in /usr/bin/chromium /usr/bin/janus /usr/share/javascript/janus-gateway/janus.js \
            /usr/share/javascript/webrtc-adapter/adapter.js; do
     [[ -e "$f" ]] || die_setup "$f is missing after install"
+  done
+  echo "== build broadcast-agent"
+  (cd "$REPO" && timeout 900 cargo build --locked --quiet) || die_setup "cargo build failed"
+  [[ -x "$REPO/target/debug/broadcast-agent" ]] || die_setup "target/debug/broadcast-agent missing"
+  for tool in pulseaudio parec pactl; do
+    command -v "$tool" >/dev/null || die_setup "$tool missing (bash deploy/install-deps.sh)"
   done
   echo "== npm ci (playwright-core)"
   (cd "$HERE" && timeout 300 npm ci --no-audit --no-fund --loglevel=error) || die_setup "npm ci failed in $HERE"
@@ -79,7 +86,7 @@ finish() {
   passed=$(grep -c '^PASS ' "$RESULTS")
   failed=$(grep -c '^FAIL ' "$RESULTS")
   if ((failed > 0)); then
-    for log in janus.log broadcaster-gst.log; do
+    for log in janus.log agent.log pulse.log; do
       [[ -s "$WORK/$log" ]] && { echo "--- last lines of $log"; tail -15 "$WORK/$log"; }
     done
   fi

@@ -218,6 +218,13 @@ try {
     assert(b > a, `inbound bytes did not grow (${a} -> ${b})`);
     return `${b - a} bytes in 1.5 s`;
   });
+  await check("talk-back: the viewer's voice is heard on the agent's sound card", async () => {
+    // The agent plays the room's mix (the browser's fake microphone) into ALSA
+    // `pulse`; broadcaster.sh records the null sink's monitor.
+    await waitFor('sound on the sound card', () => {
+      try { broadcaster('heard'); return true; } catch (e) { return e; }
+    }, 15000, 100);
+  });
   await check("the Pi's audio arrives with the video; Unmute turns the sound on", async () => {
     const kinds = await page.evaluate(() => document.getElementById('video').srcObject.getTracks()
       .filter((t) => t.readyState === 'live').map((t) => t.kind).sort().join(','));
