@@ -1,16 +1,31 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need on a fresh Debian 12 machine,
-# then runs formatting and lint checks and every test (unit and integration,
-# against a real Janus, real GStreamer pipelines and a real ALSA device).
+# The test command: installs what the tests need on a fresh Debian 12 machine
+# (as root), then runs every check and test:
+#   1. cargo fmt --check, cargo clippy -D warnings
+#   2. cargo test: unit tests and the integration tests with real parts (a real
+#      Janus on loopback, real GStreamer pipelines, a real ALSA device)
+#   3. the browser end-to-end test (Chromium, the viewer page, the real agent)
+#   4. cross builds for both Raspberry Pi targets, unit tests under qemu
+#   5. the .deb packages and the deploy script against a stand-in Pi
+# Stops at the first failing step; prints a summary line per step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash deploy/install-deps.sh
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 
-echo "== cargo fmt --check"
+step() { echo; echo "== $*"; }
+step "cargo fmt --check"
 cargo fmt --check
-echo "== cargo clippy"
+step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
-echo "== cargo test"
+step "cargo test"
 cargo test --locked
+step "browser end-to-end (tests/browser/run.sh)"
+bash tests/browser/run.sh
+step "cross builds + unit tests under qemu (deploy/cross-build.sh all --test)"
+CARGO_BUILD_ARGS=--locked bash deploy/cross-build.sh all --test
+step ".deb packages (tests/ship/deb-test.sh)"
+bash tests/ship/deb-test.sh
+step "deploy script against a stand-in Pi (tests/ship/deploy-test.sh)"
+bash tests/ship/deploy-test.sh
