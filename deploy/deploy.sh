@@ -17,7 +17,7 @@
 #   /etc/broadcast-agent/agent.toml                   0640 root:broadcast-agent (from conf/)
 #       only when absent: an existing config is never touched; when the shipped one
 #       differs, it is put beside it as agent.toml.dist
-#   system user broadcast-agent, in the groups audio, video, gpio (those that exist)
+#   system user broadcast-agent, in the groups audio, video, gpio (created if missing)
 # then checks the config with the new binary (as the service user), runs
 # `systemctl daemon-reload` and `systemctl enable --now` (first deploy) or
 # `systemctl restart` (later ones), and prints how to follow the log.
@@ -142,12 +142,16 @@ if ! id -u "$user" >/dev/null 2>&1; then
         --shell /usr/sbin/nologin --comment "broadcast-agent daemon" "$user"
     echo "created system user $user"
 fi
-groups=""
+# The unit names these in SupplementaryGroups=, and systemd refuses to start a
+# service whose group does not exist (216/GROUP): create a missing one (gpio
+# exists only on Raspberry Pi OS) as an empty system group.
 for g in audio video gpio; do
-    if getent group "$g" >/dev/null; then groups="$groups${groups:+,}$g"
-    else echo "group $g does not exist on this system: skipped"; fi
+    if ! getent group "$g" >/dev/null; then
+        groupadd --system "$g"
+        echo "created group $g (the unit's SupplementaryGroups= needs it)"
+    fi
 done
-[ -z "$groups" ] || usermod -a -G "$groups" "$user"
+usermod -a -G audio,video,gpio "$user"
 
 # Check the config the service will read with the new binary, as the service user,
 # before replacing anything: a bad config must not take a running agent down.

@@ -110,7 +110,7 @@ for deb in "${debs[@]}"; do
     # Run postinst configure with fake system tools: gpio absent, user absent.
     fk=$work/$arch-fake log=$work/$arch-postinst.log
     mkdir -p "$fk"; : >"$log"
-    for tool in adduser chown chmod deb-systemd-helper deb-systemd-invoke systemctl; do
+    for tool in adduser addgroup chown chmod deb-systemd-helper deb-systemd-invoke systemctl; do
         printf '#!/bin/sh\necho "%s $*" >>"%s"\n' "$tool" "$log" >"$fk/$tool"
     done
     printf '#!/bin/sh\nexit 1\n' >"$fk/dpkg-statoverride"
@@ -129,7 +129,8 @@ EOF
         grep -Eq '^adduser --system --group .*broadcast-agent$' "$log"
     check "$t: postinst adds it to audio" grep -qx 'adduser --quiet broadcast-agent audio' "$log"
     check "$t: postinst adds it to video" grep -qx 'adduser --quiet broadcast-agent video' "$log"
-    check "$t: postinst skips the absent gpio group" bash -c "! grep -q 'gpio' '$log'"
+    check "$t: postinst creates the absent gpio group" grep -qx 'addgroup --system --quiet gpio' "$log"
+    check "$t: postinst adds the user to gpio" grep -qx 'adduser --quiet broadcast-agent gpio' "$log"
     check "$t: postinst enables the unit" grep -qx 'deb-systemd-helper enable broadcast-agent.service' "$log"
     check "$t: postinst gives the config to root:broadcast-agent 0640" \
         bash -c "grep -q 'chown \"root:\$user\" \"\$conf\"' '$ctl/postinst' && grep -q 'chmod 0640 \"\$conf\"' '$ctl/postinst'"

@@ -115,6 +115,13 @@ uid=$([ $system = 1 ] && echo 998 || echo 1001)
 echo "$name:x:$uid:$uid::$home:$shell" >>"$BA_FAKE_ROOT/etc/passwd"
 [ $ug = 0 ] || echo "$name:x:$uid:" >>"$BA_FAKE_ROOT/etc/group"
 EOF
+cat >"$remote/groupadd" <<'EOF'
+#!/bin/sh
+echo "groupadd $*" >>"$FAKE_LOGS/groupadd.log"
+for a; do name=$a; done
+grep -q "^$name:" "$BA_FAKE_ROOT/etc/group" && { echo "groupadd: group '$name' already exists" >&2; exit 9; }
+echo "$name:x:997:" >>"$BA_FAKE_ROOT/etc/group"
+EOF
 cat >"$remote/usermod" <<'EOF'
 #!/usr/bin/env bash
 echo "usermod $*" >>"$FAKE_LOGS/usermod.log"
@@ -210,7 +217,8 @@ eq "config directory owned by root:broadcast-agent" "$(owner_of "$root/etc/broad
 check "service user created as a system user without login" \
     grep -Eq '^broadcast-agent:x:998:998::/nonexistent:/usr/sbin/nologin$' "$root/etc/passwd"
 eq "service user in audio and video" "$(grep -c '^\(audio\|video\):.*broadcast-agent' "$root/etc/group")" 2
-check "absent gpio group skipped, with a message" contains "$work/out1" "group gpio does not exist"
+check "absent gpio group created, with a message" contains "$work/out1" "created group gpio"
+check "service user in gpio" grep -q '^gpio:.*broadcast-agent' "$root/etc/group"
 check "config checked by the new binary as the service user" \
     grep -q 'broadcast-agent' "$work/runuser.last"
 check "check ran on the shipped config (none installed yet)" grep -Eq '^check --config .*/agent.toml$' "$work/agent.log"
@@ -219,10 +227,9 @@ check "prints how to follow the journal" contains "$work/out1" "journalctl -u br
 eq "remote staging directory removed" "$(find "$root/tmp" -mindepth 1 -maxdepth 1 | wc -l)" 0
 check "remote install ran through sudo" grep -q '^sudo sh .*/install.sh' "$work/sudo.log"
 
-# --- 2: edited config, new binary, gpio group now present --------------------------------
+# --- 2: edited config, new binary ---------------------------------------------------------
 printf '# edited on the Pi\n[room]\nid = 1234\n' >"$root/etc/broadcast-agent/agent.toml"
 cp "$root/etc/broadcast-agent/agent.toml" "$work/edited.toml"
-echo 'gpio:x:997:pi' >>"$root/etc/group"
 make_binary "$work/agent-v2" v2
 : >"$work/agent.log"
 run_deploy "$work/out2" pi@raspberrypi.local --target aarch64-unknown-linux-gnu --no-build --binary "$work/agent-v2"
@@ -236,7 +243,8 @@ check "binary replaced by the new one" cmp -s "$work/agent-v2" "$root/usr/bin/br
 check "check ran on the installed (edited) config" grep -qx "check --config $root/etc/broadcast-agent/agent.toml" "$work/agent.log"
 eq "systemctl: daemon-reload, then restart" "$(systemctl_calls)" "daemon-reload|restart broadcast-agent"
 eq "useradd not run again" "$(wc -l <"$work/useradd.log")" 1
-check "service user now in gpio too" grep -q '^gpio:.*broadcast-agent' "$root/etc/group"
+eq "gpio group not created again" "$(wc -l <"$work/groupadd.log")" 1
+eq "one gpio group" "$(grep -c '^gpio:' "$root/etc/group")" 1
 
 # --- 3: unchanged config on a third run: no .dist churn, still no overwrite -------------------
 rm -f "$root/etc/broadcast-agent/agent.toml.dist"
