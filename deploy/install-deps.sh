@@ -6,10 +6,10 @@
 set -euo pipefail
 
 packages=(
-  build-essential pkg-config curl
+  build-essential pkg-config curl openssl
   janus
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libasound2-dev
-  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-base-apps gstreamer1.0-plugins-good
   gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-alsa
   alsa-utils pulseaudio pulseaudio-utils libasound2-plugins
   systemd

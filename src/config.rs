@@ -36,7 +36,30 @@ pub enum ConfigError {
         key: &'static str,
         reason: String,
     },
+    /// The file holds secrets and every user on the machine can read it.
+    #[error(
+        "{path}: holds secrets ({keys}) and is readable by every user (mode {mode:04o}); \
+         fix: chmod 640 {path} (group: the agent's), or move them to *_file settings"
+    )]
+    Exposed {
+        path: PathBuf,
+        mode: u32,
+        keys: String,
+    },
 }
+
+/// The secrets that may be written inline or read from a `<key>_file`.
+const SECRET_KEYS: [(&str, &str); 5] = [
+    ("janus", "api_secret"),
+    ("janus", "token"),
+    ("room", "secret"),
+    ("room", "pin"),
+    ("room", "admin_key"),
+];
+
+/// What `*_file` paths may start with to name systemd's credentials
+/// directory (`LoadCredential=`), which the agent finds in this variable.
+const CREDENTIALS_VARIABLE: &str = "CREDENTIALS_DIRECTORY";
 
 /// Every setting of the agent.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -58,6 +81,8 @@ pub struct Settings {
     pub gpio: GpioSettings,
     /// The local control socket (`broadcast-agent status/open/close`).
     pub control: ControlSettings,
+    /// Recording camera and microphone on the Pi.
+    pub recording: RecordingSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -80,6 +105,12 @@ pub struct JanusSettings {
         serialize_with = "none_as_empty"
     )]
     pub token: Option<Secret>,
+    /// A file holding [`Self::api_secret`] (read at load time).
+    #[serde(deserialize_with = "optional_path", serialize_with = "none_as_empty")]
+    pub api_secret_file: Option<PathBuf>,
+    /// A file holding [`Self::token`] (read at load time).
+    #[serde(deserialize_with = "optional_path", serialize_with = "none_as_empty")]
+    pub token_file: Option<PathBuf>,
     /// PEM file of an extra CA to trust (a self-signed Janus certificate).
     #[serde(serialize_with = "none_as_empty")]
     pub ca_file: Option<PathBuf>,
@@ -93,6 +124,8 @@ impl Default for JanusSettings {
             url: "http://127.0.0.1:8088/janus".into(),
             api_secret: None,
             token: None,
+            api_secret_file: None,
+            token_file: None,
             ca_file: None,
             request_timeout_ms: 5000,
         }
@@ -131,6 +164,23 @@ pub struct RoomSettings {
         serialize_with = "none_as_empty"
     )]
     pub pin: Option<Secret>,
+    /// The plugins' `admin_key` (AudioBridge and Streaming), for a Janus
+    /// that requires it to create rooms and mountpoints and, with
+    /// `lock_rtp_forward`, to forward.
+    #[serde(
+        deserialize_with = "secret::optional",
+        serialize_with = "none_as_empty"
+    )]
+    pub admin_key: Option<Secret>,
+    /// A file holding [`Self::secret`] (read at load time).
+    #[serde(deserialize_with = "optional_path", serialize_with = "none_as_empty")]
+    pub secret_file: Option<PathBuf>,
+    /// A file holding [`Self::pin`] (read at load time).
+    #[serde(deserialize_with = "optional_path", serialize_with = "none_as_empty")]
+    pub pin_file: Option<PathBuf>,
+    /// A file holding [`Self::admin_key`] (read at load time).
+    #[serde(deserialize_with = "optional_path", serialize_with = "none_as_empty")]
+    pub admin_key_file: Option<PathBuf>,
     /// Open the room as soon as the agent starts.
     pub open_on_start: bool,
     /// Remove room and mountpoint when the room is closed or the agent stops.
@@ -142,6 +192,12 @@ pub struct RoomSettings {
     /// Where viewers watch, with `{room}` standing for the id, e.g.
     /// `https://janus.example:8080/?r={room}`; logged and shown when live.
     pub viewer_url: String,
+    /// Close the room after it has had no participants for this long
+    /// (seconds); 0 = never.
+    pub idle_timeout_s: u64,
+    /// Close the room this long after it was opened (seconds), whoever is
+    /// in it; 0 = never.
+    pub max_duration_s: u64,
 }
 
 impl Default for RoomSettings {
@@ -151,11 +207,17 @@ impl Default for RoomSettings {
             description: "Raspberry Pi broadcast".into(),
             secret: None,
             pin: None,
+            admin_key: None,
+            secret_file: None,
+            pin_file: None,
+            admin_key_file: None,
             open_on_start: true,
             destroy_on_close: true,
             check_interval_ms: 2000,
             allow_rtp_participants: false,
             viewer_url: String::new(),
+            idle_timeout_s: 0,
+            max_duration_s: 0,
         }
     }
 }
@@ -164,6 +226,16 @@ impl RoomSettings {
     /// [`Self::check_interval_ms`] as a duration.
     pub fn check_interval(&self) -> Duration {
         Duration::from_millis(self.check_interval_ms)
+    }
+
+    /// [`Self::idle_timeout_s`] as a duration, if set.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_s > 0).then(|| Duration::from_secs(self.idle_timeout_s))
+    }
+
+    /// [`Self::max_duration_s`] as a duration, if set.
+    pub fn max_duration(&self) -> Option<Duration> {
+        (self.max_duration_s > 0).then(|| Duration::from_secs(self.max_duration_s))
     }
 }
 
@@ -182,6 +254,9 @@ pub struct StreamSettings {
     /// A capture pipeline whose media Janus has not received for this long
     /// (wrong `host`, a firewall) is restarted and reported.
     pub janus_media_timeout_ms: u64,
+    /// Encrypt the camera and microphone RTP (SRTP, AES_CM_128_HMAC_SHA1_80)
+    /// with a key made fresh for each mountpoint.
+    pub srtp: bool,
 }
 
 impl Default for StreamSettings {
@@ -192,6 +267,7 @@ impl Default for StreamSettings {
             audio_port: 8005,
             stall_timeout_ms: 5000,
             janus_media_timeout_ms: 10_000,
+            srtp: false,
         }
     }
 }
@@ -393,6 +469,41 @@ impl GpioSettings {
     }
 }
 
+/// `[recording]`: camera and microphone written on the Pi as they are
+/// sent, into segmented Matroska files within a disk budget.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordingSettings {
+    /// Record at all (while the room is open).
+    pub enabled: bool,
+    /// Where the segments go; created when missing.
+    pub dir: PathBuf,
+    /// Length of one segment file, in seconds (cut at the next keyframe).
+    pub segment_s: u64,
+    /// Disk budget for all segments, in megabytes (10^6 bytes); the oldest
+    /// are deleted to stay within it.
+    pub max_total_mb: f64,
+}
+
+impl Default for RecordingSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            dir: PathBuf::from("/var/lib/broadcast-agent/recordings"),
+            segment_s: 300,
+            max_total_mb: 1000.0,
+        }
+    }
+}
+
+impl RecordingSettings {
+    /// [`Self::max_total_mb`] in bytes.
+    pub fn max_total_bytes(&self) -> u64 {
+        // Validated finite and positive; the cast saturates.
+        (self.max_total_mb * 1e6) as u64
+    }
+}
+
 /// `[control]`: the local control socket.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -439,12 +550,19 @@ impl MicrophoneSettings {
 
 impl Settings {
     /// Loads the file at `path`, applies environment overrides, and validates.
+    /// A file that holds secrets inline and that every user can read is
+    /// refused ([`ConfigError::Exposed`]).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let raw = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        Self::from_sources(path, &raw, std::env::vars())
+        let settings = Self::from_sources(path, &raw, std::env::vars())?;
+        let mode = std::fs::metadata(path)
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
+            .unwrap_or(0);
+        check_exposure(path, &raw, mode)?;
+        Ok(settings)
     }
 
     /// Builds settings from a file's text and a set of environment variables.
@@ -453,15 +571,21 @@ impl Settings {
         toml: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        let mut credentials = None;
         let env: config::Map<String, String> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .filter(|(k, v)| {
+                if k == CREDENTIALS_VARIABLE {
+                    credentials = Some(PathBuf::from(v));
+                }
+                k.starts_with(ENV_PREFIX)
+            })
             .collect();
         let parse_error = |e: config::ConfigError| ConfigError::Parse {
             path: path.to_owned(),
             reason: one_line(&e.to_string()),
         };
-        let settings: Settings = config::Config::builder()
+        let mut settings: Settings = config::Config::builder()
             .add_source(config::File::from_str(toml, config::FileFormat::Toml))
             .add_source(
                 config::Environment::with_prefix(ENV_PREFIX)
@@ -474,6 +598,14 @@ impl Settings {
             .map_err(parse_error)?
             .try_deserialize()
             .map_err(parse_error)?;
+        let invalid = |(key, reason)| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            reason,
+        };
+        settings
+            .read_secret_files(credentials.as_deref())
+            .map_err(invalid)?;
         settings
             .validate()
             .map_err(|(key, reason)| ConfigError::Invalid {
@@ -482,6 +614,65 @@ impl Settings {
                 reason,
             })?;
         Ok(settings)
+    }
+
+    /// Reads each secret given as a `*_file` key into its setting. The file
+    /// holds the secret alone; trailing line breaks are dropped. A path may
+    /// start with `%d/` or `$CREDENTIALS_DIRECTORY/` for systemd's
+    /// credentials directory (`LoadCredential=`).
+    fn read_secret_files(
+        &mut self,
+        credentials: Option<&Path>,
+    ) -> Result<(), (&'static str, String)> {
+        let (janus, room) = (&mut self.janus, &mut self.room);
+        let slots: [(
+            &'static str,
+            &'static str,
+            &mut Option<Secret>,
+            &Option<PathBuf>,
+        ); 5] = [
+            (
+                "janus.api_secret",
+                "janus.api_secret_file",
+                &mut janus.api_secret,
+                &janus.api_secret_file,
+            ),
+            (
+                "janus.token",
+                "janus.token_file",
+                &mut janus.token,
+                &janus.token_file,
+            ),
+            (
+                "room.secret",
+                "room.secret_file",
+                &mut room.secret,
+                &room.secret_file,
+            ),
+            ("room.pin", "room.pin_file", &mut room.pin, &room.pin_file),
+            (
+                "room.admin_key",
+                "room.admin_key_file",
+                &mut room.admin_key,
+                &room.admin_key_file,
+            ),
+        ];
+        for (key, file_key, value, file) in slots {
+            let Some(file) = file else { continue };
+            if value.is_some() {
+                return Err((
+                    file_key,
+                    format!("set either {key} or {file_key}, not both"),
+                ));
+            }
+            let path = credential_path(file_key, file, credentials)?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| (file_key, format!("cannot read {}: {e}", path.display())))?;
+            let secret = Secret::new(text.trim_end_matches(['\n', '\r']))
+                .ok_or_else(|| (file_key, format!("{} is empty", path.display())))?;
+            *value = Some(secret);
+        }
+        Ok(())
     }
 
     /// Checks what types alone cannot; the error names the key.
@@ -518,6 +709,19 @@ impl Settings {
             self.room.check_interval_ms,
             100,
             600_000,
+        )?;
+        // A year at most: anything longer is a typo for 0 (never).
+        check_range(
+            "room.idle_timeout_s",
+            self.room.idle_timeout_s,
+            0,
+            31_536_000,
+        )?;
+        check_range(
+            "room.max_duration_s",
+            self.room.max_duration_s,
+            0,
+            31_536_000,
         )?;
         check_host("stream.host", &self.stream.host)?;
         check_port("stream.video_port", self.stream.video_port)?;
@@ -558,6 +762,7 @@ impl Settings {
         )?;
         self.validate_video()?;
         self.validate_gpio()?;
+        self.validate_recording()?;
         if self.log.level.parse::<log::LevelFilter>().is_err() {
             return Err((
                 "log.level",
@@ -565,6 +770,33 @@ impl Settings {
                     "{:?} is not one of error, warn, info, debug, trace",
                     self.log.level
                 ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_recording(&self) -> Result<(), (&'static str, String)> {
+        let recording = &self.recording;
+        if !recording.enabled {
+            return Ok(());
+        }
+        if !recording.dir.is_absolute() {
+            return Err((
+                "recording.dir",
+                format!("{} is not an absolute path", recording.dir.display()),
+            ));
+        }
+        check_range("recording.segment_s", recording.segment_s, 2, 86_400)?;
+        if !(recording.max_total_mb.is_finite() && recording.max_total_mb > 0.0) {
+            return Err((
+                "recording.max_total_mb",
+                format!("{} is not a positive number", recording.max_total_mb),
+            ));
+        }
+        if self.video.source == VideoSource::None && !self.microphone.enabled {
+            return Err((
+                "recording.enabled",
+                "nothing to record: video.source is none and the microphone is disabled".into(),
             ));
         }
         Ok(())
@@ -731,6 +963,75 @@ fn check_host(key: &'static str, host: &str) -> Result<(), (&'static str, String
     } else {
         Err((key, format!("{host:?} is not an IP address or host name")))
     }
+}
+
+/// `path` with a leading `%d/` or `$CREDENTIALS_DIRECTORY/` replaced by
+/// systemd's credentials directory.
+fn credential_path(
+    key: &'static str,
+    path: &Path,
+    credentials: Option<&Path>,
+) -> Result<PathBuf, (&'static str, String)> {
+    let text = path.to_string_lossy();
+    let rest = text
+        .strip_prefix("%d/")
+        .or_else(|| text.strip_prefix("$CREDENTIALS_DIRECTORY/"));
+    match (rest, credentials) {
+        (None, _) => Ok(path.to_owned()),
+        (Some(name), Some(dir)) => Ok(dir.join(name)),
+        (Some(_), None) => Err((
+            key,
+            format!(
+                "{text} names systemd's credentials directory, but ${CREDENTIALS_VARIABLE} is not set \
+                 (add LoadCredential= to the unit)"
+            ),
+        )),
+    }
+}
+
+/// Refuses a file that holds secrets and that every user can read (`mode`
+/// has the "others may read" bit). Group-readable is fine: the package
+/// installs the file `root:broadcast-agent 0640`.
+fn check_exposure(path: &Path, raw: &str, mode: u32) -> Result<(), ConfigError> {
+    if mode & 0o004 == 0 {
+        return Ok(());
+    }
+    let keys = inline_secrets(raw);
+    if keys.is_empty() {
+        return Ok(());
+    }
+    Err(ConfigError::Exposed {
+        path: path.to_owned(),
+        mode: mode & 0o7777,
+        keys: keys.join(", "),
+    })
+}
+
+/// The secret keys the file itself sets to a non-empty value.
+fn inline_secrets(raw: &str) -> Vec<String> {
+    let Ok(table) = raw.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    SECRET_KEYS
+        .iter()
+        .filter(|(section, key)| {
+            table
+                .get(*section)
+                .and_then(|s| s.get(*key))
+                .and_then(toml::Value::as_str)
+                .is_some_and(|v| !v.is_empty())
+        })
+        .map(|(section, key)| format!("{section}.{key}"))
+        .collect()
+}
+
+/// Deserializes an optional path where `""` (the documented "unset") is `None`.
+fn optional_path<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<PathBuf>, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from))
 }
 
 /// Shows an unset optional value as `""`, as the shipped file writes it.
@@ -900,6 +1201,102 @@ mod tests {
             .expect_err("rejected")
             .to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_read_from_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write secret");
+            path.display().to_string()
+        };
+        let api = file("api", "api-from-file\n");
+        let pin = file("pin", "1234\r\n");
+        let s = load(&format!(
+            "[janus]\napi_secret_file = \"{api}\"\n[room]\npin_file = \"{pin}\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(
+            s.janus.api_secret.as_ref().map(Secret::expose),
+            Some("api-from-file")
+        );
+        assert_eq!(s.room.pin.as_ref().map(Secret::expose), Some("1234"));
+        assert!(s.room.secret.is_none());
+        // Shown as a path, never as the secret.
+        let shown = s.to_masked_toml();
+        assert!(!shown.contains("api-from-file") && shown.contains("api_secret_file"));
+
+        let both = error(&format!(
+            "[room]\nsecret = \"x\"\nsecret_file = \"{api}\"\n"
+        ));
+        assert!(
+            both.contains("room.secret_file: set either room.secret or room.secret_file"),
+            "{both}"
+        );
+        let missing = error("[room]\nadmin_key_file = \"/nonexistent/key\"\n");
+        assert!(
+            missing.contains("room.admin_key_file: cannot read /nonexistent/key"),
+            "{missing}"
+        );
+        let empty = file("empty", "\n");
+        let e = error(&format!("[janus]\ntoken_file = \"{empty}\"\n"));
+        assert!(
+            e.contains("janus.token_file") && e.contains("is empty"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secret_files_can_live_in_systemd_credentials() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("token"), "tok\n").expect("write");
+        let credentials = dir.path().display().to_string();
+        for path in ["%d/token", "$CREDENTIALS_DIRECTORY/token"] {
+            let s = load_env(
+                &format!("[janus]\ntoken_file = \"{path}\"\n"),
+                &[("CREDENTIALS_DIRECTORY", &credentials)],
+            )
+            .expect("valid");
+            assert_eq!(s.janus.token.as_ref().map(Secret::expose), Some("tok"));
+        }
+        let e = error("[janus]\ntoken_file = \"%d/token\"\n");
+        assert!(
+            e.contains("janus.token_file") && e.contains("$CREDENTIALS_DIRECTORY is not set"),
+            "{e}"
+        );
+        // The unit can name the file through the environment, where systemd expands %d.
+        let s = load_env(
+            "",
+            &[
+                ("CREDENTIALS_DIRECTORY", &credentials),
+                ("BROADCAST_AGENT__JANUS__TOKEN_FILE", "%d/token"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(s.janus.token.as_ref().map(Secret::expose), Some("tok"));
+    }
+
+    #[test]
+    fn a_world_readable_file_with_secrets_is_refused() {
+        let path = Path::new("/etc/broadcast-agent/agent.toml");
+        let raw = "[janus]\ntoken = \"t\"\n[room]\nsecret = \"s\"\npin = \"\"\n";
+        let e = check_exposure(path, raw, 0o100_644)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.starts_with(
+                "/etc/broadcast-agent/agent.toml: holds secrets (janus.token, room.secret)"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("mode 0644") && e.contains("chmod 640 /etc/broadcast-agent/agent.toml"),
+            "{e}"
+        );
+        check_exposure(path, raw, 0o100_640).expect("group-readable is fine");
+        check_exposure(path, "[room]\nid = 3\nsecret_file = \"/x\"\n", 0o100_644)
+            .expect("no inline secret");
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::janus::audiobridge::{self, AudioBridge, Created, ForwardTarget, RoomS
 use crate::janus::longpoll::{self, CurrentSession, PollEvent};
 use crate::janus::streaming::{self, MountpointSpec, Streaming};
 use crate::janus::{Client, Handle, JanusError, SessionId};
+use crate::secret::SrtpKey;
 
 /// RTP payload type the room's mix is forwarded with (and the speaker expects).
 pub const SPEAKER_PAYLOAD_TYPE: u8 = 100;
@@ -112,6 +113,9 @@ pub enum Fit {
     Matches,
     /// It listens elsewhere (an earlier run with other ports): replace it.
     WrongPorts,
+    /// SRTP is on and the mountpoint was not made by this run, so its key
+    /// is unknown: replace it.
+    UnknownKey,
 }
 
 /// The session and the two plugin handles the agent works through.
@@ -129,6 +133,12 @@ pub struct Observed {
     room: Presence,
     mountpoint: Presence<Fit>,
     forwarder: Presence<u64>,
+    /// How many are in the room (counted only with `room.idle_timeout_s`).
+    participants: Presence<usize>,
+    /// The SRTP key of the mountpoint this run created (`stream.srtp`).
+    /// Kept while the mountpoint is known to exist: it survives checks and
+    /// a new session, and goes with the mountpoint.
+    srtp_key: Option<SrtpKey>,
     /// Time since Janus last received video and audio, from the mountpoint's info.
     media_age: MediaAge,
 }
@@ -149,16 +159,20 @@ impl Default for Observed {
             room: Presence::Unknown,
             mountpoint: Presence::Unknown,
             forwarder: Presence::Unknown,
+            participants: Presence::Unknown,
+            srtp_key: None,
             media_age: MediaAge::default(),
         }
     }
 }
 
 impl Observed {
-    /// Forgets what exists (but keeps the session), so the next pass checks again.
+    /// Forgets what exists (but keeps the session and the SRTP key), so the
+    /// next pass checks again.
     fn forget(&mut self) {
         *self = Self {
             session: self.session,
+            srtp_key: self.srtp_key,
             ..Self::default()
         };
     }
@@ -186,17 +200,28 @@ enum Action {
     CheckForwarder,
     CreateForwarder,
     StopForwarder(u64),
+    CountParticipants,
     DestroySession,
 }
 
+/// What the settings ask of the planner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Plan {
+    /// Remove room and mountpoint on close (else only the forwarder).
+    destroy_on_close: bool,
+    /// Count the room's participants while it is open (for the idle timeout).
+    count_participants: bool,
+}
+
 /// The next step from `observed` towards `goal`, or `None` when they match.
-fn next_action(goal: Goal, destroy_on_close: bool, observed: &Observed) -> Option<Action> {
+fn next_action(goal: Goal, plan: Plan, observed: &Observed) -> Option<Action> {
     use Presence::{Absent, Present, Unknown};
     let Observed {
         session,
         room,
         mountpoint,
         forwarder,
+        participants,
         ..
     } = *observed;
     if goal == Goal::Open {
@@ -210,19 +235,21 @@ fn next_action(goal: Goal, destroy_on_close: bool, observed: &Observed) -> Optio
             Some(Action::CheckMountpoint)
         } else if mountpoint == Absent {
             Some(Action::CreateMountpoint)
-        } else if mountpoint == Present(Fit::WrongPorts) {
+        } else if matches!(mountpoint, Present(Fit::WrongPorts | Fit::UnknownKey)) {
             Some(Action::DestroyMountpoint)
         } else if forwarder == Unknown {
             Some(Action::CheckForwarder)
         } else if forwarder == Absent {
             Some(Action::CreateForwarder)
+        } else if plan.count_participants && participants == Unknown {
+            Some(Action::CountParticipants)
         } else {
             None
         };
     }
     // Closing. Destroying the room takes its forwarder with it; a room that
     // stays loses only the forwarder (no one listens to it any more).
-    let teardown = if destroy_on_close {
+    let teardown = if plan.destroy_on_close {
         [
             (!mountpoint.is_absent()).then_some(Action::DestroyMountpoint),
             (!room.is_absent()).then_some(Action::DestroyRoom),
@@ -262,8 +289,39 @@ pub struct RoomState {
     pub forwarder: Presence<u64>,
     /// What Janus last said about the media it receives.
     pub media_age: MediaAge,
+    /// How many are in the room, when counted (`room.idle_timeout_s`).
+    pub participants: Option<usize>,
+    /// Why the room was last closed, while it is closed.
+    pub closed_by: Option<CloseReason>,
+    /// The key the capture pipelines encrypt with (`stream.srtp`): the
+    /// mountpoint's, while it exists. Never serialized.
+    #[serde(skip)]
+    pub srtp_key: Option<SrtpKey>,
     /// The error of the last failed pass, if the last pass failed.
     pub last_error: Option<String>,
+}
+
+/// What closed the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// A button, `broadcast-agent close`, or `open_on_start = false`.
+    Command,
+    /// No one was in it for `room.idle_timeout_s`.
+    IdleTimeout,
+    /// It was open for `room.max_duration_s`.
+    MaxDuration,
+}
+
+impl CloseReason {
+    /// In words, for the status line.
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::Command => "closed on request",
+            Self::IdleTimeout => "idle timeout",
+            Self::MaxDuration => "maximum duration reached",
+        }
+    }
 }
 
 /// A one-word summary of [`RoomState`].
@@ -290,6 +348,9 @@ impl RoomState {
             mountpoint: Presence::Unknown,
             forwarder: Presence::Unknown,
             media_age: MediaAge::default(),
+            participants: None,
+            closed_by: (desired == Desired::Closed).then_some(CloseReason::Command),
+            srtp_key: None,
             last_error: None,
         }
     }
@@ -378,9 +439,13 @@ struct Janus {
 impl Janus {
     /// Performs actions until `observed` matches `goal`, or one fails.
     fn converge(&self, goal: Goal, observed: &mut Observed) -> Result<(), JanusError> {
-        let destroy = self.settings.room.destroy_on_close;
+        let room = &self.settings.room;
+        let plan = Plan {
+            destroy_on_close: room.destroy_on_close,
+            count_participants: room.idle_timeout().is_some(),
+        };
         for _ in 0..MAX_ACTIONS_PER_PASS {
-            let Some(action) = next_action(goal, destroy, observed) else {
+            let Some(action) = next_action(goal, plan, observed) else {
                 return Ok(());
             };
             log::trace!("room {}: {action:?}", self.settings.room.id);
@@ -416,6 +481,7 @@ impl Janus {
             let session = self.create_session()?;
             *observed = Observed {
                 session: Some(session),
+                srtp_key: observed.srtp_key,
                 ..Observed::default()
             };
             return Ok(());
@@ -463,24 +529,44 @@ impl Janus {
                 };
                 observed.mountpoint = match info {
                     None => Presence::Absent,
-                    Some(info) if info.fits(&spec) => Presence::Present(Fit::Matches),
-                    Some(_) => {
+                    Some(info) if !info.fits(&spec) => {
                         log::warn!(
                             "mountpoint {id} listens on other ports than stream.video_port/audio_port: replacing it"
                         );
                         Presence::Present(Fit::WrongPorts)
                     }
+                    Some(_) if self.settings.stream.srtp && observed.srtp_key.is_none() => {
+                        log::info!(
+                            "mountpoint {id} was made before this run and its SRTP key is unknown: replacing it"
+                        );
+                        Presence::Present(Fit::UnknownKey)
+                    }
+                    Some(_) => Presence::Present(Fit::Matches),
                 };
+                if observed.mountpoint.is_absent() {
+                    observed.srtp_key = None;
+                }
             }
             Action::CreateMountpoint => {
-                let spec = self.mountpoint_spec();
+                let key = self.settings.stream.srtp.then(SrtpKey::generate);
+                let spec = MountpointSpec {
+                    srtp: key.as_ref(),
+                    ..self.mountpoint_spec()
+                };
                 let created = stream.create(&spec)?;
                 log::info!(
-                    "mountpoint {id}: {} (video port {}, audio port {})",
+                    "mountpoint {id}: {} (video port {}, audio port {}{})",
                     describe(created, "created", "adopted"),
                     spec.video.0,
-                    spec.audio.0
+                    spec.audio.0,
+                    if key.is_some() { ", SRTP" } else { "" }
                 );
+                // An adopted one (made by someone else meanwhile) is checked
+                // again, and replaced if SRTP needs a key it does not have.
+                observed.srtp_key = match created {
+                    Created::New => key,
+                    Created::Existing => None,
+                };
                 observed.mountpoint = match created {
                     Created::New => Presence::Present(Fit::Matches),
                     Created::Existing => Presence::Unknown,
@@ -490,6 +576,7 @@ impl Janus {
                 stream.destroy(id, secret)?;
                 log::info!("mountpoint {id}: destroyed");
                 observed.mountpoint = Presence::Absent;
+                observed.srtp_key = None;
             }
             Action::CheckForwarder => {
                 observed.forwarder = match bridge.list_forwarders(id, secret) {
@@ -509,7 +596,7 @@ impl Janus {
             }
             Action::CreateForwarder => {
                 let target = self.forward_target()?;
-                let stream_id = bridge.rtp_forward(id, &target, secret)?;
+                let stream_id = bridge.rtp_forward(id, &target, secret, room.admin_key.as_ref())?;
                 log::info!(
                     "room {id}: forwarding its audio to {}:{} (stream {stream_id})",
                     target.host,
@@ -518,9 +605,20 @@ impl Janus {
                 observed.forwarder = Presence::Present(stream_id);
             }
             Action::StopForwarder(stream_id) => {
-                bridge.stop_rtp_forward(id, stream_id, secret)?;
+                bridge.stop_rtp_forward(id, stream_id, secret, room.admin_key.as_ref())?;
                 log::info!("room {id}: stopped forwarding its audio");
                 observed.forwarder = Presence::Absent;
+            }
+            Action::CountParticipants => {
+                observed.participants = match bridge.count_participants(id) {
+                    Ok(n) => Presence::Present(n),
+                    Err(e) if e.code() == Some(audiobridge::code::NO_SUCH_ROOM) => {
+                        observed.room = Presence::Absent;
+                        observed.forwarder = Presence::Absent;
+                        Presence::Unknown
+                    }
+                    Err(e) => return Err(e),
+                };
             }
             Action::DestroySession => {
                 self.current.set(None);
@@ -563,6 +661,7 @@ impl Janus {
             description: &room.description,
             secret: room.secret.as_ref(),
             pin: room.pin.as_ref(),
+            admin_key: room.admin_key.as_ref(),
             allow_rtp_participants: room.allow_rtp_participants,
         }
     }
@@ -574,6 +673,8 @@ impl Janus {
             description: &room.description,
             secret: room.secret.as_ref(),
             pin: room.pin.as_ref(),
+            admin_key: room.admin_key.as_ref(),
+            srtp: None,
             video: (stream.video_port, VIDEO_PAYLOAD_TYPE),
             audio: (stream.audio_port, AUDIO_PAYLOAD_TYPE),
         }
@@ -661,6 +762,68 @@ pub fn spawn(
     )
 }
 
+/// When an open room closes by itself: `room.idle_timeout_s` after the
+/// checks last saw it empty-handed, `room.max_duration_s` after it opened.
+#[derive(Debug, Clone)]
+struct Timers {
+    idle_timeout: Option<Duration>,
+    max_duration: Option<Duration>,
+    opened_at: Instant,
+    /// The first check that found no one, since someone was last there.
+    idle_since: Option<Instant>,
+}
+
+impl Timers {
+    fn new(room: &crate::config::RoomSettings, now: Instant) -> Self {
+        Self {
+            idle_timeout: room.idle_timeout(),
+            max_duration: room.max_duration(),
+            opened_at: now,
+            idle_since: None,
+        }
+    }
+
+    /// The room was (re)opened: both timers start over.
+    fn opened(&mut self, now: Instant) {
+        self.opened_at = now;
+        self.idle_since = None;
+    }
+
+    /// Records what a check saw. An unknown count (Janus not answering)
+    /// neither starts nor stops the idle clock.
+    fn saw(&mut self, participants: Presence<usize>, now: Instant) {
+        match participants {
+            Presence::Present(0) => {
+                self.idle_since.get_or_insert(now);
+            }
+            Presence::Present(_) => self.idle_since = None,
+            Presence::Unknown | Presence::Absent => {}
+        }
+    }
+
+    /// Why the room must close at `now`, if it must.
+    fn expired(&self, now: Instant) -> Option<CloseReason> {
+        let past = |since: Instant, limit: Duration| now.duration_since(since) >= limit;
+        if self.max_duration.is_some_and(|d| past(self.opened_at, d)) {
+            Some(CloseReason::MaxDuration)
+        } else if let (Some(since), Some(limit)) = (self.idle_since, self.idle_timeout) {
+            past(since, limit).then_some(CloseReason::IdleTimeout)
+        } else {
+            None
+        }
+    }
+
+    /// The next instant a timer may run out.
+    fn next_deadline(&self) -> Option<Instant> {
+        let max = self.max_duration.map(|d| self.opened_at + d);
+        let idle = self.idle_since.zip(self.idle_timeout).map(|(t, d)| t + d);
+        match (max, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
 /// The loop: a pass, then wait for the next reason to pass again.
 async fn run(
     janus: Arc<Janus>,
@@ -675,6 +838,8 @@ async fn run(
     let mut transient = Backoff::new(TRANSIENT_RETRY);
     let mut operator = Backoff::new(OPERATOR_RETRY);
     let mut last_error: Option<String> = None;
+    let mut timers = Timers::new(&janus.settings.room, Instant::now());
+    let mut closed_by = (desired == Desired::Closed).then_some(CloseReason::Command);
     loop {
         let goal = match desired {
             Desired::Open => Goal::Open,
@@ -682,6 +847,25 @@ async fn run(
         };
         let (seen, result) = pass(&janus, goal, observed).await;
         observed = seen;
+        if desired == Desired::Open {
+            let now = Instant::now();
+            timers.saw(observed.participants, now);
+            if let Some(reason) = timers.expired(now) {
+                let (what, key, limit) = match reason {
+                    CloseReason::MaxDuration => ("open for", "max_duration_s", timers.max_duration),
+                    _ => ("no participants for", "idle_timeout_s", timers.idle_timeout),
+                };
+                log::info!(
+                    "room {room_id}: {what} {} s (room.{key}): closing",
+                    limit.unwrap_or_default().as_secs()
+                );
+                desired = Desired::Closed;
+                closed_by = Some(reason);
+                transient.reset();
+                operator.reset();
+                continue;
+            }
+        }
         let (wait, failed) = match result {
             Ok(()) => {
                 if last_error.take().is_some() {
@@ -714,12 +898,16 @@ async fn run(
             &state,
             viewer_url.as_deref(),
             room_id,
-            desired,
+            (desired, closed_by),
             &observed,
             &last_error,
         );
 
-        let deadline = Instant::now() + wait;
+        let mut deadline = Instant::now() + wait;
+        if desired == Desired::Open {
+            // Wake when a timer may run out: that pass counts again and decides.
+            deadline = timers.next_deadline().map_or(deadline, |t| t.min(deadline));
+        }
         loop {
             tokio::select! {
                 // Time to check again (or to retry after a failure): forget
@@ -734,11 +922,17 @@ async fn run(
                     }
                     None | Some(Event::Command(Command::Shutdown)) => {
                         shut_down(&janus, observed).await;
-                        publish(&state, None, room_id, Desired::Closed, &Observed::default(), &None);
+                        publish(&state, None, room_id, (Desired::Closed, Some(CloseReason::Command)), &Observed::default(), &None);
                         return;
                     }
                     Some(Event::Command(command)) => {
                         desired = if command == Command::Open { Desired::Open } else { Desired::Closed };
+                        if desired == Desired::Open {
+                            timers.opened(Instant::now());
+                            closed_by = None;
+                        } else {
+                            closed_by = Some(CloseReason::Command);
+                        }
                         log::info!("room {room_id}: {} requested", if desired == Desired::Open { "open" } else { "close" });
                         transient.reset();
                         operator.reset();
@@ -805,7 +999,7 @@ fn publish(
     state: &watch::Sender<RoomState>,
     viewer_url: Option<&str>,
     room_id: u64,
-    desired: Desired,
+    (desired, closed_by): (Desired, Option<CloseReason>),
     observed: &Observed,
     last_error: &Option<String>,
 ) {
@@ -817,6 +1011,16 @@ fn publish(
         mountpoint: observed.mountpoint,
         forwarder: observed.forwarder,
         media_age: observed.media_age,
+        participants: match observed.participants {
+            Presence::Present(n) => Some(n),
+            _ => None,
+        },
+        closed_by: if desired == Desired::Closed {
+            closed_by
+        } else {
+            None
+        },
+        srtp_key: observed.srtp_key,
         last_error: last_error.clone(),
     };
     state.send_if_modified(|current| {
@@ -852,20 +1056,29 @@ mod tests {
         },
     };
 
+    const DESTROY: Plan = Plan {
+        destroy_on_close: true,
+        count_participants: false,
+    };
+    const KEEP: Plan = Plan {
+        destroy_on_close: false,
+        count_participants: false,
+    };
+
     fn seen(room: Presence, mountpoint: Presence<Fit>, forwarder: Presence<u64>) -> Observed {
         Observed {
             session: Some(SESSION),
             room,
             mountpoint,
             forwarder,
-            media_age: MediaAge::default(),
+            ..Observed::default()
         }
     }
 
     /// Runs the planner against a simulated Janus that does what it is asked.
-    fn plan_from(goal: Goal, destroy: bool, mut observed: Observed) -> Vec<Action> {
+    fn plan_from(goal: Goal, plan: Plan, mut observed: Observed) -> Vec<Action> {
         let mut steps = Vec::new();
-        while let Some(action) = next_action(goal, destroy, &observed) {
+        while let Some(action) = next_action(goal, plan, &observed) {
             steps.push(action);
             assert!(steps.len() < 20, "no fixed point: {steps:?}");
             match action {
@@ -881,6 +1094,7 @@ mod tests {
                 }
                 Action::DestroyMountpoint => observed.mountpoint = Absent,
                 Action::StopForwarder(_) => observed.forwarder = Absent,
+                Action::CountParticipants => observed.participants = Present(0),
                 Action::DestroySession => observed.session = None,
             }
         }
@@ -889,7 +1103,7 @@ mod tests {
 
     #[test]
     fn opening_from_nothing_checks_then_builds_in_order() {
-        let steps = plan_from(Goal::Open, true, Observed::default());
+        let steps = plan_from(Goal::Open, DESTROY, Observed::default());
         assert_eq!(
             steps,
             [
@@ -905,7 +1119,7 @@ mod tests {
     fn missing_parts_are_recreated() {
         let observed = seen(Absent, Absent, Absent);
         assert_eq!(
-            plan_from(Goal::Open, true, observed),
+            plan_from(Goal::Open, DESTROY, observed),
             [
                 Action::CreateRoom,
                 Action::CreateMountpoint,
@@ -918,22 +1132,39 @@ mod tests {
     fn a_mountpoint_on_wrong_ports_is_replaced() {
         let observed = seen(Present(()), Present(Fit::WrongPorts), Present(1));
         assert_eq!(
-            next_action(Goal::Open, true, &observed),
+            next_action(Goal::Open, DESTROY, &observed),
             Some(Action::DestroyMountpoint)
         );
     }
 
     #[test]
+    fn a_mountpoint_with_an_unknown_srtp_key_is_replaced_and_the_key_outlives_checks() {
+        let observed = seen(Present(()), Present(Fit::UnknownKey), Present(1));
+        assert_eq!(
+            next_action(Goal::Open, DESTROY, &observed),
+            Some(Action::DestroyMountpoint)
+        );
+        let key = SrtpKey::generate();
+        let mut observed = Observed {
+            srtp_key: Some(key),
+            ..seen(Present(()), Present(Fit::Matches), Present(1))
+        };
+        observed.forget();
+        assert_eq!(observed.srtp_key, Some(key));
+        assert_eq!(observed.mountpoint, Unknown);
+    }
+
+    #[test]
     fn live_is_a_fixed_point() {
         let observed = seen(Present(()), Present(Fit::Matches), Present(1));
-        assert_eq!(next_action(Goal::Open, true, &observed), None);
+        assert_eq!(next_action(Goal::Open, DESTROY, &observed), None);
     }
 
     #[test]
     fn closing_with_destroy_removes_mountpoint_then_room() {
         let observed = seen(Present(()), Present(Fit::Matches), Present(1));
         assert_eq!(
-            plan_from(Goal::Closed, true, observed),
+            plan_from(Goal::Closed, DESTROY, observed),
             [Action::DestroyMountpoint, Action::DestroyRoom]
         );
     }
@@ -942,12 +1173,12 @@ mod tests {
     fn closing_without_destroy_only_stops_the_forwarder() {
         let observed = seen(Present(()), Present(Fit::Matches), Present(7));
         assert_eq!(
-            plan_from(Goal::Closed, false, observed),
+            plan_from(Goal::Closed, KEEP, observed),
             [Action::StopForwarder(7)]
         );
         let unknown = seen(Unknown, Unknown, Unknown);
         assert_eq!(
-            plan_from(Goal::Closed, false, unknown),
+            plan_from(Goal::Closed, KEEP, unknown),
             [Action::CheckForwarder, Action::StopForwarder(9)]
         );
     }
@@ -956,7 +1187,7 @@ mod tests {
     fn stopping_destroys_the_session_last() {
         let observed = seen(Present(()), Present(Fit::Matches), Present(1));
         assert_eq!(
-            plan_from(Goal::Stopped, true, observed),
+            plan_from(Goal::Stopped, DESTROY, observed),
             [
                 Action::DestroyMountpoint,
                 Action::DestroyRoom,
@@ -969,7 +1200,7 @@ mod tests {
     fn closing_with_no_session_needs_one_only_if_something_may_remain() {
         let unknown = Observed::default();
         assert_eq!(
-            next_action(Goal::Closed, true, &unknown),
+            next_action(Goal::Closed, DESTROY, &unknown),
             Some(Action::CreateSession)
         );
         let gone = Observed {
@@ -977,10 +1208,64 @@ mod tests {
             room: Absent,
             mountpoint: Absent,
             forwarder: Absent,
-            media_age: MediaAge::default(),
+            ..Observed::default()
         };
-        assert_eq!(next_action(Goal::Closed, true, &gone), None);
-        assert_eq!(next_action(Goal::Stopped, true, &gone), None);
+        assert_eq!(next_action(Goal::Closed, DESTROY, &gone), None);
+        assert_eq!(next_action(Goal::Stopped, DESTROY, &gone), None);
+    }
+
+    #[test]
+    fn participants_are_counted_only_for_the_idle_timeout() {
+        let plan = Plan {
+            count_participants: true,
+            ..DESTROY
+        };
+        assert_eq!(
+            plan_from(
+                Goal::Open,
+                plan,
+                seen(Present(()), Present(Fit::Matches), Present(1))
+            ),
+            [Action::CountParticipants]
+        );
+        let live = seen(Present(()), Present(Fit::Matches), Present(1));
+        assert_eq!(next_action(Goal::Open, DESTROY, &live), None);
+        // Closing never counts.
+        assert_eq!(
+            plan_from(Goal::Closed, plan, live),
+            [Action::DestroyMountpoint, Action::DestroyRoom]
+        );
+    }
+
+    #[test]
+    fn timers_close_an_idle_or_overlong_room() {
+        let settings = crate::config::RoomSettings {
+            idle_timeout_s: 10,
+            max_duration_s: 60,
+            ..crate::config::RoomSettings::default()
+        };
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut timers = Timers::new(&settings, t0);
+        timers.saw(Present(2), at(1));
+        assert_eq!(timers.next_deadline(), Some(at(60)));
+        timers.saw(Present(0), at(5));
+        timers.saw(Unknown, at(9));
+        timers.saw(Present(0), at(12));
+        assert_eq!(timers.expired(at(14)), None);
+        assert_eq!(timers.next_deadline(), Some(at(15)));
+        assert_eq!(timers.expired(at(15)), Some(CloseReason::IdleTimeout));
+        // Someone joined: the idle clock stops; the maximum still applies.
+        timers.saw(Present(1), at(16));
+        assert_eq!(timers.expired(at(59)), None);
+        assert_eq!(timers.expired(at(60)), Some(CloseReason::MaxDuration));
+        // Reopened: both start over.
+        timers.opened(at(61));
+        assert_eq!(timers.expired(at(100)), None);
+        assert_eq!(timers.next_deadline(), Some(at(121)));
+        let off = Timers::new(&crate::config::RoomSettings::default(), t0);
+        assert_eq!(off.next_deadline(), None);
+        assert_eq!(off.expired(at(1_000_000)), None);
     }
 
     #[test]

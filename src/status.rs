@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::media::supervisor::RunState;
 use crate::media::{MediaStatus, PipelineStatus};
-use crate::room::{Desired, Phase, Presence, RoomState};
+use crate::room::{CloseReason, Desired, Phase, Presence, RoomState};
 
 /// Where the status comes from.
 #[derive(Debug, Clone)]
@@ -103,7 +103,12 @@ impl AgentStatus {
         let id = self.room.room_id;
         let mut line = match (self.phase, &self.room.last_error) {
             (Phase::Live, _) => format!("live room {id}"),
-            (Phase::Closed, _) => format!("closed room {id}"),
+            (Phase::Closed, _) => match self.room.closed_by {
+                Some(reason) if reason != CloseReason::Command => {
+                    format!("closed room {id} ({})", reason.words())
+                }
+                _ => format!("closed room {id}"),
+            },
             (_, Some(error)) => format!("waiting for Janus: {}", short(error)),
             (Phase::Opening, None) => format!("opening room {id}"),
             (Phase::Closing, None) => format!("closing room {id}"),
@@ -135,6 +140,12 @@ impl AgentStatus {
                 "closed"
             }
         );
+        if let Some(reason) = r.closed_by {
+            let _ = writeln!(out, "  closed: {}", reason.words());
+        }
+        if let Some(n) = r.participants {
+            let _ = writeln!(out, "  participants: {n}");
+        }
         let _ = writeln!(
             out,
             "  janus: session {} | room {} | mountpoint {} | forwarder {}",
@@ -220,6 +231,23 @@ mod tests {
         assert_eq!(
             short("Janus error 403: Unauthorized request"),
             "unauthorized request"
+        );
+    }
+
+    #[test]
+    fn short_keeps_the_fix_of_operator_errors() {
+        assert_eq!(
+            short("Janus at https://x/janus: TLS: certificate not trusted (UnknownIssuer); set janus.ca_file to the CA or certificate Janus serves"),
+            "certificate not trusted (UnknownIssuer); set janus.ca_file to the CA or certificate Janus serves"
+        );
+        let denied = crate::janus::JanusError::Core {
+            code: 403,
+            reason: "Unauthorized request (wrong or missing secret/token)".into(),
+        };
+        let line = short(&denied.to_string());
+        assert!(
+            line.starts_with("unauthorized request") && line.contains("janus.token"),
+            "{line}"
         );
     }
 

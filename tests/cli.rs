@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{run_agent, scratch};
+use common::{run_agent, scratch, write_private};
 
 const EX_CONFIG: i32 = 78;
 
@@ -11,7 +11,7 @@ const EX_CONFIG: i32 = 78;
 fn check(content: &str, env: &[(&str, &str)]) -> (i32, String, String) {
     let dir = scratch();
     let path = dir.path().join("agent.toml");
-    std::fs::write(&path, content).expect("write config");
+    write_private(&path, content);
     let path = path.to_str().expect("utf-8 path");
     let (status, out, err) = run_agent(&["check", "--config", path], env);
     (status.code().unwrap_or(-1), out, err)

@@ -315,3 +315,284 @@ impl Drop for Sender {
         let _ = self.0.wait();
     }
 }
+
+/// The longest run of base64 characters in `text`: an SRTP key would be 40.
+fn longest_base64_run(text: &str) -> usize {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '+' || c == '/'))
+        .map(str::len)
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn srtp_media_reaches_janus_and_plain_rtp_is_refused() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let base = ports(2);
+    let room = 600;
+    // A plain-RTP mountpoint left by an earlier run: its key (none) is not
+    // the agent's, so the agent must replace it.
+    let created = probe.streaming(serde_json::json!({
+        "request": "create", "type": "rtp", "id": room, "secret": SECRET,
+        "media": [
+            { "type": "video", "mid": "v", "port": base, "pt": 96, "codec": "h264" },
+            { "type": "audio", "mid": "a", "port": base + 1, "pt": 111, "codec": "opus" }
+        ]
+    }));
+    assert_eq!(created["streaming"], "created", "{created}");
+    let config = format!(
+        r#"
+[janus]
+url = "{url}"
+[room]
+id = {room}
+secret = "{SECRET}"
+check_interval_ms = 500
+[stream]
+video_port = {base}
+audio_port = {audio}
+srtp = true
+[speaker]
+enabled = false
+port = {speaker}
+[video]
+source = "test"
+width = 320
+height = 240
+framerate = 15
+bitrate_kbps = 300
+[microphone]
+enabled = false
+"#,
+        url = janus.url(),
+        audio = base + 1,
+        speaker = ports(1),
+    );
+    let agent = Agent::start(&config);
+    agent.wait_log(
+        Duration::from_secs(5),
+        "its SRTP key is unknown: replacing it",
+    );
+    agent.wait_log(Duration::from_secs(5), "SRTP)");
+    let created = Instant::now();
+    // A plain (unencrypted) sender on the audio port, which the agent leaves
+    // unused here: Janus must refuse its packets.
+    let plain = Sender::tone(440, base + 1, ports(1));
+    std::thread::sleep(Duration::from_millis(2500));
+    wait_media(&probe, room, "video", Duration::from_secs(2));
+    drop(plain);
+    // Janus counts a packet's arrival before it unprotects it, so age_ms
+    // alone cannot tell; its log says which packets failed to decrypt.
+    let janus_log = janus.log();
+    let refused = |mid: &str| {
+        janus_log
+            .lines()
+            .filter(|l| l.contains(&format!("{mid} SRTP unprotect error")))
+            .count()
+    };
+    let (video_refused, audio_refused) = (refused("Video (#0)"), refused("Audio (#1)"));
+    println!(
+        "SRTP video decrypted ({video_refused} refused); plain RTP audio: {audio_refused} packets refused, {} ms after create",
+        created.elapsed().as_millis()
+    );
+    assert_eq!(video_refused, 0, "the agent's SRTP was refused");
+    assert!(audio_refused > 10, "plain RTP was not refused");
+
+    // The mountpoint goes away (an operator, a Janus restart): the agent
+    // makes a new one with a new key, and the camera follows it.
+    let destroyed =
+        probe.streaming(serde_json::json!({ "request": "destroy", "id": room, "secret": SECRET }));
+    assert_eq!(destroyed["streaming"], "destroyed", "{destroyed}");
+    let replaced = Instant::now();
+    agent.wait_log(Duration::from_secs(5), "SRTP key changed");
+    std::thread::sleep(Duration::from_millis(2000));
+    wait_media(&probe, room, "video", Duration::from_secs(3));
+    // Decrypted with the new key: no more refused video packets.
+    let video_refused = || {
+        janus
+            .log()
+            .lines()
+            .filter(|l| l.contains("Video (#0) SRTP unprotect error"))
+            .count()
+    };
+    let before = video_refused();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(video_refused(), before, "video refused after the new key");
+    println!(
+        "video decrypted with the new key {} ms after the mountpoint was destroyed ({before} packets of the old key refused)",
+        replaced.elapsed().as_millis()
+    );
+
+    // The key is in no log line, no status.
+    let (_, status_text, _) = agent.control(&["status"]);
+    let (_, status_json, _) = agent.control(&["status", "--json"]);
+    for (what, text) in [
+        ("log", agent.log()),
+        ("status", status_text),
+        ("status --json", status_json),
+    ] {
+        let run = longest_base64_run(&text);
+        assert!(
+            run < 40,
+            "{what} holds a {run}-character base64 run:\n{text}"
+        );
+    }
+}
+
+/// The segment files in `dir`, oldest first, with their sizes.
+fn segments(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".mkv"))
+                .filter_map(|e| Some((e.path(), e.metadata().ok()?.len())))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Whether a discoverer report lists a `kind` stream (`video`, `audio`) of `codec`.
+fn has_stream(report: &str, kind: &str, codec: &str) -> bool {
+    report
+        .lines()
+        .any(|l| l.trim_start().starts_with(&format!("{kind} #")) && l.contains(codec))
+}
+
+/// What `gst-discoverer-1.0` says about a file.
+fn discover(path: &std::path::Path) -> String {
+    let out = Command::new("gst-discoverer-1.0")
+        .arg(path)
+        .output()
+        .expect("run gst-discoverer-1.0 (gstreamer1.0-plugins-base-apps)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn recording_writes_playable_segments_within_its_budget() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let dir = scratch();
+    let recordings = dir.path().join("recordings");
+    // 2 s segments of ~80 kB (320x240 at 300 kbit/s, Opus 32 kbit/s): a
+    // 0.25 MB budget holds two or three.
+    let extra = format!(
+        "[recording]\nenabled = true\ndir = \"{}\"\nsegment_s = 2\nmax_total_mb = 0.25\n",
+        recordings.display()
+    );
+    let config =
+        config(&janus, 700, "test", &extra).replace("device = \"pulse\"", "enabled = false");
+    let mut agent = Agent::start(&config);
+    std::thread::sleep(Duration::from_secs(2));
+    wait_media(&probe, 700, "video", Duration::from_secs(2));
+    wait_for(
+        Duration::from_secs(15),
+        "old segments deleted for the budget",
+        || {
+            agent
+                .log()
+                .contains("to stay within recording.max_total_mb")
+                .then_some(())
+        },
+    );
+    let files = segments(&recordings);
+    let total: u64 = files.iter().map(|(_, size)| size).sum();
+    println!(
+        "{} segments, {total} bytes: {:?}",
+        files.len(),
+        files
+            .iter()
+            .map(|(p, s)| (p.file_name().unwrap_or_default().to_owned(), *s))
+            .collect::<Vec<_>>()
+    );
+    assert!(files.len() >= 2, "{files:?}");
+    let newest = files.last().map_or(0, |(_, s)| *s);
+    assert!(total <= 250_000 + newest, "{total} bytes kept");
+
+    // A finished segment (not the one being written) plays: a duration,
+    // and both streams.
+    let finished = &files[files.len() - 2].0;
+    let report = discover(finished);
+    println!("{report}");
+    assert!(has_stream(&report, "video", "H.264"), "{report}");
+    assert!(has_stream(&report, "audio", "Opus"), "{report}");
+    let duration = report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Duration: "))
+        .expect("a duration");
+    assert!(
+        !duration.starts_with("0:00:00.0") && !duration.contains("99:99"),
+        "{duration}"
+    );
+
+    // Stopping finishes the last segment too (however short): it has its
+    // index (seekable) instead of being cut off.
+    assert!(agent.stop(Duration::from_secs(10)).success());
+    let last = segments(&recordings).pop().expect("a last segment").0;
+    let report = discover(&last);
+    assert!(
+        has_stream(&report, "video", "H.264") && report.contains("Seekable: yes"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_failing_recorder_never_stops_the_live_stream() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let dir = scratch();
+    let recordings = dir.path().join("recordings");
+    let with_dir = |path: &std::path::Path, room: u64| {
+        let extra = format!(
+            "[recording]\nenabled = true\ndir = \"{}\"\nsegment_s = 2\n",
+            path.display()
+        );
+        config(&janus, room, "test", &extra).replace("device = \"pulse\"", "enabled = false")
+    };
+
+    // A directory that cannot be made: the recorder fails and says why,
+    // once; camera and microphone reach Janus regardless.
+    let agent = Agent::start(&with_dir(
+        std::path::Path::new("/proc/no-such/recordings"),
+        710,
+    ));
+    agent.wait_log(
+        Duration::from_secs(5),
+        "recording.dir /proc/no-such/recordings",
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    wait_media(&probe, 710, "video", Duration::from_secs(2));
+    wait_media(&probe, 710, "audio", Duration::from_secs(1));
+    let (_, status, _) = agent.control(&["status"]);
+    assert!(status.contains("recorder: Failed"), "{status}");
+    drop(agent);
+
+    // The directory vanishes while recording (a USB stick pulled, a full
+    // disk): the recorder fails and comes back; the live stream goes on.
+    let agent = Agent::start(&with_dir(&recordings, 711));
+    wait_for(Duration::from_secs(6), "a first finished segment", || {
+        (segments(&recordings).len() >= 2).then_some(())
+    });
+    fs::remove_dir_all(&recordings).expect("remove the recordings");
+    let removed = Instant::now();
+    let mut worst = 0;
+    wait_for(Duration::from_secs(8), "recording again", || {
+        worst = worst.max(probe.media_age(711, SECRET, "video").unwrap_or(u64::MAX));
+        (!segments(&recordings).is_empty()).then_some(())
+    });
+    let failure = agent
+        .log()
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("recorder pipeline"))
+        .map(str::to_owned)
+        .expect("the recorder's failure logged");
+    println!("{failure}");
+    println!(
+        "recording again {} ms after its directory vanished; video age at Janus at most {worst} ms meanwhile",
+        removed.elapsed().as_millis()
+    );
+    assert!(worst < 500, "the live video stalled ({worst} ms)");
+    wait_media(&probe, 711, "audio", Duration::from_millis(500));
+}

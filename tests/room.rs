@@ -180,6 +180,7 @@ fn no_session_leaks_over_ten_restarts() {
 fn wrong_api_secret_is_a_clear_error_and_backs_off() {
     let janus = Janus::start_with(JanusConfig {
         api_secret: Some("right-secret".into()),
+        ..JanusConfig::default()
     });
     let config = config(&janus, 3131, ports(1)).replace(
         "request_timeout_ms = 2000",
@@ -209,9 +210,12 @@ fn unreachable_janus_is_retried_until_it_appears() {
     let janus_later = || Janus::start();
     let speaker = ports(1);
     let closed = ports(1);
+    let media = ports(2);
     let config = format!(
         "[janus]\nurl = \"http://127.0.0.1:{closed}/janus\"\n[room]\nid = 6161\nsecret = \"{SECRET}\"\n\
-         [speaker]\nport = {speaker}\nenabled = false\n[video]\nsource = \"none\"\n[microphone]\nenabled = false\n"
+         [stream]\nvideo_port = {media}\naudio_port = {}\n\
+         [speaker]\nport = {speaker}\nenabled = false\n[video]\nsource = \"none\"\n[microphone]\nenabled = false\n",
+        media + 1
     );
     let mut agent = Agent::start(&config);
     let log = agent.wait_log(Duration::from_secs(3), "cannot reach Janus");
@@ -231,4 +235,111 @@ fn unreachable_janus_is_retried_until_it_appears() {
         probe.all_present(6161, SECRET, speaker).then_some(())
     });
     assert!(agent.stop(Duration::from_secs(10)).success());
+}
+
+/// `status --json` of a running agent.
+fn status_json(agent: &Agent) -> serde_json::Value {
+    wait_for(Duration::from_secs(5), "status --json", || {
+        let (status, out, _) = agent.control(&["status", "--json"]);
+        status
+            .success()
+            .then(|| serde_json::from_str(&out).expect("status --json is JSON"))
+    })
+}
+
+#[test]
+fn an_empty_room_closes_after_its_idle_timeout_and_reopens() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let speaker = ports(1);
+    let config = config(&janus, 8101, speaker).replace(
+        "check_interval_ms = 500",
+        "check_interval_ms = 500\nidle_timeout_s = 2",
+    );
+    let agent = Agent::start(&config);
+    wait_for(Duration::from_secs(3), "open", || {
+        probe.all_present(8101, SECRET, speaker).then_some(())
+    });
+    let live = Instant::now();
+    wait_for(Duration::from_secs(5), "the idle room to close", || {
+        (!probe.room_exists(8101)).then_some(())
+    });
+    let closed_after = live.elapsed();
+    println!(
+        "idle room closed {} ms after going live",
+        closed_after.as_millis()
+    );
+    assert!(
+        closed_after >= Duration::from_millis(1500),
+        "{closed_after:?}"
+    );
+    agent.wait_log(
+        Duration::from_secs(1),
+        "no participants for 2 s (room.idle_timeout_s): closing",
+    );
+    let status = status_json(&agent);
+    assert_eq!(status["phase"], "closed");
+    assert_eq!(status["room"]["closed_by"], "idle_timeout");
+    let (_, text, _) = agent.control(&["status"]);
+    assert!(text.contains("closed: idle timeout"), "{text}");
+
+    // `open` (as the button does) reopens it, with a fresh idle timer.
+    let (status, _, err) = agent.control(&["open"]);
+    assert!(status.success(), "{err}");
+    wait_for(Duration::from_secs(3), "reopened", || {
+        probe.all_present(8101, SECRET, speaker).then_some(())
+    });
+    let reopened = Instant::now();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(probe.room_exists(8101), "closed too early after reopening");
+    wait_for(
+        Duration::from_secs(5),
+        "the idle room to close again",
+        || (!probe.room_exists(8101)).then_some(()),
+    );
+    assert!(reopened.elapsed() >= Duration::from_millis(1500));
+}
+
+#[test]
+fn a_participant_keeps_an_idle_room_open_until_its_max_duration() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let speaker = ports(1);
+    let config = config(&janus, 8102, speaker).replace(
+        "check_interval_ms = 500",
+        "check_interval_ms = 500\nidle_timeout_s = 2\nmax_duration_s = 5\nallow_rtp_participants = true",
+    );
+    let agent = Agent::start(&config);
+    let opened = Instant::now();
+    wait_for(Duration::from_secs(3), "open", || {
+        probe.all_present(8102, SECRET, speaker).then_some(())
+    });
+    // A plain-RTP participant (a stand-in for a browser); its port stays
+    // open so Janus keeps it.
+    let local = ports(1);
+    let _socket = std::net::UdpSocket::bind(("127.0.0.1", local)).expect("participant port");
+    probe.join_rtp(8102, local);
+    wait_for(Duration::from_secs(3), "the participant counted", || {
+        (status_json(&agent)["room"]["participants"] == 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(probe.room_exists(8102), "closed although someone is in it");
+    assert!(!agent.log().contains("idle_timeout_s"), "{}", agent.log());
+
+    wait_for(
+        Duration::from_secs(4),
+        "max_duration to close the room",
+        || (!probe.room_exists(8102)).then_some(()),
+    );
+    let open_for = opened.elapsed();
+    println!(
+        "room closed {} ms after opening (max 5 s)",
+        open_for.as_millis()
+    );
+    assert!(open_for >= Duration::from_secs(5), "{open_for:?}");
+    agent.wait_log(
+        Duration::from_secs(1),
+        "open for 5 s (room.max_duration_s): closing",
+    );
+    assert_eq!(status_json(&agent)["room"]["closed_by"], "max_duration");
 }

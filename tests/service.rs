@@ -17,6 +17,7 @@ const SECRET: &str = "service-secret";
 
 /// An agent config for `janus` without media (this file tests the service).
 fn config(janus_url: &str, room: u64, extra: &str) -> String {
+    let media = ports(2);
     format!(
         r#"
 [janus]
@@ -25,6 +26,9 @@ url = "{janus_url}"
 id = {room}
 secret = "{SECRET}"
 check_interval_ms = 500
+[stream]
+video_port = {media}
+audio_port = {media1}
 [speaker]
 enabled = false
 port = {speaker}
@@ -34,7 +38,8 @@ source = "none"
 enabled = false
 {extra}
 "#,
-        speaker = ports(1)
+        speaker = ports(1),
+        media1 = media + 1,
     )
 }
 
@@ -348,18 +353,17 @@ fn buttons_open_and_close_the_room_with_debounce() {
 fn gpio_without_a_header_is_a_config_error() {
     let dir = scratch();
     let path = dir.path().join("agent.toml");
-    std::fs::write(
+    common::write_private(
         &path,
-        config(
+        &(config(
             "http://127.0.0.1:9/janus",
             48,
             "[gpio]\nenabled = true\nopen_pin = 17\n",
         ) + &format!(
             "[control]\nsocket = \"{}\"\n",
             dir.path().join("c.sock").display()
-        ),
-    )
-    .expect("write config");
+        )),
+    );
     let (status, _, err) = run_agent(&["run", "--config", path.to_str().expect("utf-8")], &[]);
     assert_eq!(status.code(), Some(78), "{err}");
     assert!(

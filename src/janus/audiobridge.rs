@@ -32,6 +32,8 @@ pub struct RoomSpec<'a> {
     pub secret: Option<&'a Secret>,
     /// Viewers must give it to join.
     pub pin: Option<&'a Secret>,
+    /// The plugin's `admin_key`, when Janus requires it to create rooms.
+    pub admin_key: Option<&'a Secret>,
     /// Let plain-RTP participants (gateways, tests) join.
     pub allow_rtp_participants: bool,
 }
@@ -103,6 +105,7 @@ impl<'a> AudioBridge<'a> {
         });
         insert_secret(&mut body, "secret", room.secret);
         insert_secret(&mut body, "pin", room.pin);
+        insert_secret(&mut body, "admin_key", room.admin_key);
         match self.request(body) {
             Ok(_) => Ok(Created::New),
             Err(e) if e.code() == Some(code::ROOM_EXISTS) => Ok(Created::Existing),
@@ -126,12 +129,13 @@ impl<'a> AudioBridge<'a> {
     }
 
     /// Starts forwarding the room's mix as Opus RTP to `target`; returns the
-    /// forwarder's stream id.
+    /// forwarder's stream id. `admin_key` is needed with `lock_rtp_forward`.
     pub fn rtp_forward(
         &self,
         room: u64,
         target: &ForwardTarget,
         secret: Option<&Secret>,
+        admin_key: Option<&Secret>,
     ) -> Result<u64, JanusError> {
         let mut body = json!({
             "request": "rtp_forward",
@@ -142,6 +146,7 @@ impl<'a> AudioBridge<'a> {
             "ptype": target.payload_type,
         });
         insert_secret(&mut body, "secret", secret);
+        insert_secret(&mut body, "admin_key", admin_key);
         let data = self.request(body)?;
         data.get("stream_id")
             .and_then(Value::as_u64)
@@ -156,10 +161,12 @@ impl<'a> AudioBridge<'a> {
         room: u64,
         stream_id: u64,
         secret: Option<&Secret>,
+        admin_key: Option<&Secret>,
     ) -> Result<(), JanusError> {
         let mut body =
             json!({ "request": "stop_rtp_forward", "room": room, "stream_id": stream_id });
         insert_secret(&mut body, "secret", secret);
+        insert_secret(&mut body, "admin_key", admin_key);
         ignore_code(self.request(body), code::NO_SUCH_ROOM)
     }
 
@@ -178,6 +185,19 @@ impl<'a> AudioBridge<'a> {
             .unwrap_or(Value::Array(Vec::new()));
         serde_json::from_value(list)
             .map_err(|e| JanusError::Protocol(format!("listforwarders: {e}")))
+    }
+
+    /// How many participants (browsers and plain-RTP) are in the room.
+    pub fn count_participants(&self, room: u64) -> Result<usize, JanusError> {
+        let data = self.request(json!({ "request": "listparticipants", "room": room }))?;
+        data.get("participants")
+            .and_then(Value::as_array)
+            .map(Vec::len)
+            .ok_or_else(|| {
+                JanusError::Protocol(format!(
+                    "listparticipants reply without participants: {data}"
+                ))
+            })
     }
 
     fn request(&self, body: Value) -> Result<Value, JanusError> {

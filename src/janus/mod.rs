@@ -10,6 +10,8 @@
 //! `spawn_blocking`.
 
 pub mod audiobridge;
+#[cfg(test)]
+mod hostile;
 pub mod longpoll;
 pub mod streaming;
 
@@ -34,6 +36,8 @@ const LONG_POLL_HOLD: Duration = Duration::from_secs(30);
 pub mod code {
     /// The request lacks a valid `apisecret` or `token`.
     pub const UNAUTHORIZED: u16 = 403;
+    /// The plugin cannot be attached: not loaded, or the token may not use it.
+    pub const PLUGIN_ATTACH: u16 = 405;
     /// The session does not exist (expired, destroyed, or Janus restarted).
     pub const SESSION_NOT_FOUND: u16 = 458;
     /// The plugin handle does not exist.
@@ -50,14 +54,19 @@ pub enum JanusError {
         #[source]
         source: Box<ureq::Error>,
     },
+    /// The TLS handshake failed: Janus's certificate is not trusted, or
+    /// not for this host. `problem` names the cause and the setting that
+    /// fixes it.
+    #[error("Janus at {url}: TLS: {problem}")]
+    Tls { url: String, problem: String },
     /// HTTP itself failed (Janus answers every API call with 200).
     #[error("Janus at {url} answered HTTP {status}")]
     Http { url: String, status: u16 },
     /// Janus's core refused the request.
-    #[error("Janus error {code}: {reason}")]
+    #[error("Janus error {code}: {reason}{}", core_hint(*code))]
     Core { code: u16, reason: String },
     /// A plugin refused the request.
-    #[error("{plugin} error {code}: {reason}")]
+    #[error("{plugin} error {code}: {reason}{}", plugin_hint(reason))]
     Plugin {
         plugin: &'static str,
         code: u16,
@@ -87,13 +96,86 @@ impl JanusError {
     /// Such errors are retried slowly.
     pub fn needs_operator(&self) -> bool {
         match self {
-            Self::Core { code, .. } => *code == code::UNAUTHORIZED,
-            Self::Plugin { .. } | Self::Http { .. } => true,
-            Self::Transport { source, .. } => {
-                matches!(**source, ureq::Error::Tls(_) | ureq::Error::Rustls(_))
-            }
-            Self::Protocol(_) => false,
+            Self::Core { code, .. } => *code == code::UNAUTHORIZED || *code == code::PLUGIN_ATTACH,
+            Self::Plugin { .. } | Self::Http { .. } | Self::Tls { .. } => true,
+            Self::Transport { .. } | Self::Protocol(_) => false,
         }
+    }
+}
+
+/// What to check after a core error, for the codes an operator must fix.
+fn core_hint(code: u16) -> &'static str {
+    match code {
+        code::UNAUTHORIZED => {
+            "; check janus.api_secret / janus.token against the api_secret / tokens Janus has"
+        }
+        code::PLUGIN_ATTACH => {
+            "; Janus must load the AudioBridge and Streaming plugins, and janus.token must be allowed to use them"
+        }
+        _ => "",
+    }
+}
+
+/// What to set after a plugin error that names a missing or wrong key.
+fn plugin_hint(reason: &str) -> &'static str {
+    if reason.contains("admin_key") {
+        "; set room.admin_key (or room.admin_key_file) to the plugin's admin_key"
+    } else {
+        ""
+    }
+}
+
+/// The TLS problem behind a transport error, in words with the fix, or
+/// `None` when the error is not about TLS. ureq reports a failed handshake
+/// as an I/O error that wraps the rustls error.
+fn tls_problem(error: &ureq::Error) -> Option<String> {
+    let rustls_error = match error {
+        ureq::Error::Rustls(e) => e,
+        ureq::Error::Tls(reason) => return Some((*reason).to_owned()),
+        ureq::Error::Io(io) => io.get_ref()?.downcast_ref::<rustls::Error>()?,
+        _ => return None,
+    };
+    Some(match rustls_error {
+        rustls::Error::InvalidCertificate(cert) => {
+            let kind = certificate_error_kind(cert);
+            let fix = certificate_fix(cert, &kind);
+            format!("certificate not trusted ({kind}); {fix}")
+        }
+        other => format!("{other}; check that janus.url points at Janus's HTTPS port"),
+    })
+}
+
+/// The name of a certificate error without its context: `UnknownIssuer`,
+/// `NotValidForNameContext`, `CaUsedAsEndEntity` (webpki's, inside `Other`).
+fn certificate_error_kind(cert: &rustls::CertificateError) -> String {
+    let debug = format!("{cert:?}");
+    let inner = debug
+        .strip_prefix("Other(OtherError(")
+        .unwrap_or(&debug)
+        .to_owned();
+    inner
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect()
+}
+
+fn certificate_fix(cert: &rustls::CertificateError, kind: &str) -> &'static str {
+    use rustls::CertificateError as C;
+    match cert {
+        C::UnknownIssuer | C::BadSignature => {
+            "set janus.ca_file to the CA or certificate Janus serves"
+        }
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            "the host in janus.url must be one the certificate names (subjectAltName)"
+        }
+        C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
+            "renew Janus's certificate, or check this machine's clock"
+        }
+        _ if kind == "CaUsedAsEndEntity" => {
+            "Janus serves a CA certificate: serve one made with \
+             -addext basicConstraints=critical,CA:FALSE (or signed by a CA set as janus.ca_file)"
+        }
+        _ => "check Janus's certificate (cert_pem) and janus.ca_file",
     }
 }
 
@@ -333,9 +415,15 @@ fn read_json(
     response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     url: &str,
 ) -> Result<Value, JanusError> {
-    let transport = |source: ureq::Error| JanusError::Transport {
-        url: url.to_owned(),
-        source: Box::new(source),
+    let transport = |source: ureq::Error| match tls_problem(&source) {
+        Some(problem) => JanusError::Tls {
+            url: url.to_owned(),
+            problem,
+        },
+        None => JanusError::Transport {
+            url: url.to_owned(),
+            source: Box::new(source),
+        },
     };
     let mut response = response.map_err(transport)?;
     let status = response.status().as_u16();
@@ -345,18 +433,20 @@ fn read_json(
             status,
         });
     }
-    response
+    // Read the bytes first (bounded), then parse: the size error stays a
+    // size error instead of surfacing as a JSON syntax error.
+    let bytes = response
         .body_mut()
         .with_config()
         .limit(MAX_REPLY_BYTES)
-        .read_json()
+        .read_to_vec()
         .map_err(|e| match e {
-            ureq::Error::Json(e) => JanusError::Protocol(e.to_string()),
             ureq::Error::BodyExceedsLimit(n) => {
                 JanusError::Protocol(format!("reply larger than {n} bytes"))
             }
             other => transport(other),
-        })
+        })?;
+    serde_json::from_slice(&bytes).map_err(|e| JanusError::Protocol(e.to_string()))
 }
 
 /// Adds `key: secret` to a request body when the secret is set.
@@ -471,6 +561,35 @@ mod tests {
         };
         assert!(!denied.is_session_gone() && denied.needs_operator());
         assert_eq!(denied.code(), Some(403));
+        assert!(denied
+            .to_string()
+            .contains("check janus.api_secret / janus.token"));
+        let no_plugin = JanusError::Core {
+            code: code::PLUGIN_ATTACH,
+            reason: String::new(),
+        };
+        assert!(no_plugin.needs_operator());
+    }
+
+    #[test]
+    fn tls_problems_name_the_cause_and_the_setting() {
+        let wrapped = |e: rustls::CertificateError| {
+            ureq::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(e),
+            ))
+        };
+        let problem =
+            tls_problem(&wrapped(rustls::CertificateError::UnknownIssuer)).expect("a TLS problem");
+        assert_eq!(
+            problem,
+            "certificate not trusted (UnknownIssuer); set janus.ca_file to the CA or certificate Janus serves"
+        );
+        let problem = tls_problem(&wrapped(rustls::CertificateError::NotValidForName))
+            .expect("a TLS problem");
+        assert!(problem.contains("(NotValidForName)") && problem.contains("janus.url"));
+        let plain = ureq::Error::Io(std::io::Error::other("connection reset"));
+        assert!(tls_problem(&plain).is_none());
     }
 
     #[test]

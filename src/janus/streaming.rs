@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::audiobridge::Created;
 use super::{ignore_code, insert_secret, Client, Handle, JanusError};
-use crate::secret::Secret;
+use crate::secret::{Secret, SrtpKey};
 
 /// The plugin's package name, for `attach`.
 pub const PLUGIN: &str = "janus.plugin.streaming";
@@ -35,6 +35,10 @@ pub struct MountpointSpec<'a> {
     pub secret: Option<&'a Secret>,
     /// Viewers must give it to watch.
     pub pin: Option<&'a Secret>,
+    /// The plugin's `admin_key`, when Janus requires it to create mountpoints.
+    pub admin_key: Option<&'a Secret>,
+    /// The SRTP key the media will be encrypted with, if it will be.
+    pub srtp: Option<&'a SrtpKey>,
     /// UDP port for H.264 and its payload type.
     pub video: (u16, u8),
     /// UDP port for Opus and its payload type.
@@ -120,9 +124,36 @@ impl<'a> Streaming<'a> {
         });
         insert_secret(&mut body, "secret", spec.secret);
         insert_secret(&mut body, "pin", spec.pin);
+        insert_secret(&mut body, "admin_key", spec.admin_key);
+        if let (Some(key), Some(map)) = (spec.srtp, body.as_object_mut()) {
+            map.insert("srtpsuite".into(), Value::from(SrtpKey::SUITE));
+            map.insert("srtpcrypto".into(), Value::from(key.to_base64().expose()));
+        }
         match self.request(body) {
             Ok(_) => Ok(Created::New),
-            Err(e) if e.code() == Some(code::MOUNTPOINT_EXISTS) => Ok(Created::Existing),
+            // 456 also means "a port is already bound": adopt only a
+            // mountpoint that really exists, else say what Janus said.
+            Err(e) if e.code() == Some(code::MOUNTPOINT_EXISTS) => {
+                match self.info(spec.id, spec.secret)? {
+                    Some(_) => Ok(Created::Existing),
+                    None => Err(match e {
+                        JanusError::Plugin {
+                            plugin,
+                            code,
+                            reason,
+                        } => JanusError::Plugin {
+                            plugin,
+                            code,
+                            reason: format!(
+                                "{reason} (is port {} or {} taken on the Janus host? \
+                                 see stream.video_port, stream.audio_port)",
+                                spec.video.0, spec.audio.0
+                            ),
+                        },
+                        other => other,
+                    }),
+                }
+            }
             Err(e) => Err(e),
         }
     }
@@ -169,6 +200,8 @@ mod tests {
             description: "x",
             secret: None,
             pin: None,
+            admin_key: None,
+            srtp: None,
             video: (8004, 96),
             audio: (8005, 111),
         }

@@ -10,6 +10,10 @@
 //!
 //! alsasrc | audiotestsrc ! audioconvert ! audioresample ! caps ! opusenc ! rtpopuspay ! udpsink
 //! ```
+//!
+//! With `stream.srtp`, an `srtpenc` keyed with the mountpoint's key sits
+//! between the payloader and `udpsink` in both. With `recording.enabled`, a
+//! `tee` before the payloader feeds the recorder (see `recorder.rs`).
 
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
@@ -20,9 +24,11 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use super::devices::{self, Direction};
+use super::recorder::{Feed, Kind};
 use super::{assemble, caps_filter, element, Built, Flow, Helper, MediaError, Recipe};
 use crate::config::{MicrophoneSettings, Settings, VideoSource};
 use crate::room::{AUDIO_PAYLOAD_TYPE, VIDEO_PAYLOAD_TYPE};
+use crate::secret::SrtpKey;
 
 /// RTP packets stay well under a typical path MTU (and VPN overheads).
 const RTP_MTU: u32 = 1200;
@@ -32,6 +38,22 @@ const RTP_MTU: u32 = 1200;
 struct Destination {
     host: String,
     port: u16,
+}
+
+/// `srtpenc` for AES_CM_128_HMAC_SHA1_80 with `key` (what Janus's
+/// `srtpsuite = 80` expects), RTCP likewise.
+fn srtp_encoder(key: &SrtpKey) -> Result<gst::Element, MediaError> {
+    let enc = element("srtpenc")?;
+    enc.set_property("key", gst::Buffer::from_slice(*key.expose()));
+    for (property, value) in [
+        ("rtp-cipher", "aes-128-icm"),
+        ("rtp-auth", "hmac-sha1-80"),
+        ("rtcp-cipher", "aes-128-icm"),
+        ("rtcp-auth", "hmac-sha1-80"),
+    ] {
+        enc.set_property_from_str(property, value);
+    }
+    Ok(enc)
 }
 
 impl Destination {
@@ -47,21 +69,41 @@ impl Destination {
     }
 }
 
+/// Adds a recording branch from `tee` to `pipeline`, when recording.
+fn add_recording_branch(
+    pipeline: &gst::Pipeline,
+    tee: Option<&gst::Element>,
+    feed: Option<&Arc<Feed>>,
+    kind: Kind,
+) -> Result<(), MediaError> {
+    let (Some(tee), Some(feed)) = (tee, feed) else {
+        return Ok(());
+    };
+    let branch = feed.branch(kind)?;
+    pipeline
+        .add_many(&branch)
+        .map_err(|e| MediaError::build("cannot add the recording branch", e))?;
+    gst::Element::link_many([tee, &branch[0], &branch[1]])
+        .map_err(|e| MediaError::build("cannot link the recording branch", e))
+}
+
 /// The camera pipeline.
 pub struct Video {
     settings: Arc<Settings>,
     to: Destination,
+    recording: Option<Arc<Feed>>,
 }
 
 impl Video {
-    /// The camera pipeline for `settings`.
-    pub fn new(settings: &Arc<Settings>) -> Self {
+    /// The camera pipeline for `settings`; it also feeds `recording`, if given.
+    pub fn new(settings: &Arc<Settings>, recording: Option<Arc<Feed>>) -> Self {
         Self {
             settings: Arc::clone(settings),
             to: Destination {
                 host: settings.stream_host().to_owned(),
                 port: settings.stream.video_port,
             },
+            recording,
         }
     }
 
@@ -270,10 +312,17 @@ impl Recipe for Video {
         for factory in [source, "rtph264pay", "udpsink", "h264parse"] {
             devices::require_element(factory)?;
         }
+        if self.srtp() {
+            devices::require_element("srtpenc")?;
+        }
         Ok(())
     }
 
-    fn build(&self) -> Result<Built, MediaError> {
+    fn srtp(&self) -> bool {
+        self.settings.stream.srtp
+    }
+
+    fn build(&self, srtp: Option<&SrtpKey>) -> Result<Built, MediaError> {
         let v = &self.settings.video;
         let mut helper = None;
         let mut chain = match v.source {
@@ -328,9 +377,31 @@ impl Recipe for Video {
         pay.set_property("mtu", RTP_MTU);
         let sink = self.to.sink()?;
         let flow = sink.static_pad("sink").map(|pad| Flow::watch(&pad));
-        chain.extend([pay, sink]);
+        // Recording: SPS/PPS before every keyframe, so that each segment
+        // (and a recorder that starts late) can be decoded on its own.
+        let tee = if self.recording.is_some() {
+            let parse = element("h264parse")?;
+            parse.set_property("config-interval", -1i32);
+            let tee = element("tee")?;
+            chain.extend([parse, tee.clone()]);
+            Some(tee)
+        } else {
+            None
+        };
+        chain.push(pay);
+        if let Some(key) = srtp {
+            chain.push(srtp_encoder(key)?);
+        }
+        chain.push(sink);
+        let pipeline = assemble("video", &chain)?;
+        add_recording_branch(
+            &pipeline,
+            tee.as_ref(),
+            self.recording.as_ref(),
+            Kind::Video,
+        )?;
         Ok(Built {
-            pipeline: assemble("video", &chain)?,
+            pipeline,
             flow,
             helper,
         })
@@ -353,17 +424,19 @@ impl Recipe for Video {
 pub struct Microphone {
     settings: Arc<Settings>,
     to: Destination,
+    recording: Option<Arc<Feed>>,
 }
 
 impl Microphone {
-    /// The microphone pipeline for `settings`.
-    pub fn new(settings: &Arc<Settings>) -> Self {
+    /// The microphone pipeline for `settings`; it also feeds `recording`, if given.
+    pub fn new(settings: &Arc<Settings>, recording: Option<Arc<Feed>>) -> Self {
         Self {
             settings: Arc::clone(settings),
             to: Destination {
                 host: settings.stream_host().to_owned(),
                 port: settings.stream.audio_port,
             },
+            recording,
         }
     }
 
@@ -386,6 +459,9 @@ impl Recipe for Microphone {
         for factory in [source, "opusenc", "rtpopuspay", "udpsink"] {
             devices::require_element(factory)?;
         }
+        if self.srtp() {
+            devices::require_element("srtpenc")?;
+        }
         if !self.is_test() {
             devices::check_alsa(
                 "microphone.device",
@@ -396,7 +472,11 @@ impl Recipe for Microphone {
         Ok(())
     }
 
-    fn build(&self) -> Result<Built, MediaError> {
+    fn srtp(&self) -> bool {
+        self.settings.stream.srtp
+    }
+
+    fn build(&self, srtp: Option<&SrtpKey>) -> Result<Built, MediaError> {
         let mic = &self.settings.microphone;
         let src = if self.is_test() {
             let src = element("audiotestsrc")?;
@@ -422,17 +502,34 @@ impl Recipe for Microphone {
         pay.set_property("pt", u32::from(AUDIO_PAYLOAD_TYPE));
         let sink = self.to.sink()?;
         let flow = sink.static_pad("sink").map(|pad| Flow::watch(&pad));
-        let chain = [
+        let mut chain = vec![
             src,
             element("audioconvert")?,
             element("audioresample")?,
             caps_filter(caps)?,
             enc,
-            pay,
-            sink,
         ];
+        let tee = if self.recording.is_some() {
+            let tee = element("tee")?;
+            chain.push(tee.clone());
+            Some(tee)
+        } else {
+            None
+        };
+        chain.push(pay);
+        if let Some(key) = srtp {
+            chain.push(srtp_encoder(key)?);
+        }
+        chain.push(sink);
+        let pipeline = assemble("microphone", &chain)?;
+        add_recording_branch(
+            &pipeline,
+            tee.as_ref(),
+            self.recording.as_ref(),
+            Kind::Audio,
+        )?;
         Ok(Built {
-            pipeline: assemble("microphone", &chain)?,
+            pipeline,
             flow,
             helper: None,
         })

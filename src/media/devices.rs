@@ -28,6 +28,12 @@ const PACKAGES: &[(&str, &str)] = &[
     ("v4l2src", "gstreamer1.0-plugins-good"),
     ("videoflip", "gstreamer1.0-plugins-good"),
     ("h264parse", "gstreamer1.0-plugins-bad"),
+    ("splitmuxsink", "gstreamer1.0-plugins-good"),
+    ("matroskamux", "gstreamer1.0-plugins-good"),
+    ("appsrc", "gstreamer1.0-plugins-base"),
+    ("tee", "libgstreamer1.0-0"),
+    ("queue", "libgstreamer1.0-0"),
+    ("srtpenc", "gstreamer1.0-plugins-bad"),
     ("x264enc", "gstreamer1.0-plugins-ugly"),
     (
         "rpicamsrc",

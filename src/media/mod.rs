@@ -10,6 +10,7 @@
 
 pub mod capture;
 pub mod devices;
+pub mod recorder;
 pub mod speaker;
 pub mod supervisor;
 
@@ -25,6 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Settings, VideoSource};
 use crate::room::RoomState;
+use crate::secret::SrtpKey;
 pub use supervisor::PipelineStatus;
 
 /// Why a pipeline cannot start or stopped running.
@@ -63,6 +65,12 @@ pub enum MediaError {
     /// The source ended (a camera program exited, a device went away).
     #[error("the stream ended ({0})")]
     Ended(String),
+    /// The recording directory cannot be used.
+    #[error("recording.dir {dir}: {reason}")]
+    Recording {
+        dir: std::path::PathBuf,
+        reason: String,
+    },
     /// Nothing left the pipeline for too long while it was playing.
     #[error("no data sent for {0} s while playing (stalled)")]
     Stalled(u64),
@@ -161,12 +169,23 @@ pub trait Recipe: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Says exactly what is missing before anything starts.
     fn preflight(&self) -> Result<(), MediaError>;
-    /// Builds the pipeline (not yet playing).
-    fn build(&self) -> Result<Built, MediaError>;
+    /// Builds the pipeline (not yet playing); `srtp` is the key to encrypt
+    /// with, given when [`Recipe::srtp`] says the pipeline needs one.
+    fn build(&self, srtp: Option<&SrtpKey>) -> Result<Built, MediaError>;
+    /// Whether the pipeline encrypts with the mountpoint's SRTP key: it then
+    /// waits for one, and restarts when the key changes.
+    fn srtp(&self) -> bool {
+        false
+    }
     /// A pipeline that sends nothing for this long while playing has stalled.
     fn stall_timeout(&self) -> Option<Duration>;
     /// The mountpoint medium (`video`/`audio`) Janus should be receiving from it.
     fn janus_medium(&self) -> Option<(&'static str, Duration, String)>;
+    /// Whether a stop sends end-of-stream first and waits (briefly) for it
+    /// to come through, so that files are finished, not cut off.
+    fn drain_on_stop(&self) -> bool {
+        false
+    }
 }
 
 /// Live status of each pipeline that is configured.
@@ -190,11 +209,22 @@ pub fn spawn(
 ) -> Result<(MediaStatus, Vec<JoinHandle<()>>), MediaError> {
     gst::init().map_err(|e| MediaError::build("cannot initialise GStreamer", e))?;
     let mut recipes: Vec<Arc<dyn Recipe>> = Vec::new();
-    if settings.video.source != VideoSource::None {
-        recipes.push(Arc::new(capture::Video::new(settings)));
+    let video = settings.video.source != VideoSource::None;
+    let audio = settings.microphone.enabled;
+    let feed = settings
+        .recording
+        .enabled
+        .then(|| Arc::new(recorder::Feed::default()));
+    if video {
+        recipes.push(Arc::new(capture::Video::new(settings, feed.clone())));
     }
-    if settings.microphone.enabled {
-        recipes.push(Arc::new(capture::Microphone::new(settings)));
+    if audio {
+        recipes.push(Arc::new(capture::Microphone::new(settings, feed.clone())));
+    }
+    if let Some(feed) = feed {
+        recipes.push(Arc::new(recorder::Recorder::new(
+            settings, feed, video, audio,
+        )));
     }
     if settings.speaker.enabled {
         recipes.push(Arc::new(speaker::Speaker::new(settings)));

@@ -17,6 +17,7 @@ use super::devices::{self, Direction};
 use super::{assemble, element, Built, MediaError, Recipe};
 use crate::config::Settings;
 use crate::room::SPEAKER_PAYLOAD_TYPE;
+use crate::secret::SrtpKey;
 
 /// The speaker pipeline.
 pub struct Speaker {
@@ -54,7 +55,7 @@ impl Recipe for Speaker {
         )
     }
 
-    fn build(&self) -> Result<Built, MediaError> {
+    fn build(&self, _srtp: Option<&SrtpKey>) -> Result<Built, MediaError> {
         let speaker = &self.settings.speaker;
         // What Janus's rtp_forward sends: Opus with a 48 kHz RTP clock and the
         // payload type the reconciler asked for.

@@ -26,6 +26,8 @@ const RESTART: Policy = Policy {
 const STABLE_RUN: Duration = Duration::from_secs(10);
 /// How often a running pipeline's output and Janus's view of it are checked.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
+/// How long a draining stop waits for end-of-stream to come through.
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// What a pipeline is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -137,7 +139,21 @@ async fn run_once(
     status: &watch::Sender<PipelineStatus>,
 ) -> Result<(), MediaError> {
     recipe.preflight()?;
-    let mut built = recipe.build()?;
+    // An SRTP pipeline sends only with the mountpoint's key: wait for the
+    // reconciler to make the mountpoint (or for the room to close).
+    let key = if recipe.srtp() {
+        let ready = room
+            .wait_for(|s| s.desired != Desired::Open || s.srtp_key.is_some())
+            .await
+            .map(|s| s.srtp_key);
+        match ready {
+            Ok(Some(key)) => Some(key),
+            Ok(None) | Err(_) => return Ok(()),
+        }
+    } else {
+        None
+    };
+    let mut built = recipe.build(key.as_ref())?;
     let (failures, mut failed) = mpsc::unbounded_channel();
     let bus = built
         .pipeline
@@ -193,7 +209,16 @@ async fn run_once(
             }
             changed = room.changed() => {
                 if changed.is_err() || !wanted(room) {
+                    if recipe.drain_on_stop() {
+                        built.pipeline.send_event(gst::event::Eos::new());
+                        // The bus reports the EOS (or an error) as a failure.
+                        let _ = tokio::time::timeout(DRAIN, failed.recv()).await;
+                    }
                     log::info!("{} pipeline: stopped (room closed)", recipe.name());
+                    return Ok(());
+                }
+                if recipe.srtp() && room.borrow().srtp_key != key {
+                    log::info!("{} pipeline: the mountpoint's SRTP key changed (mountpoint re-created): restarting", recipe.name());
                     return Ok(());
                 }
             }
@@ -209,7 +234,11 @@ fn failure_in(message: &gst::Message) -> Option<MediaError> {
                 .src()
                 .map_or_else(|| "pipeline".into(), |s| s.path_string().to_string()),
             message: err.error().to_string(),
-            debug: err.debug().map(|d| d.to_string()).unwrap_or_default(),
+            // One log line per failure: GStreamer's debug texts hold newlines.
+            debug: err
+                .debug()
+                .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default(),
         }),
         gst::MessageView::Eos(_) => Some(MediaError::Ended(
             "end of stream: the source closed (camera program exited?)".into(),

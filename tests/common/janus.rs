@@ -18,7 +18,21 @@ const ADMIN_SECRET: &str = "janusoverlord";
 pub struct JanusConfig {
     /// Require this `api_secret` on every request.
     pub api_secret: Option<String>,
+    /// Require a stored token (`token_auth = true`); add tokens with
+    /// [`Janus::add_token`]. The probe gets one of its own.
+    pub token_auth: bool,
+    /// AudioBridge and Streaming `admin_key`, with `lock_rtp_forward = true`.
+    pub admin_key: Option<String>,
+    /// Serve the REST API over HTTPS too, with a certificate made for this
+    /// instance (CN=localhost, SAN IP:127.0.0.1); [`Janus::url`] is then https.
+    pub https: bool,
+    /// Make that certificate as a bare `openssl req -x509` does (CA:TRUE),
+    /// which rustls refuses as a server certificate.
+    pub https_cert_is_ca: bool,
 }
+
+/// The token the probe uses against a Janus with `token_auth`.
+const PROBE_TOKEN: &str = "probe-token";
 
 /// A Janus server running the project's `conf/janus` on its own loopback ports.
 pub struct Janus {
@@ -28,6 +42,8 @@ pub struct Janus {
     pub port: u16,
     /// Admin API port.
     pub admin_port: u16,
+    /// HTTPS REST port (used when `https` is set).
+    pub secure_port: u16,
     config: JanusConfig,
 }
 
@@ -39,23 +55,100 @@ impl Janus {
 
     /// Starts Janus with the shipped configuration plus `config`.
     pub fn start_with(config: JanusConfig) -> Self {
-        let base = ports(60);
+        // Another process (a concurrent test run) may hold a block: skip it.
+        let base = (0..10)
+            .map(|_| ports(60))
+            .find(|base| {
+                (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
+            })
+            .expect("a free block of ports for Janus");
         let dir = scratch();
         let mut janus = Self {
             child: None,
             dir,
             port: base,
             admin_port: base + 1,
+            secure_port: base + 2,
             config,
         };
+        if janus.config.https {
+            janus.make_certificate();
+        }
         janus.write_config(base);
         janus.launch();
+        if janus.config.token_auth {
+            janus.add_token(PROBE_TOKEN);
+        }
         janus
     }
 
-    /// The REST endpoint, as the agent's `janus.url` takes it.
+    /// The REST endpoint, as the agent's `janus.url` takes it: https when
+    /// the instance serves HTTPS.
     pub fn url(&self) -> String {
+        if self.config.https {
+            format!("https://127.0.0.1:{}/janus", self.secure_port)
+        } else {
+            self.http_url()
+        }
+    }
+
+    /// The plain-http REST endpoint (always served, for the probe).
+    pub fn http_url(&self) -> String {
         format!("http://127.0.0.1:{}/janus", self.port)
+    }
+
+    /// The self-signed certificate Janus serves HTTPS with (PEM), to give
+    /// the agent as `janus.ca_file`.
+    pub fn certificate(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    fn make_certificate(&self) {
+        let key = self.dir.path().join("cert.key");
+        let constraints = if self.config.https_cert_is_ca {
+            "basicConstraints=critical,CA:TRUE"
+        } else {
+            "basicConstraints=critical,CA:FALSE"
+        };
+        let status = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .args([
+                "-addext",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                "-days",
+                "1",
+            ])
+            .args(["-addext", constraints])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(self.certificate())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run openssl (apt-get install openssl)");
+        assert!(status.success(), "openssl req failed");
+    }
+
+    /// Adds a stored token (Admin API `add_token`, all plugins allowed).
+    pub fn add_token(&self, token: &str) {
+        let reply = self.admin(json!({ "janus": "add_token", "token": token }));
+        assert_eq!(reply["janus"], "success", "add_token: {reply}");
+    }
+
+    fn admin(&self, mut body: Value) -> Value {
+        let url = format!("http://127.0.0.1:{}/admin", self.admin_port);
+        body["transaction"] = json!("t");
+        body["admin_secret"] = json!(ADMIN_SECRET);
+        post(&url, body)
     }
 
     /// Copies `conf/janus` with this instance's ports and options.
@@ -79,25 +172,60 @@ impl Janus {
                 format!("api_secret = \"{secret}\""),
             ));
         }
+        if self.config.token_auth {
+            core.push(("#token_auth = true", "token_auth = true".into()));
+        }
         rewrite("janus.jcfg", &core);
-        rewrite(
-            "janus.transport.http.jcfg",
-            &[
-                ("port = 8088", format!("port = {}", self.port)),
+        let mut http = vec![
+            ("port = 8088", format!("port = {}", self.port)),
+            (
+                "admin_port = 7088",
+                format!("admin_port = {}", self.admin_port),
+            ),
+        ];
+        if self.config.https {
+            let dir = self.dir.path().display();
+            http.extend([
+                ("https = false", "https = true".into()),
                 (
-                    "admin_port = 7088",
-                    format!("admin_port = {}", self.admin_port),
+                    "#secure_port = 8089",
+                    format!("secure_port = {}", self.secure_port),
                 ),
-            ],
-        );
-        rewrite(
-            "janus.plugin.audiobridge.jcfg",
-            &[(
-                "rtp_port_range = \"10000-10100\"",
-                format!("rtp_port_range = \"{}-{}\"", base + 30, base + 49),
-            )],
-        );
-        rewrite("janus.plugin.streaming.jcfg", &[]);
+                (
+                    "#secure_ip = \"0.0.0.0\"",
+                    "secure_ip = \"127.0.0.1\"".into(),
+                ),
+                (
+                    "#cert_pem = \"/etc/janus/certs/mycert.pem\"",
+                    format!("cert_pem = \"{dir}/cert.pem\""),
+                ),
+                (
+                    "#cert_key = \"/etc/janus/certs/mycert.key\"",
+                    format!("cert_key = \"{dir}/cert.key\""),
+                ),
+            ]);
+        }
+        rewrite("janus.transport.http.jcfg", &http);
+        let mut bridge = vec![(
+            "rtp_port_range = \"10000-10100\"",
+            format!("rtp_port_range = \"{}-{}\"", base + 30, base + 49),
+        )];
+        let mut streaming = Vec::new();
+        if let Some(key) = &self.config.admin_key {
+            bridge.extend([
+                (
+                    "#admin_key = \"change-me\"",
+                    format!("admin_key = \"{key}\""),
+                ),
+                ("#lock_rtp_forward = true", "lock_rtp_forward = true".into()),
+            ]);
+            streaming.push((
+                "#admin_key = \"change-me\"",
+                format!("admin_key = \"{key}\""),
+            ));
+        }
+        rewrite("janus.plugin.audiobridge.jcfg", &bridge);
+        rewrite("janus.plugin.streaming.jcfg", &streaming);
     }
 
     fn launch(&mut self) {
@@ -136,18 +264,21 @@ impl Janus {
         self.launch();
     }
 
-    /// A probe for this server.
+    /// A probe for this server (over plain http, with whatever credentials
+    /// this Janus requires).
     pub fn probe(&self) -> Probe {
-        Probe::new(&self.url(), self.config.api_secret.clone())
+        let token = self.config.token_auth.then(|| PROBE_TOKEN.to_owned());
+        Probe::new(&self.http_url(), self.config.api_secret.clone(), token)
+    }
+
+    /// The Janus log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// Session ids Janus holds (Admin API `list_sessions`).
     pub fn sessions(&self) -> Vec<u64> {
-        let url = format!("http://127.0.0.1:{}/admin", self.admin_port);
-        let reply: Value = post(
-            &url,
-            json!({ "janus": "list_sessions", "transaction": "t", "admin_secret": ADMIN_SECRET }),
-        );
+        let reply = self.admin(json!({ "janus": "list_sessions" }));
         reply["sessions"]
             .as_array()
             .map(|s| s.iter().filter_map(Value::as_u64).collect())
@@ -180,16 +311,18 @@ fn post(url: &str, body: Value) -> Value {
 pub struct Probe {
     url: String,
     api_secret: Option<String>,
+    token: Option<String>,
     session: u64,
     audiobridge: u64,
     streaming: u64,
 }
 
 impl Probe {
-    fn new(url: &str, api_secret: Option<String>) -> Self {
+    fn new(url: &str, api_secret: Option<String>, token: Option<String>) -> Self {
         let mut probe = Self {
             url: url.to_owned(),
             api_secret,
+            token,
             session: 0,
             audiobridge: 0,
             streaming: 0,
@@ -203,17 +336,16 @@ impl Probe {
         let created = self.core(&self.url.clone(), json!({ "janus": "create" }));
         self.session = created["data"]["id"].as_u64().expect("probe session");
         let session_url = format!("{}/{}", self.url, self.session);
-        for (plugin, slot) in [
-            ("janus.plugin.audiobridge", &mut self.audiobridge),
-            ("janus.plugin.streaming", &mut self.streaming),
-        ] {
-            let attached = post_with(
-                &session_url,
-                json!({ "janus": "attach", "plugin": plugin }),
-                self.api_secret.as_deref(),
-            );
-            *slot = attached["data"]["id"].as_u64().expect("probe handle");
-        }
+        let attach = |plugin: &str| {
+            let attached = self.core(&session_url, json!({ "janus": "attach", "plugin": plugin }));
+            attached["data"]["id"].as_u64().expect("probe handle")
+        };
+        let (audiobridge, streaming) = (
+            attach("janus.plugin.audiobridge"),
+            attach("janus.plugin.streaming"),
+        );
+        self.audiobridge = audiobridge;
+        self.streaming = streaming;
     }
 
     /// The probe's own session id (to tell it apart in `list_sessions`).
@@ -221,8 +353,15 @@ impl Probe {
         self.session
     }
 
-    fn core(&self, url: &str, body: Value) -> Value {
-        post_with(url, body, self.api_secret.as_deref())
+    fn core(&self, url: &str, mut body: Value) -> Value {
+        body["transaction"] = json!("probe");
+        if let Some(secret) = &self.api_secret {
+            body["apisecret"] = json!(secret);
+        }
+        if let Some(token) = &self.token {
+            body["token"] = json!(token);
+        }
+        post(url, body)
     }
 
     /// Sends an AudioBridge request; returns the plugin data.
@@ -291,7 +430,12 @@ impl Probe {
         }));
         // `join` is asynchronous: the reply is an ack, the result an event.
         assert!(ack.is_null(), "join was answered synchronously: {ack}");
-        let url = format!("{}/{}?maxev=1", self.url, self.session);
+        let mut url = format!("{}/{}?maxev=1", self.url, self.session);
+        for (name, value) in [("apisecret", &self.api_secret), ("token", &self.token)] {
+            if let Some(value) = value {
+                url.push_str(&format!("&{name}={value}"));
+            }
+        }
         wait_for(Duration::from_secs(5), "the joined event", || {
             let event: Value = ureq::get(&url).call().ok()?.body_mut().read_json().ok()?;
             let data = &event["plugindata"]["data"];
@@ -306,12 +450,4 @@ impl Probe {
     pub fn nothing_left(&self, room: u64, secret: &str) -> bool {
         !self.room_exists(room) && self.mountpoint(room, secret).is_none()
     }
-}
-
-fn post_with(url: &str, mut body: Value, api_secret: Option<&str>) -> Value {
-    body["transaction"] = json!("probe");
-    if let Some(secret) = api_secret {
-        body["apisecret"] = json!(secret);
-    }
-    post(url, body)
 }

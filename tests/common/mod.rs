@@ -50,6 +50,14 @@ pub fn scratch() -> tempfile::TempDir {
         .expect("temporary directory")
 }
 
+/// Writes a config file only its owner can read, as one holding secrets
+/// must be (the agent refuses a world-readable one).
+pub fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path, text).expect("write config");
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).expect("chmod config");
+}
+
 /// The agent binary under test, running with a config file of the test's.
 pub struct Agent {
     child: Child,
@@ -75,7 +83,7 @@ impl Agent {
         } else {
             format!("{config}\n[control]\nsocket = \"{}\"\n", socket.display())
         };
-        fs::write(&path, config).expect("write agent config");
+        write_private(&path, &config);
         let log = dir.path().join("agent.log");
         let child = agent_command()
             .args(["run", "--config"])
