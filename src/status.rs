@@ -117,9 +117,7 @@ impl AgentStatus {
             for p in &self.pipelines {
                 let state = match p.state {
                     RunState::Running => "ok",
-                    RunState::Starting => "starting",
-                    RunState::Failed => "failed",
-                    RunState::Stopped => "stopped",
+                    other => other.label(),
                 };
                 let _ = write!(line, " | {} {state}", p.name);
             }
@@ -161,7 +159,13 @@ impl AgentStatus {
             );
         }
         for p in &self.pipelines {
-            let _ = write!(out, "  {}: {:?} (restarts {})", p.name, p.state, p.restarts);
+            let _ = write!(
+                out,
+                "  {}: {} (restarts {})",
+                p.name,
+                p.state.label(),
+                p.restarts
+            );
             match &p.last_error {
                 Some(e) => {
                     let _ = writeln!(out, ": {e}");

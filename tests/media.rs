@@ -122,11 +122,10 @@ fn a_voice_in_the_room_is_heard_on_the_sound_card() {
     assert!(tone_share(&samples, 1500.0) < 0.1);
 }
 
-#[test]
-fn a_killed_camera_program_is_back_within_two_seconds() {
-    let janus = Janus::start();
+/// An agent whose camera is the stand-in `rpicam-vid`, once Janus receives
+/// its video; returns what must live as long as the test, and the camera's pid.
+fn agent_with_fake_camera(janus: &Janus, room: u64) -> (Agent, Pulse, tempfile::TempDir, u32) {
     let pulse = Pulse::start();
-    let probe = janus.probe();
     let bin = FakeCamera::install();
     let path = format!(
         "{}:{}",
@@ -134,19 +133,32 @@ fn a_killed_camera_program_is_back_within_two_seconds() {
         std::env::var("PATH").unwrap_or_default()
     );
     let agent = Agent::start_with(
-        &config(&janus, 300, "libcamera", ""),
+        &config(janus, room, "libcamera", ""),
         &[("PATH", &path), ("PULSE_SERVER", &pulse.server())],
     );
     std::thread::sleep(Duration::from_secs(2));
-    wait_media(&probe, 300, "video", Duration::from_secs(5));
-    let first = camera_pid(&agent);
+    wait_media(&janus.probe(), room, "video", Duration::from_secs(5));
+    let camera = camera_pid(&agent);
+    (agent, pulse, bin, camera)
+}
+
+/// Waits for the agent to run a camera program other than `old`.
+fn new_camera(agent: &Agent, old: u32, timeout: Duration) -> u32 {
+    wait_for(timeout, "a new camera process", || {
+        Some(camera_pid_or_none(agent)?).filter(|p| *p != old)
+    })
+}
+
+#[test]
+fn a_killed_camera_program_is_back_within_two_seconds() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let (agent, _pulse, _bin, first) = agent_with_fake_camera(&janus, 300);
 
     let killed = Instant::now();
     kill(first, "KILL");
     // The agent notices, restarts the camera, and Janus receives video again.
-    let second = wait_for(Duration::from_secs(2), "a new camera process", || {
-        Some(camera_pid_or_none(&agent)?).filter(|p| *p != first)
-    });
+    new_camera(&agent, first, Duration::from_secs(2));
     // Video from the new camera: newer than its start (what the killed one
     // left in the pipe may reach Janus just after the kill).
     let restarted = Instant::now();
@@ -161,11 +173,10 @@ fn a_killed_camera_program_is_back_within_two_seconds() {
         recovered.as_millis()
     );
     assert!(recovered < Duration::from_secs(2), "took {recovered:?}");
-    assert_ne!(first, second);
     // The microphone never stopped.
     wait_media(&probe, 300, "audio", Duration::from_millis(100));
     assert!(
-        agent.log().contains("camera program exited"),
+        agent.log().contains("camera program exit"),
         "{}",
         agent.log()
     );
@@ -174,28 +185,12 @@ fn a_killed_camera_program_is_back_within_two_seconds() {
 #[test]
 fn a_stalled_camera_is_restarted() {
     let janus = Janus::start();
-    let pulse = Pulse::start();
-    let probe = janus.probe();
-    let bin = FakeCamera::install();
-    let path = format!(
-        "{}:{}",
-        bin.path().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let agent = Agent::start_with(
-        &config(&janus, 400, "libcamera", ""),
-        &[("PATH", &path), ("PULSE_SERVER", &pulse.server())],
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    wait_media(&probe, 400, "video", Duration::from_secs(5));
-    let frozen = camera_pid(&agent);
+    let (agent, _pulse, _bin, frozen) = agent_with_fake_camera(&janus, 400);
     // The camera hangs: alive, but writes nothing.
     kill(frozen, "STOP");
     agent.wait_log(Duration::from_secs(4), "stalled");
-    wait_for(Duration::from_secs(3), "a new camera process", || {
-        Some(camera_pid_or_none(&agent)?).filter(|p| *p != frozen)
-    });
-    wait_media(&probe, 400, "video", Duration::from_secs(3));
+    new_camera(&agent, frozen, Duration::from_secs(3));
+    wait_media(&janus.probe(), 400, "video", Duration::from_secs(3));
 }
 
 #[test]

@@ -63,7 +63,7 @@ pub enum MediaError {
         debug: String,
     },
     /// The source ended (a camera program exited, a device went away).
-    #[error("the stream ended ({0})")]
+    #[error("{0}")]
     Ended(String),
     /// The recording directory cannot be used.
     #[error("recording.dir {dir}: {reason}")]

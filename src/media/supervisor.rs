@@ -56,6 +56,18 @@ pub struct PipelineStatus {
     pub last_error: Option<String>,
 }
 
+impl RunState {
+    /// The state in one lowercase word, as `status` shows it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Stopped => "stopped",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 impl PipelineStatus {
     /// A pipeline that has not started.
     pub fn stopped(name: &'static str) -> Self {
@@ -185,7 +197,7 @@ async fn run_once(
     loop {
         tokio::select! {
             failure = failed.recv() => {
-                return Err(failure.unwrap_or_else(|| MediaError::Ended("bus closed".into())));
+                return Err(failure.unwrap_or_else(|| MediaError::Ended("the pipeline's bus closed".into())));
             }
             _ = check.tick() => {
                 if let Some(status) = built.helper.as_mut().and_then(|h| h.exited()) {
@@ -241,7 +253,7 @@ fn failure_in(message: &gst::Message) -> Option<MediaError> {
                 .unwrap_or_default(),
         }),
         gst::MessageView::Eos(_) => Some(MediaError::Ended(
-            "end of stream: the source closed (camera program exited?)".into(),
+            "the source ended the stream (did the camera program exit?)".into(),
         )),
         _ => None,
     }
