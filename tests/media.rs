@@ -561,7 +561,7 @@ fn a_failing_recorder_never_stops_the_live_stream() {
     wait_media(&probe, 710, "video", Duration::from_secs(2));
     wait_media(&probe, 710, "audio", Duration::from_secs(1));
     let (_, status, _) = agent.control(&["status"]);
-    assert!(status.contains("recorder: Failed"), "{status}");
+    assert!(status.contains("recorder: failed"), "{status}");
     drop(agent);
 
     // The directory vanishes while recording (a USB stick pulled, a full

@@ -1,0 +1,230 @@
+//! The media sections: `[stream]` (where the camera and microphone go),
+//! `[speaker]`, `[video]`, `[microphone]` and `[recording]`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// `[stream]`: where the Pi sends its camera and microphone.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamSettings {
+    /// Where RTP is sent; empty means the host of `janus.url`.
+    pub host: String,
+    /// The mountpoint's H.264 port.
+    pub video_port: u16,
+    /// The mountpoint's Opus port.
+    pub audio_port: u16,
+    /// A capture pipeline that sends nothing for this long has stalled and is restarted.
+    pub stall_timeout_ms: u64,
+    /// A capture pipeline whose media Janus has not received for this long
+    /// (wrong `host`, a firewall) is restarted and reported.
+    pub janus_media_timeout_ms: u64,
+    /// Encrypt the camera and microphone RTP (SRTP, AES_CM_128_HMAC_SHA1_80)
+    /// with a key made fresh for each mountpoint.
+    pub srtp: bool,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            video_port: 8004,
+            audio_port: 8005,
+            stall_timeout_ms: 5000,
+            janus_media_timeout_ms: 10_000,
+            srtp: false,
+        }
+    }
+}
+
+impl StreamSettings {
+    /// [`Self::stall_timeout_ms`] as a duration.
+    pub fn stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.stall_timeout_ms)
+    }
+
+    /// [`Self::janus_media_timeout_ms`] as a duration.
+    pub fn janus_media_timeout(&self) -> Duration {
+        Duration::from_millis(self.janus_media_timeout_ms)
+    }
+}
+
+/// `[speaker]`: the room's audio, forwarded by Janus to the Pi.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpeakerSettings {
+    /// Play the room's audio at all.
+    pub enabled: bool,
+    /// ALSA playback device, e.g. `default`, `plughw:0,0`, `pulse`.
+    pub device: String,
+    /// UDP port Janus forwards the room's audio to.
+    pub port: u16,
+    /// Address Janus forwards to; empty means the local address that reaches Janus.
+    pub host: String,
+    /// Jitter buffer, in milliseconds.
+    pub latency_ms: u32,
+}
+
+impl Default for SpeakerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            device: "default".into(),
+            port: 5000,
+            host: String::new(),
+            latency_ms: 100,
+        }
+    }
+}
+
+/// Where the picture comes from (`[video] source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum VideoSource {
+    /// No camera: the stream carries the microphone only.
+    None,
+    /// `videotestsrc`: a test pattern, no hardware needed.
+    Test,
+    /// The legacy Pi camera stack's GStreamer element (Buster/Bullseye legacy).
+    Rpicamsrc,
+    /// `raspivid` piped in (legacy camera stack).
+    Raspivid,
+    /// `rpicam-vid` (or `libcamera-vid`) piped in: Raspberry Pi OS Bookworm.
+    Libcamera,
+    /// A USB webcam through V4L2, encoded on the Pi.
+    V4l2,
+}
+
+impl VideoSource {
+    /// Every source, by its config name.
+    const ALL: [(&'static str, Self); 6] = [
+        ("none", Self::None),
+        ("test", Self::Test),
+        ("rpicamsrc", Self::Rpicamsrc),
+        ("raspivid", Self::Raspivid),
+        ("libcamera", Self::Libcamera),
+        ("v4l2", Self::V4l2),
+    ];
+}
+
+impl TryFrom<String> for VideoSource {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        Self::ALL
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, source)| *source)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "unknown source {name:?}, expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// `[video]`: the camera and its encoding.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VideoSettings {
+    /// Where the picture comes from.
+    pub source: VideoSource,
+    /// V4L2 device for `source = "v4l2"`.
+    pub device: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Frames per second.
+    pub framerate: u32,
+    /// H.264 bitrate in kbit/s.
+    pub bitrate_kbps: u32,
+    /// Clockwise rotation in degrees: 0, 90, 180 or 270.
+    pub rotation: u32,
+    /// Mirror left-right.
+    pub hflip: bool,
+    /// Mirror top-bottom.
+    pub vflip: bool,
+}
+
+impl Default for VideoSettings {
+    fn default() -> Self {
+        Self {
+            source: VideoSource::Libcamera,
+            device: "/dev/video0".into(),
+            width: 1280,
+            height: 720,
+            framerate: 30,
+            bitrate_kbps: 2000,
+            rotation: 0,
+            hflip: false,
+            vflip: false,
+        }
+    }
+}
+
+/// `[microphone]`: the Pi's voice.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MicrophoneSettings {
+    /// Send the microphone at all.
+    pub enabled: bool,
+    /// ALSA capture device, e.g. `plughw:1,0`; `test` is a 440 Hz tone.
+    pub device: String,
+    /// Opus bitrate in kbit/s.
+    pub bitrate_kbps: u32,
+}
+
+impl Default for MicrophoneSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            device: "default".into(),
+            bitrate_kbps: 32,
+        }
+    }
+}
+
+impl MicrophoneSettings {
+    /// The `device` value that selects a test tone instead of ALSA.
+    pub const TEST_DEVICE: &'static str = "test";
+}
+
+/// `[recording]`: camera and microphone written on the Pi as they are
+/// sent, into segmented Matroska files within a disk budget.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordingSettings {
+    /// Record at all (while the room is open).
+    pub enabled: bool,
+    /// Where the segments go; created when missing.
+    pub dir: PathBuf,
+    /// Length of one segment file, in seconds (cut at the next keyframe).
+    pub segment_s: u64,
+    /// Disk budget for all segments, in megabytes (10^6 bytes); the oldest
+    /// are deleted to stay within it.
+    pub max_total_mb: f64,
+}
+
+impl Default for RecordingSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            dir: PathBuf::from("/var/lib/broadcast-agent/recordings"),
+            segment_s: 300,
+            max_total_mb: 1000.0,
+        }
+    }
+}
+
+impl RecordingSettings {
+    /// [`Self::max_total_mb`] in bytes.
+    pub fn max_total_bytes(&self) -> u64 {
+        // Validated finite and positive; the cast saturates.
+        (self.max_total_mb * 1e6) as u64
+    }
+}
