@@ -99,6 +99,11 @@ pub async fn supervise(
         });
     };
     loop {
+        // The reconciler is gone (the agent is stopping): nothing more to run.
+        if room.has_changed().is_err() {
+            set(RunState::Stopped, None);
+            return;
+        }
         if !wanted(&room) {
             set(RunState::Stopped, None);
             if room.wait_for(|s| s.desired == Desired::Open).await.is_err() {
@@ -256,5 +261,90 @@ fn failure_in(message: &gst::Message) -> Option<MediaError> {
             "the source ended the stream (did the camera program exit?)".into(),
         )),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::Built;
+    use crate::room::plan::Fit;
+    use crate::secret::SrtpKey;
+
+    /// A live test pattern into a `fakesink`, that Janus is said to expect
+    /// as video within 300 ms.
+    struct Pattern;
+
+    impl Recipe for Pattern {
+        fn name(&self) -> &'static str {
+            "video"
+        }
+
+        fn preflight(&self) -> Result<(), MediaError> {
+            Ok(())
+        }
+
+        fn build(&self, _: Option<&SrtpKey>) -> Result<Built, MediaError> {
+            let pipeline = gst::parse::launch("videotestsrc is-live=true ! fakesink")
+                .map_err(|e| MediaError::Build(e.to_string()))?
+                .downcast::<gst::Pipeline>()
+                .map_err(|_| MediaError::Build("not a pipeline".into()))?;
+            Ok(Built {
+                pipeline,
+                flow: None,
+                helper: None,
+            })
+        }
+
+        fn stall_timeout(&self) -> Option<Duration> {
+            None
+        }
+
+        fn janus_medium(&self) -> Option<(&'static str, Duration, String)> {
+            Some(("video", Duration::from_millis(300), "192.0.2.1".into()))
+        }
+    }
+
+    fn room(video_age_ms: u64) -> RoomState {
+        let mut state = RoomState::new(1, Desired::Open);
+        state.mountpoint = Presence::Present(Fit::Matches);
+        state.media_age.video_ms = Some(video_age_ms);
+        state
+    }
+
+    /// Janus says it receives nothing while the pipeline plays (a wrong
+    /// stream.host, a firewall): the pipeline is restarted, and the status
+    /// says what to check. Real GStreamer; Janus's view is given.
+    #[tokio::test]
+    async fn media_janus_does_not_receive_is_a_failure() {
+        gst::init().expect("GStreamer initialises");
+        let (room_tx, room_rx) = watch::channel(room(60_000));
+        let (status_tx, mut status_rx) = watch::channel(PipelineStatus::stopped("video"));
+        let supervisor = tokio::spawn(supervise(Arc::new(Pattern), room_rx, status_tx));
+        let failed = tokio::time::timeout(
+            Duration::from_secs(5),
+            status_rx.wait_for(|s| s.state == RunState::Failed),
+        )
+        .await
+        .expect("the pipeline fails within 5 s")
+        .expect("status published")
+        .clone();
+        let error = failed.last_error.unwrap_or_default();
+        assert!(error.contains("Janus has received no video"), "{error}");
+        assert!(error.contains("check stream.host (192.0.2.1)"), "{error}");
+
+        // Once Janus receives again, the restarted pipeline stays up.
+        room_tx.send_modify(|s| s.media_age.video_ms = Some(20));
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            status_rx.wait_for(|s| s.state == RunState::Running),
+        )
+        .await
+        .expect("running again within 5 s")
+        .expect("status published");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(status_rx.borrow().state, RunState::Running);
+        drop(room_tx);
+        let _ = supervisor.await;
     }
 }

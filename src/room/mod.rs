@@ -20,7 +20,7 @@
 //! state in `state` and the idle and duration limits in `timers`.
 
 mod actions;
-mod plan;
+pub mod plan;
 mod state;
 mod timers;
 

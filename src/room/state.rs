@@ -77,7 +77,7 @@ pub enum Phase {
 }
 
 impl RoomState {
-    pub(super) fn new(room_id: u64, desired: Desired) -> Self {
+    pub(crate) fn new(room_id: u64, desired: Desired) -> Self {
         Self {
             room_id,
             desired,
