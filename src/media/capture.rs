@@ -87,6 +87,56 @@ fn add_recording_branch(
         .map_err(|e| MediaError::build("cannot link the recording branch", e))
 }
 
+/// The command-line flags of a camera program that writes H.264 to stdout.
+struct CameraFlags {
+    /// Run forever, no preview, SPS/PPS inline, baseline profile.
+    fixed: &'static [&'static str],
+    width: &'static str,
+    height: &'static str,
+    framerate: &'static str,
+    /// In bit/s.
+    bitrate: &'static str,
+    keyframe_interval: &'static str,
+    rotation: &'static str,
+    hflip: &'static str,
+    vflip: &'static str,
+}
+
+/// `raspivid` (legacy camera stack).
+const RASPIVID: CameraFlags = CameraFlags {
+    fixed: &["-t", "0", "-n", "-ih", "-pf", "baseline"],
+    width: "-w",
+    height: "-h",
+    framerate: "-fps",
+    bitrate: "-b",
+    keyframe_interval: "-g",
+    rotation: "-rot",
+    hflip: "-hf",
+    vflip: "-vf",
+};
+
+/// `rpicam-vid` / `libcamera-vid` (Raspberry Pi OS Bookworm).
+const RPICAM_VID: CameraFlags = CameraFlags {
+    fixed: &[
+        "-t",
+        "0",
+        "-n",
+        "--inline",
+        "--codec",
+        "h264",
+        "--profile",
+        "baseline",
+    ],
+    width: "--width",
+    height: "--height",
+    framerate: "--framerate",
+    bitrate: "--bitrate",
+    keyframe_interval: "--intra",
+    rotation: "--rotation",
+    hflip: "--hflip",
+    vflip: "--vflip",
+};
+
 /// The camera pipeline.
 pub struct Video {
     settings: Arc<Settings>,
@@ -121,66 +171,30 @@ impl Video {
     /// The arguments that make the camera program write baseline H.264 to stdout.
     fn program_args(&self, program: &str) -> Vec<String> {
         let v = &self.settings.video;
-        let mut args: Vec<String> = if program == "raspivid" {
-            [
-                "-t",
-                "0",
-                "-n",
-                "-ih",
-                "-pf",
-                "baseline",
-                "-w",
-                &v.width.to_string(),
-                "-h",
-                &v.height.to_string(),
-                "-fps",
-                &v.framerate.to_string(),
-                "-b",
-                &(v.bitrate_kbps * 1000).to_string(),
-                "-g",
-                &(v.framerate * 2).to_string(),
-                "-rot",
-                &v.rotation.to_string(),
-            ]
-            .map(String::from)
-            .to_vec()
+        let flags = if program == "raspivid" {
+            &RASPIVID
         } else {
-            [
-                "-t",
-                "0",
-                "-n",
-                "--inline",
-                "--codec",
-                "h264",
-                "--profile",
-                "baseline",
-                "--width",
-                &v.width.to_string(),
-                "--height",
-                &v.height.to_string(),
-                "--framerate",
-                &v.framerate.to_string(),
-                "--bitrate",
-                &(v.bitrate_kbps * 1000).to_string(),
-                "--intra",
-                &(v.framerate * 2).to_string(),
-                "--rotation",
-                &v.rotation.to_string(),
-            ]
-            .map(String::from)
-            .to_vec()
+            &RPICAM_VID
         };
-        let (h, vf) = if program == "raspivid" {
-            ("-hf", "-vf")
-        } else {
-            ("--hflip", "--vflip")
-        };
-        if v.hflip {
-            args.push(h.into());
+        let mut args: Vec<String> = flags.fixed.iter().map(|s| (*s).to_owned()).collect();
+        let valued = [
+            (flags.width, v.width),
+            (flags.height, v.height),
+            (flags.framerate, v.framerate),
+            (flags.bitrate, v.bitrate_kbps * 1000),
+            (flags.keyframe_interval, v.framerate * 2),
+            (flags.rotation, v.rotation),
+        ];
+        for (flag, value) in valued {
+            args.extend([flag.to_owned(), value.to_string()]);
         }
-        if v.vflip {
-            args.push(vf.into());
-        }
+        let mirrors = [(v.hflip, flags.hflip), (v.vflip, flags.vflip)];
+        args.extend(
+            mirrors
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, f)| (*f).to_owned()),
+        );
         args.extend(["-o", "-"].map(String::from));
         args
     }
@@ -551,4 +565,39 @@ impl Recipe for Microphone {
 /// A validated setting as the `i32` GStreamer's caps and properties take.
 fn dimension(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video(rotation: u32, hflip: bool) -> Video {
+        let mut settings = Settings::default();
+        settings.video.width = 640;
+        settings.video.height = 480;
+        settings.video.framerate = 25;
+        settings.video.bitrate_kbps = 1500;
+        settings.video.rotation = rotation;
+        settings.video.hflip = hflip;
+        Video::new(&Arc::new(settings), None)
+    }
+
+    #[test]
+    fn rpicam_vid_writes_inline_baseline_h264_to_stdout() {
+        let args = video(180, true).program_args("rpicam-vid").join(" ");
+        assert_eq!(
+            args,
+            "-t 0 -n --inline --codec h264 --profile baseline --width 640 --height 480 \
+             --framerate 25 --bitrate 1500000 --intra 50 --rotation 180 --hflip -o -"
+        );
+    }
+
+    #[test]
+    fn raspivid_has_its_own_flags() {
+        let args = video(90, false).program_args("raspivid").join(" ");
+        assert_eq!(
+            args,
+            "-t 0 -n -ih -pf baseline -w 640 -h 480 -fps 25 -b 1500000 -g 50 -rot 90 -o -"
+        );
+    }
 }
