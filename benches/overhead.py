@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """The agent's own overhead, measured against gst-launch-1.0 running the same pipelines.
 
-    python3 benches/overhead.py [--seconds 30] [--restarts 10]
+    python3 benches/overhead.py [--seconds 30] [--rounds 3] [--restarts 5]
 
-Runs, one after the other on this machine, for the same time each:
+Runs, one after the other on this machine, for the same time each (the first
+two alternately, --rounds times, since one run varies by a few tenths of a
+point of CPU):
   1. broadcast-agent streaming test sources (640x480@30 H.264 + Opus tone, and
      the speaker pipeline on ALSA `pulse`) to a local Janus;
   2. gst-launch-1.0 running the same three pipelines (same elements, same
@@ -235,6 +237,7 @@ def _child_of(pid):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--restarts", type=int, default=5)
     args = parser.parse_args()
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=REPO, check=True)
@@ -243,13 +246,17 @@ def main():
     try:
         bench.janus()
         bench.pulse()
-        rows = [measure("broadcast-agent (video + mic + speaker)",
-                        bench.agent(AGENT_MEDIA.format(source="test")), args.seconds)]
-        # destroy_on_close = false: the mountpoint stays for gst-launch to send to.
-        gst = bench.start(["gst-launch-1.0", "-q", *_split(VIDEO), *_split(MIC), *_split(SPEAKER)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        rows.append(measure("gst-launch-1.0 (same pipelines)", gst, args.seconds))
-        rows.append(measure("broadcast-agent, no media (own cost)", bench.agent(AGENT_NO_MEDIA), args.seconds))
+        agent_runs, gst_runs = [], []
+        for _ in range(args.rounds):
+            agent_runs.append(measure("agent", bench.agent(AGENT_MEDIA.format(source="test")), args.seconds))
+            # destroy_on_close = false: the mountpoint stays for gst-launch to send to.
+            gst = bench.start(["gst-launch-1.0", "-q", *_split(VIDEO), *_split(MIC), *_split(SPEAKER)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            gst_runs.append(measure("gst-launch", gst, args.seconds))
+        rows = [summary("broadcast-agent (video + mic + speaker)", agent_runs),
+                summary("gst-launch-1.0 (same pipelines)", gst_runs),
+                summary("broadcast-agent, no media (own cost)",
+                        [measure("bare", bench.agent(AGENT_NO_MEDIA), args.seconds)])]
         times = recovery(bench, args.restarts)
     except Timeout as e:
         log = open(os.path.join(work, "agent.log")).read().splitlines()
@@ -258,16 +265,23 @@ def main():
         bench.stop_all()
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\nCPU and peak RSS over {args.seconds} s each ({os.cpu_count()} cores, "
-          f"{os.uname().machine}); CPU % of one core:\n")
+    print(f"\nCPU and peak RSS, {args.rounds} alternating runs of {args.seconds} s "
+          f"({os.cpu_count()} cores, {os.uname().machine}); CPU % of one core, mean (min-max):\n")
     print("| process | CPU % | peak RSS MiB |\n|---|---:|---:|")
-    for name, cpu, rss in rows:
-        print(f"| {name} | {cpu:.1f} | {rss:.1f} |")
+    for name, cpu, rss, spread in rows:
+        print(f"| {name} | {cpu:.2f} ({spread}) | {rss:.1f} |")
     agent, gst = rows[0], rows[1]
-    print(f"\nagent vs gst-launch: CPU {agent[1] - gst[1]:+.1f} points "
+    print(f"\nagent vs gst-launch: CPU {agent[1] - gst[1]:+.2f} points "
           f"({100 * (agent[1] - gst[1]) / gst[1]:+.1f} %), RSS {agent[2] - gst[2]:+.1f} MiB")
     print(f"camera killed -> video at Janus again, {len(times)} times: "
           f"median {statistics.median(times):.0f} ms, max {max(times):.0f} ms")
+
+
+def summary(name, runs):
+    """(name, mean CPU %, max peak RSS, "min-max" CPU) of several runs."""
+    cpus = [cpu for _, cpu, _ in runs]
+    return (name, statistics.mean(cpus), max(rss for _, _, rss in runs),
+            f"{min(cpus):.2f}-{max(cpus):.2f}")
 
 
 def _split(description):
