@@ -209,11 +209,7 @@ fn a_bad_speaker_device_is_explained_and_the_rest_keeps_running() {
     wait_media(&probe, 500, "video", Duration::from_secs(2));
     wait_media(&probe, 500, "audio", Duration::from_secs(2));
     // Logged once, although it is retried.
-    let warnings = agent
-        .log()
-        .lines()
-        .filter(|l| l.contains("WARN") && l.contains("NoSuchCard"))
-        .count();
+    let warnings = agent.warnings("NoSuchCard").len();
     assert_eq!(warnings, 1, "{}", agent.log());
 }
 

@@ -7,47 +7,18 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::janus::{Janus, JanusConfig};
-use common::{ports, wait_for, Agent};
+use common::{no_media_config, ports, wait_for, Agent, Extra};
 use serde_json::json;
 
 const SECRET: &str = "room-secret-for-tests";
 
 /// An agent config for `janus` with its own room id and ports.
 fn config(janus: &Janus, room: u64, speaker_port: u16) -> String {
-    let media = ports(2);
-    format!(
-        r#"
-[janus]
-url = "{url}"
-request_timeout_ms = 2000
-[room]
-id = {room}
-secret = "{SECRET}"
-check_interval_ms = 500
-[stream]
-video_port = {video}
-audio_port = {audio}
-[speaker]
-port = {speaker_port}
-enabled = false
-[video]
-source = "none"
-[microphone]
-enabled = false
-"#,
-        url = janus.url(),
-        video = media,
-        audio = media + 1,
-    )
-}
-
-/// How many warnings in the agent's log mention `needle`.
-fn warnings(agent: &Agent, needle: &str) -> usize {
-    agent
-        .log()
-        .lines()
-        .filter(|l| l.contains("WARN") && l.contains(needle))
-        .count()
+    let extra = Extra {
+        janus: "request_timeout_ms = 2000",
+        ..Extra::default()
+    };
+    no_media_config(&janus.url(), room, SECRET, speaker_port, extra)
 }
 
 #[test]
@@ -134,7 +105,7 @@ fn recovers_after_janus_restart() {
     assert!(agent.log().contains("Janus answers again"));
     // The outage is logged when its error changes (reset, then refused),
     // not once per retry (the agent retried about every second).
-    let outage_warnings = warnings(&agent, "cannot reach Janus");
+    let outage_warnings = agent.warnings("cannot reach Janus").len();
     assert!((1..=2).contains(&outage_warnings), "{}", agent.log());
 }
 
@@ -197,7 +168,7 @@ fn wrong_api_secret_is_a_clear_error_and_backs_off() {
     );
     // Slow retries for an operator error: at most a handful of requests in 4 s.
     assert_eq!(
-        warnings(&agent, "Janus error 403"),
+        agent.warnings("Janus error 403").len(),
         1,
         "logged once per change, not per retry:\n{log}"
     );

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::janus::{Janus, JanusConfig};
-use common::{ports, run_agent, scratch, wait_for, Agent};
+use common::{no_media_config, ports, run_agent, scratch, wait_for, Agent, Extra};
 
 const SECRET: &str = "security-room-secret";
 
@@ -29,42 +29,13 @@ fn config_speaker(
     room_extra: &str,
     speaker: u16,
 ) -> String {
-    format!(
-        r#"
-[janus]
-url = "{url}"
-request_timeout_ms = 2000
-{janus_extra}
-[room]
-id = {room}
-secret = "{SECRET}"
-check_interval_ms = 500
-{room_extra}
-[stream]
-video_port = {media}
-audio_port = {media1}
-[speaker]
-enabled = false
-port = {speaker}
-[video]
-source = "none"
-[microphone]
-enabled = false
-"#,
-        url = janus.url(),
-        media = janus.port + 50,
-        media1 = janus.port + 51,
-    )
-}
-
-/// Warning lines in the agent's log that mention `needle`.
-fn warnings(agent: &Agent, needle: &str) -> Vec<String> {
-    agent
-        .log()
-        .lines()
-        .filter(|l| l.contains("WARN") && l.contains(needle))
-        .map(str::to_owned)
-        .collect()
+    let janus_lines = format!("request_timeout_ms = 2000\n{janus_extra}");
+    let extra = Extra {
+        janus: &janus_lines,
+        room: room_extra,
+        ..Extra::default()
+    };
+    no_media_config(&janus.url(), room, SECRET, speaker, extra)
 }
 
 fn wait_live(janus: &Janus, room: u64) {
@@ -88,7 +59,7 @@ fn https_is_verified_and_ca_file_makes_it_work() {
     agent.wait_log(Duration::from_secs(5), "janus.ca_file");
     std::thread::sleep(Duration::from_secs(3));
     assert!(agent.is_running(), "the agent must keep retrying");
-    let lines = warnings(&agent, "janus.ca_file");
+    let lines = agent.warnings("janus.ca_file");
     assert_eq!(lines.len(), 1, "{}", agent.log());
     println!("{}", lines[0]);
     assert!(
@@ -182,7 +153,7 @@ fn an_unknown_token_is_a_clear_403() {
     let agent = Agent::start(&config(&janus, 7102, &token, ""));
     agent.wait_log(Duration::from_secs(5), "Janus error 403");
     std::thread::sleep(Duration::from_secs(3));
-    let lines = warnings(&agent, "Janus error 403");
+    let lines = agent.warnings("Janus error 403");
     assert_eq!(lines.len(), 1, "{}", agent.log());
     assert!(lines[0].contains("janus.token"), "{}", lines[0]);
     println!("{}", lines[0]);
@@ -204,7 +175,7 @@ fn admin_key_unlocks_create_and_rtp_forward() {
     let agent = Agent::start(&config(&janus, 7201, "", ""));
     let log = agent.wait_log(Duration::from_secs(5), "admin_key");
     std::thread::sleep(Duration::from_secs(2));
-    let lines = warnings(&agent, "admin_key");
+    let lines = agent.warnings("admin_key");
     assert_eq!(lines.len(), 1, "{log}");
     println!("{}", lines[0]);
     assert!(lines[0].contains("set room.admin_key"), "{}", lines[0]);

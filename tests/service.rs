@@ -10,37 +10,18 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::janus::{Janus, Probe};
-use common::{ports, run_agent, scratch, wait_for, Agent};
+use common::{no_media_config, ports, run_agent, scratch, wait_for, Agent, Extra};
 use serde_json::Value;
 
 const SECRET: &str = "service-secret";
 
 /// An agent config for `janus` without media (this file tests the service).
 fn config(janus_url: &str, room: u64, extra: &str) -> String {
-    let media = ports(2);
-    format!(
-        r#"
-[janus]
-url = "{janus_url}"
-[room]
-id = {room}
-secret = "{SECRET}"
-check_interval_ms = 500
-[stream]
-video_port = {media}
-audio_port = {media1}
-[speaker]
-enabled = false
-port = {speaker}
-[video]
-source = "none"
-[microphone]
-enabled = false
-{extra}
-"#,
-        speaker = ports(1),
-        media1 = media + 1,
-    )
+    let extra = Extra {
+        rest: extra,
+        ..Extra::default()
+    };
+    no_media_config(janus_url, room, SECRET, ports(1), extra)
 }
 
 /// `status --json`, waiting for the agent to serve its socket.

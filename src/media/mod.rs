@@ -177,10 +177,16 @@ pub trait Recipe: Send + Sync + 'static {
     fn srtp(&self) -> bool {
         false
     }
-    /// A pipeline that sends nothing for this long while playing has stalled.
-    fn stall_timeout(&self) -> Option<Duration>;
-    /// The mountpoint medium (`video`/`audio`) Janus should be receiving from it.
-    fn janus_medium(&self) -> Option<(&'static str, Duration, String)>;
+    /// A pipeline that sends nothing for this long while playing has
+    /// stalled. None (the default): silence is normal for it.
+    fn stall_timeout(&self) -> Option<Duration> {
+        None
+    }
+    /// The mountpoint medium (`video`/`audio`) Janus should be receiving
+    /// from it, how soon, and the host it is sent to. None by default.
+    fn janus_medium(&self) -> Option<(&'static str, Duration, String)> {
+        None
+    }
     /// Whether a stop sends end-of-stream first and waits (briefly) for it
     /// to come through, so that files are finished, not cut off.
     fn drain_on_stop(&self) -> bool {

@@ -269,14 +269,6 @@ impl Recipe for Recorder {
         })
     }
 
-    fn stall_timeout(&self) -> Option<Duration> {
-        None
-    }
-
-    fn janus_medium(&self) -> Option<(&'static str, Duration, String)> {
-        None
-    }
-
     fn drain_on_stop(&self) -> bool {
         true
     }

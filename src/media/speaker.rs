@@ -8,7 +8,6 @@
 //! ```
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -89,13 +88,5 @@ impl Recipe for Speaker {
             flow: None,
             helper: None,
         })
-    }
-
-    fn stall_timeout(&self) -> Option<Duration> {
-        None
-    }
-
-    fn janus_medium(&self) -> Option<(&'static str, Duration, String)> {
-        None
     }
 }

@@ -296,10 +296,6 @@ mod tests {
             })
         }
 
-        fn stall_timeout(&self) -> Option<Duration> {
-            None
-        }
-
         fn janus_medium(&self) -> Option<(&'static str, Duration, String)> {
             Some(("video", Duration::from_millis(300), "192.0.2.1".into()))
         }

@@ -42,6 +42,56 @@ pub fn ports(count: u16) -> u16 {
     base + offset
 }
 
+/// Extra lines for the sections of [`no_media_config`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Extra<'a> {
+    /// More `[janus]` keys.
+    pub janus: &'a str,
+    /// More `[room]` keys.
+    pub room: &'a str,
+    /// Whole sections after the others.
+    pub rest: &'a str,
+}
+
+/// An agent configuration for a test that needs no media: no video, the
+/// microphone and speaker off, stream ports of its own, a quick check interval.
+pub fn no_media_config(
+    janus_url: &str,
+    room: u64,
+    secret: &str,
+    speaker_port: u16,
+    extra: Extra<'_>,
+) -> String {
+    let media = ports(2);
+    format!(
+        r#"
+[janus]
+url = "{janus_url}"
+{janus}
+[room]
+id = {room}
+secret = "{secret}"
+check_interval_ms = 500
+{room_lines}
+[stream]
+video_port = {media}
+audio_port = {audio}
+[speaker]
+enabled = false
+port = {speaker_port}
+[video]
+source = "none"
+[microphone]
+enabled = false
+{rest}
+"#,
+        janus = extra.janus,
+        room_lines = extra.room,
+        audio = media + 1,
+        rest = extra.rest,
+    )
+}
+
 /// A scratch directory removed on drop.
 pub fn scratch() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -126,6 +176,15 @@ impl Agent {
     /// Everything the agent logged so far.
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The warnings in the log that mention `needle`.
+    pub fn warnings(&self, needle: &str) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains(needle))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Waits until the log contains `needle`; returns the log.
