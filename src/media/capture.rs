@@ -69,22 +69,40 @@ impl Destination {
     }
 }
 
-/// Adds a recording branch from `tee` to `pipeline`, when recording.
-fn add_recording_branch(
-    pipeline: &gst::Pipeline,
-    tee: Option<&gst::Element>,
-    feed: Option<&Arc<Feed>>,
-    kind: Kind,
-) -> Result<(), MediaError> {
-    let (Some(tee), Some(feed)) = (tee, feed) else {
-        return Ok(());
+/// Assembles a capture pipeline from its source `chain` and the tail both
+/// capture pipelines share:
+/// `chain ! [tee ─> recorder] ! payloader ! [srtpenc] ! udpsink`.
+fn assemble_capture(
+    name: &str,
+    mut chain: Vec<gst::Element>,
+    pay: gst::Element,
+    sink: gst::Element,
+    srtp: Option<&SrtpKey>,
+    recording: Option<(&Arc<Feed>, Kind)>,
+) -> Result<gst::Pipeline, MediaError> {
+    let tee = match recording {
+        Some(_) => {
+            let tee = element("tee")?;
+            chain.push(tee.clone());
+            Some(tee)
+        }
+        None => None,
     };
-    let branch = feed.branch(kind)?;
-    pipeline
-        .add_many(&branch)
-        .map_err(|e| MediaError::build("cannot add the recording branch", e))?;
-    gst::Element::link_many([tee, &branch[0], &branch[1]])
-        .map_err(|e| MediaError::build("cannot link the recording branch", e))
+    chain.push(pay);
+    if let Some(key) = srtp {
+        chain.push(srtp_encoder(key)?);
+    }
+    chain.push(sink);
+    let pipeline = assemble(name, &chain)?;
+    if let (Some(tee), Some((feed, kind))) = (tee, recording) {
+        let branch = feed.branch(kind)?;
+        pipeline
+            .add_many(&branch)
+            .map_err(|e| MediaError::build("cannot add the recording branch", e))?;
+        gst::Element::link_many([&tee, &branch[0], &branch[1]])
+            .map_err(|e| MediaError::build("cannot link the recording branch", e))?;
+    }
+    Ok(pipeline)
 }
 
 /// The command-line flags of a camera program that writes H.264 to stdout.
@@ -393,27 +411,13 @@ impl Recipe for Video {
         let flow = sink.static_pad("sink").map(|pad| Flow::watch(&pad));
         // Recording: SPS/PPS before every keyframe, so that each segment
         // (and a recorder that starts late) can be decoded on its own.
-        let tee = if self.recording.is_some() {
+        if self.recording.is_some() {
             let parse = element("h264parse")?;
             parse.set_property("config-interval", -1i32);
-            let tee = element("tee")?;
-            chain.extend([parse, tee.clone()]);
-            Some(tee)
-        } else {
-            None
-        };
-        chain.push(pay);
-        if let Some(key) = srtp {
-            chain.push(srtp_encoder(key)?);
+            chain.push(parse);
         }
-        chain.push(sink);
-        let pipeline = assemble("video", &chain)?;
-        add_recording_branch(
-            &pipeline,
-            tee.as_ref(),
-            self.recording.as_ref(),
-            Kind::Video,
-        )?;
+        let recording = self.recording.as_ref().map(|feed| (feed, Kind::Video));
+        let pipeline = assemble_capture("video", chain, pay, sink, srtp, recording)?;
         Ok(Built {
             pipeline,
             flow,
@@ -516,32 +520,15 @@ impl Recipe for Microphone {
         pay.set_property("pt", u32::from(AUDIO_PAYLOAD_TYPE));
         let sink = self.to.sink()?;
         let flow = sink.static_pad("sink").map(|pad| Flow::watch(&pad));
-        let mut chain = vec![
+        let chain = vec![
             src,
             element("audioconvert")?,
             element("audioresample")?,
             caps_filter(caps)?,
             enc,
         ];
-        let tee = if self.recording.is_some() {
-            let tee = element("tee")?;
-            chain.push(tee.clone());
-            Some(tee)
-        } else {
-            None
-        };
-        chain.push(pay);
-        if let Some(key) = srtp {
-            chain.push(srtp_encoder(key)?);
-        }
-        chain.push(sink);
-        let pipeline = assemble("microphone", &chain)?;
-        add_recording_branch(
-            &pipeline,
-            tee.as_ref(),
-            self.recording.as_ref(),
-            Kind::Audio,
-        )?;
+        let recording = self.recording.as_ref().map(|feed| (feed, Kind::Audio));
+        let pipeline = assemble_capture("microphone", chain, pay, sink, srtp, recording)?;
         Ok(Built {
             pipeline,
             flow,
