@@ -19,7 +19,11 @@ const SECRET: &str = "media-secret";
 
 /// Media settings for the agent: test sources, speaker on `pulse`.
 fn config(janus: &Janus, room: u64, video: &str, extra: &str) -> String {
-    let base = ports(3);
+    config_at(janus, room, video, ports(3), extra)
+}
+
+/// [`config`] with video, audio and speaker on ports `base`, `base + 1`, `base + 2`.
+fn config_at(janus: &Janus, room: u64, video: &str, base: u16, extra: &str) -> String {
     format!(
         r#"
 [janus]
@@ -319,7 +323,7 @@ fn longest_base64_run(text: &str) -> usize {
 fn srtp_media_reaches_janus_and_plain_rtp_is_refused() {
     let janus = Janus::start();
     let probe = janus.probe();
-    let base = ports(2);
+    let base = ports(3);
     let room = 600;
     // A plain-RTP mountpoint left by an earlier run: its key (none) is not
     // the agent's, so the agent must replace it.
@@ -331,34 +335,14 @@ fn srtp_media_reaches_janus_and_plain_rtp_is_refused() {
         ]
     }));
     assert_eq!(created["streaming"], "created", "{created}");
-    let config = format!(
-        r#"
-[janus]
-url = "{url}"
-[room]
-id = {room}
-secret = "{SECRET}"
-check_interval_ms = 500
-[stream]
-video_port = {base}
-audio_port = {audio}
-srtp = true
-[speaker]
-enabled = false
-port = {speaker}
-[video]
-source = "test"
-width = 320
-height = 240
-framerate = 15
-bitrate_kbps = 300
-[microphone]
-enabled = false
-"#,
-        url = janus.url(),
-        audio = base + 1,
-        speaker = ports(1),
-    );
+    // Video only: the audio port stays free for the plain sender below.
+    let config = config_at(&janus, room, "test", base, "")
+        .replace(
+            "stall_timeout_ms = 1000",
+            "stall_timeout_ms = 1000\nsrtp = true",
+        )
+        .replace("device = \"pulse\"", "enabled = false")
+        .replace("device = \"test\"", "enabled = false");
     let agent = Agent::start(&config);
     agent.wait_log(
         Duration::from_secs(5),
