@@ -11,7 +11,9 @@ mod controls;
 mod janus;
 mod media;
 mod room;
+mod rtp;
 mod secret;
+mod state;
 mod status;
 mod systemd;
 

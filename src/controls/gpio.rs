@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 use crate::config::GpioSettings;
-use crate::room::{Command, Desired, RoomHandle};
+use crate::room::{Command, RoomHandle};
+use crate::state::Desired;
 use crate::status::{Led, StatusSource};
 
 /// How often the LED task looks at the status; also the blink half-period.

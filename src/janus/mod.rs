@@ -92,6 +92,22 @@ impl JanusError {
             if *code == code::SESSION_NOT_FOUND || *code == code::HANDLE_NOT_FOUND)
     }
 
+    /// The cause alone, without the context: the I/O error behind an
+    /// unreachable Janus, the TLS problem, the reason Janus gave and its fix.
+    pub fn cause(&self) -> String {
+        match self {
+            Self::Transport { source, .. } => match source.as_ref() {
+                ureq::Error::Io(io) => io.to_string(),
+                other => other.to_string(),
+            },
+            Self::Tls { problem, .. } => problem.clone(),
+            Self::Http { status, .. } => format!("HTTP {status}"),
+            Self::Core { code, reason } => format!("{reason}{}", core_hint(*code)),
+            Self::Plugin { reason, .. } => format!("{reason}{}", plugin_hint(reason)),
+            Self::Protocol(what) => format!("unexpected reply: {what}"),
+        }
+    }
+
     /// Retrying as is cannot help: credentials or settings must change.
     /// Such errors are retried slowly.
     pub fn needs_operator(&self) -> bool {
@@ -137,45 +153,88 @@ fn tls_problem(error: &ureq::Error) -> Option<String> {
     };
     Some(match rustls_error {
         rustls::Error::InvalidCertificate(cert) => {
-            let kind = certificate_error_kind(cert);
-            let fix = certificate_fix(cert, &kind);
-            format!("certificate not trusted ({kind}); {fix}")
+            let problem = CertProblem::of(cert);
+            format!(
+                "certificate not trusted ({}); {}",
+                problem.name(),
+                problem.fix()
+            )
         }
         other => format!("{other}; check that janus.url points at Janus's HTTPS port"),
     })
 }
 
-/// The name of a certificate error without its context: `UnknownIssuer`,
-/// `NotValidForNameContext`, `CaUsedAsEndEntity` (webpki's, inside `Other`).
-fn certificate_error_kind(cert: &rustls::CertificateError) -> String {
-    let debug = format!("{cert:?}");
-    let inner = debug
-        .strip_prefix("Other(OtherError(")
-        .unwrap_or(&debug)
-        .to_owned();
-    inner
-        .chars()
-        .take_while(char::is_ascii_alphanumeric)
-        .collect()
+/// Why Janus's certificate was refused, sorted by what fixes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CertProblem {
+    /// Not signed by a trusted CA (a self-signed certificate without `ca_file`).
+    UnknownIssuer,
+    /// The signature does not verify against the issuer.
+    BadSignature,
+    /// Not made for the host in `janus.url`.
+    WrongName,
+    /// Past its end date.
+    Expired,
+    /// Before its start date: often this machine's clock, before NTP set it.
+    NotValidYet,
+    /// A CA certificate served as the server's own.
+    CaAsServer,
+    /// Anything else, in rustls's words.
+    Other(String),
 }
 
-fn certificate_fix(cert: &rustls::CertificateError, kind: &str) -> &'static str {
-    use rustls::CertificateError as C;
-    match cert {
-        C::UnknownIssuer | C::BadSignature => {
-            "set janus.ca_file to the CA or certificate Janus serves"
+impl CertProblem {
+    fn of(cert: &rustls::CertificateError) -> Self {
+        use rustls::CertificateError as C;
+        match cert {
+            C::UnknownIssuer => Self::UnknownIssuer,
+            C::BadSignature => Self::BadSignature,
+            C::NotValidForName | C::NotValidForNameContext { .. } => Self::WrongName,
+            C::Expired | C::ExpiredContext { .. } => Self::Expired,
+            C::NotValidYet | C::NotValidYetContext { .. } => Self::NotValidYet,
+            C::Other(other)
+                if matches!(
+                    other.0.downcast_ref::<webpki::Error>(),
+                    Some(webpki::Error::CaUsedAsEndEntity)
+                ) =>
+            {
+                Self::CaAsServer
+            }
+            other => Self::Other(other.to_string()),
         }
-        C::NotValidForName | C::NotValidForNameContext { .. } => {
-            "the host in janus.url must be one the certificate names (subjectAltName)"
+    }
+
+    /// The name rustls (or webpki) gives the problem.
+    fn name(&self) -> &str {
+        match self {
+            Self::UnknownIssuer => "UnknownIssuer",
+            Self::BadSignature => "BadSignature",
+            Self::WrongName => "NotValidForName",
+            Self::Expired => "Expired",
+            Self::NotValidYet => "NotValidYet",
+            Self::CaAsServer => "CaUsedAsEndEntity",
+            Self::Other(words) => words,
         }
-        C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
-            "renew Janus's certificate, or check this machine's clock"
+    }
+
+    /// What to change.
+    fn fix(&self) -> &'static str {
+        match self {
+            Self::UnknownIssuer | Self::BadSignature => {
+                "set janus.ca_file to the CA or certificate Janus serves"
+            }
+            Self::WrongName => {
+                "the host in janus.url must be one the certificate names (subjectAltName)"
+            }
+            Self::Expired | Self::NotValidYet => {
+                "renew Janus's certificate, or check this machine's clock"
+            }
+            Self::CaAsServer => {
+                "Janus serves a CA certificate: serve one made with \
+                 -addext basicConstraints=critical,CA:FALSE (or signed by a CA set as janus.ca_file)"
+            }
+            Self::Other(_) => "check Janus's certificate (cert_pem) and janus.ca_file",
         }
-        _ if kind == "CaUsedAsEndEntity" => {
-            "Janus serves a CA certificate: serve one made with \
-             -addext basicConstraints=critical,CA:FALSE (or signed by a CA set as janus.ca_file)"
-        }
-        _ => "check Janus's certificate (cert_pem) and janus.ca_file",
     }
 }
 

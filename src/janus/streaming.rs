@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::audiobridge::Created;
 use super::{ignore_code, insert_secret, Client, Handle, JanusError};
+use crate::rtp::Medium;
 use crate::secret::{Secret, SrtpKey};
 
 /// The plugin's package name, for `attach`.
@@ -87,17 +88,19 @@ impl MountpointInfo {
     /// Whether the mountpoint listens where `spec` says. Ports Janus did not
     /// report cannot be compared and count as matching.
     pub fn fits(&self, spec: &MountpointSpec<'_>) -> bool {
-        [("video", spec.video.0), ("audio", spec.audio.0)]
+        [(Medium::Video, spec.video.0), (Medium::Audio, spec.audio.0)]
             .into_iter()
-            .all(|(kind, port)| match self.medium(kind) {
+            .all(|(medium, port)| match self.medium(medium.name()) {
                 Some(m) => m.port.is_none_or(|p| p == port),
                 None => false,
             })
     }
 
-    /// Time since Janus last received `kind`, if it reports one.
-    pub fn age(&self, kind: &str) -> Option<Duration> {
-        self.medium(kind)?.age_ms.map(Duration::from_millis)
+    /// Time since Janus last received `medium`, if it reports one.
+    pub fn age(&self, medium: Medium) -> Option<Duration> {
+        self.medium(medium.name())?
+            .age_ms
+            .map(Duration::from_millis)
     }
 }
 
@@ -217,7 +220,7 @@ mod tests {
         }))
         .expect("parses");
         assert!(info.fits(&spec()));
-        assert_eq!(info.age("audio"), Some(Duration::from_millis(30)));
+        assert_eq!(info.age(Medium::Audio), Some(Duration::from_millis(30)));
         let moved = MountpointSpec {
             video: (9004, 96),
             ..spec()

@@ -34,8 +34,9 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use super::{devices, element, Built, MediaError, Recipe};
+use super::{devices, element, Built, MediaError, Recipe, Supervision};
 use crate::config::Settings;
+use crate::rtp::Medium;
 use crate::secret::SrtpKey;
 
 /// Segment files are named `broadcast-YYYYMMDD-HHMMSS-NNNN.mkv` (UTC), so
@@ -47,17 +48,8 @@ const BRANCH_QUEUE: Duration = Duration::from_secs(2);
 /// What an appsrc may queue before it drops (the recorder stalled).
 const SOURCE_QUEUE_BYTES: u64 = 8 << 20;
 
-/// Which stream a buffer belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// The camera's H.264.
-    Video,
-    /// The microphone's Opus.
-    Audio,
-}
-
 /// Where the capture pipelines' recording branches deliver, and the
-/// recorder's inputs while it runs. Shared by all three pipelines.
+/// recorder's inputs while it runs. Shared by the capture pipelines and the recorder.
 #[derive(Default)]
 pub struct Feed {
     inputs: Mutex<Inputs>,
@@ -75,7 +67,7 @@ impl Feed {
     /// The recording branch of a capture pipeline: a leaky queue and an
     /// appsink that hands each buffer to the feed and never fails, so
     /// nothing the recorder does can stop the live stream.
-    pub fn branch(self: &Arc<Self>, kind: Kind) -> Result<[gst::Element; 2], MediaError> {
+    pub fn branch(self: &Arc<Self>, medium: Medium) -> Result<[gst::Element; 2], MediaError> {
         let queue = element("queue")?;
         queue.set_property_from_str("leaky", "downstream");
         queue.set_property("max-size-buffers", 0u32);
@@ -93,7 +85,7 @@ impl Feed {
                 gst_app::AppSinkCallbacks::builder()
                     .new_sample(move |sink| {
                         if let (Ok(sample), Some(feed)) = (sink.pull_sample(), feed.upgrade()) {
-                            feed.push(kind, &sample);
+                            feed.push(medium, &sample);
                         }
                         Ok(gst::FlowSuccess::Ok)
                     })
@@ -105,22 +97,22 @@ impl Feed {
     }
 
     /// Hands one encoded buffer to the recorder, if one runs.
-    fn push(&self, kind: Kind, sample: &gst::Sample) {
+    fn push(&self, medium: Medium, sample: &gst::Sample) {
         let Ok(mut inputs) = self.inputs.lock() else {
             return;
         };
         let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps_owned()) else {
             return;
         };
-        if kind == Kind::Video && inputs.video_needs_keyframe {
+        if medium == Medium::Video && inputs.video_needs_keyframe {
             if buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
                 return;
             }
             inputs.video_needs_keyframe = false;
         }
-        let src = match kind {
-            Kind::Video => inputs.video.as_ref(),
-            Kind::Audio => inputs.audio.as_ref(),
+        let src = match medium {
+            Medium::Video => inputs.video.as_ref(),
+            Medium::Audio => inputs.audio.as_ref(),
         };
         let Some(src) = src else { return };
         // Not playing (starting, or stopped after a failure): drop.
@@ -269,8 +261,11 @@ impl Recipe for Recorder {
         })
     }
 
-    fn drain_on_stop(&self) -> bool {
-        true
+    fn supervision(&self) -> Supervision {
+        Supervision {
+            drain_on_stop: true,
+            ..Supervision::default()
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use gstreamer::prelude::*;
 use super::devices::{self, Direction};
 use super::{assemble, element, Built, MediaError, Recipe};
 use crate::config::Settings;
-use crate::room::SPEAKER_PAYLOAD_TYPE;
+use crate::rtp::SPEAKER_PAYLOAD_TYPE;
 use crate::secret::SrtpKey;
 
 /// The speaker pipeline.

@@ -12,9 +12,9 @@ use gstreamer::prelude::*;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use super::{MediaError, Recipe};
+use super::{Built, JanusCheck, MediaError, Recipe, Supervision};
 use crate::backoff::{Backoff, Policy};
-use crate::room::{Desired, Presence, RoomState};
+use crate::state::{Presence, RoomState};
 
 /// Restart delays: the first restart is quick (a blip), a failing device is
 /// retried every half minute at most.
@@ -46,7 +46,7 @@ pub enum RunState {
 /// The published status of one pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PipelineStatus {
-    /// `video`, `microphone` or `speaker`.
+    /// `video`, `microphone`, `recorder` or `speaker`.
     pub name: &'static str,
     /// What it is doing.
     pub state: RunState,
@@ -54,6 +54,17 @@ pub struct PipelineStatus {
     pub restarts: u32,
     /// The last failure, until the pipeline runs again.
     pub last_error: Option<String>,
+    /// RTP packets sent by this run, for the pipelines that send RTP.
+    pub rtp: Option<RtpCounts>,
+}
+
+/// RTP packets a pipeline sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RtpCounts {
+    /// Packets sent.
+    pub packets: u64,
+    /// Gaps in their sequence numbers (packets the sender skipped).
+    pub missing: u64,
 }
 
 impl RunState {
@@ -76,12 +87,13 @@ impl PipelineStatus {
             state: RunState::Stopped,
             restarts: 0,
             last_error: None,
+            rtp: None,
         }
     }
 }
 
 fn wanted(room: &watch::Receiver<RoomState>) -> bool {
-    room.borrow().desired == Desired::Open
+    room.borrow().wants_open()
 }
 
 /// Supervises the pipeline of `recipe` until the room watch closes.
@@ -106,7 +118,7 @@ pub async fn supervise(
         }
         if !wanted(&room) {
             set(RunState::Stopped, None);
-            if room.wait_for(|s| s.desired == Desired::Open).await.is_err() {
+            if room.wait_for(RoomState::wants_open).await.is_err() {
                 return;
             }
         }
@@ -143,7 +155,7 @@ pub async fn supervise(
         });
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            closed = room.wait_for(|s| s.desired != Desired::Open) => if closed.is_err() { return },
+            closed = room.wait_for(|s| !s.wants_open()) => if closed.is_err() { return },
         }
     }
 }
@@ -156,11 +168,12 @@ async fn run_once(
     status: &watch::Sender<PipelineStatus>,
 ) -> Result<(), MediaError> {
     recipe.preflight()?;
+    let supervision = recipe.supervision();
     // An SRTP pipeline sends only with the mountpoint's key: wait for the
     // reconciler to make the mountpoint (or for the room to close).
-    let key = if recipe.srtp() {
+    let key = if supervision.srtp {
         let ready = room
-            .wait_for(|s| s.desired != Desired::Open || s.srtp_key.is_some())
+            .wait_for(|s| !s.wants_open() || s.srtp_key.is_some())
             .await
             .map(|s| s.srtp_key);
         match ready {
@@ -171,6 +184,40 @@ async fn run_once(
         None
     };
     let mut built = recipe.build(key.as_ref())?;
+    let mut failed = start(&built)?;
+    announce_running(recipe.name(), status);
+    let playing_since = Instant::now();
+    let mut check = tokio::time::interval(CHECK_EVERY);
+    loop {
+        tokio::select! {
+            failure = failed.recv() => {
+                return Err(failure.unwrap_or_else(|| MediaError::Ended("the pipeline's bus closed".into())));
+            }
+            _ = check.tick() => {
+                health(&mut built, &supervision, room, playing_since)?;
+                publish_counts(&built, status);
+            }
+            changed = room.changed() => {
+                if changed.is_err() || !wanted(room) {
+                    if supervision.drain_on_stop {
+                        built.pipeline.send_event(gst::event::Eos::new());
+                        // The bus reports the EOS (or an error) as a failure.
+                        let _ = tokio::time::timeout(DRAIN, failed.recv()).await;
+                    }
+                    log::info!("{} pipeline: stopped (room closed)", recipe.name());
+                    return Ok(());
+                }
+                if supervision.srtp && room.borrow().srtp_key != key {
+                    log::info!("{} pipeline: the mountpoint's SRTP key changed (mountpoint re-created): restarting", recipe.name());
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Sets the pipeline playing; its bus failures arrive on the receiver.
+fn start(built: &Built) -> Result<mpsc::UnboundedReceiver<MediaError>, MediaError> {
     let (failures, mut failed) = mpsc::unbounded_channel();
     let bus = built
         .pipeline
@@ -187,60 +234,74 @@ async fn run_once(
             .try_recv()
             .unwrap_or_else(|_| MediaError::Build("the pipeline refused to start".into())));
     }
+    Ok(failed)
+}
+
+fn announce_running(name: &str, status: &watch::Sender<PipelineStatus>) {
     let recovered = status.borrow().last_error.is_some();
     status.send_modify(|s| {
         s.state = RunState::Running;
         s.last_error = None;
+        s.rtp = None;
     });
     if recovered {
-        log::info!("{} pipeline: running again", recipe.name());
+        log::info!("{name} pipeline: running again");
     } else {
-        log::info!("{} pipeline: running", recipe.name());
+        log::info!("{name} pipeline: running");
     }
-    let playing_since = Instant::now();
-    let mut check = tokio::time::interval(CHECK_EVERY);
-    loop {
-        tokio::select! {
-            failure = failed.recv() => {
-                return Err(failure.unwrap_or_else(|| MediaError::Ended("the pipeline's bus closed".into())));
-            }
-            _ = check.tick() => {
-                if let Some(status) = built.helper.as_mut().and_then(|h| h.exited()) {
-                    return Err(MediaError::Ended(format!("the camera program exited: {status}")));
-                }
-                if let (Some(flow), Some(limit)) = (&built.flow, recipe.stall_timeout()) {
-                    if flow.idle() > limit {
-                        return Err(MediaError::Stalled(limit.as_secs()));
-                    }
-                }
-                if let Some((kind, limit, host)) = recipe.janus_medium() {
-                    let starved = {
-                        let state = room.borrow();
-                        matches!(state.mountpoint, Presence::Present(_))
-                            && state.media_age(kind).is_some_and(|age| age > limit)
-                    };
-                    if starved && playing_since.elapsed() > limit {
-                        return Err(MediaError::NotReceived { kind, secs: limit.as_secs(), host });
-                    }
-                }
-            }
-            changed = room.changed() => {
-                if changed.is_err() || !wanted(room) {
-                    if recipe.drain_on_stop() {
-                        built.pipeline.send_event(gst::event::Eos::new());
-                        // The bus reports the EOS (or an error) as a failure.
-                        let _ = tokio::time::timeout(DRAIN, failed.recv()).await;
-                    }
-                    log::info!("{} pipeline: stopped (room closed)", recipe.name());
-                    return Ok(());
-                }
-                if recipe.srtp() && room.borrow().srtp_key != key {
-                    log::info!("{} pipeline: the mountpoint's SRTP key changed (mountpoint re-created): restarting", recipe.name());
-                    return Ok(());
-                }
-            }
+}
+
+/// The periodic checks of a playing pipeline: its camera program, its
+/// output, and what Janus receives of it.
+fn health(
+    built: &mut Built,
+    supervision: &Supervision,
+    room: &watch::Receiver<RoomState>,
+    playing_since: Instant,
+) -> Result<(), MediaError> {
+    if let Some(status) = built.helper.as_mut().and_then(|h| h.exited()) {
+        return Err(MediaError::Ended(format!(
+            "the camera program exited: {status}"
+        )));
+    }
+    if let (Some(flow), Some(limit)) = (&built.flow, supervision.stall_timeout) {
+        if flow.idle() > limit {
+            return Err(MediaError::Stalled(limit.as_secs()));
         }
     }
+    if let Some(check) = &supervision.janus {
+        if starved(check, &room.borrow()) && playing_since.elapsed() > check.within {
+            return Err(MediaError::NotReceived {
+                medium: check.medium,
+                secs: check.within.as_secs(),
+                host: check.host.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether Janus, with the mountpoint in place, has not received the
+/// medium for longer than the check allows.
+fn starved(check: &JanusCheck, state: &RoomState) -> bool {
+    matches!(state.mountpoint, Presence::Present(_))
+        && state
+            .media_age
+            .of(check.medium)
+            .is_some_and(|age| age > check.within)
+}
+
+fn publish_counts(built: &Built, status: &watch::Sender<PipelineStatus>) {
+    let Some(flow) = &built.flow else { return };
+    let counts = RtpCounts {
+        packets: flow.rtp().packets(),
+        missing: flow.rtp().missing(),
+    };
+    status.send_if_modified(|s| {
+        let changed = s.rtp != Some(counts);
+        s.rtp = Some(counts);
+        changed
+    });
 }
 
 /// The failure a bus message reports, if it reports one.
@@ -267,9 +328,9 @@ fn failure_in(message: &gst::Message) -> Option<MediaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::Built;
-    use crate::room::plan::Fit;
+    use crate::rtp::Medium;
     use crate::secret::SrtpKey;
+    use crate::state::{Desired, Fit};
 
     /// A live test pattern into a `fakesink`, that Janus is said to expect
     /// as video within 300 ms.
@@ -296,8 +357,15 @@ mod tests {
             })
         }
 
-        fn janus_medium(&self) -> Option<(&'static str, Duration, String)> {
-            Some(("video", Duration::from_millis(300), "192.0.2.1".into()))
+        fn supervision(&self) -> Supervision {
+            Supervision {
+                janus: Some(JanusCheck {
+                    medium: Medium::Video,
+                    within: Duration::from_millis(300),
+                    host: "192.0.2.1".into(),
+                }),
+                ..Supervision::default()
+            }
         }
     }
 

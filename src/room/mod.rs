@@ -20,34 +20,26 @@
 //! state in `state` and the idle and duration limits in `timers`.
 
 mod actions;
+mod error;
 pub mod plan;
-mod state;
 mod timers;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
 use crate::backoff::{Backoff, Policy};
 use crate::config::Settings;
 use crate::janus::longpoll::{CurrentSession, PollEvent};
-use crate::janus::{Client, JanusError};
+use crate::janus::Client;
+use crate::state::{CloseReason, Desired, Failure, Phase, Presence, RoomState};
 
 use actions::Janus;
-pub use plan::Presence;
+pub use error::PassError;
 use plan::{Goal, Observed};
-pub use state::{CloseReason, Phase, RoomState};
 use timers::Timers;
-
-/// RTP payload type the room's mix is forwarded with (and the speaker expects).
-pub const SPEAKER_PAYLOAD_TYPE: u8 = 100;
-/// RTP payload type of the camera's H.264.
-pub const VIDEO_PAYLOAD_TYPE: u8 = 96;
-/// RTP payload type of the microphone's Opus.
-pub const AUDIO_PAYLOAD_TYPE: u8 = 111;
 
 /// Retries while Janus cannot be reached: it is back within a second of
 /// answering again.
@@ -65,16 +57,6 @@ const OPERATOR_RETRY: Policy = Policy {
 const MAX_ACTIONS_PER_PASS: usize = 16;
 /// How long the clean-up at shutdown may take, well inside systemd's stop timeout.
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(8);
-
-/// What the owner wants: the room open to viewers, or closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Desired {
-    /// Room, mountpoint and forwarder exist; media flows.
-    Open,
-    /// The room is closed (and, with `destroy_on_close`, gone from Janus).
-    Closed,
-}
 
 /// A command for the reconciler, from a button, the control socket or a timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +118,17 @@ enum Event {
     Ping(oneshot::Sender<()>),
 }
 
+/// What the loop does once an event is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Keep waiting.
+    Wait,
+    /// Pass again now.
+    Pass,
+    /// Clean up and stop.
+    Stop,
+}
+
 /// Starts the reconciler on the current runtime.
 pub fn spawn(
     client: Arc<Client>,
@@ -147,156 +140,290 @@ pub fn spawn(
         Desired::Closed
     };
     let (events, inbox) = mpsc::channel(32);
-    let (state_tx, state) = watch::channel(RoomState::new(settings.room.id, desired));
-    let janus = Arc::new(Janus {
-        client,
-        settings,
-        current: CurrentSession::default(),
-        events: events.clone(),
-    });
-    let task = tokio::spawn(run(janus, desired, inbox, state_tx));
-    (
-        RoomHandle {
-            commands: events,
-            state,
-        },
-        task,
-    )
+    let (state, published) = watch::channel(RoomState::new(settings.room.id, desired));
+    let reconciler = Reconciler {
+        timers: Timers::new(&settings.room, Instant::now()),
+        viewer_url: settings.viewer_url(),
+        janus: Arc::new(Janus {
+            client,
+            settings,
+            current: CurrentSession::default(),
+            events: events.clone(),
+        }),
+        inbox,
+        state,
+        desired,
+        closed_by: (desired == Desired::Closed).then_some(CloseReason::Command),
+        observed: Observed::default(),
+        transient: Backoff::new(TRANSIENT_RETRY),
+        operator: Backoff::new(OPERATOR_RETRY),
+        last_error: None,
+    };
+    let task = tokio::spawn(reconciler.run());
+    let handle = RoomHandle {
+        commands: events,
+        state: published,
+    };
+    (handle, task)
 }
 
-/// The loop: a pass, then wait for the next reason to pass again.
-async fn run(
+/// The loop's state between events.
+struct Reconciler {
     janus: Arc<Janus>,
-    mut desired: Desired,
-    mut inbox: mpsc::Receiver<Event>,
+    inbox: mpsc::Receiver<Event>,
     state: watch::Sender<RoomState>,
-) {
-    let room_id = janus.settings.room.id;
-    let viewer_url = janus.settings.viewer_url();
-    let check_interval = janus.settings.room.check_interval();
-    let mut observed = Observed::default();
-    let mut transient = Backoff::new(TRANSIENT_RETRY);
-    let mut operator = Backoff::new(OPERATOR_RETRY);
-    let mut last_error: Option<String> = None;
-    let mut timers = Timers::new(&janus.settings.room, Instant::now());
-    let mut closed_by = (desired == Desired::Closed).then_some(CloseReason::Command);
-    loop {
-        let goal = match desired {
-            Desired::Open => Goal::Open,
-            Desired::Closed => Goal::Closed,
-        };
-        let (seen, result) = pass(&janus, goal, observed).await;
-        observed = seen;
-        if desired == Desired::Open {
-            let now = Instant::now();
-            timers.saw(observed.participants, now);
-            if let Some(reason) = timers.expired(now) {
-                let (what, key, limit) = match reason {
-                    CloseReason::MaxDuration => ("open for", "max_duration_s", timers.max_duration),
-                    _ => ("no participants for", "idle_timeout_s", timers.idle_timeout),
-                };
-                log::info!(
-                    "room {room_id}: {what} {} s (room.{key}): closing",
-                    limit.unwrap_or_default().as_secs()
-                );
-                desired = Desired::Closed;
-                closed_by = Some(reason);
-                transient.reset();
-                operator.reset();
+    desired: Desired,
+    /// Why the room was closed, while it is wanted closed.
+    closed_by: Option<CloseReason>,
+    /// What the last pass saw on Janus.
+    observed: Observed,
+    /// Backoff while Janus cannot be reached.
+    transient: Backoff,
+    /// Backoff while the operator must fix something.
+    operator: Backoff,
+    /// The last pass's error, while passes fail.
+    last_error: Option<Failure>,
+    timers: Timers,
+    viewer_url: Option<String>,
+}
+
+impl Reconciler {
+    /// A pass, then wait for the next reason to pass again; until told to stop.
+    async fn run(mut self) {
+        loop {
+            let goal = match self.desired {
+                Desired::Open => Goal::Open,
+                Desired::Closed => Goal::Closed,
+            };
+            let (seen, result) = pass(&self.janus, goal, self.observed).await;
+            self.observed = seen;
+            if self.close_if_expired() {
                 continue;
             }
+            let wait = self.pass_finished(result);
+            self.publish();
+            if self.wait(wait).await == Next::Stop {
+                self.shut_down().await;
+                return;
+            }
         }
-        let (wait, failed) = match result {
+    }
+
+    fn room_id(&self) -> u64 {
+        self.janus.settings.room.id
+    }
+
+    /// Closes an open room whose idle or duration limit ran out; says
+    /// whether it did.
+    fn close_if_expired(&mut self) -> bool {
+        if self.desired != Desired::Open {
+            return false;
+        }
+        let now = Instant::now();
+        self.timers.saw(self.observed.participants, now);
+        let Some(reason) = self.timers.expired(now) else {
+            return false;
+        };
+        let (what, key, limit) = match reason {
+            CloseReason::MaxDuration => ("open for", "max_duration_s", self.timers.max_duration),
+            _ => (
+                "no participants for",
+                "idle_timeout_s",
+                self.timers.idle_timeout,
+            ),
+        };
+        log::info!(
+            "room {}: {what} {} s (room.{key}): closing",
+            self.room_id(),
+            limit.unwrap_or_default().as_secs()
+        );
+        self.set_desired(Desired::Closed, Some(reason));
+        true
+    }
+
+    /// Records how a pass ended; returns how long to wait before the next.
+    fn pass_finished(&mut self, result: Result<(), PassError>) -> Duration {
+        let room_id = self.room_id();
+        let error = match result {
             Ok(()) => {
-                if last_error.take().is_some() {
+                if self.last_error.take().is_some() {
                     log::info!("room {room_id}: Janus answers again");
                 }
-                transient.reset();
-                operator.reset();
-                (check_interval, false)
+                self.reset_backoff();
+                return self.janus.settings.room.check_interval();
             }
-            Err(e) => {
-                let backoff = if e.needs_operator() {
-                    &mut operator
-                } else {
-                    &mut transient
-                };
-                let delay = backoff.next_delay();
-                let message = e.to_string();
-                if last_error.as_deref() != Some(message.as_str()) {
-                    log::warn!(
-                        "room {room_id}: {message}; retrying (attempt {}, next in {} ms)",
-                        backoff.attempts(),
-                        delay.as_millis()
-                    );
-                }
-                last_error = Some(message);
-                (delay, true)
-            }
+            Err(error) => error,
         };
-        publish(
-            &state,
-            viewer_url.as_deref(),
-            room_id,
-            (desired, closed_by),
-            &observed,
-            &last_error,
-        );
+        let backoff = if error.needs_operator() {
+            &mut self.operator
+        } else {
+            &mut self.transient
+        };
+        let delay = backoff.next_delay();
+        let failure = error.failure();
+        if self.last_error.as_ref().map(|f| &f.message) != Some(&failure.message) {
+            log::warn!(
+                "room {room_id}: {}; retrying (attempt {}, next in {} ms)",
+                failure.message,
+                backoff.attempts(),
+                delay.as_millis()
+            );
+        }
+        self.last_error = Some(failure);
+        delay
+    }
 
+    /// Waits `wait` (or less, for a room timer) for a reason to pass again.
+    async fn wait(&mut self, wait: Duration) -> Next {
         let mut deadline = Instant::now() + wait;
-        if desired == Desired::Open {
+        if self.desired == Desired::Open {
             // Wake when a timer may run out: that pass counts again and decides.
-            deadline = timers.next_deadline().map_or(deadline, |t| t.min(deadline));
+            deadline = self
+                .timers
+                .next_deadline()
+                .map_or(deadline, |t| t.min(deadline));
         }
         loop {
-            tokio::select! {
-                // Time to check again (or to retry after a failure): forget
-                // what was seen so the next pass verifies it.
-                () = sleep_until(deadline) => {
-                    observed.forget();
-                    break;
-                }
-                event = inbox.recv() => match event {
-                    Some(Event::Ping(answer)) => {
-                        let _ = answer.send(());
-                    }
-                    None | Some(Event::Command(Command::Shutdown)) => {
-                        shut_down(&janus, observed).await;
-                        publish(&state, None, room_id, (Desired::Closed, Some(CloseReason::Command)), &Observed::default(), &None);
-                        return;
-                    }
-                    Some(Event::Command(command)) => {
-                        desired = if command == Command::Open { Desired::Open } else { Desired::Closed };
-                        if desired == Desired::Open {
-                            timers.opened(Instant::now());
-                            closed_by = None;
-                        } else {
-                            closed_by = Some(CloseReason::Command);
-                        }
-                        log::info!("room {room_id}: {} requested", if desired == Desired::Open { "open" } else { "close" });
-                        transient.reset();
-                        operator.reset();
-                        break;
-                    }
-                    // The session died: start over now, unless backing off.
-                    Some(Event::Poll(PollEvent::SessionLost(id))) => {
-                        if observed.session.is_some_and(|s| s.id == id) {
-                            observed.session = None;
-                            observed.forget();
-                            log::info!("room {room_id}: Janus session {} expired or Janus restarted", id.0);
-                            if !failed { break; }
-                        }
-                    }
-                    // Janus went away: check now, unless already backing off.
-                    Some(Event::Poll(PollEvent::Unreachable(_))) => {
-                        if !failed {
-                            observed.forget();
-                            break;
-                        }
-                    }
+            let next = tokio::select! {
+                () = sleep_until(deadline) => self.tick(),
+                event = self.inbox.recv() => match event {
+                    Some(Event::Ping(answer)) => Self::ping(answer),
+                    Some(Event::Command(command)) => self.command(command),
+                    Some(Event::Poll(event)) => self.poll(event),
+                    None => Next::Stop,
                 },
+            };
+            if next != Next::Wait {
+                return next;
             }
         }
+    }
+
+    /// Time to check again (or to retry after a failure): forget what was
+    /// seen so the next pass verifies it.
+    fn tick(&mut self) -> Next {
+        self.observed.forget();
+        Next::Pass
+    }
+
+    /// The watchdog asks whether the loop is alive: it is.
+    fn ping(answer: oneshot::Sender<()>) -> Next {
+        let _ = answer.send(());
+        Next::Wait
+    }
+
+    fn command(&mut self, command: Command) -> Next {
+        let desired = match command {
+            Command::Shutdown => return Next::Stop,
+            Command::Open => Desired::Open,
+            Command::Close => Desired::Closed,
+        };
+        if desired == Desired::Open {
+            self.timers.opened(Instant::now());
+        }
+        let word = if desired == Desired::Open {
+            "open"
+        } else {
+            "close"
+        };
+        log::info!("room {}: {word} requested", self.room_id());
+        self.set_desired(desired, Some(CloseReason::Command));
+        Next::Pass
+    }
+
+    /// The long-poll reports: pass again now, unless backing off.
+    fn poll(&mut self, event: PollEvent) -> Next {
+        let backing_off = self.last_error.is_some();
+        match event {
+            PollEvent::SessionLost(id) => {
+                if !self.observed.session.is_some_and(|s| s.id == id) {
+                    return Next::Wait; // an old session's poller
+                }
+                self.observed.session = None;
+                self.observed.forget();
+                log::info!(
+                    "room {}: Janus session {} expired or Janus restarted",
+                    self.room_id(),
+                    id.0
+                );
+            }
+            PollEvent::Unreachable(_) if !backing_off => self.observed.forget(),
+            PollEvent::Unreachable(_) => {}
+        }
+        if backing_off {
+            Next::Wait
+        } else {
+            Next::Pass
+        }
+    }
+
+    /// Sets what the owner wants; `reason` counts only for closing.
+    fn set_desired(&mut self, desired: Desired, reason: Option<CloseReason>) {
+        self.desired = desired;
+        self.closed_by = (desired == Desired::Closed).then_some(reason).flatten();
+        self.reset_backoff();
+    }
+
+    fn reset_backoff(&mut self) {
+        self.transient.reset();
+        self.operator.reset();
+    }
+
+    /// Cleans up as `destroy_on_close` says and destroys the session, within
+    /// a budget; then publishes the room closed.
+    async fn shut_down(mut self) {
+        let room_id = self.room_id();
+        let cleanup = pass(&self.janus, Goal::Stopped, self.observed);
+        match tokio::time::timeout(SHUTDOWN_BUDGET, cleanup).await {
+            Ok((_, Ok(()))) => log::info!("room {room_id}: cleaned up on Janus"),
+            Ok((_, Err(e))) => log::warn!("room {room_id}: clean-up incomplete: {e}"),
+            Err(_) => log::warn!(
+                "room {room_id}: clean-up did not finish within {} s",
+                SHUTDOWN_BUDGET.as_secs()
+            ),
+        }
+        self.janus.current.set(None);
+        self.viewer_url = None;
+        self.observed = Observed::default();
+        self.last_error = None;
+        self.set_desired(Desired::Closed, Some(CloseReason::Command));
+        self.publish();
+    }
+
+    /// Publishes what the last pass saw; logs a change of phase.
+    fn publish(&self) {
+        let observed = &self.observed;
+        let next = RoomState {
+            room_id: self.room_id(),
+            desired: self.desired,
+            session: observed.session.is_some(),
+            room: observed.room,
+            mountpoint: observed.mountpoint,
+            forwarder: observed.forwarder,
+            media_age: observed.media_age,
+            participants: match observed.participants {
+                Presence::Present(n) => Some(n),
+                _ => None,
+            },
+            closed_by: self.closed_by,
+            srtp_key: observed.srtp_key,
+            last_error: self.last_error.clone(),
+        };
+        let room_id = next.room_id;
+        self.state.send_if_modified(|current| {
+            if *current == next {
+                return false;
+            }
+            let (was, is) = (current.phase(), next.phase());
+            if was != is {
+                log::info!("room {room_id}: {was:?} -> {is:?}");
+                if let (Phase::Live, Some(url)) = (is, &self.viewer_url) {
+                    log::info!("room {room_id} is live: viewers open {url}");
+                }
+            }
+            *current = next;
+            true
+        });
     }
 }
 
@@ -305,7 +432,7 @@ async fn pass(
     janus: &Arc<Janus>,
     goal: Goal,
     observed: Observed,
-) -> (Observed, Result<(), JanusError>) {
+) -> (Observed, Result<(), PassError>) {
     let janus = Arc::clone(janus);
     let joined = tokio::task::spawn_blocking(move || {
         let mut observed = observed;
@@ -313,68 +440,5 @@ async fn pass(
         (observed, result)
     })
     .await;
-    joined.unwrap_or_else(|e| {
-        (
-            Observed::default(),
-            Err(JanusError::Protocol(format!("pass aborted: {e}"))),
-        )
-    })
-}
-
-/// Cleans up as `destroy_on_close` says and destroys the session, within a budget.
-async fn shut_down(janus: &Arc<Janus>, observed: Observed) {
-    let room_id = janus.settings.room.id;
-    match tokio::time::timeout(SHUTDOWN_BUDGET, pass(janus, Goal::Stopped, observed)).await {
-        Ok((_, Ok(()))) => log::info!("room {room_id}: cleaned up on Janus"),
-        Ok((_, Err(e))) => log::warn!("room {room_id}: clean-up incomplete: {e}"),
-        Err(_) => log::warn!(
-            "room {room_id}: clean-up did not finish within {} s",
-            SHUTDOWN_BUDGET.as_secs()
-        ),
-    }
-    janus.current.set(None);
-}
-
-fn publish(
-    state: &watch::Sender<RoomState>,
-    viewer_url: Option<&str>,
-    room_id: u64,
-    (desired, closed_by): (Desired, Option<CloseReason>),
-    observed: &Observed,
-    last_error: &Option<String>,
-) {
-    let next = RoomState {
-        room_id,
-        desired,
-        session: observed.session.is_some(),
-        room: observed.room,
-        mountpoint: observed.mountpoint,
-        forwarder: observed.forwarder,
-        media_age: observed.media_age,
-        participants: match observed.participants {
-            Presence::Present(n) => Some(n),
-            _ => None,
-        },
-        closed_by: if desired == Desired::Closed {
-            closed_by
-        } else {
-            None
-        },
-        srtp_key: observed.srtp_key,
-        last_error: last_error.clone(),
-    };
-    state.send_if_modified(|current| {
-        if *current == next {
-            return false;
-        }
-        let (was, is) = (current.phase(), next.phase());
-        if was != is {
-            log::info!("room {room_id}: {was:?} -> {is:?}");
-            if let (Phase::Live, Some(url)) = (is, viewer_url) {
-                log::info!("room {room_id} is live: viewers open {url}");
-            }
-        }
-        *current = next;
-        true
-    });
+    joined.unwrap_or_else(|e| (Observed::default(), Err(PassError::Aborted(e.to_string()))))
 }

@@ -2,53 +2,9 @@
 //! headed ([`Goal`]), and [`next_action`], the pure function that picks the
 //! next step from one towards the other.
 
-use serde::{Serialize, Serializer};
-
 use crate::janus::{Handle, SessionId};
 use crate::secret::SrtpKey;
-
-/// Whether something exists on Janus, as last observed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Presence<T = ()> {
-    /// Not checked since the last change or check interval.
-    Unknown,
-    /// Janus says it does not exist.
-    Absent,
-    /// Janus says it exists.
-    Present(T),
-}
-
-impl<T> Presence<T> {
-    fn label(&self) -> &'static str {
-        match self {
-            Self::Unknown => "unknown",
-            Self::Absent => "absent",
-            Self::Present(_) => "present",
-        }
-    }
-
-    pub(super) fn is_absent(&self) -> bool {
-        matches!(self, Self::Absent)
-    }
-}
-
-impl<T> Serialize for Presence<T> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.label())
-    }
-}
-
-/// Whether an existing mountpoint listens on the configured ports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fit {
-    /// It does: use it.
-    Matches,
-    /// It listens elsewhere (an earlier run with other ports): replace it.
-    WrongPorts,
-    /// SRTP is on and the mountpoint was not made by this run, so its key
-    /// is unknown: replace it.
-    UnknownKey,
-}
+use crate::state::{Fit, MediaAge, Presence};
 
 /// The session and the two plugin handles the agent works through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,15 +29,6 @@ pub struct Observed {
     pub(super) srtp_key: Option<SrtpKey>,
     /// Time since Janus last received video and audio, from the mountpoint's info.
     pub(super) media_age: MediaAge,
-}
-
-/// Time since Janus last received each medium, as its `info` reports it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct MediaAge {
-    /// Milliseconds since the last video packet (or since creation).
-    pub video_ms: Option<u64>,
-    /// Milliseconds since the last audio packet (or since creation).
-    pub audio_ms: Option<u64>,
 }
 
 impl Default for Observed {

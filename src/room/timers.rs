@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::plan::Presence;
-use super::state::CloseReason;
+use crate::state::{CloseReason, Presence};
 
 /// When an open room closes by itself: `room.idle_timeout_s` after the
 /// checks last saw it empty-handed, `room.max_duration_s` after it opened.
