@@ -173,7 +173,7 @@ async fn run(
 ) {
     let room_id = janus.settings.room.id;
     let viewer_url = janus.settings.viewer_url();
-    let check_interval = janus.settings.room.check_interval();
+    let check_interval = janus.settings.room.check_interval;
     let mut observed = Observed::default();
     let mut transient = Backoff::new(TRANSIENT_RETRY);
     let mut operator = Backoff::new(OPERATOR_RETRY);
