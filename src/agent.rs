@@ -76,7 +76,7 @@ pub fn run(path: &Path, settings: Settings) -> Result<(), RunError> {
                         Ok(new) => {
                             log::info!("SIGHUP: configuration reloaded, restarting in place");
                             systemd::reloading();
-                            systemd::set_log_level(new.log.filter());
+                            systemd::set_log_level(new.log.level);
                             agent.stop().await;
                             settings = Arc::new(new);
                             continue 'agent;

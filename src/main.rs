@@ -102,7 +102,7 @@ fn run(path: &Path) -> ExitCode {
         Ok(settings) => settings,
         Err(code) => return code,
     };
-    systemd::set_log_level(settings.log.filter());
+    systemd::set_log_level(settings.log.level);
     match agent::run(path, settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is_config() => {

@@ -3,14 +3,18 @@
 //! variables, and validated so that every error names its key.
 //!
 //! The key names are a public contract (users' files rely on them): extend
-//! them, never rename them.
+//! them, never rename them. A field may be named without the key's unit
+//! (`#[serde(rename = "check_interval_ms")] check_interval: Duration`); the
+//! key stays.
 //!
 //! This module owns [`Settings`], loading and its errors; the sections are
 //! in `janus` (`[janus]`, `[room]`), `media` (`[stream]`, `[speaker]`,
 //! `[video]`, `[microphone]`, `[recording]`) and `service` (`[gpio]`,
-//! `[control]`, `[log]`), the `*_file` secrets in `secrets` and the checks
-//! in `validate`.
+//! `[control]`, `[log]`), the `*_file` secrets in `secrets`, the adapters
+//! that read the integer `*_ms` and `*_s` keys into `Duration`s in
+//! `duration`, and what types cannot check in `validate`.
 
+mod duration;
 mod janus;
 mod media;
 mod secrets;
@@ -24,8 +28,8 @@ use serde::{Deserialize, Serialize};
 
 pub use janus::{JanusSettings, RoomSettings};
 pub use media::{
-    MicrophoneSettings, RecordingSettings, SpeakerSettings, StreamSettings, VideoSettings,
-    VideoSource,
+    MicrophoneSettings, RecordingSettings, Rotation, SpeakerSettings, StreamSettings,
+    VideoSettings, VideoSource,
 };
 use secrets::{check_exposure, CREDENTIALS_VARIABLE};
 pub use service::{ControlSettings, GpioSettings, LogSettings};
@@ -125,7 +129,7 @@ impl Settings {
             .collect();
         let parse_error = |e: config::ConfigError| ConfigError::Parse {
             path: path.to_owned(),
-            reason: one_line(&e.to_string()),
+            reason: one_line(&e),
         };
         let mut settings: Settings = config::Config::builder()
             .add_source(config::File::from_str(toml, config::FileFormat::Toml))
@@ -179,35 +183,54 @@ impl Settings {
     }
 }
 
-/// Rewrites the `config` crate's messages so that the key comes first and
-/// everything fits on one line:
-/// "unknown field `idd`, expected one of `id`, .. for key `room`" becomes
-/// "room.idd: unknown key, expected one of `id`, ..", and
-/// "invalid type: .. for key `room.id`" becomes "room.id: invalid type: ..".
-fn one_line(message: &str) -> String {
-    let flat = message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !is_source_excerpt(l))
-        .collect::<Vec<_>>()
-        .join(": ");
-    let (text, key) = match flat.rsplit_once(" for key `") {
-        Some((text, key)) => (text, Some(key.trim_end_matches('`'))),
-        None => (flat.as_str(), None),
+/// The `config` crate's error on one line, key first, from its fields:
+/// "room.id: invalid type: ..", and for serde's "unknown field `idd`,
+/// expected one of `id`, .." in `[room]`, "room.idd: unknown key, expected
+/// one of `id`, ..". TOML syntax errors lose the lines quoting the file.
+fn one_line(error: &config::ConfigError) -> String {
+    use config::ConfigError as E;
+    let (text, key, origin) = match error {
+        E::Type {
+            origin,
+            unexpected,
+            expected,
+            key,
+        } => (
+            format!("invalid type: {unexpected}, expected {expected}"),
+            key,
+            origin,
+        ),
+        E::At { error, origin, key } => (error.to_string(), key, origin),
+        E::Message(text) => (text.clone(), &None, &None),
+        other => return flatten(&other.to_string()),
     };
+    let from = origin
+        .as_ref()
+        .map(|origin| format!(" (from {origin})"))
+        .unwrap_or_default();
     if let Some((field, expected)) = text
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split_once('`'))
     {
         return match key {
-            Some(key) => format!("{key}.{field}: unknown key{expected}"),
-            None => format!("{field}: unknown section{expected}"),
+            Some(key) => format!("{key}.{field}: unknown key{expected}{from}"),
+            None => format!("{field}: unknown section{expected}{from}"),
         };
     }
     match key {
-        Some(key) => format!("{key}: {text}"),
-        None => flat,
+        Some(key) => format!("{key}: {text}{from}"),
+        None => format!("{text}{from}"),
     }
+}
+
+/// A multi-line message on one line, without the lines quoting the file.
+fn flatten(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !is_source_excerpt(l))
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// The lines of a TOML parse error that quote the file (`1 | key = ..`, `|   ^`).
@@ -226,6 +249,8 @@ impl fmt::Display for Settings {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::secret::Secret;
 
@@ -306,6 +331,53 @@ mod tests {
         assert_eq!(s.janus.host(), "::1");
         assert_eq!(s.room.id, 99);
         assert_eq!(s.room.secret.as_ref().map(Secret::expose), Some("1234"));
+    }
+
+    #[test]
+    fn integer_keys_read_from_the_environment_become_durations() {
+        let s = load_env(
+            "",
+            &[
+                ("BROADCAST_AGENT__SPEAKER__LATENCY_MS", "60"),
+                ("BROADCAST_AGENT__ROOM__IDLE_TIMEOUT_S", "30"),
+                ("BROADCAST_AGENT__ROOM__MAX_DURATION_S", "0"),
+                ("BROADCAST_AGENT__VIDEO__ROTATION", "180"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(s.speaker.latency, Duration::from_millis(60));
+        assert_eq!(s.room.idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(s.room.max_duration, None, "0 is never");
+        assert_eq!(s.video.rotation, Rotation::Deg180);
+    }
+
+    #[test]
+    fn wrong_type_from_the_environment_is_named() {
+        let e = load_env("", &[("BROADCAST_AGENT__SPEAKER__LATENCY_MS", "soon")])
+            .expect_err("rejected")
+            .to_string();
+        assert_eq!(
+            e,
+            "agent.toml: speaker.latency_ms: invalid type: string \"soon\", \
+             expected an integer (from the environment)"
+        );
+    }
+
+    #[test]
+    fn durations_print_as_the_integers_of_their_keys() {
+        let shown = load("[room]\nidle_timeout_s = 90\n")
+            .expect("valid")
+            .to_masked_toml();
+        for line in [
+            "request_timeout_ms = 5000",
+            "idle_timeout_s = 90",
+            "max_duration_s = 0",
+            "latency_ms = 100",
+            "rotation = 0",
+            "segment_s = 300",
+        ] {
+            assert!(shown.contains(line), "{line} in {shown}");
+        }
     }
 
     #[test]

@@ -232,8 +232,11 @@ pub fn start(
         (settings.close_pin, Button::Close),
         (settings.toggle_pin, Button::Toggle),
     ];
-    for (pin, button) in buttons.into_iter().filter(|(pin, _)| *pin != 0) {
-        let mut debouncer = Debouncer::new(settings.debounce(), !settings.active_low);
+    let wired = buttons
+        .into_iter()
+        .filter_map(|(pin, button)| Some((pin?, button)));
+    for (pin, button) in wired {
+        let mut debouncer = Debouncer::new(settings.debounce, !settings.active_low);
         let room = room.clone();
         pins.watch(
             pin,
@@ -251,9 +254,9 @@ pub fn start(
     }
     let led_pin = settings.led_pin;
     Ok(tokio::spawn(async move {
-        if led_pin == 0 {
+        let Some(led_pin) = led_pin else {
             return;
-        }
+        };
         let mut tick = tokio::time::interval(LED_TICK);
         let mut blink = false;
         let mut lit = None;

@@ -103,7 +103,7 @@ fn http(status: &str, body: &[u8]) -> Vec<u8> {
 fn client(url: &str) -> Client {
     let settings = JanusSettings {
         url: url.to_owned(),
-        request_timeout_ms: u64::try_from(TIMEOUT.as_millis()).expect("small"),
+        request_timeout: TIMEOUT,
         ..JanusSettings::default()
     };
     Client::new(&settings).expect("no ca_file to read")

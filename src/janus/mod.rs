@@ -314,7 +314,7 @@ impl Client {
             .build();
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(settings.request_timeout()))
+            .timeout_global(Some(settings.request_timeout))
             .tls_config(tls)
             .user_agent(concat!("broadcast-agent/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -324,7 +324,7 @@ impl Client {
             url: settings.url.trim_end_matches('/').to_owned(),
             api_secret: settings.api_secret.clone(),
             token: settings.token.clone(),
-            timeout: settings.request_timeout(),
+            timeout: settings.request_timeout,
             transaction_prefix: rand::random(),
             transactions: AtomicU64::new(0),
         })

@@ -75,10 +75,10 @@ impl Capture {
             },
             supervision: Supervision {
                 srtp: stream.srtp,
-                stall_timeout: Some(stream.stall_timeout()),
+                stall_timeout: Some(stream.stall_timeout),
                 janus: Some(JanusCheck {
                     medium,
-                    within: stream.janus_media_timeout(),
+                    within: stream.janus_media_timeout,
                     host: host.clone(),
                 }),
                 drain_on_stop: false,
@@ -240,7 +240,7 @@ impl Video {
             (flags.framerate, v.framerate),
             (flags.bitrate, v.bitrate_kbps * 1000),
             (flags.keyframe_interval, v.framerate * 2),
-            (flags.rotation, v.rotation),
+            (flags.rotation, v.rotation.degrees()),
         ];
         for (flag, value) in valued {
             args.extend([flag.to_owned(), value.to_string()]);
@@ -268,12 +268,13 @@ impl Video {
 
     /// `videoflip`s for rotation and mirroring, for sources that do not do it themselves.
     fn flips(&self) -> Result<Vec<gst::Element>, MediaError> {
+        use crate::config::Rotation;
         let v = &self.settings.video;
         let rotation = match v.rotation {
-            90 => Some("clockwise"),
-            180 => Some("rotate-180"),
-            270 => Some("counterclockwise"),
-            _ => None,
+            Rotation::Deg90 => Some("clockwise"),
+            Rotation::Deg180 => Some("rotate-180"),
+            Rotation::Deg270 => Some("counterclockwise"),
+            Rotation::Deg0 => None,
         };
         let mirrors = [
             v.hflip.then_some("horizontal-flip"),
@@ -410,7 +411,7 @@ impl Recipe for Video {
                     i32::try_from(v.bitrate_kbps * 1000).unwrap_or(i32::MAX),
                 );
                 src.set_property("preview", false);
-                src.set_property("rotation", dimension(v.rotation));
+                src.set_property("rotation", dimension(v.rotation.degrees()));
                 src.set_property("hflip", v.hflip);
                 src.set_property("vflip", v.vflip);
                 src.set_property("keyframe-interval", dimension(v.framerate * 2));
@@ -554,7 +555,8 @@ mod tests {
         settings.video.height = 480;
         settings.video.framerate = 25;
         settings.video.bitrate_kbps = 1500;
-        settings.video.rotation = rotation;
+        settings.video.rotation =
+            crate::config::Rotation::try_from(rotation).expect("a valid rotation");
         settings.video.hflip = hflip;
         Video::new(&Arc::new(settings), None)
     }

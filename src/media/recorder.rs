@@ -200,7 +200,7 @@ impl Recipe for Recorder {
         mux.set_property("muxer", element("matroskamux")?);
         mux.set_property(
             "max-size-time",
-            recording.segment_s.saturating_mul(1_000_000_000),
+            u64::try_from(recording.segment_length.as_nanos()).unwrap_or(u64::MAX),
         );
         mux.set_property(
             "location",

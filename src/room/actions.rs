@@ -33,7 +33,7 @@ impl Janus {
         let room = &self.settings.room;
         let plan = Plan {
             destroy_on_close: room.destroy_on_close,
-            count_participants: room.idle_timeout().is_some(),
+            count_participants: room.idle_timeout.is_some(),
         };
         for _ in 0..MAX_ACTIONS_PER_PASS {
             let Some(action) = next_action(goal, plan, observed) else {

@@ -250,7 +250,7 @@ impl Reconciler {
                     log::info!("room {room_id}: Janus answers again");
                 }
                 self.reset_backoff();
-                return self.janus.settings.room.check_interval();
+                return self.janus.settings.room.check_interval;
             }
             Err(error) => error,
         };
