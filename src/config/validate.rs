@@ -10,6 +10,16 @@ use super::{duration, Settings, VideoSource};
 impl Settings {
     /// Checks what types alone cannot; the error names the key.
     pub(super) fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.validate_janus()?;
+        self.validate_room()?;
+        self.validate_stream()?;
+        self.validate_audio()?;
+        self.validate_video()?;
+        self.validate_gpio()?;
+        self.validate_recording()
+    }
+
+    fn validate_janus(&self) -> Result<(), (&'static str, String)> {
         let janus = &self.janus;
         if url_host(&janus.url).is_none() {
             return Err((
@@ -30,31 +40,35 @@ impl Settings {
             janus.request_timeout,
             100,
             120_000,
-        )?;
-        if self.room.id == 0 {
+        )
+    }
+
+    fn validate_room(&self) -> Result<(), (&'static str, String)> {
+        let room = &self.room;
+        if room.id == 0 {
             return Err((
                 "room.id",
                 "must not be 0 (Janus would pick a random id)".into(),
             ));
         }
-        check_millis(
-            "room.check_interval_ms",
-            self.room.check_interval,
-            100,
-            600_000,
-        )?;
+        check_millis("room.check_interval_ms", room.check_interval, 100, 600_000)?;
         // A year at most: anything longer is a typo for 0 (never).
         let limits = [
-            ("room.idle_timeout_s", self.room.idle_timeout),
-            ("room.max_duration_s", self.room.max_duration),
+            ("room.idle_timeout_s", room.idle_timeout),
+            ("room.max_duration_s", room.max_duration),
         ];
         for (key, limit) in limits {
             check_seconds(key, limit.unwrap_or_default(), 0, 31_536_000)?;
         }
-        check_host("stream.host", &self.stream.host)?;
-        check_port("stream.video_port", self.stream.video_port)?;
-        check_port("stream.audio_port", self.stream.audio_port)?;
-        if self.stream.video_port == self.stream.audio_port {
+        Ok(())
+    }
+
+    fn validate_stream(&self) -> Result<(), (&'static str, String)> {
+        let stream = &self.stream;
+        check_host("stream.host", &stream.host)?;
+        check_port("stream.video_port", stream.video_port)?;
+        check_port("stream.audio_port", stream.audio_port)?;
+        if stream.video_port == stream.audio_port {
             return Err((
                 "stream.audio_port",
                 "must differ from stream.video_port".into(),
@@ -62,16 +76,20 @@ impl Settings {
         }
         check_millis(
             "stream.stall_timeout_ms",
-            self.stream.stall_timeout,
+            stream.stall_timeout,
             500,
             600_000,
         )?;
         check_millis(
             "stream.janus_media_timeout_ms",
-            self.stream.janus_media_timeout,
+            stream.janus_media_timeout,
             1000,
             3_600_000,
-        )?;
+        )
+    }
+
+    /// `[speaker]` and `[microphone]`.
+    fn validate_audio(&self) -> Result<(), (&'static str, String)> {
         check_host("speaker.host", &self.speaker.host)?;
         check_port("speaker.port", self.speaker.port)?;
         check_millis("speaker.latency_ms", self.speaker.latency, 10, 5000)?;
@@ -82,10 +100,7 @@ impl Settings {
             self.microphone.bitrate_kbps.into(),
             6,
             510,
-        )?;
-        self.validate_video()?;
-        self.validate_gpio()?;
-        self.validate_recording()
+        )
     }
 
     fn validate_recording(&self) -> Result<(), (&'static str, String)> {
