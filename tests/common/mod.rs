@@ -12,6 +12,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics with `what`
@@ -239,9 +240,10 @@ pub fn agent_command() -> Command {
     Command::new(env!("CARGO_BIN_EXE_broadcast-agent"))
 }
 
-/// Runs the agent binary to completion with `args`; returns status and stderr.
+/// Runs the agent binary to completion with `args`; returns status, stdout
+/// and stderr.
 pub fn run_agent(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
-    let mut child = agent_command()
+    let child = agent_command()
         .args(args)
         .envs(env.iter().copied())
         .env_remove("JOURNAL_STREAM")
@@ -249,14 +251,60 @@ pub fn run_agent(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, St
         .stderr(Stdio::piped())
         .spawn()
         .expect("start broadcast-agent");
-    let status = wait_for(Duration::from_secs(20), "the command to exit", || {
-        child.try_wait().ok().flatten()
-    });
-    let mut out = String::new();
-    let mut err = String::new();
-    let _ = child.stdout.take().map(|mut s| s.read_to_string(&mut out));
-    let _ = child.stderr.take().map(|mut s| s.read_to_string(&mut err));
-    (status, out, err)
+    finish(child, "broadcast-agent", Duration::from_secs(20))
+}
+
+/// A child's pipe, read to its end on a thread of its own while the child
+/// runs: a child whose output fills the pipe (64 KiB) would otherwise block
+/// in its write and never exit.
+pub struct Drain(mpsc::Receiver<Vec<u8>>);
+
+impl Drain {
+    /// Starts reading `pipe`.
+    pub fn start(mut pipe: impl Read + Send + 'static) -> Self {
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            let _ = sender.send(bytes);
+        });
+        Self(receiver)
+    }
+
+    /// Everything the pipe gave, once it is closed; panics when it is still
+    /// open after `timeout` (a process left behind holds it).
+    pub fn bytes(self, timeout: Duration) -> Vec<u8> {
+        self.0
+            .recv_timeout(timeout)
+            .unwrap_or_else(|e| panic!("a child's pipe still open after {timeout:?}: {e}"))
+    }
+
+    /// [`Drain::bytes`] as text.
+    pub fn text(self, timeout: Duration) -> String {
+        String::from_utf8_lossy(&self.bytes(timeout)).into_owned()
+    }
+}
+
+/// Waits for `child` (`what`), spawned with piped stdout and stderr, reading
+/// both while it runs; kills it and fails the test when it runs longer than
+/// `timeout`. Returns its status, stdout and stderr.
+pub fn finish(mut child: Child, what: &str, timeout: Duration) -> (ExitStatus, String, String) {
+    let out = Drain::start(child.stdout.take().expect("stdout piped"));
+    let err = Drain::start(child.stderr.take().expect("stderr piped"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break status;
+        }
+        if started.elapsed() >= timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still running after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let pipes = Duration::from_secs(5);
+    (status, out.text(pipes), err.text(pipes))
 }
 
 /// The repository root (for the shipped config files).
