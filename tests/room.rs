@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::janus::{Janus, JanusConfig};
-use common::{no_media_config, ports, wait_for, Agent, Extra};
+use common::{assert_first_retry_is_slow, no_media_config, ports, wait_for, Agent, Extra};
 use serde_json::json;
 
 const SECRET: &str = "room-secret-for-tests";
@@ -166,12 +166,14 @@ fn wrong_api_secret_is_a_clear_error_and_backs_off() {
         !log.contains("wrong-secret"),
         "the secret reached the log:\n{log}"
     );
-    // Slow retries for an operator error: at most a handful of requests in 4 s.
+    let warnings = agent.warnings("Janus error 403");
     assert_eq!(
-        agent.warnings("Janus error 403").len(),
+        warnings.len(),
         1,
         "logged once per change, not per retry:\n{log}"
     );
+    // Slow retries for an operator error.
+    assert_first_retry_is_slow(&warnings[0]);
     assert!(!janus.probe().room_exists(3131));
 }
 

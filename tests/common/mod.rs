@@ -235,6 +235,25 @@ impl Drop for Agent {
     }
 }
 
+/// Asserts that a room warning announces the first retry of an error only
+/// the operator can fix: "retrying (attempt 1, next in M ms)", M drawn from
+/// the upper half of the agent's first operator delay, 2 s (a transient
+/// error is retried within 100 ms).
+pub fn assert_first_retry_is_slow(line: &str) {
+    let announced = || {
+        let (_, rest) = line.split_once("retrying (attempt ")?;
+        let (attempt, rest) = rest.split_once(", next in ")?;
+        let (millis, _) = rest.split_once(" ms)")?;
+        Some((attempt.parse::<u32>().ok()?, millis.parse::<u64>().ok()?))
+    };
+    let (attempt, millis) = announced().unwrap_or_else(|| panic!("no retry in {line:?}"));
+    assert_eq!(attempt, 1, "not the first retry: {line}");
+    assert!(
+        (1000..=2000).contains(&millis),
+        "slow retry expected: {line}"
+    );
+}
+
 /// `broadcast-agent` as built for this test run.
 pub fn agent_command() -> Command {
     Command::new(env!("CARGO_BIN_EXE_broadcast-agent"))
