@@ -53,21 +53,49 @@ fn existing_room_and_mountpoint_are_adopted() {
     let probe = janus.probe();
     let speaker = ports(1);
     let config = config(&janus, 777, speaker);
-    // What an earlier run (killed before it could clean up) left behind.
+    // What an earlier run (killed before it could clean up) left behind,
+    // marked so that a replacement would show.
+    const LEFT: &str = "left by an earlier run";
     let created = probe.audiobridge(json!({
-        "request": "create", "room": 777, "secret": SECRET, "sampling_rate": 48000
+        "request": "create", "room": 777, "secret": SECRET, "sampling_rate": 48000,
+        "description": LEFT
     }));
     assert_eq!(created["audiobridge"], "created", "{created}");
+    let port = |key: &str| {
+        config
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(key)?
+                    .strip_prefix(" = ")?
+                    .parse::<u16>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("{key} in the config"))
+    };
+    let created = probe.streaming(json!({
+        "request": "create", "type": "rtp", "id": 777, "secret": SECRET, "description": LEFT,
+        "media": [
+            { "type": "video", "mid": "v", "port": port("video_port"), "pt": 96, "codec": "h264" },
+            { "type": "audio", "mid": "a", "port": port("audio_port"), "pt": 111, "codec": "opus" }
+        ]
+    }));
+    assert_eq!(created["streaming"], "created", "{created}");
 
     let mut agent = Agent::start(&config);
-    wait_for(Duration::from_secs(3), "mountpoint and forwarder", || {
+    wait_for(Duration::from_secs(3), "the forwarder", || {
         probe.all_present(777, SECRET, speaker).then_some(())
     });
-    assert!(
-        !agent.log().contains("room 777: created"),
-        "{}",
-        agent.log()
-    );
+    // Adopted: the agent went live in the very room and mountpoint left
+    // behind, neither made anew nor replaced.
+    let room = probe
+        .room(777)
+        .expect("the public room left behind (the agent makes private ones)");
+    assert_eq!(room["description"], LEFT, "{room}");
+    let mountpoint = probe.mountpoint(777, SECRET).expect("the mountpoint");
+    assert_eq!(mountpoint["description"], LEFT, "{mountpoint}");
+    for made in ["room 777: created", "mountpoint 777: created"] {
+        assert!(!agent.log().contains(made), "{}", agent.log());
+    }
     assert!(agent.stop(Duration::from_secs(10)).success());
     assert!(
         probe.nothing_left(777, SECRET),

@@ -385,6 +385,16 @@ impl Probe {
         self.audiobridge(json!({ "request": "exists", "room": room }))["exists"] == true
     }
 
+    /// The room as AudioBridge `list` shows it (a public room), if it exists.
+    pub fn room(&self, room: u64) -> Option<Value> {
+        let data = self.audiobridge(json!({ "request": "list" }));
+        data["list"]
+            .as_array()?
+            .iter()
+            .find(|r| r["room"] == room)
+            .cloned()
+    }
+
     /// The mountpoint's info, if it exists.
     pub fn mountpoint(&self, id: u64, secret: &str) -> Option<Value> {
         let data = self.streaming(json!({ "request": "info", "id": id, "secret": secret }));
