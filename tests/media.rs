@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::janus::{Janus, Probe};
 use common::pulse::{tone_share, Pulse};
-use common::{ports, scratch, wait_for, Agent};
+use common::{ports, scratch, signal, wait_for, Agent};
 
 const SECRET: &str = "media-secret";
 
@@ -160,7 +160,7 @@ fn a_killed_camera_program_is_back_within_two_seconds() {
     let (agent, _pulse, _bin, first) = agent_with_fake_camera(&janus, 300);
 
     let killed = Instant::now();
-    kill(first, "KILL");
+    signal(first, "KILL");
     // The agent notices, restarts the camera, and Janus receives video again.
     new_camera(&agent, first, Duration::from_secs(2));
     // Video from the new camera: newer than its start (what the killed one
@@ -191,7 +191,7 @@ fn a_stalled_camera_is_restarted() {
     let janus = Janus::start();
     let (agent, _pulse, _bin, frozen) = agent_with_fake_camera(&janus, 400);
     // The camera hangs: alive, but writes nothing.
-    kill(frozen, "STOP");
+    signal(frozen, "STOP");
     agent.wait_log(Duration::from_secs(4), "stalled");
     new_camera(&agent, frozen, Duration::from_secs(3));
     wait_media(&janus.probe(), 400, "video", Duration::from_secs(3));
@@ -261,14 +261,6 @@ fn camera_pid(agent: &Agent) -> u32 {
     wait_for(Duration::from_secs(3), "the camera process", || {
         camera_pid_or_none(agent)
     })
-}
-
-fn kill(pid: u32, signal: &str) {
-    let ok = Command::new("kill")
-        .args(["-s", signal, &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -s {signal} {pid}");
 }
 
 /// A GStreamer process sending an Opus tone from `local` to Janus's port.

@@ -421,6 +421,30 @@ impl Probe {
                 .any(|f| f["port"] == speaker_port)
     }
 
+    /// Waits (up to 5 s) until room and mountpoint both exist (`present`),
+    /// or neither does.
+    pub fn wait_room(&self, room: u64, secret: &str, present: bool) {
+        wait_for(
+            Duration::from_secs(5),
+            &format!("room {room} and its mountpoint present = {present}"),
+            || {
+                (self.room_exists(room) == present
+                    && self.mountpoint(room, secret).is_some() == present)
+                    .then_some(())
+            },
+        );
+    }
+
+    /// Waits (up to `timeout`) until room, mountpoint and a forwarder to
+    /// `speaker_port` all exist.
+    pub fn wait_all_present(&self, room: u64, secret: &str, speaker_port: u16, timeout: Duration) {
+        wait_for(
+            timeout,
+            &format!("room {room}, its mountpoint and a forwarder to {speaker_port}"),
+            || self.all_present(room, secret, speaker_port).then_some(()),
+        );
+    }
+
     /// Milliseconds since Janus last received `kind` on the mountpoint.
     pub fn media_age(&self, id: u64, secret: &str, kind: &str) -> Option<u64> {
         let info = self.mountpoint(id, secret)?;

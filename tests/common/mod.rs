@@ -169,6 +169,29 @@ impl Agent {
         run_agent(&all, &[])
     }
 
+    /// `status --json`, once the agent serves its socket.
+    pub fn status_json(&self) -> serde_json::Value {
+        wait_for(Duration::from_secs(5), "status --json", || {
+            let (status, out, _) = self.control(&["status", "--json"]);
+            status
+                .success()
+                .then(|| serde_json::from_str(&out).expect("status --json is JSON"))
+        })
+    }
+
+    /// `status`, once the agent serves its socket.
+    pub fn status_text(&self) -> String {
+        wait_for(Duration::from_secs(5), "status", || {
+            let (status, out, _) = self.control(&["status"]);
+            status.success().then_some(out)
+        })
+    }
+
+    /// The agent's control socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
     /// The agent's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -203,12 +226,7 @@ impl Agent {
 
     /// Sends a signal (by name, as `kill -s` takes it).
     pub fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .args(["-s", name, &self.child.id().to_string()])
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill -s {name} failed");
+        signal(self.child.id(), name);
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit.
@@ -252,6 +270,16 @@ pub fn assert_first_retry_is_slow(line: &str) {
         (1000..=2000).contains(&millis),
         "slow retry expected: {line}"
     );
+}
+
+/// Sends the signal `name` (as `kill -s` takes it) to process `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let ok = Command::new("kill")
+        .args(["-s", name, &pid.to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill -s {name} {pid} failed");
 }
 
 /// `broadcast-agent` as built for this test run.
