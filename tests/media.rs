@@ -437,6 +437,16 @@ fn discover(path: &std::path::Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Camera and microphone on test sources, recorded in 2 s segments into
+/// `dir`, with `more` `[recording]` keys; no speaker.
+fn recording_config(janus: &Janus, room: u64, dir: &std::path::Path, more: &str) -> String {
+    let recording = format!(
+        "[recording]\nenabled = true\ndir = \"{}\"\nsegment_s = 2\n{more}",
+        dir.display()
+    );
+    config(janus, room, "test", &recording).replace("device = \"pulse\"", "enabled = false")
+}
+
 #[test]
 fn recording_writes_playable_segments_within_its_budget() {
     let janus = Janus::start();
@@ -445,12 +455,7 @@ fn recording_writes_playable_segments_within_its_budget() {
     let recordings = dir.path().join("recordings");
     // 2 s segments of ~80 kB (320x240 at 300 kbit/s, Opus 32 kbit/s): a
     // 0.25 MB budget holds two or three.
-    let extra = format!(
-        "[recording]\nenabled = true\ndir = \"{}\"\nsegment_s = 2\nmax_total_mb = 0.25\n",
-        recordings.display()
-    );
-    let config =
-        config(&janus, 700, "test", &extra).replace("device = \"pulse\"", "enabled = false");
+    let config = recording_config(&janus, 700, &recordings, "max_total_mb = 0.25\n");
     let mut agent = Agent::start(&config);
     std::thread::sleep(Duration::from_secs(2));
     wait_media(&probe, 700, "video", Duration::from_secs(2));
@@ -511,13 +516,7 @@ fn a_failing_recorder_never_stops_the_live_stream() {
     let probe = janus.probe();
     let dir = scratch();
     let recordings = dir.path().join("recordings");
-    let with_dir = |path: &std::path::Path, room: u64| {
-        let extra = format!(
-            "[recording]\nenabled = true\ndir = \"{}\"\nsegment_s = 2\n",
-            path.display()
-        );
-        config(&janus, room, "test", &extra).replace("device = \"pulse\"", "enabled = false")
-    };
+    let with_dir = |path: &std::path::Path, room: u64| recording_config(&janus, room, path, "");
 
     // A directory that cannot be made: the recorder fails and says why,
     // once; camera and microphone reach Janus regardless.
