@@ -261,45 +261,41 @@ fn malformed_replies_are_errors_not_panics() {
         }
         answers.push((shown.into_owned(), outcomes));
     }
-    let error = |body: &str, what: &str| -> &JanusError {
+    // Asserts that `what` refused `body` with an error `as_expected` accepts.
+    let refused = |body: &str, what: &str, as_expected: &dyn Fn(&JanusError) -> bool| {
         let (_, outcomes) = answers
             .iter()
             .find(|(shown, _)| shown == body)
             .expect("a body of the list");
         let outcome = outcomes.iter().find(|o| o.what == what).expect("a call");
         match &outcome.result {
-            Err(e) => e,
+            Err(e) => assert!(as_expected(e), "{what} on {body}: {e:?}"),
             Ok(()) => panic!("{what} took {body}"),
         }
     };
     // An error envelope without its details, or with a code out of range,
     // is not made a Janus error code.
-    let e = error("{\"janus\": \"error\"}", "attach");
-    assert!(
-        matches!(e, JanusError::Protocol(m) if m.contains("without error details")),
-        "{e:?}"
+    refused(
+        "{\"janus\": \"error\"}",
+        "attach",
+        &|e| matches!(e, JanusError::Protocol(m) if m.contains("without error details")),
     );
-    let e = error(
-        "{\"janus\": \"error\", \"error\": {\"code\": 70000}}",
-        "create_session",
-    );
-    assert!(matches!(e, JanusError::Protocol(_)), "{e:?}");
+    let code_out_of_range = "{\"janus\": \"error\", \"error\": {\"code\": 70000}}";
+    refused(code_out_of_range, "create_session", &|e| {
+        matches!(e, JanusError::Protocol(_))
+    });
     // An id that is not a number is no id.
-    let e = error(
-        "{\"janus\": \"success\", \"data\": {\"id\": \"12\"}}",
+    let string_id = "{\"janus\": \"success\", \"data\": {\"id\": \"12\"}}";
+    refused(
+        string_id,
         "create_session",
-    );
-    assert!(
-        matches!(e, JanusError::Protocol(m) if m.starts_with("no id in")),
-        "{e:?}"
+        &|e| matches!(e, JanusError::Protocol(m) if m.starts_with("no id in")),
     );
     // A plugin error code beyond u16 stays an error of its plugin, clamped
     // (not wrapped round to a code that may mean "already gone").
-    let e = error(
-        "{\"janus\": \"success\", \"plugindata\": {\"data\": {\"error_code\": 99999999999}}}",
-        "audiobridge exists",
-    );
-    assert!(
+    let huge_code =
+        "{\"janus\": \"success\", \"plugindata\": {\"data\": {\"error_code\": 99999999999}}}";
+    refused(huge_code, "audiobridge exists", &|e| {
         matches!(
             e,
             JanusError::Plugin {
@@ -307,9 +303,8 @@ fn malformed_replies_are_errors_not_panics() {
                 code: u16::MAX,
                 ..
             }
-        ),
-        "{e:?}"
-    );
+        )
+    });
     // Nearly every call on nearly every body fails.
     let failed = answers
         .iter()
