@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::janus::{Janus, Probe};
 use common::pulse::{tone_share, Pulse};
-use common::{ports, scratch, wait_for, Agent};
+use common::{ports, scratch, signal, wait_for, Agent};
 
 const SECRET: &str = "media-secret";
 
@@ -160,7 +160,7 @@ fn a_killed_camera_program_is_back_within_two_seconds() {
     let (agent, _pulse, _bin, first) = agent_with_fake_camera(&janus, 300);
 
     let killed = Instant::now();
-    kill(first, "KILL");
+    signal(first, "KILL");
     // The agent notices, restarts the camera, and Janus receives video again.
     new_camera(&agent, first, Duration::from_secs(2));
     // Video from the new camera: newer than its start (what the killed one
@@ -191,7 +191,7 @@ fn a_stalled_camera_is_restarted() {
     let janus = Janus::start();
     let (agent, _pulse, _bin, frozen) = agent_with_fake_camera(&janus, 400);
     // The camera hangs: alive, but writes nothing.
-    kill(frozen, "STOP");
+    signal(frozen, "STOP");
     agent.wait_log(Duration::from_secs(4), "stalled");
     new_camera(&agent, frozen, Duration::from_secs(3));
     wait_media(&janus.probe(), 400, "video", Duration::from_secs(3));
@@ -261,14 +261,6 @@ fn camera_pid(agent: &Agent) -> u32 {
     wait_for(Duration::from_secs(3), "the camera process", || {
         camera_pid_or_none(agent)
     })
-}
-
-fn kill(pid: u32, signal: &str) {
-    let ok = Command::new("kill")
-        .args(["-s", signal, &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -s {signal} {pid}");
 }
 
 /// A GStreamer process sending an Opus tone from `local` to Janus's port.
@@ -445,6 +437,16 @@ fn discover(path: &std::path::Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Camera and microphone on test sources, recorded in 2 s segments into
+/// `dir`, with `more` `[recording]` keys; no speaker.
+fn recording_config(janus: &Janus, room: u64, dir: &std::path::Path, more: &str) -> String {
+    let recording = format!(
+        "[recording]\nenabled = true\ndir = \"{}\"\nsegment_s = 2\n{more}",
+        dir.display()
+    );
+    config(janus, room, "test", &recording).replace("device = \"pulse\"", "enabled = false")
+}
+
 #[test]
 fn recording_writes_playable_segments_within_its_budget() {
     let janus = Janus::start();
@@ -453,12 +455,7 @@ fn recording_writes_playable_segments_within_its_budget() {
     let recordings = dir.path().join("recordings");
     // 2 s segments of ~80 kB (320x240 at 300 kbit/s, Opus 32 kbit/s): a
     // 0.25 MB budget holds two or three.
-    let extra = format!(
-        "[recording]\nenabled = true\ndir = \"{}\"\nsegment_s = 2\nmax_total_mb = 0.25\n",
-        recordings.display()
-    );
-    let config =
-        config(&janus, 700, "test", &extra).replace("device = \"pulse\"", "enabled = false");
+    let config = recording_config(&janus, 700, &recordings, "max_total_mb = 0.25\n");
     let mut agent = Agent::start(&config);
     std::thread::sleep(Duration::from_secs(2));
     wait_media(&probe, 700, "video", Duration::from_secs(2));
@@ -519,13 +516,7 @@ fn a_failing_recorder_never_stops_the_live_stream() {
     let probe = janus.probe();
     let dir = scratch();
     let recordings = dir.path().join("recordings");
-    let with_dir = |path: &std::path::Path, room: u64| {
-        let extra = format!(
-            "[recording]\nenabled = true\ndir = \"{}\"\nsegment_s = 2\n",
-            path.display()
-        );
-        config(&janus, room, "test", &extra).replace("device = \"pulse\"", "enabled = false")
-    };
+    let with_dir = |path: &std::path::Path, room: u64| recording_config(&janus, room, path, "");
 
     // A directory that cannot be made: the recorder fails and says why,
     // once; camera and microphone reach Janus regardless.
