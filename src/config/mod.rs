@@ -271,6 +271,18 @@ mod tests {
         load(toml).expect_err("config must be rejected").to_string()
     }
 
+    /// Asserts that `toml` is refused with a message starting `agent.toml: <start>`.
+    pub(super) fn refused(toml: &str, start: &str) {
+        let e = error(toml);
+        assert!(e.starts_with(&format!("agent.toml: {start}")), "{e}");
+    }
+
+    /// Asserts that `toml` is refused with a message containing `part`.
+    pub(super) fn refused_naming(toml: &str, part: &str) {
+        let e = error(toml);
+        assert!(e.contains(part), "{e}");
+    }
+
     #[test]
     fn defaults_match_the_documented_contract() {
         let s = load("").expect("empty file is valid");
@@ -291,23 +303,20 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let e = error("[room]\nidd = 3\n");
-        assert!(
-            e.starts_with("agent.toml: room.idd: unknown key, expected one of `id`"),
-            "{e}"
+        refused(
+            "[room]\nidd = 3\n",
+            "room.idd: unknown key, expected one of `id`",
         );
     }
 
     #[test]
     fn unknown_section_is_named() {
-        let e = error("[rooom]\nid = 3\n");
-        assert!(e.starts_with("agent.toml: rooom: unknown section"), "{e}");
+        refused("[rooom]\nid = 3\n", "rooom: unknown section");
     }
 
     #[test]
     fn wrong_type_is_named() {
-        let e = error("[room]\nid = \"abc\"\n");
-        assert!(e.starts_with("agent.toml: room.id: invalid type"), "{e}");
+        refused("[room]\nid = \"abc\"\n", "room.id: invalid type");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 
 use super::audiobridge::{AudioBridge, ForwardTarget, RoomSpec};
-use super::streaming::{MountpointSpec, Streaming};
+use super::streaming::Streaming;
 use super::*;
 use crate::config::JanusSettings;
 
@@ -161,16 +161,7 @@ fn every_call(client: &Client) -> Vec<Outcome> {
         port: 5000,
         payload_type: 100,
     };
-    let mountpoint = MountpointSpec {
-        id: 1,
-        description: "x",
-        secret: None,
-        pin: None,
-        admin_key: None,
-        srtp: None,
-        video: (8004, 96),
-        audio: (8005, 111),
-    };
+    let mountpoint = super::streaming::tests::spec();
     timed("audiobridge create", &mut || bridge.create(&room).map(drop));
     timed("audiobridge exists", &mut || bridge.exists(1).map(drop));
     timed("rtp_forward", &mut || {

@@ -194,10 +194,11 @@ impl<'a> Streaming<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn spec() -> MountpointSpec<'static> {
+    /// A mountpoint on the default ports, for tests.
+    pub(in crate::janus) fn spec() -> MountpointSpec<'static> {
         MountpointSpec {
             id: 4556,
             description: "x",

@@ -173,6 +173,17 @@ pub struct Built {
     pub helper: Option<Helper>,
 }
 
+impl Built {
+    /// A pipeline that only its bus tells about: no flow watched, no camera program.
+    pub fn plain(pipeline: gst::Pipeline) -> Self {
+        Self {
+            pipeline,
+            flow: None,
+            helper: None,
+        }
+    }
+}
+
 impl Drop for Built {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);

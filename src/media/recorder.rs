@@ -254,11 +254,7 @@ impl Recipe for Recorder {
         };
         prune(self.dir(), recording.max_total_bytes());
         self.feed.attach(video, audio);
-        Ok(Built {
-            pipeline,
-            flow: None,
-            helper: None,
-        })
+        Ok(Built::plain(pipeline))
     }
 
     fn supervision(&self) -> Supervision {

@@ -350,11 +350,7 @@ mod tests {
                 .map_err(|e| MediaError::Build(e.to_string()))?
                 .downcast::<gst::Pipeline>()
                 .map_err(|_| MediaError::Build("not a pipeline".into()))?;
-            Ok(Built {
-                pipeline,
-                flow: None,
-                helper: None,
-            })
+            Ok(Built::plain(pipeline))
         }
 
         fn supervision(&self) -> Supervision {
