@@ -520,4 +520,42 @@ mod tests {
         drop(room_tx);
         let _ = supervisor.await;
     }
+
+    /// Janus never receives (a firewall): after a few restarts the
+    /// pipeline keeps running and reports the network; once Janus receives
+    /// again the note goes away. Real GStreamer; Janus's view is given.
+    #[tokio::test]
+    async fn media_no_media_at_janus_is_reported_after_bounded_restarts() {
+        gst::init().expect("GStreamer initialises");
+        let (room_tx, room_rx) = watch::channel(room(60_000));
+        let (status_tx, mut status_rx) = watch::channel(PipelineStatus::stopped("video"));
+        let supervisor = tokio::spawn(supervise(Arc::new(Pattern), room_rx, status_tx));
+        let reported = tokio::time::timeout(
+            Duration::from_secs(15),
+            status_rx.wait_for(|s| s.network == Some(NO_MEDIA)),
+        )
+        .await
+        .expect("the network is reported within 15 s")
+        .expect("status published")
+        .clone();
+        assert_eq!(reported.restarts, NO_MEDIA_RESTARTS);
+        assert_eq!(reported.state, RunState::Running);
+        // No more restarts while Janus still receives nothing.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let still = status_rx.borrow().clone();
+        assert_eq!(
+            (still.state, still.restarts, still.network),
+            (RunState::Running, NO_MEDIA_RESTARTS, Some(NO_MEDIA))
+        );
+        room_tx.send_modify(|s| s.media_age.video_ms = Some(20));
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            status_rx.wait_for(|s| s.network.is_none()),
+        )
+        .await
+        .expect("the note goes within 2 s")
+        .expect("status published");
+        drop(room_tx);
+        let _ = supervisor.await;
+    }
 }
