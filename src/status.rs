@@ -121,8 +121,16 @@ impl AgentStatus {
                 };
                 let _ = write!(line, " | {} {state}", p.name);
             }
+            if let Some(note) = self.network() {
+                let _ = write!(line, " | network: {note}");
+            }
         }
         line
+    }
+
+    /// A network problem a running pipeline reports, if any.
+    fn network(&self) -> Option<&'static str> {
+        self.pipelines.iter().find_map(|p| p.network)
     }
 
     /// Text for a person: `broadcast-agent status`.
@@ -172,6 +180,9 @@ impl AgentStatus {
                 }
                 None => out.push('\n'),
             }
+        }
+        if let Some(note) = self.network() {
+            let _ = writeln!(out, "  network: {note}");
         }
         if let Some(e) = &r.last_error {
             let _ = writeln!(out, "  last error: {}", e.message);

@@ -215,12 +215,18 @@ pub fn stopping() {
     notify(&[NotifyState::Stopping]);
 }
 
+/// The watchdog period systemd set (`WatchdogSec`), if it watches the agent.
+pub fn watchdog_period() -> Option<Duration> {
+    sd_notify::watchdog_enabled()
+}
+
 /// Keeps systemd informed while the agent runs: `STATUS=` whenever the status
 /// line changes, and `WATCHDOG=1` at half of `WATCHDOG_USEC`, but only when
-/// the reconciler's loop answers — a hung loop stops the pings, and systemd
-/// restarts the agent.
+/// the reconciler's loop answers — a hung loop (or a pass past its
+/// deadline) stops the pings, and systemd restarts the agent. A pass waiting
+/// on a slow Janus does not: the loop answers while requests are in flight.
 pub async fn keep_informed(status: StatusSource, room: RoomHandle) {
-    let watchdog = sd_notify::watchdog_enabled().map(|period| period / 2);
+    let watchdog = watchdog_period().map(|period| period / 2);
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut last_line = String::new();

@@ -192,8 +192,9 @@ fn count(messages: &[(Instant, String)], needle: &str) -> usize {
 fn systemd_gets_ready_status_and_watchdog() {
     let janus = Janus::start();
     let notify = NotifySocket::bind();
+    // A request may not outlast the watchdog period: 350 ms for 400 ms.
     let mut agent = Agent::start_with(
-        &config(&janus.url(), 44, ""),
+        &config(&janus.url(), 44, "").replace("[janus]\n", "[janus]\nrequest_timeout_ms = 350\n"),
         &[("NOTIFY_SOCKET", &notify.path), ("WATCHDOG_USEC", "400000")],
     );
     let messages = notify.collect(Duration::from_secs(3));
@@ -229,27 +230,54 @@ fn systemd_gets_ready_status_and_watchdog() {
 }
 
 #[test]
-fn a_hung_loop_stops_the_watchdog() {
-    // A "Janus" that accepts connections and never answers: the reconciler
-    // hangs in its request, and the watchdog must notice.
-    let hung = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/janus", hung.local_addr().expect("addr"));
+fn a_silent_janus_does_not_starve_the_watchdog() {
+    // A "Janus" that accepts connections and never answers: each request
+    // waits its full timeout, and the loop keeps answering the watchdog.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/janus", silent.local_addr().expect("addr"));
     let notify = NotifySocket::bind();
-    let agent = Agent::start_with(
-        &config(&url, 45, "")
-            .replace("[room]", "[room]\n")
-            .replace("[janus]\n", "[janus]\nrequest_timeout_ms = 30000\n"),
-        &[("NOTIFY_SOCKET", &notify.path), ("WATCHDOG_USEC", "400000")],
+    let mut agent = Agent::start_with(
+        &config(&url, 45, "").replace("[janus]\n", "[janus]\nrequest_timeout_ms = 1500\n"),
+        &[
+            ("NOTIFY_SOCKET", &notify.path),
+            ("WATCHDOG_USEC", "2000000"),
+        ],
     );
-    let messages = notify.collect(Duration::from_secs(3));
+    let messages = notify.collect(Duration::from_secs(6));
     // READY does not wait for Janus.
     assert_eq!(count(&messages, "READY=1"), 1, "{messages:?}");
-    assert!(count(&messages, "WATCHDOG=1") <= 1, "{messages:?}");
-    agent.wait_log(
-        Duration::from_secs(2),
-        "does not answer: not feeding the watchdog",
+    let pings: Vec<_> = messages
+        .iter()
+        .filter(|(_, m)| m.trim() == "WATCHDOG=1")
+        .map(|(at, _)| *at)
+        .collect();
+    // Every 1 s (half of WatchdogSec), never a gap systemd would act on.
+    assert!(pings.len() >= 4, "{messages:?}");
+    let gaps: Vec<_> = pings.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|g| *g < Duration::from_millis(1500)),
+        "gaps {gaps:?}"
     );
-    drop(hung);
+    assert!(agent.is_running());
+    assert!(agent.warnings("not feeding the watchdog").is_empty());
+    drop(silent);
+}
+
+#[test]
+fn a_request_timeout_beyond_the_watchdog_is_refused() {
+    let agent_config = config("http://127.0.0.1:9/janus", 47, "")
+        .replace("[janus]\n", "[janus]\nrequest_timeout_ms = 30000\n");
+    let mut agent = Agent::start_with(&agent_config, &[("WATCHDOG_USEC", "10000000")]);
+    let status = agent.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(78), "{}", agent.log());
+    assert!(
+        agent.log().contains(
+            "config error: janus.request_timeout_ms: 30000 ms is not below the watchdog period \
+             (WatchdogSec = 10000 ms)"
+        ),
+        "{}",
+        agent.log()
+    );
 }
 
 #[test]

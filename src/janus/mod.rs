@@ -56,9 +56,14 @@ pub enum JanusError {
     },
     /// The TLS handshake failed: Janus's certificate is not trusted, or
     /// not for this host. `problem` names the cause and the setting that
-    /// fixes it.
+    /// fixes it. `clock` says the certificate is not valid *yet*: on a
+    /// Pi that booted before NTP set its clock, that passes by itself.
     #[error("Janus at {url}: TLS: {problem}")]
-    Tls { url: String, problem: String },
+    Tls {
+        url: String,
+        problem: String,
+        clock: bool,
+    },
     /// HTTP itself failed (Janus answers every API call with 200).
     #[error("Janus at {url} answered HTTP {status}")]
     Http { url: String, status: u16 },
@@ -109,11 +114,15 @@ impl JanusError {
     }
 
     /// Retrying as is cannot help: credentials or settings must change.
-    /// Such errors are retried slowly.
+    /// Such errors are retried slowly. A reverse proxy's 502/503/504 (Janus
+    /// behind it restarting) and a certificate not valid yet (this
+    /// machine's clock before NTP) pass by themselves: retried quickly.
     pub fn needs_operator(&self) -> bool {
         match self {
             Self::Core { code, .. } => *code == code::UNAUTHORIZED || *code == code::PLUGIN_ATTACH,
-            Self::Plugin { .. } | Self::Http { .. } | Self::Tls { .. } => true,
+            Self::Http { status, .. } => !matches!(status, 502..=504),
+            Self::Tls { clock, .. } => !clock,
+            Self::Plugin { .. } => true,
             Self::Transport { .. } | Self::Protocol(_) => false,
         }
     }
@@ -141,26 +150,31 @@ fn plugin_hint(reason: &str) -> &'static str {
     }
 }
 
-/// The TLS problem behind a transport error, in words with the fix, or
-/// `None` when the error is not about TLS. ureq reports a failed handshake
-/// as an I/O error that wraps the rustls error.
-fn tls_problem(error: &ureq::Error) -> Option<String> {
+/// The TLS problem behind a transport error, in words with the fix, and
+/// whether it is a certificate not valid yet; `None` when the error is not
+/// about TLS. ureq reports a failed handshake as an I/O error that wraps the
+/// rustls error.
+fn tls_problem(error: &ureq::Error) -> Option<(String, bool)> {
     let rustls_error = match error {
         ureq::Error::Rustls(e) => e,
-        ureq::Error::Tls(reason) => return Some((*reason).to_owned()),
+        ureq::Error::Tls(reason) => return Some(((*reason).to_owned(), false)),
         ureq::Error::Io(io) => io.get_ref()?.downcast_ref::<rustls::Error>()?,
         _ => return None,
     };
     Some(match rustls_error {
         rustls::Error::InvalidCertificate(cert) => {
             let problem = CertProblem::of(cert);
-            format!(
+            let words = format!(
                 "certificate not trusted ({}); {}",
                 problem.name(),
                 problem.fix()
-            )
+            );
+            (words, problem == CertProblem::NotValidYet)
         }
-        other => format!("{other}; check that janus.url points at Janus's HTTPS port"),
+        other => (
+            format!("{other}; check that janus.url points at Janus's HTTPS port"),
+            false,
+        ),
     })
 }
 
@@ -475,9 +489,10 @@ fn read_json(
     url: &str,
 ) -> Result<Value, JanusError> {
     let transport = |source: ureq::Error| match tls_problem(&source) {
-        Some(problem) => JanusError::Tls {
+        Some((problem, clock)) => JanusError::Tls {
             url: url.to_owned(),
             problem,
+            clock,
         },
         None => JanusError::Transport {
             url: url.to_owned(),
@@ -630,6 +645,39 @@ mod tests {
         assert!(no_plugin.needs_operator());
     }
 
+    /// A reverse proxy answering for a restarting Janus, and a clock not set
+    /// yet, are retried quickly; a proxy refusing access is not.
+    #[test]
+    fn proxy_gateway_errors_and_early_clocks_are_transient() {
+        let http = |status| JanusError::Http {
+            url: "https://janus.example/janus".into(),
+            status,
+        };
+        for status in [502, 503, 504] {
+            assert!(!http(status).needs_operator(), "HTTP {status}");
+        }
+        for status in [401, 403, 404, 500] {
+            assert!(http(status).needs_operator(), "HTTP {status}");
+        }
+        let handshake = |e| {
+            ureq::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(e),
+            ))
+        };
+        let early = tls_problem(&handshake(rustls::CertificateError::NotValidYet));
+        assert!(matches!(early, Some((_, true))), "{early:?}");
+        let (problem, clock) = early.unwrap_or_default();
+        let error = JanusError::Tls {
+            url: String::new(),
+            problem,
+            clock,
+        };
+        assert!(!error.needs_operator());
+        let expired = tls_problem(&handshake(rustls::CertificateError::Expired));
+        assert!(matches!(expired, Some((_, false))), "{expired:?}");
+    }
+
     #[test]
     fn tls_problems_name_the_cause_and_the_setting() {
         let wrapped = |e: rustls::CertificateError| {
@@ -638,13 +686,14 @@ mod tests {
                 rustls::Error::InvalidCertificate(e),
             ))
         };
-        let problem =
+        let (problem, clock) =
             tls_problem(&wrapped(rustls::CertificateError::UnknownIssuer)).expect("a TLS problem");
+        assert!(!clock);
         assert_eq!(
             problem,
             "certificate not trusted (UnknownIssuer); set janus.ca_file to the CA or certificate Janus serves"
         );
-        let problem = tls_problem(&wrapped(rustls::CertificateError::NotValidForName))
+        let (problem, _) = tls_problem(&wrapped(rustls::CertificateError::NotValidForName))
             .expect("a TLS problem");
         assert!(problem.contains("(NotValidForName)") && problem.contains("janus.url"));
         let plain = ureq::Error::Io(std::io::Error::other("connection reset"));

@@ -30,6 +30,7 @@ use super::{
     Supervision,
 };
 use crate::config::{MicrophoneSettings, Settings, VideoSource};
+use crate::resolve;
 use crate::rtp::Medium;
 use crate::secret::SrtpKey;
 
@@ -138,10 +139,14 @@ impl Capture {
     }
 
     /// `udpsink` to the mountpoint's port, not synchronised to the clock: a
-    /// live source already paces the stream.
+    /// live source already paces the stream. It gets an address, looked up
+    /// here with a time limit: given a name, `udpsink` would resolve it
+    /// itself, for as long as the resolver takes.
     fn sink(&self) -> Result<gst::Element, MediaError> {
+        let address = resolve::address(&self.host, resolve::TIMEOUT)
+            .map_err(|e| MediaError::build("stream.host", e))?;
         let sink = element("udpsink")?;
-        sink.set_property("host", &self.host);
+        sink.set_property("host", address.to_string());
         sink.set_property("port", i32::from(self.port));
         sink.set_property("sync", false);
         sink.set_property("async", false);

@@ -1,8 +1,14 @@
 //! Runs one pipeline for as long as the room is wanted open: starts it,
 //! watches its bus, its output and what Janus receives, and restarts it with
-//! capped exponential backoff when it fails. A run that lasted long enough
-//! resets the backoff. Each failure is logged once per change of error, not
-//! once per retry.
+//! capped exponential backoff when it fails. A run that delivered media for
+//! a while (a camera that flaps) or lasted long enough resets the backoff:
+//! only failures before anything flowed (no camera, a busy device) escalate.
+//! Janus receiving nothing from a pipeline that runs fine (a firewall) gets a
+//! few restarts; then the pipeline keeps running and the status says
+//! `network: no media reaching Janus` until Janus receives again. Each
+//! failure is logged once per change of error, not once per retry. Building
+//! and starting a pipeline runs on a blocking thread: it may wait on devices
+//! and on name lookups.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{Built, JanusCheck, MediaError, Recipe, Supervision};
 use crate::backoff::{Backoff, Policy};
+use crate::secret::SrtpKey;
 use crate::state::{Presence, RoomState};
 
 /// Restart delays: the first restart is quick (a blip), a failing device is
@@ -24,6 +31,14 @@ const RESTART: Policy = Policy {
 };
 /// A run this long counts as stable: the next failure restarts quickly again.
 const STABLE_RUN: Duration = Duration::from_secs(10);
+/// A run that sent media for this long worked: its failure restarts at once
+/// (the first step of the backoff), however often it happens.
+const DELIVERED_RUN: Duration = Duration::from_secs(1);
+/// Restarts for "Janus receives nothing" in a row; after these the pipeline
+/// keeps running and the status reports the network.
+const NO_MEDIA_RESTARTS: u32 = 3;
+/// What the status says while Janus receives nothing from a running pipeline.
+pub const NO_MEDIA: &str = "no media reaching Janus";
 /// How often a running pipeline's output and Janus's view of it are checked.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
 /// How long a draining stop waits for end-of-stream to come through.
@@ -56,6 +71,9 @@ pub struct PipelineStatus {
     pub last_error: Option<String>,
     /// RTP packets sent by this run, for the pipelines that send RTP.
     pub rtp: Option<RtpCounts>,
+    /// A network problem seen while the pipeline runs fine locally
+    /// ([`NO_MEDIA`]).
+    pub network: Option<&'static str>,
 }
 
 /// RTP packets a pipeline sent.
@@ -88,12 +106,29 @@ impl PipelineStatus {
             restarts: 0,
             last_error: None,
             rtp: None,
+            network: None,
         }
     }
 }
 
 fn wanted(room: &watch::Receiver<RoomState>) -> bool {
     room.borrow().wants_open()
+}
+
+/// How a run failed.
+struct RunFailure {
+    error: MediaError,
+    /// It sent media for at least [`DELIVERED_RUN`] first.
+    delivered: bool,
+}
+
+impl From<MediaError> for RunFailure {
+    fn from(error: MediaError) -> Self {
+        Self {
+            error,
+            delivered: false,
+        }
+    }
 }
 
 /// Supervises the pipeline of `recipe` until the room watch closes.
@@ -104,10 +139,12 @@ pub async fn supervise(
 ) {
     let name = recipe.name();
     let mut backoff = Backoff::new(RESTART);
+    let mut no_media = 0;
     let set = |state: RunState, error: Option<String>| {
         status.send_modify(|s| {
             s.state = state;
             s.last_error = error;
+            s.network = None;
         });
     };
     loop {
@@ -125,34 +162,23 @@ pub async fn supervise(
         let previous_error = status.borrow().last_error.clone();
         set(RunState::Starting, previous_error);
         let started = Instant::now();
-        let failure = match run_once(&*recipe, &mut room, &status).await {
+        let tolerate = no_media >= NO_MEDIA_RESTARTS;
+        let failure = match run_once(&recipe, &mut room, &status, tolerate).await {
             Ok(()) => {
                 backoff.reset();
                 continue;
             }
             Err(failure) => failure,
         };
-        if started.elapsed() >= STABLE_RUN {
+        no_media = match failure.error {
+            MediaError::NotReceived { .. } => no_media + 1,
+            _ => 0,
+        };
+        if failure.delivered || started.elapsed() >= STABLE_RUN {
             backoff.reset();
         }
         let delay = backoff.next_delay();
-        let message = failure.to_string();
-        if status.borrow().last_error.as_deref() != Some(message.as_str()) {
-            log::warn!(
-                "{name} pipeline: {message}; restarting in {} ms",
-                delay.as_millis()
-            );
-        } else {
-            log::debug!(
-                "{name} pipeline failed again; restarting in {} ms",
-                delay.as_millis()
-            );
-        }
-        status.send_modify(|s| {
-            s.state = RunState::Failed;
-            s.restarts += 1;
-            s.last_error = Some(message);
-        });
+        report(name, &failure.error, delay, &status);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             closed = room.wait_for(|s| !s.wants_open()) => if closed.is_err() { return },
@@ -160,13 +186,62 @@ pub async fn supervise(
     }
 }
 
+/// Publishes a failure; logs it when it differs from the last one.
+fn report(
+    name: &str,
+    failure: &MediaError,
+    delay: Duration,
+    status: &watch::Sender<PipelineStatus>,
+) {
+    let message = failure.to_string();
+    if status.borrow().last_error.as_deref() != Some(message.as_str()) {
+        log::warn!(
+            "{name} pipeline: {message}; restarting in {} ms",
+            delay.as_millis()
+        );
+    } else {
+        log::debug!(
+            "{name} pipeline failed again; restarting in {} ms",
+            delay.as_millis()
+        );
+    }
+    status.send_modify(|s| {
+        s.state = RunState::Failed;
+        s.restarts += 1;
+        s.last_error = Some(message);
+        s.network = None;
+    });
+}
+
+/// Builds and starts the pipeline on a blocking thread: building may start
+/// a camera program, open devices and look up `stream.host`.
+async fn build_and_start(
+    recipe: &Arc<dyn Recipe>,
+    key: Option<SrtpKey>,
+) -> Result<(Built, mpsc::UnboundedReceiver<MediaError>), MediaError> {
+    let recipe = Arc::clone(recipe);
+    tokio::task::spawn_blocking(move || {
+        let built = recipe.build(key.as_ref())?;
+        let failed = start(&built)?;
+        Ok((built, failed))
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(MediaError::Build(format!(
+            "building the pipeline failed: {e}"
+        )))
+    })
+}
+
 /// Builds, starts and watches the pipeline once. `Ok` means it was stopped
-/// because the room was closed; `Err` says why it failed.
+/// because the room was closed; `Err` says why it failed. With `tolerate`,
+/// Janus receiving nothing is reported, not a failure.
 async fn run_once(
-    recipe: &dyn Recipe,
+    recipe: &Arc<dyn Recipe>,
     room: &mut watch::Receiver<RoomState>,
     status: &watch::Sender<PipelineStatus>,
-) -> Result<(), MediaError> {
+    tolerate: bool,
+) -> Result<(), RunFailure> {
     recipe.preflight()?;
     let supervision = recipe.supervision();
     // An SRTP pipeline sends only with the mountpoint's key: wait for the
@@ -183,19 +258,32 @@ async fn run_once(
     } else {
         None
     };
-    let mut built = recipe.build(key.as_ref())?;
-    let mut failed = start(&built)?;
+    let (mut built, mut failed) = build_and_start(recipe, key).await?;
     announce_running(recipe.name(), status);
     let playing_since = Instant::now();
+    let delivered = |built: &Built| {
+        playing_since.elapsed() >= DELIVERED_RUN
+            && built.flow.as_ref().is_some_and(|f| f.rtp().packets() > 0)
+    };
     let mut check = tokio::time::interval(CHECK_EVERY);
     loop {
-        tokio::select! {
+        let error = tokio::select! {
             failure = failed.recv() => {
-                return Err(failure.unwrap_or_else(|| MediaError::Ended("the pipeline's bus closed".into())));
+                failure.unwrap_or_else(|| MediaError::Ended("the pipeline's bus closed".into()))
             }
             _ = check.tick() => {
-                health(&mut built, &supervision, room, playing_since)?;
                 publish_counts(&built, status);
+                match health(&mut built, &supervision, room, playing_since) {
+                    Err(MediaError::NotReceived { .. }) if tolerate => {
+                        network(recipe.name(), status, Some(NO_MEDIA));
+                        continue;
+                    }
+                    Err(error) => error,
+                    Ok(()) => {
+                        network(recipe.name(), status, None);
+                        continue;
+                    }
+                }
             }
             changed = room.changed() => {
                 if changed.is_err() || !wanted(room) {
@@ -211,8 +299,30 @@ async fn run_once(
                     log::info!("{} pipeline: the mountpoint's SRTP key changed (mountpoint re-created): restarting", recipe.name());
                     return Ok(());
                 }
+                continue;
             }
-        }
+        };
+        return Err(RunFailure {
+            error,
+            delivered: delivered(&built),
+        });
+    }
+}
+
+/// Sets or clears the pipeline's network note; logs each change once.
+fn network(name: &str, status: &watch::Sender<PipelineStatus>, note: Option<&'static str>) {
+    let changed = status.send_if_modified(|s| {
+        let changed = s.network != note;
+        s.network = note;
+        changed
+    });
+    match (changed, note) {
+        (false, _) => {}
+        (true, Some(note)) => log::warn!(
+            "{name} pipeline: network: {note} after {NO_MEDIA_RESTARTS} restarts; \
+             keeping the pipeline running and checking again"
+        ),
+        (true, None) => log::info!("{name} pipeline: media reaches Janus again"),
     }
 }
 
@@ -329,7 +439,6 @@ fn failure_in(message: &gst::Message) -> Option<MediaError> {
 mod tests {
     use super::*;
     use crate::rtp::Medium;
-    use crate::secret::SrtpKey;
     use crate::state::{Desired, Fit};
 
     /// A live test pattern into a `fakesink`, that Janus is said to expect
@@ -404,6 +513,44 @@ mod tests {
         .expect("status published");
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert_eq!(status_rx.borrow().state, RunState::Running);
+        drop(room_tx);
+        let _ = supervisor.await;
+    }
+
+    /// Janus never receives (a firewall): after a few restarts the
+    /// pipeline keeps running and reports the network; once Janus receives
+    /// again the note goes away. Real GStreamer; Janus's view is given.
+    #[tokio::test]
+    async fn media_no_media_at_janus_is_reported_after_bounded_restarts() {
+        gst::init().expect("GStreamer initialises");
+        let (room_tx, room_rx) = watch::channel(room(60_000));
+        let (status_tx, mut status_rx) = watch::channel(PipelineStatus::stopped("video"));
+        let supervisor = tokio::spawn(supervise(Arc::new(Pattern), room_rx, status_tx));
+        let reported = tokio::time::timeout(
+            Duration::from_secs(15),
+            status_rx.wait_for(|s| s.network == Some(NO_MEDIA)),
+        )
+        .await
+        .expect("the network is reported within 15 s")
+        .expect("status published")
+        .clone();
+        assert_eq!(reported.restarts, NO_MEDIA_RESTARTS);
+        assert_eq!(reported.state, RunState::Running);
+        // No more restarts while Janus still receives nothing.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let still = status_rx.borrow().clone();
+        assert_eq!(
+            (still.state, still.restarts, still.network),
+            (RunState::Running, NO_MEDIA_RESTARTS, Some(NO_MEDIA))
+        );
+        room_tx.send_modify(|s| s.media_age.video_ms = Some(20));
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            status_rx.wait_for(|s| s.network.is_none()),
+        )
+        .await
+        .expect("the note goes within 2 s")
+        .expect("status published");
         drop(room_tx);
         let _ = supervisor.await;
     }

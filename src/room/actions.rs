@@ -372,24 +372,22 @@ impl Janus {
     }
 }
 
-/// The local address the kernel would use to reach `host` (no packet is sent).
+/// The local address the kernel would use to reach `host` (no packet is
+/// sent); a name is looked up with a time limit.
 fn local_address_towards(host: &str) -> Result<String, PassError> {
     let unroutable = |source| PassError::NoRoute {
         host: host.to_owned(),
         source,
     };
-    let bind = if host.contains(':') {
+    let target = crate::resolve::address(host, crate::resolve::TIMEOUT)
+        .map_err(|e| unroutable(std::io::Error::other(e)))?;
+    let bind = if target.is_ipv6() {
         "[::]:0"
     } else {
         "0.0.0.0:0"
     };
     let socket = UdpSocket::bind(bind).map_err(unroutable)?;
-    let target = if host.contains(':') {
-        format!("[{host}]:9")
-    } else {
-        format!("{host}:9")
-    };
-    socket.connect(target).map_err(unroutable)?;
+    socket.connect((target, 9)).map_err(unroutable)?;
     Ok(socket.local_addr().map_err(unroutable)?.ip().to_string())
 }
 

@@ -9,6 +9,12 @@
 //! same code path: whatever is missing is re-created, whatever must go is
 //! removed.
 //!
+//! A pass runs on a blocking thread, off the loop: meanwhile the loop answers
+//! the watchdog (a slow Janus is not a hung agent) unless the pass is past a
+//! deadline that no pass of bounded requests can reach (then it hangs), and
+//! keeps commands and long-poll reports for when the pass is done. A stop
+//! waits for the pass in flight only within the shutdown budget.
+//!
 //! Between passes it waits for the check interval (then forgets what it saw,
 //! so the next pass verifies everything still exists), for a command, or for
 //! the long-poll to report the session lost. Failed passes are retried with
@@ -98,8 +104,10 @@ impl RoomHandle {
         self.state.clone()
     }
 
-    /// Whether the loop answers within `within`: it does between passes, and
-    /// not while a pass hangs (the systemd watchdog is fed only if it does).
+    /// Whether the loop answers within `within`: it does between passes and
+    /// while a pass waits on Janus, but not once that pass is past its
+    /// deadline (it hangs), nor when the loop itself is stuck. The systemd
+    /// watchdog is fed only if it does.
     pub async fn is_responsive(&self, within: Duration) -> bool {
         let (answer, answered) = oneshot::channel();
         if self.commands.try_send(Event::Ping(answer)).is_err() {
@@ -134,6 +142,16 @@ pub fn spawn(
     client: Arc<Client>,
     settings: Arc<Settings>,
 ) -> (RoomHandle, tokio::task::JoinHandle<()>) {
+    let deadline = pass_deadline(settings.janus.request_timeout);
+    spawn_with_deadline(client, settings, deadline)
+}
+
+/// [`spawn`] with a pass deadline of the caller's.
+fn spawn_with_deadline(
+    client: Arc<Client>,
+    settings: Arc<Settings>,
+    pass_deadline: Duration,
+) -> (RoomHandle, tokio::task::JoinHandle<()>) {
     let desired = if settings.room.open_on_start {
         Desired::Open
     } else {
@@ -144,6 +162,7 @@ pub fn spawn(
     let reconciler = Reconciler {
         timers: Timers::new(&settings.room, Instant::now()),
         viewer_url: settings.viewer_url(),
+        pass_deadline,
         janus: Arc::new(Janus {
             client,
             settings,
@@ -185,26 +204,82 @@ struct Reconciler {
     last_error: Option<Failure>,
     timers: Timers,
     viewer_url: Option<String>,
+    /// A pass running longer than this hangs: the watchdog is not answered.
+    pass_deadline: Duration,
 }
 
 impl Reconciler {
     /// A pass, then wait for the next reason to pass again; until told to stop.
     async fn run(mut self) {
         loop {
-            let goal = match self.desired {
-                Desired::Open => Goal::Open,
-                Desired::Closed => Goal::Closed,
+            let Some((seen, result, later)) = self.pass_in_flight().await else {
+                return; // shut down while the pass ran
             };
-            let (seen, result) = pass(&self.janus, goal, self.observed).await;
             self.observed = seen;
             if self.close_if_expired() {
                 continue;
             }
             let wait = self.pass_finished(result);
             self.publish();
-            if self.wait(wait).await == Next::Stop {
-                self.shut_down().await;
+            // What came in during the pass, now that its observation is in.
+            let mut next = Next::Wait;
+            for event in later {
+                if self.event(Some(event)) == Next::Pass {
+                    next = Next::Pass;
+                }
+            }
+            if next == Next::Wait {
+                next = self.wait(wait).await;
+            }
+            if next == Next::Stop {
+                self.shut_down(None).await;
                 return;
+            }
+        }
+    }
+
+    fn goal(&self) -> Goal {
+        match self.desired {
+            Desired::Open => Goal::Open,
+            Desired::Closed => Goal::Closed,
+        }
+    }
+
+    /// Runs a pass off the loop; meanwhile answers the watchdog (as long as
+    /// the pass is within its deadline) and keeps other events for after
+    /// it. `None`: told to stop meanwhile, and stopped.
+    async fn pass_in_flight(&mut self) -> Option<(Observed, Result<(), PassError>, Vec<Event>)> {
+        let started = Instant::now();
+        let mut task = spawn_pass(&self.janus, self.goal(), self.observed);
+        let mut later = Vec::new();
+        let mut overdue_logged = false;
+        loop {
+            tokio::select! {
+                joined = &mut task => {
+                    let (seen, result) = outcome(joined);
+                    return Some((seen, result, later));
+                }
+                event = self.inbox.recv() => match event {
+                    Some(Event::Ping(answer)) => {
+                        let late = started.elapsed().saturating_sub(self.pass_deadline);
+                        if late.is_zero() {
+                            let _ = answer.send(());
+                        } else if !overdue_logged {
+                            overdue_logged = true;
+                            log::error!(
+                                "room {}: a pass has run for {} s, past its deadline of {} s: it hangs; not answering the watchdog",
+                                self.room_id(),
+                                started.elapsed().as_secs(),
+                                self.pass_deadline.as_secs()
+                            );
+                        }
+                    }
+                    Some(Event::Command(Command::Shutdown)) | None => {
+                        self.shut_down(Some(task)).await;
+                        return None;
+                    }
+                    Some(event) => later.push(event),
+                },
             }
         }
     }
@@ -286,16 +361,21 @@ impl Reconciler {
         loop {
             let next = tokio::select! {
                 () = sleep_until(deadline) => self.tick(),
-                event = self.inbox.recv() => match event {
-                    Some(Event::Ping(answer)) => Self::ping(answer),
-                    Some(Event::Command(command)) => self.command(command),
-                    Some(Event::Poll(event)) => self.poll(event),
-                    None => Next::Stop,
-                },
+                event = self.inbox.recv() => self.event(event),
             };
             if next != Next::Wait {
                 return next;
             }
+        }
+    }
+
+    /// Handles an event between passes (`None`: every sender is gone).
+    fn event(&mut self, event: Option<Event>) -> Next {
+        match event {
+            Some(Event::Ping(answer)) => Self::ping(answer),
+            Some(Event::Command(command)) => self.command(command),
+            Some(Event::Poll(event)) => self.poll(event),
+            None => Next::Stop,
         }
     }
 
@@ -370,10 +450,20 @@ impl Reconciler {
     }
 
     /// Cleans up as `destroy_on_close` says and destroys the session, within
-    /// a budget; then publishes the room closed.
-    async fn shut_down(mut self) {
+    /// a budget that includes waiting for a pass still in flight (a Janus
+    /// that does not answer must not hold the agent past systemd's stop
+    /// timeout); then publishes the room closed.
+    async fn shut_down(&mut self, in_flight: Option<PassTask>) {
         let room_id = self.room_id();
-        let cleanup = pass(&self.janus, Goal::Stopped, self.observed);
+        let janus = Arc::clone(&self.janus);
+        let observed = self.observed;
+        let cleanup = async move {
+            let observed = match in_flight {
+                Some(task) => outcome(task.await).0,
+                None => observed,
+            };
+            outcome(spawn_pass(&janus, Goal::Stopped, observed).await)
+        };
         match tokio::time::timeout(SHUTDOWN_BUDGET, cleanup).await {
             Ok((_, Ok(()))) => log::info!("room {room_id}: cleaned up on Janus"),
             Ok((_, Err(e))) => log::warn!("room {room_id}: clean-up incomplete: {e}"),
@@ -427,18 +517,61 @@ impl Reconciler {
     }
 }
 
-/// Runs one pass on a blocking thread.
-async fn pass(
-    janus: &Arc<Janus>,
-    goal: Goal,
-    observed: Observed,
-) -> (Observed, Result<(), PassError>) {
+/// A pass running on a blocking thread.
+type PassTask = tokio::task::JoinHandle<(Observed, Result<(), PassError>)>;
+
+/// Starts one pass on a blocking thread.
+fn spawn_pass(janus: &Arc<Janus>, goal: Goal, observed: Observed) -> PassTask {
     let janus = Arc::clone(janus);
-    let joined = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let mut observed = observed;
         let result = janus.converge(goal, &mut observed);
         (observed, result)
     })
-    .await;
+}
+
+/// What a finished pass saw and how it ended.
+fn outcome(
+    joined: Result<(Observed, Result<(), PassError>), tokio::task::JoinError>,
+) -> (Observed, Result<(), PassError>) {
     joined.unwrap_or_else(|e| (Observed::default(), Err(PassError::Aborted(e.to_string()))))
+}
+
+/// How long a pass may run before it counts as hung rather than slow: each
+/// action makes at most three requests (creating a session with both
+/// plugins attached) or one request and an address lookup, each bounded.
+fn pass_deadline(request_timeout: Duration) -> Duration {
+    let per_action = (request_timeout * 3).max(request_timeout + crate::resolve::TIMEOUT);
+    per_action * u32::try_from(MAX_ACTIONS_PER_PASS).unwrap_or(u32::MAX) + Duration::from_secs(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pass waiting on a Janus that accepts and never answers is slow,
+    /// not hung: the loop answers the watchdog. Once the pass is past its
+    /// deadline (here shortened below the request timeout) it does not.
+    #[tokio::test]
+    async fn the_loop_answers_while_a_pass_waits_and_not_once_it_hangs() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut settings = Settings::default();
+        settings.janus.url = format!("http://{}/janus", silent.local_addr().expect("addr"));
+        settings.janus.request_timeout = Duration::from_secs(3);
+        let client = Arc::new(Client::new(&settings.janus).expect("client"));
+        let deadline = Duration::from_millis(1000);
+        let (room, _task) = spawn_with_deadline(client, Arc::new(settings), deadline);
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(room.is_responsive(Duration::from_millis(200)).await);
+        tokio::time::sleep_until(start + deadline + Duration::from_millis(200)).await;
+        assert!(!room.is_responsive(Duration::from_millis(200)).await);
+    }
+
+    #[test]
+    fn no_pass_of_bounded_requests_reaches_the_deadline() {
+        let request = Duration::from_secs(5);
+        let most = request * 3 * u32::try_from(MAX_ACTIONS_PER_PASS).unwrap_or(u32::MAX);
+        assert!(pass_deadline(request) > most);
+    }
 }
