@@ -10,6 +10,7 @@ mod config;
 mod controls;
 mod janus;
 mod media;
+mod owner;
 mod room;
 mod rtp;
 mod secret;

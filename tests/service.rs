@@ -380,3 +380,80 @@ fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
     assert!(agent.stop(Duration::from_secs(10)).success());
     wait_room(&probe, 50, false);
 }
+
+/// The config of [`a_closed_room_stays_closed_across_restarts`]: a live
+/// microphone.
+fn remembering_config(janus: &Janus, room: u64, open_on_start: bool) -> String {
+    let extra = Extra {
+        room: &format!("open_on_start = {open_on_start}"),
+        ..Extra::default()
+    };
+    no_media_config(&janus.url(), room, SECRET, ports(1), extra).replace(
+        "[microphone]\nenabled = false",
+        "[microphone]\ndevice = \"test\"",
+    )
+}
+
+/// Starts an agent whose state directory is `dir` (kept across agents).
+fn remembering_agent(config: &str, dir: &Path) -> Agent {
+    let dir = dir.to_str().expect("utf-8 path");
+    Agent::start_with(config, &[("BROADCAST_AGENT__CONTROL__STATE_DIR", dir)])
+}
+
+#[test]
+fn a_closed_room_stays_closed_across_restarts() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let dir = scratch();
+    let mut agent = remembering_agent(&remembering_config(&janus, 51, true), dir.path());
+    wait_room(&probe, 51, true);
+    let (status, _, err) = agent.control(&["close"]);
+    assert!(status.success(), "{err}");
+    wait_room(&probe, 51, false);
+    assert!(agent.stop(Duration::from_secs(10)).success());
+
+    // open_on_start = true, but the owner closed it: it stays closed, and
+    // the microphone stays off.
+    let mut agent = remembering_agent(&remembering_config(&janus, 51, true), dir.path());
+    let json = status_json(&agent);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!probe.room_exists(51) && probe.mountpoint(51, SECRET).is_none());
+    assert_eq!(json["room"]["desired"], "closed", "{json}");
+    assert_eq!(json["room"]["closed_by"], "restored", "{json}");
+    let pipelines = json["pipelines"].as_array().expect("pipelines");
+    assert!(!pipelines.is_empty(), "{json}");
+    assert!(pipelines.iter().all(|p| p["state"] == "stopped"), "{json}");
+    let (_, out, _) = agent.control(&["status"]);
+    assert!(
+        out.contains("closed by the owner before the agent restarted"),
+        "{out}"
+    );
+
+    // Opened again, it stays open across a reload and a restart, whatever
+    // open_on_start says.
+    assert!(agent.control(&["open"]).0.success());
+    wait_room(&probe, 51, true);
+    agent.signal("HUP");
+    agent.wait_log(Duration::from_secs(5), "SIGHUP: configuration reloaded");
+    wait_room(&probe, 51, true);
+    assert!(agent.stop(Duration::from_secs(10)).success());
+    let agent = remembering_agent(&remembering_config(&janus, 51, false), dir.path());
+    wait_room(&probe, 51, true);
+    assert_eq!(status_json(&agent)["room"]["desired"], "open");
+}
+
+#[test]
+fn a_corrupt_choice_falls_back_to_open_on_start_with_one_warning() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let dir = scratch();
+    std::fs::write(dir.path().join("room.json"), "{\"room\":").expect("write");
+    let agent = remembering_agent(&remembering_config(&janus, 52, true), dir.path());
+    wait_room(&probe, 52, true);
+    let warnings = agent.warnings("room.json");
+    assert_eq!(warnings.len(), 1, "{}", agent.log());
+    assert!(
+        warnings[0].contains("is not a saved choice"),
+        "{warnings:?}"
+    );
+}

@@ -34,6 +34,7 @@ use crate::backoff::{Backoff, Policy};
 use crate::config::Settings;
 use crate::janus::longpoll::{CurrentSession, PollEvent};
 use crate::janus::Client;
+use crate::owner::Choice;
 use crate::state::{CloseReason, Desired, Failure, Phase, Presence, RoomState};
 
 use actions::Janus;
@@ -129,18 +130,20 @@ enum Next {
     Stop,
 }
 
-/// Starts the reconciler on the current runtime.
+/// Starts the reconciler on the current runtime, with the owner's choice in
+/// `owner`: it starts from it and publishes each new one there.
 pub fn spawn(
     client: Arc<Client>,
     settings: Arc<Settings>,
+    owner: watch::Sender<Choice>,
 ) -> (RoomHandle, tokio::task::JoinHandle<()>) {
-    let desired = if settings.room.open_on_start {
-        Desired::Open
-    } else {
-        Desired::Closed
-    };
+    let Choice { desired, closed_by } = *owner.borrow();
     let (events, inbox) = mpsc::channel(32);
-    let (state, published) = watch::channel(RoomState::new(settings.room.id, desired));
+    let initial = RoomState {
+        closed_by,
+        ..RoomState::new(settings.room.id, desired)
+    };
+    let (state, published) = watch::channel(initial);
     let reconciler = Reconciler {
         timers: Timers::new(&settings.room, Instant::now()),
         viewer_url: settings.viewer_url(),
@@ -153,7 +156,8 @@ pub fn spawn(
         inbox,
         state,
         desired,
-        closed_by: (desired == Desired::Closed).then_some(CloseReason::Command),
+        closed_by,
+        owner: Some(owner),
         observed: Observed::default(),
         transient: Backoff::new(TRANSIENT_RETRY),
         operator: Backoff::new(OPERATOR_RETRY),
@@ -175,6 +179,8 @@ struct Reconciler {
     desired: Desired,
     /// Why the room was closed, while it is wanted closed.
     closed_by: Option<CloseReason>,
+    /// Where the owner's choices go (`owner`), until shutdown.
+    owner: Option<watch::Sender<Choice>>,
     /// What the last pass saw on Janus.
     observed: Observed,
     /// Backoff while Janus cannot be reached.
@@ -361,6 +367,10 @@ impl Reconciler {
     fn set_desired(&mut self, desired: Desired, reason: Option<CloseReason>) {
         self.desired = desired;
         self.closed_by = (desired == Desired::Closed).then_some(reason).flatten();
+        if let Some(owner) = &self.owner {
+            let closed_by = self.closed_by;
+            owner.send_replace(Choice { desired, closed_by });
+        }
         self.reset_backoff();
     }
 
@@ -386,6 +396,7 @@ impl Reconciler {
         self.viewer_url = None;
         self.observed = Observed::default();
         self.last_error = None;
+        self.owner = None; // stopping is not the owner's choice
         self.set_desired(Desired::Closed, Some(CloseReason::Command));
         self.publish();
     }
