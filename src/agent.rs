@@ -159,8 +159,11 @@ impl Running {
         for pipeline in self.pipelines {
             let _ = pipeline.await;
         }
+        // Awaited, not only aborted: a restart in place (SIGHUP) takes the
+        // same GPIO pins again, which fails while the old task holds them.
         for service in self.services {
             service.abort();
+            let _ = service.await;
         }
         if let Some(path) = self.socket {
             let _ = std::fs::remove_file(path);

@@ -457,3 +457,63 @@ fn a_corrupt_choice_falls_back_to_open_on_start_with_one_warning() {
         "{warnings:?}"
     );
 }
+
+/// `[gpio]` lines for simulated pins at `pins`: a close button on 27, an
+/// open button on 17, and `more`.
+fn simulated_gpio(pins: &Path, more: &str) -> String {
+    format!(
+        "[gpio]\nenabled = true\nopen_pin = 17\nclose_pin = 27\ndebounce_ms = 20\nsimulate = \"{}\"\n{more}\n",
+        pins.display()
+    )
+}
+
+/// Presses (and releases) the active-low button on `pin`.
+fn press(pins: &Path, pin: u8) {
+    gpio(pins, &[&format!("{pin} 0")]);
+    std::thread::sleep(Duration::from_millis(60));
+    gpio(pins, &[&format!("{pin} 1")]);
+}
+
+#[test]
+fn buttons_work_without_a_status_led() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let dir = scratch();
+    let pins = dir.path().join("gpio.sock");
+    let agent = Agent::start(&config(&janus.url(), 53, &simulated_gpio(&pins, "")));
+    wait_room(&probe, 53, true);
+    press(&pins, 27);
+    wait_room(&probe, 53, false);
+    press(&pins, 17);
+    wait_room(&probe, 53, true);
+    assert!(agent.log().contains("button on GPIO 27 pressed: Close"));
+}
+
+#[test]
+fn a_reload_with_gpio_takes_the_pins_again() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let dir = scratch();
+    let pins = dir.path().join("gpio.sock");
+    let mut agent = Agent::start(&config(
+        &janus.url(),
+        54,
+        &simulated_gpio(&pins, "led_pin = 23"),
+    ));
+    wait_room(&probe, 54, true);
+    for reloads in 1..=2 {
+        agent.signal("HUP");
+        wait_for(Duration::from_secs(5), "the reloaded agent", || {
+            let log = agent.log();
+            (log.matches("running: room 54").count() > reloads || log.contains("exit"))
+                .then_some(())
+        });
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.is_running(), "{}", agent.log());
+    assert!(!agent.log().contains("already in use"), "{}", agent.log());
+    wait_room(&probe, 54, true);
+    press(&pins, 27);
+    wait_room(&probe, 54, false);
+    assert!(agent.stop(Duration::from_secs(10)).success());
+}
