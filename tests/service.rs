@@ -517,3 +517,33 @@ fn a_reload_with_gpio_takes_the_pins_again() {
     wait_room(&probe, 54, false);
     assert!(agent.stop(Duration::from_secs(10)).success());
 }
+
+#[test]
+fn check_refuses_a_recording_dir_the_unit_cannot_write_and_warns_of_space() {
+    let dir = scratch();
+    let path = dir.path().join("agent.toml");
+    let check = |recording: &str| {
+        let text = config("http://127.0.0.1:9/janus", 55, recording).replace(
+            "[microphone]\nenabled = false",
+            "[microphone]\ndevice = \"test\"",
+        );
+        common::write_private(&path, &text);
+        run_agent(&["check", "--config", path.to_str().expect("utf-8")], &[])
+    };
+    let outside = format!(
+        "[recording]\nenabled = true\ndir = \"{}\"\n",
+        dir.path().join("rec").display()
+    );
+    let (status, _, err) = check(&outside);
+    assert_eq!(status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("recording.dir: ") && err.contains("ReadWritePaths="),
+        "{err}"
+    );
+
+    let (status, _, err) = check("[recording]\nenabled = true\nmax_total_mb = 1e12\n");
+    assert!(status.success(), "{err}");
+    assert!(err.contains("less than recording.max_total_mb"), "{err}");
+    let (status, _, err) = check("[recording]\nenabled = true\nmax_total_mb = 1\n");
+    assert!(status.success() && !err.contains("max_total_mb"), "{err}");
+}
