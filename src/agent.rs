@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Settings;
@@ -19,6 +20,7 @@ use crate::controls::gpio::{self, GpioError};
 use crate::controls::socket::{self, ControlError};
 use crate::janus::{Client, TlsSetupError};
 use crate::media::{self, MediaError};
+use crate::owner;
 use crate::room::{self, Command, RoomHandle};
 use crate::status::StatusSource;
 use crate::systemd;
@@ -147,6 +149,8 @@ fn reload(path: &Path) -> Result<Settings, String> {
 struct Running {
     room: RoomHandle,
     reconciler: JoinHandle<()>,
+    /// Writes the owner's choices; ends (having written the last) after the reconciler.
+    owner: JoinHandle<()>,
     pipelines: Vec<JoinHandle<()>>,
     services: Vec<JoinHandle<()>>,
     socket: Option<std::path::PathBuf>,
@@ -162,7 +166,11 @@ impl Running {
         } else {
             None
         };
-        let (room, reconciler) = room::spawn(client, Arc::clone(&settings));
+        let state_dir = settings.control.state_dir.clone();
+        let (choice, choices) =
+            watch::channel(owner::load(&state_dir, settings.room.open_on_start));
+        let (room, reconciler) = room::spawn(client, Arc::clone(&settings), choice);
+        let owner = owner::follow(state_dir, choices);
         let (media, pipelines) = media::spawn(&settings, &room.state())?;
         let status = StatusSource::new(room.state(), media, settings.viewer_url());
         let mut services = vec![tokio::spawn(systemd::keep_informed(
@@ -180,6 +188,7 @@ impl Running {
         Ok(Self {
             room,
             reconciler,
+            owner,
             pipelines,
             services,
             socket,
@@ -190,13 +199,17 @@ impl Running {
     async fn stop(self) {
         self.room.send(Command::Shutdown).await;
         let _ = self.reconciler.await;
+        let _ = self.owner.await;
         // The reconciler's end closes the room watch: each supervisor stops
         // its pipeline (setting it to NULL) and returns.
         for pipeline in self.pipelines {
             let _ = pipeline.await;
         }
+        // Awaited, not only aborted: a restart in place (SIGHUP) takes the
+        // same GPIO pins again, which fails while the old task holds them.
         for service in self.services {
             service.abort();
+            let _ = service.await;
         }
         if let Some(path) = self.socket {
             let _ = std::fs::remove_file(path);

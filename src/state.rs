@@ -95,6 +95,8 @@ pub enum CloseReason {
     IdleTimeout,
     /// It was open for `room.max_duration_s`.
     MaxDuration,
+    /// The owner closed it before the agent (re)started (`control.state_dir`).
+    Restored,
 }
 
 impl CloseReason {
@@ -104,6 +106,7 @@ impl CloseReason {
             Self::Command => "closed on request",
             Self::IdleTimeout => "idle timeout",
             Self::MaxDuration => "maximum duration reached",
+            Self::Restored => "closed by the owner before the agent restarted",
         }
     }
 }

@@ -408,3 +408,170 @@ fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
     assert!(agent.stop(Duration::from_secs(10)).success());
     probe.wait_room(50, SECRET, false);
 }
+
+/// The config of [`a_closed_room_stays_closed_across_restarts`]: a live
+/// microphone.
+fn remembering_config(janus: &Janus, room: u64, open_on_start: bool) -> String {
+    let extra = Extra {
+        room: &format!("open_on_start = {open_on_start}"),
+        ..Extra::default()
+    };
+    no_media_config(&janus.url(), room, SECRET, ports(1), extra).replace(
+        "[microphone]\nenabled = false",
+        "[microphone]\ndevice = \"test\"",
+    )
+}
+
+/// Starts an agent whose state directory is `dir` (kept across agents).
+fn remembering_agent(config: &str, dir: &Path) -> Agent {
+    let dir = dir.to_str().expect("utf-8 path");
+    Agent::start_with(config, &[("BROADCAST_AGENT__CONTROL__STATE_DIR", dir)])
+}
+
+#[test]
+fn a_closed_room_stays_closed_across_restarts() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let dir = scratch();
+    let mut agent = remembering_agent(&remembering_config(&janus, 51, true), dir.path());
+    probe.wait_room(51, SECRET, true);
+    let (status, _, err) = agent.control(&["close"]);
+    assert!(status.success(), "{err}");
+    probe.wait_room(51, SECRET, false);
+    assert!(agent.stop(Duration::from_secs(10)).success());
+
+    // open_on_start = true, but the owner closed it: it stays closed, and
+    // the microphone stays off.
+    let mut agent = remembering_agent(&remembering_config(&janus, 51, true), dir.path());
+    let json = agent.status_json();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!probe.room_exists(51) && probe.mountpoint(51, SECRET).is_none());
+    assert_eq!(json["room"]["desired"], "closed", "{json}");
+    assert_eq!(json["room"]["closed_by"], "restored", "{json}");
+    let pipelines = json["pipelines"].as_array().expect("pipelines");
+    assert!(!pipelines.is_empty(), "{json}");
+    assert!(pipelines.iter().all(|p| p["state"] == "stopped"), "{json}");
+    let (_, out, _) = agent.control(&["status"]);
+    assert!(
+        out.contains("closed by the owner before the agent restarted"),
+        "{out}"
+    );
+
+    // Opened again, it stays open across a reload and a restart, whatever
+    // open_on_start says.
+    assert!(agent.control(&["open"]).0.success());
+    probe.wait_room(51, SECRET, true);
+    agent.signal("HUP");
+    agent.wait_log(Duration::from_secs(5), "SIGHUP: configuration reloaded");
+    probe.wait_room(51, SECRET, true);
+    assert!(agent.stop(Duration::from_secs(10)).success());
+    let agent = remembering_agent(&remembering_config(&janus, 51, false), dir.path());
+    probe.wait_room(51, SECRET, true);
+    assert_eq!(agent.status_json()["room"]["desired"], "open");
+}
+
+#[test]
+fn a_corrupt_choice_falls_back_to_open_on_start_with_one_warning() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let dir = scratch();
+    std::fs::write(dir.path().join("room.json"), "{\"room\":").expect("write");
+    let agent = remembering_agent(&remembering_config(&janus, 52, true), dir.path());
+    probe.wait_room(52, SECRET, true);
+    let warnings = agent.warnings("room.json");
+    assert_eq!(warnings.len(), 1, "{}", agent.log());
+    assert!(
+        warnings[0].contains("is not a saved choice"),
+        "{warnings:?}"
+    );
+}
+
+/// `[gpio]` lines for simulated pins at `pins`: a close button on 27, an
+/// open button on 17, and `more`.
+fn simulated_gpio(pins: &Path, more: &str) -> String {
+    format!(
+        "[gpio]\nenabled = true\nopen_pin = 17\nclose_pin = 27\ndebounce_ms = 20\nsimulate = \"{}\"\n{more}\n",
+        pins.display()
+    )
+}
+
+/// Presses (and releases) the active-low button on `pin`.
+fn press(pins: &Path, pin: u8) {
+    gpio(pins, &[&format!("{pin} 0")]);
+    std::thread::sleep(Duration::from_millis(60));
+    gpio(pins, &[&format!("{pin} 1")]);
+}
+
+#[test]
+fn buttons_work_without_a_status_led() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let dir = scratch();
+    let pins = dir.path().join("gpio.sock");
+    let agent = Agent::start(&config(&janus.url(), 53, &simulated_gpio(&pins, "")));
+    probe.wait_room(53, SECRET, true);
+    press(&pins, 27);
+    probe.wait_room(53, SECRET, false);
+    press(&pins, 17);
+    probe.wait_room(53, SECRET, true);
+    assert!(agent.log().contains("button on GPIO 27 pressed: Close"));
+}
+
+#[test]
+fn a_reload_with_gpio_takes_the_pins_again() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let dir = scratch();
+    let pins = dir.path().join("gpio.sock");
+    let mut agent = Agent::start(&config(
+        &janus.url(),
+        54,
+        &simulated_gpio(&pins, "led_pin = 23"),
+    ));
+    probe.wait_room(54, SECRET, true);
+    for reloads in 1..=2 {
+        agent.signal("HUP");
+        wait_for(Duration::from_secs(5), "the reloaded agent", || {
+            let log = agent.log();
+            (log.matches("running: room 54").count() > reloads || log.contains("exit"))
+                .then_some(())
+        });
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.is_running(), "{}", agent.log());
+    assert!(!agent.log().contains("already in use"), "{}", agent.log());
+    probe.wait_room(54, SECRET, true);
+    press(&pins, 27);
+    probe.wait_room(54, SECRET, false);
+    assert!(agent.stop(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn check_refuses_a_recording_dir_the_unit_cannot_write_and_warns_of_space() {
+    let dir = scratch();
+    let path = dir.path().join("agent.toml");
+    let check = |recording: &str| {
+        let text = config("http://127.0.0.1:9/janus", 55, recording).replace(
+            "[microphone]\nenabled = false",
+            "[microphone]\ndevice = \"test\"",
+        );
+        common::write_private(&path, &text);
+        run_agent(&["check", "--config", path.to_str().expect("utf-8")], &[])
+    };
+    let outside = format!(
+        "[recording]\nenabled = true\ndir = \"{}\"\n",
+        dir.path().join("rec").display()
+    );
+    let (status, _, err) = check(&outside);
+    assert_eq!(status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("recording.dir: ") && err.contains("ReadWritePaths="),
+        "{err}"
+    );
+
+    let (status, _, err) = check("[recording]\nenabled = true\nmax_total_mb = 1e12\n");
+    assert!(status.success(), "{err}");
+    assert!(err.contains("less than recording.max_total_mb"), "{err}");
+    let (status, _, err) = check("[recording]\nenabled = true\nmax_total_mb = 1\n");
+    assert!(status.success() && !err.contains("max_total_mb"), "{err}");
+}

@@ -141,6 +141,13 @@ fn unit_keeps_what_the_agent_relies_on() {
     // /run/broadcast-agent/control.sock.
     assert_eq!(one("RuntimeDirectory"), "broadcast-agent");
     assert_eq!(one("User"), "broadcast-agent");
+    // /var/lib/broadcast-agent: control.state_dir's default (the owner's
+    // last open/close) is writable under ProtectSystem=strict.
+    assert_eq!(one("StateDirectory"), "broadcast-agent");
+    let conf =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/agent.toml"))
+            .expect("conf/agent.toml");
+    assert!(conf.contains("\nstate_dir = \"/var/lib/broadcast-agent\"\n"));
     let groups = words("SupplementaryGroups");
     for group in ["audio", "video", "gpio"] {
         assert!(groups.iter().any(|g| g == group), "{group} in {groups:?}");

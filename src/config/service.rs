@@ -57,12 +57,16 @@ impl Default for GpioSettings {
 pub struct ControlSettings {
     /// Unix socket path; empty disables it.
     pub socket: PathBuf,
+    /// Where the owner's last open/close is kept across restarts (the
+    /// unit's `StateDirectory=`).
+    pub state_dir: PathBuf,
 }
 
 impl Default for ControlSettings {
     fn default() -> Self {
         Self {
             socket: PathBuf::from("/run/broadcast-agent/control.sock"),
+            state_dir: PathBuf::from("/var/lib/broadcast-agent"),
         }
     }
 }

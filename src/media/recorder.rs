@@ -39,9 +39,15 @@ use crate::config::Settings;
 use crate::rtp::Medium;
 use crate::secret::SrtpKey;
 
-/// Segment files are named `broadcast-YYYYMMDD-HHMMSS-NNNN.mkv` (UTC), so
-/// that their names sort by age.
+/// Segment files are named `broadcast-sNNNNNN-YYYYMMDD-HHMMSS.mkv`: a
+/// sequence number that only grows (one more than the highest in the
+/// folder), then the wall-clock time (UTC) for people. Age is the sequence,
+/// never the time: a Pi without a real-time clock starts in the past at
+/// every boot until NTP steps it. Older names
+/// (`broadcast-YYYYMMDD-HHMMSS-NNNN.mkv`) count as older than any sequence.
 const PREFIX: &str = "broadcast-";
+/// Marks the sequence number after [`PREFIX`].
+const SEQUENCE: char = 's';
 const SUFFIX: &str = ".mkv";
 /// How much a recording branch may hold while the recorder is slow.
 const BRANCH_QUEUE: Duration = Duration::from_secs(2);
@@ -210,10 +216,9 @@ impl Recipe for Recorder {
                 .as_ref(),
         );
         let (dir, budget) = (self.dir().to_owned(), recording.max_total_bytes());
-        mux.connect("format-location", false, move |args| {
-            let fragment = args.get(1).and_then(|v| v.get::<u32>().ok()).unwrap_or(0);
+        mux.connect("format-location", false, move |_| {
             prune(&dir, budget);
-            let path = dir.join(segment_name(SystemTime::now(), fragment));
+            let path = dir.join(segment_name(next_sequence(&dir), SystemTime::now()));
             Some(path.to_string_lossy().into_owned().to_value())
         });
         pipeline
@@ -265,17 +270,59 @@ impl Recipe for Recorder {
     }
 }
 
-/// The name of a segment started at `at`, e.g. `broadcast-20261125-161300-0003.mkv` (UTC).
-fn segment_name(at: SystemTime, fragment: u32) -> String {
+/// The name of segment `sequence`, started at `at`, e.g.
+/// `broadcast-s000042-20261125-161300.mkv` (UTC).
+fn segment_name(sequence: u64, at: SystemTime) -> String {
     let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rest) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(i64::try_from(days).unwrap_or(0));
     format!(
-        "{PREFIX}{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{fragment:04}{SUFFIX}",
+        "{PREFIX}{SEQUENCE}{sequence:06}-{y:04}{m:02}{d:02}-{:02}{:02}{:02}{SUFFIX}",
         rest / 3600,
         rest / 60 % 60,
         rest % 60
     )
+}
+
+/// How a segment's name orders it: by sequence; names without one (an
+/// older agent's) first, among themselves by name.
+fn age_key(name: &str) -> Option<(u64, &str)> {
+    let rest = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+    let sequence = rest
+        .strip_prefix(SEQUENCE)
+        .and_then(|r| r.split('-').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    Some(sequence.map_or((0, name), |n| (n, "")))
+}
+
+/// The agent's segments in `dir` with their sizes, oldest first.
+fn segments(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<((u64, String), PathBuf, u64)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (n, tie) = age_key(&name)?;
+            let key = (n, tie.to_owned());
+            Some((key, e.path(), e.metadata().ok()?.len()))
+        })
+        .collect();
+    found.sort();
+    found
+        .into_iter()
+        .map(|(_, path, size)| (path, size))
+        .collect()
+}
+
+/// One more than the highest sequence number in `dir` (1 in an empty one).
+fn next_sequence(dir: &Path) -> u64 {
+    let names = fs::read_dir(dir).into_iter().flatten().flatten();
+    let highest = names
+        .filter_map(|e| Some(age_key(&e.file_name().to_string_lossy())?.0))
+        .max();
+    highest.unwrap_or(0) + 1
 }
 
 /// Year, month, day of a count of days since 1970-01-01 (proleptic
@@ -297,19 +344,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 /// the size of the newest, fit in `budget` bytes. Only the agent's own
 /// files (`broadcast-*.mkv`) are touched; failures are logged, not fatal.
 fn prune(dir: &Path, budget: u64) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    let mut segments: Vec<(PathBuf, u64)> = entries
-        .flatten()
-        .filter(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            name.starts_with(PREFIX) && name.ends_with(SUFFIX)
-        })
-        .filter_map(|e| Some((e.path(), e.metadata().ok()?.len())))
-        .collect();
-    segments.sort();
+    let segments = segments(dir);
     let newest = segments.last().map_or(0, |(_, size)| *size);
     let mut total: u64 = segments.iter().map(|(_, size)| size).sum();
     for (path, size) in segments {
@@ -337,9 +372,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn segment_names_sort_by_time() {
+    fn segment_names_carry_sequence_and_time() {
         let at = UNIX_EPOCH + Duration::from_secs(1_764_087_180);
-        assert_eq!(segment_name(at, 3), "broadcast-20251125-161300-0003.mkv");
+        assert_eq!(segment_name(3, at), "broadcast-s000003-20251125-161300.mkv");
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     }
@@ -347,14 +382,18 @@ mod tests {
     #[test]
     fn prune_deletes_the_oldest_beyond_the_budget() {
         let dir = tempfile::tempdir().expect("temp dir");
+        // The clock stepped back between segments 9 and 10 (a Pi without
+        // RTC, rebooted): the sequence, not the time, says which is newer.
         for (name, size) in [
             ("broadcast-20250101-000000-0000.mkv", 100),
-            ("broadcast-20250101-000010-0001.mkv", 100),
-            ("broadcast-20250101-000020-0002.mkv", 100),
+            ("broadcast-s000009-20250601-120000.mkv", 100),
+            ("broadcast-s000010-19700101-000012.mkv", 100),
+            ("broadcast-s000011-19700101-000022.mkv", 100),
             ("notes.txt", 1000),
         ] {
             fs::write(dir.path().join(name), vec![0u8; size]).expect("write");
         }
+        assert_eq!(next_sequence(dir.path()), 12);
         prune(dir.path(), 350);
         let mut left: Vec<_> = fs::read_dir(dir.path())
             .expect("read dir")
@@ -365,8 +404,8 @@ mod tests {
         assert_eq!(
             left,
             [
-                "broadcast-20250101-000010-0001.mkv",
-                "broadcast-20250101-000020-0002.mkv",
+                "broadcast-s000010-19700101-000012.mkv",
+                "broadcast-s000011-19700101-000022.mkv",
                 "notes.txt"
             ]
         );

@@ -40,6 +40,7 @@ use crate::backoff::{Backoff, Policy};
 use crate::config::Settings;
 use crate::janus::longpoll::{CurrentSession, PollEvent};
 use crate::janus::Client;
+use crate::owner::Choice;
 use crate::state::{CloseReason, Desired, Failure, Phase, Presence, RoomState};
 
 use actions::Janus;
@@ -137,28 +138,31 @@ enum Next {
     Stop,
 }
 
-/// Starts the reconciler on the current runtime.
+/// Starts the reconciler on the current runtime, with the owner's choice in
+/// `owner`: it starts from it and publishes each new one there.
 pub fn spawn(
     client: Arc<Client>,
     settings: Arc<Settings>,
+    owner: watch::Sender<Choice>,
 ) -> (RoomHandle, tokio::task::JoinHandle<()>) {
     let deadline = pass_deadline(settings.janus.request_timeout);
-    spawn_with_deadline(client, settings, deadline)
+    spawn_with_deadline(client, settings, owner, deadline)
 }
 
 /// [`spawn`] with a pass deadline of the caller's.
 fn spawn_with_deadline(
     client: Arc<Client>,
     settings: Arc<Settings>,
+    owner: watch::Sender<Choice>,
     pass_deadline: Duration,
 ) -> (RoomHandle, tokio::task::JoinHandle<()>) {
-    let desired = if settings.room.open_on_start {
-        Desired::Open
-    } else {
-        Desired::Closed
-    };
+    let Choice { desired, closed_by } = *owner.borrow();
     let (events, inbox) = mpsc::channel(32);
-    let (state, published) = watch::channel(RoomState::new(settings.room.id, desired));
+    let initial = RoomState {
+        closed_by,
+        ..RoomState::new(settings.room.id, desired)
+    };
+    let (state, published) = watch::channel(initial);
     let reconciler = Reconciler {
         timers: Timers::new(&settings.room, Instant::now()),
         viewer_url: settings.viewer_url(),
@@ -172,7 +176,8 @@ fn spawn_with_deadline(
         inbox,
         state,
         desired,
-        closed_by: (desired == Desired::Closed).then_some(CloseReason::Command),
+        closed_by,
+        owner: Some(owner),
         observed: Observed::default(),
         transient: Backoff::new(TRANSIENT_RETRY),
         operator: Backoff::new(OPERATOR_RETRY),
@@ -194,6 +199,8 @@ struct Reconciler {
     desired: Desired,
     /// Why the room was closed, while it is wanted closed.
     closed_by: Option<CloseReason>,
+    /// Where the owner's choices go (`owner`), until shutdown.
+    owner: Option<watch::Sender<Choice>>,
     /// What the last pass saw on Janus.
     observed: Observed,
     /// Backoff while Janus cannot be reached.
@@ -441,6 +448,10 @@ impl Reconciler {
     fn set_desired(&mut self, desired: Desired, reason: Option<CloseReason>) {
         self.desired = desired;
         self.closed_by = (desired == Desired::Closed).then_some(reason).flatten();
+        if let Some(owner) = &self.owner {
+            let closed_by = self.closed_by;
+            owner.send_replace(Choice { desired, closed_by });
+        }
         self.reset_backoff();
     }
 
@@ -476,6 +487,7 @@ impl Reconciler {
         self.viewer_url = None;
         self.observed = Observed::default();
         self.last_error = None;
+        self.owner = None; // stopping is not the owner's choice
         self.set_desired(Desired::Closed, Some(CloseReason::Command));
         self.publish();
     }
@@ -560,7 +572,8 @@ mod tests {
         settings.janus.request_timeout = Duration::from_secs(3);
         let client = Arc::new(Client::new(&settings.janus).expect("client"));
         let deadline = Duration::from_millis(1000);
-        let (room, _task) = spawn_with_deadline(client, Arc::new(settings), deadline);
+        let (owner, _) = watch::channel(crate::owner::Choice::on_start(true));
+        let (room, _task) = spawn_with_deadline(client, Arc::new(settings), owner, deadline);
         let start = Instant::now();
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(room.is_responsive(Duration::from_millis(200)).await);

@@ -128,11 +128,16 @@ impl Agent {
         let dir = scratch();
         let path = dir.path().join("agent.toml");
         let socket = dir.path().join("control.sock");
-        // Each agent gets its own control socket unless the test names one.
+        // Each agent gets its own control socket and state directory unless
+        // the test names them.
         let config = if config.contains("[control]") {
             config.to_owned()
         } else {
-            format!("{config}\n[control]\nsocket = \"{}\"\n", socket.display())
+            format!(
+                "{config}\n[control]\nsocket = \"{}\"\nstate_dir = \"{}\"\n",
+                socket.display(),
+                dir.path().join("state").display()
+            )
         };
         write_private(&path, &config);
         let log = dir.path().join("agent.log");
