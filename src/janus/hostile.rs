@@ -160,6 +160,7 @@ fn every_call(client: &Client) -> Vec<String> {
         admin_key: None,
         srtp: None,
         video: (8004, 96),
+        video_level: crate::h264::Level::L4,
         audio: (8005, 111),
     };
     timed("audiobridge create", &mut || bridge.create(&room).map(drop));

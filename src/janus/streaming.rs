@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::audiobridge::Created;
 use super::{ignore_code, insert_secret, Client, Handle, JanusError};
+use crate::h264::Level;
 use crate::secret::{Secret, SrtpKey};
 
 /// The plugin's package name, for `attach`.
@@ -21,8 +22,14 @@ pub mod code {
     pub const MOUNTPOINT_EXISTS: u16 = 456;
 }
 
-/// H.264 as the Pi's encoders produce it: constrained baseline, packetization mode 1.
-const H264_FMTP: &str = "profile-level-id=42e01f;packetization-mode=1";
+/// The fmtp of H.264 as the agent sends it: constrained baseline at `level`
+/// (what the source writes in its SPS), packetization mode 1.
+fn h264_fmtp(level: Level) -> String {
+    format!(
+        "profile-level-id={};packetization-mode=1",
+        level.profile_level_id()
+    )
+}
 
 /// What the agent asks the mountpoint to be.
 #[derive(Debug)]
@@ -41,6 +48,8 @@ pub struct MountpointSpec<'a> {
     pub srtp: Option<&'a SrtpKey>,
     /// UDP port for H.264 and its payload type.
     pub video: (u16, u8),
+    /// The H.264 level the camera sends, advertised to viewers.
+    pub video_level: Level,
     /// UDP port for Opus and its payload type.
     pub audio: (u16, u8),
 }
@@ -49,7 +58,7 @@ impl MountpointSpec<'_> {
     fn media(&self) -> Value {
         json!([
             { "type": "video", "mid": "v", "port": self.video.0, "pt": self.video.1,
-              "codec": "h264", "fmtp": H264_FMTP },
+              "codec": "h264", "fmtp": h264_fmtp(self.video_level) },
             { "type": "audio", "mid": "a", "port": self.audio.0, "pt": self.audio.1,
               "codec": "opus" },
         ])
@@ -203,6 +212,7 @@ mod tests {
             admin_key: None,
             srtp: None,
             video: (8004, 96),
+            video_level: Level::L4,
             audio: (8005, 111),
         }
     }
@@ -229,6 +239,11 @@ mod tests {
     fn media_array_is_janus_1x() {
         let media = spec().media();
         assert_eq!(media[0]["codec"], "h264");
+        // Level 4, as the Pi's hardware encoder writes it.
+        assert_eq!(
+            media[0]["fmtp"],
+            "profile-level-id=42e028;packetization-mode=1"
+        );
         assert_eq!(media[1]["port"], 8005);
         assert_eq!(media[1]["pt"], 111);
     }

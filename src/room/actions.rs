@@ -266,6 +266,7 @@ impl Janus {
             admin_key: room.admin_key.as_ref(),
             srtp: None,
             video: (stream.video_port, VIDEO_PAYLOAD_TYPE),
+            video_level: self.settings.video.h264_level(),
             audio: (stream.audio_port, AUDIO_PAYLOAD_TYPE),
         }
     }
