@@ -201,9 +201,8 @@ fn standins_write_the_level_the_encoder_was_given() {
     assert_eq!(sps_level(&out.stdout), Some(40));
 }
 
-/// Video only, from `source`, to a mountpoint `room`.
-fn config(janus: &Janus, room: u64, source: &str) -> String {
-    let base = ports(2);
+/// Video only, from `source`, to a mountpoint `room` on ports `base`, `base + 1`.
+fn config(janus: &Janus, room: u64, source: &str, base: u16) -> String {
     format!(
         r#"
 [janus]
@@ -235,8 +234,13 @@ bitrate_kbps = 300
 /// Starts an agent on `source` with the stand-ins and waits until Janus
 /// receives its video.
 fn stream_through(janus: &Janus, standins: &StandIns, room: u64, source: &str) -> Agent {
+    stream_on(janus, standins, room, source, ports(2))
+}
+
+/// [`stream_through`] with the mountpoint on ports `base`, `base + 1`.
+fn stream_on(janus: &Janus, standins: &StandIns, room: u64, source: &str, base: u16) -> Agent {
     let env = standins.env();
-    let agent = Agent::start_with(&config(janus, room, source), &env_refs(&env, &[]));
+    let agent = Agent::start_with(&config(janus, room, source, base), &env_refs(&env, &[]));
     let probe = janus.probe();
     let started = Instant::now();
     wait_for(Duration::from_secs(5), "the mountpoint", || {
@@ -283,8 +287,27 @@ fn advertised_level(probe: &Probe, room: u64) -> u64 {
 #[test]
 fn a_pi_4_streams_through_rpicam_vid() {
     let janus = Janus::start();
+    let probe = janus.probe();
+    // A mountpoint left by an earlier version, offering level 3.1: the
+    // agent must replace it, not adopt it.
+    let base = ports(2);
+    let created = probe.streaming(serde_json::json!({
+        "request": "create", "type": "rtp", "id": 1700, "secret": SECRET,
+        "media": [
+            { "type": "video", "mid": "v", "port": base, "pt": 96, "codec": "h264",
+              "fmtp": "profile-level-id=42e01f;packetization-mode=1" },
+            { "type": "audio", "mid": "a", "port": base + 1, "pt": 111, "codec": "opus" }
+        ]
+    }));
+    assert_eq!(created["streaming"], "created", "{created}");
+    assert_eq!(advertised_level(&probe, 1700), 0x1f);
     let pi4 = StandIns::install(Machine::Pi4, "1.6.0");
-    let _agent = stream_through(&janus, &pi4, 1700, "libcamera");
+    let agent = stream_on(&janus, &pi4, 1700, "libcamera", base);
+    assert!(
+        agent.log().contains("another H.264 level"),
+        "{}",
+        agent.log()
+    );
     let args = last_args(&pi4).join(" ");
     println!("rpicam-vid {args}");
     assert!(

@@ -77,6 +77,9 @@ pub struct MediaInfo {
     /// Time since the last packet, or since creation when none arrived yet.
     #[serde(default)]
     pub age_ms: Option<u64>,
+    /// The format parameters offered to viewers (H.264: profile and level).
+    #[serde(default)]
+    pub fmtp: Option<String>,
 }
 
 /// What `info` says about a mountpoint.
@@ -93,15 +96,22 @@ impl MountpointInfo {
         self.media.iter().find(|m| m.kind == kind)
     }
 
-    /// Whether the mountpoint listens where `spec` says. Ports Janus did not
-    /// report cannot be compared and count as matching.
+    /// Whether the mountpoint listens where `spec` says and offers viewers
+    /// the H.264 level it says. What Janus did not report cannot be compared
+    /// and counts as matching.
     pub fn fits(&self, spec: &MountpointSpec<'_>) -> bool {
-        [("video", spec.video.0), ("audio", spec.audio.0)]
-            .into_iter()
-            .all(|(kind, port)| match self.medium(kind) {
-                Some(m) => m.port.is_none_or(|p| p == port),
-                None => false,
-            })
+        let fmtp = h264_fmtp(spec.video_level);
+        let same_level = self
+            .medium("video")
+            .and_then(|m| m.fmtp.as_deref())
+            .is_none_or(|offered| offered == fmtp);
+        same_level
+            && [("video", spec.video.0), ("audio", spec.audio.0)]
+                .into_iter()
+                .all(|(kind, port)| match self.medium(kind) {
+                    Some(m) => m.port.is_none_or(|p| p == port),
+                    None => false,
+                })
     }
 
     /// Time since Janus last received `kind`, if it reports one.
@@ -233,6 +243,25 @@ mod tests {
             ..spec()
         };
         assert!(!info.fits(&moved));
+    }
+
+    #[test]
+    fn a_mountpoint_offering_another_level_does_not_fit() {
+        // As Janus 1.1.2 reports a mountpoint an earlier version made.
+        let info: MountpointInfo = serde_json::from_value(json!({
+            "id": 4556, "media": [
+                {"mindex": 0, "type": "video", "mid": "v", "port": 8004, "codec": "h264",
+                 "fmtp": "profile-level-id=42e01f;packetization-mode=1"},
+                {"mindex": 1, "type": "audio", "mid": "a", "port": 8005, "codec": "opus"}
+            ]
+        }))
+        .expect("parses");
+        assert!(!info.fits(&spec()));
+        let old_level = MountpointSpec {
+            video_level: Level::fitting(1280, 720, 30, 2000).expect("a level"),
+            ..spec()
+        };
+        assert!(info.fits(&old_level));
     }
 
     #[test]

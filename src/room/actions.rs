@@ -121,7 +121,7 @@ impl Janus {
                     None => Presence::Absent,
                     Some(info) if !info.fits(&spec) => {
                         log::warn!(
-                            "mountpoint {id} listens on other ports than stream.video_port/audio_port: replacing it"
+                            "mountpoint {id} listens on other ports than stream.video_port/audio_port, or offers another H.264 level than [video] sends: replacing it"
                         );
                         Presence::Present(Fit::WrongPorts)
                     }

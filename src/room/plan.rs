@@ -38,12 +38,14 @@ impl<T> Serialize for Presence<T> {
     }
 }
 
-/// Whether an existing mountpoint listens on the configured ports.
+/// Whether an existing mountpoint listens on the configured ports (and
+/// offers the configured video's H.264 level).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fit {
     /// It does: use it.
     Matches,
-    /// It listens elsewhere (an earlier run with other ports): replace it.
+    /// It listens elsewhere or offers another level (an earlier run with
+    /// other settings): replace it.
     WrongPorts,
     /// SRTP is on and the mountpoint was not made by this run, so its key
     /// is unknown: replace it.

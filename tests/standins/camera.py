@@ -37,6 +37,7 @@ Environment:
   STANDIN_FRAME_LOG            append "frame monotonic_ns bytes" per frame written, and put the
                                frame's number in an SEI NAL at its start (for benches/flush_latency.py)
   STANDIN_IGNORE_FLUSH         act as if --flush / -fl were not given (what an agent without them gets)
+  STANDIN_PATTERN              videotestsrc's pattern (default ball, a still scene; snow fills the bitrate)
 """
 import ctypes
 import json
@@ -311,7 +312,7 @@ def stream(run, width, height, fps, kbps, intra, rotation, hflip, vflip,
     options = f"option-string={':'.join(options)}" if options else ""
     key = f"key-int-max={intra}" if intra else ""
     description = " ! ".join([
-        "videotestsrc is-live=true pattern=ball",
+        f"videotestsrc is-live=true pattern={os.environ.get('STANDIN_PATTERN', 'ball')}",
         f"video/x-raw,width={width},height={height},framerate={round(fps)}/1",
         *flips,
         f"x264enc {x264} aud=false bitrate={max(kbps, 1)} {key} {options}",
