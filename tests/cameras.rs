@@ -368,3 +368,20 @@ fn raspivid_streams_flushed_at_level_4() {
         Some(advertised_level(&janus.probe(), 1720))
     );
 }
+
+#[test]
+fn a_pi_4_is_not_asked_more_than_its_encoder_does() {
+    let janus = Janus::start();
+    let pi4 = StandIns::install(Machine::Pi4, "1.6.0");
+    let env = pi4.env();
+    let config = config(&janus, 1730, "libcamera", ports(2))
+        .replace("bitrate_kbps = 300", "bitrate_kbps = 30000");
+    let agent = Agent::start_with(&config, &env_refs(&env, &[]));
+    let line = agent.wait_log(
+        Duration::from_secs(5),
+        "video.bitrate_kbps: 30000 is more than the Pi's hardware H.264 encoder takes (25000)",
+    );
+    println!("{line}");
+    // Said before rpicam-vid would have failed with "failed to set bitrate".
+    assert!(pi4.runs().is_empty(), "{:?}", pi4.runs());
+}
