@@ -151,6 +151,21 @@ fn ask_version(program: &Path) -> Option<Version> {
     Version::from_version_output(&text)
 }
 
+/// The flags the `rpicam-vid` at `program` needs on this machine for
+/// `video`, or why this machine's encoder cannot do it.
+pub fn rpicam_vid_flags_here(
+    program: &Path,
+    video: &VideoSettings,
+) -> Result<Vec<&'static str>, MediaError> {
+    let encoder = Encoder::of_this_machine();
+    check_encoder(encoder, video)?;
+    let version = match encoder {
+        Encoder::Software => installed_version(program),
+        Encoder::Hardware => None,
+    };
+    Ok(rpicam_vid_flags(encoder, version))
+}
+
 /// The flags `rpicam-vid` needs on a machine with `encoder`, given its
 /// `version`: none with the hardware encoder; `--libav-format h264` and,
 /// from 1.6, `--low-latency` with libx264.

@@ -333,13 +333,7 @@ impl Video {
         let machine = if program == "raspivid" {
             Vec::new()
         } else {
-            let encoder = camera::Encoder::of_this_machine();
-            camera::check_encoder(encoder, &self.settings.video)?;
-            let version = match encoder {
-                camera::Encoder::Software => camera::installed_version(&path),
-                camera::Encoder::Hardware => None,
-            };
-            camera::rpicam_vid_flags(encoder, version)
+            camera::rpicam_vid_flags_here(&path, &self.settings.video)?
         };
         let mut child = Command::new(&path)
             .args(self.program_args(program, &machine))
