@@ -5,7 +5,8 @@
 # this machine, prints what the agent opened, and runs until Ctrl-C
 # (or for N seconds with --for N).
 #
-#   sudo bash deploy/demo.sh [--for SECONDS]
+#   bash deploy/demo.sh [--for SECONDS]         (from a root shell)
+#   sudo bash deploy/demo.sh [--for SECONDS]    (from a user account)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages broadcast-agent needs to build, run its demo
 # and run its tests: Janus, GStreamer (1.22) with the plugins the pipelines use,
-# ALSA, and PulseAudio as a sound card for machines without one.
+# ALSA, PulseAudio as a sound card for machines without one, and Python's
+# GStreamer bindings for the stand-in camera programs (tests/standins/).
 # Uses the machine's own apt configuration; needs root.
 set -euo pipefail
 
@@ -13,6 +14,7 @@ packages=(
   gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-alsa
   alsa-utils pulseaudio pulseaudio-utils libasound2-plugins
   systemd
+  python3-gi gir1.2-gstreamer-1.0
 )
 
 missing=()

@@ -8,6 +8,7 @@ mod agent;
 mod backoff;
 mod config;
 mod controls;
+mod h264;
 mod janus;
 mod media;
 mod owner;

@@ -58,7 +58,8 @@ impl<T> Serialize for Presence<T> {
 pub enum Fit {
     /// It is: use it.
     Matches,
-    /// It listens elsewhere (an earlier run with other ports): replace it.
+    /// It listens elsewhere or offers another H.264 level (an earlier run
+    /// with other settings): replace it.
     WrongPorts,
     /// SRTP is on and the mountpoint was not made by this run, so its key
     /// is unknown: replace it.

@@ -6,11 +6,11 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::camera::{env_refs, Machine, StandIns};
 use common::janus::{Janus, Probe};
 use common::pulse::{tone_share, Pulse};
 use common::{ports, scratch, signal, wait_for, Agent};
@@ -126,24 +126,22 @@ fn a_voice_in_the_room_is_heard_on_the_sound_card() {
     assert!(tone_share(&samples, 1500.0) < 0.1);
 }
 
-/// An agent whose camera is the stand-in `rpicam-vid`, once Janus receives
-/// its video; returns what must live as long as the test, and the camera's pid.
-fn agent_with_fake_camera(janus: &Janus, room: u64) -> (Agent, Pulse, tempfile::TempDir, u32) {
+/// An agent whose camera is the stand-in `rpicam-vid` on a Pi 4, once Janus
+/// receives its video; returns what must live as long as the test, and the
+/// camera's pid.
+fn agent_with_fake_camera(janus: &Janus, room: u64) -> (Agent, Pulse, StandIns, u32) {
     let pulse = Pulse::start();
-    let bin = FakeCamera::install();
-    let path = format!(
-        "{}:{}",
-        bin.path().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let standins = StandIns::install(Machine::Pi4, "1.6.0");
+    let env = standins.env();
+    let server = pulse.server();
     let agent = Agent::start_with(
         &config(janus, room, "libcamera", ""),
-        &[("PATH", &path), ("PULSE_SERVER", &pulse.server())],
+        &env_refs(&env, &[("PULSE_SERVER", &server)]),
     );
     std::thread::sleep(Duration::from_secs(2));
     wait_media(&janus.probe(), room, "video", Duration::from_secs(5));
     let camera = camera_pid(&agent);
-    (agent, pulse, bin, camera)
+    (agent, pulse, standins, camera)
 }
 
 /// Waits for the agent to run a camera program other than `old`.
@@ -270,29 +268,6 @@ fn a_bad_speaker_device_is_explained_and_the_rest_keeps_running() {
     // Logged once, although it is retried.
     let warnings = agent.warnings("NoSuchCard").len();
     assert_eq!(warnings, 1, "{}", agent.log());
-}
-
-/// A stand-in for `rpicam-vid`: writes H.264 to stdout like the real one.
-struct FakeCamera;
-
-impl FakeCamera {
-    fn install() -> tempfile::TempDir {
-        let dir = scratch();
-        let script = dir.path().join("rpicam-vid");
-        fs::write(
-            &script,
-            "#!/bin/sh\n\
-             # Test stand-in for rpicam-vid: H.264 byte-stream on stdout.\n\
-             exec gst-launch-1.0 -q videotestsrc is-live=true \
-             ! video/x-raw,width=320,height=240,framerate=15/1 \
-             ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 \
-             ! video/x-h264,profile=constrained-baseline,stream-format=byte-stream \
-             ! fdsink fd=1\n",
-        )
-        .expect("write fake camera");
-        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod");
-        dir
-    }
 }
 
 /// The agent's camera program, if one runs.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::duration;
+use crate::h264::{self, Level};
 
 /// `[stream]`: where the Pi sends its camera and microphone.
 #[derive(Debug, Deserialize, Serialize)]
@@ -211,6 +212,43 @@ impl Default for VideoSettings {
     }
 }
 
+impl VideoSettings {
+    /// The H.264 level the source writes in its SPS (and is told to, where
+    /// it can be told); the mountpoint advertises it. At least 4, which the
+    /// Pi's hardware encoder writes by default, whichever encoder runs.
+    ///
+    /// - `rpicamsrc` always asks the encoder for level 4.
+    /// - `raspivid` and `rpicam-vid` on the hardware encoder accept 4, 4.1
+    ///   and 4.2: a frame larger than 4.2 allows is still encoded, labelled
+    ///   4.2. `rpicam-vid` on a Pi 5 (software) is told the same, so the SDP
+    ///   does not depend on the model; only sizes beyond the hardware (a Pi
+    ///   5 alone encodes them) get the level they need.
+    /// - `v4l2h264enc` and `x264enc` get it in their output caps.
+    pub fn h264_level(&self) -> Level {
+        let needed = Level::fitting(self.width, self.height, self.framerate, self.bitrate_kbps)
+            .unwrap_or(Level::MAX)
+            .max(Level::L4);
+        match self.source {
+            VideoSource::Rpicamsrc => Level::L4,
+            VideoSource::Raspivid => needed.min(Level::L4_2),
+            VideoSource::Libcamera if self.hardware_size() => needed.min(Level::L4_2),
+            VideoSource::Libcamera | VideoSource::V4l2 | VideoSource::Test | VideoSource::None => {
+                needed
+            }
+        }
+    }
+
+    /// Macroblocks per second.
+    pub fn macroblock_rate(&self) -> u64 {
+        h264::macroblock_rate(self.width, self.height, self.framerate)
+    }
+
+    /// Whether the Pi's hardware encoder takes frames of this size.
+    pub fn hardware_size(&self) -> bool {
+        h264::hardware_size(self.width, self.height)
+    }
+}
+
 /// `[microphone]`: the Pi's voice.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -290,5 +328,39 @@ mod tests {
             e,
             "agent.toml: video.rotation: 45 is not one of 0, 90, 180, 270"
         );
+    }
+
+    fn video(source: VideoSource, width: u32, height: u32) -> VideoSettings {
+        VideoSettings {
+            source,
+            width,
+            height,
+            framerate: 30,
+            bitrate_kbps: 8000,
+            ..VideoSettings::default()
+        }
+    }
+
+    #[test]
+    fn every_source_sends_at_least_level_4() {
+        for (name, source) in VideoSource::ALL {
+            let level = video(source, 320, 240).h264_level();
+            assert_eq!(level, Level::L4, "{name}");
+        }
+    }
+
+    #[test]
+    fn hardware_programs_stop_at_level_4_2() {
+        let big = |source| video(source, 1920, 1920).h264_level().to_string();
+        assert_eq!(big(VideoSource::Raspivid), "4.2");
+        assert_eq!(big(VideoSource::Libcamera), "4.2");
+        assert_eq!(big(VideoSource::Test), "5");
+        assert_eq!(big(VideoSource::V4l2), "5");
+        // rpicamsrc says 4 whatever it encodes.
+        assert_eq!(big(VideoSource::Rpicamsrc), "4");
+        // Beyond the hardware, rpicam-vid (a Pi 5) gets the level it needs.
+        let wide = video(VideoSource::Libcamera, 2560, 1440);
+        assert_eq!(wide.h264_level().to_string(), "5");
+        assert_eq!(wide.macroblock_rate(), 160 * 90 * 30);
     }
 }

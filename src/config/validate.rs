@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::janus::url_host;
-use super::{duration, Settings, VideoSource};
+use super::{duration, Settings, VideoSettings, VideoSource};
 
 impl Settings {
     /// Checks what types alone cannot; the error names the key.
@@ -183,8 +183,69 @@ impl Settings {
                 format!("{:?} is not a /dev path", video.device),
             ));
         }
-        Ok(())
+        check_camera_encoder(video)
     }
+}
+
+/// The Pi's hardware H.264 encoder's limits where the source always uses it
+/// (`rpicamsrc`, `raspivid`); `rpicam-vid` and `v4l2` depend on the model
+/// and are checked when they start.
+fn check_camera_encoder(video: &VideoSettings) -> Result<(), (&'static str, String)> {
+    let size = format!("{}x{}", video.width, video.height);
+    match video.source {
+        VideoSource::Rpicamsrc => {
+            // Its H.264 caps stop at 1920x1080, its `bitrate` property at
+            // 25000000 (a larger value aborts the daemon).
+            if video.width > 1920 || video.height > 1080 {
+                let key = if video.width > 1920 {
+                    "video.width"
+                } else {
+                    "video.height"
+                };
+                return Err((
+                    key,
+                    format!("{size} is larger than rpicamsrc encodes (1920x1080)"),
+                ));
+            }
+            if video.bitrate_kbps > 25_000 {
+                return Err((
+                    "video.bitrate_kbps",
+                    format!(
+                        "{} is more than rpicamsrc takes (25000)",
+                        video.bitrate_kbps
+                    ),
+                ));
+            }
+        }
+        VideoSource::Raspivid => {
+            if !video.hardware_size() {
+                let key = if video.width > 1920 {
+                    "video.width"
+                } else {
+                    "video.height"
+                };
+                return Err((
+                    key,
+                    format!(
+                        "{size} is larger than the Pi's hardware H.264 encoder takes (1920x1920)"
+                    ),
+                ));
+            }
+            // raspivid refuses more than level 4.2 allows ("Too many macroblocks/s").
+            let rate = video.macroblock_rate();
+            if rate > 522_240 {
+                return Err((
+                    "video.framerate",
+                    format!(
+                        "{size} at {} fps is {rate} macroblocks/s, more than raspivid encodes (522240, level 4.2)",
+                        video.framerate
+                    ),
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn check_range(
@@ -279,6 +340,45 @@ mod tests {
         let ok =
             load("[video]\nsource = \"test\"\n[microphone]\ndevice = \"test\"\n").expect("valid");
         assert_eq!(ok.video.source, VideoSource::Test);
+    }
+
+    #[test]
+    fn hardware_encoder_limits_are_checked_per_source() {
+        let e = error("[video]\nsource = \"rpicamsrc\"\nbitrate_kbps = 30000\n");
+        assert!(
+            e.ends_with("video.bitrate_kbps: 30000 is more than rpicamsrc takes (25000)"),
+            "{e}"
+        );
+        let e = error("[video]\nsource = \"rpicamsrc\"\nwidth = 1920\nheight = 1440\n");
+        assert!(
+            e.contains("video.height: 1920x1440 is larger than rpicamsrc"),
+            "{e}"
+        );
+        let e = error("[video]\nsource = \"raspivid\"\nwidth = 2560\nheight = 1440\n");
+        assert!(
+            e.contains("video.width: 2560x1440 is larger than the Pi's hardware"),
+            "{e}"
+        );
+        let e =
+            error("[video]\nsource = \"raspivid\"\nwidth = 1920\nheight = 1080\nframerate = 90\n");
+        assert!(
+            e.contains("video.framerate: 1920x1080 at 90 fps is 734400 macroblocks/s"),
+            "{e}"
+        );
+        // What the hardware takes passes; the software encoders take more.
+        let ok = "[microphone]\ndevice = \"test\"\n[video]\n";
+        load(&format!(
+            "{ok}source = \"rpicamsrc\"\nwidth = 1920\nheight = 1080\nbitrate_kbps = 25000\n"
+        ))
+        .expect("rpicamsrc at its limits");
+        load(&format!(
+            "{ok}source = \"raspivid\"\nwidth = 1920\nheight = 1920\nbitrate_kbps = 50000\n"
+        ))
+        .expect("raspivid at its limits");
+        load(&format!(
+            "{ok}source = \"test\"\nwidth = 2560\nheight = 1440\nbitrate_kbps = 50000\n"
+        ))
+        .expect("x264 has no such limits");
     }
 
     #[test]

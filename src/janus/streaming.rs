@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::audiobridge::Created;
 use super::{ignore_code, insert_secret, Client, Handle, JanusError};
+use crate::h264::Level;
 use crate::rtp::Medium;
 use crate::secret::{Secret, SrtpKey};
 
@@ -22,8 +23,14 @@ pub mod code {
     pub const MOUNTPOINT_EXISTS: u16 = 456;
 }
 
-/// H.264 as the Pi's encoders produce it: constrained baseline, packetization mode 1.
-const H264_FMTP: &str = "profile-level-id=42e01f;packetization-mode=1";
+/// The fmtp of H.264 as the agent sends it: constrained baseline at `level`
+/// (what the source writes in its SPS), packetization mode 1.
+fn h264_fmtp(level: Level) -> String {
+    format!(
+        "profile-level-id={};packetization-mode=1",
+        level.profile_level_id()
+    )
+}
 
 /// What the agent asks the mountpoint to be.
 #[derive(Debug)]
@@ -42,6 +49,8 @@ pub struct MountpointSpec<'a> {
     pub srtp: Option<&'a SrtpKey>,
     /// UDP port for H.264 and its payload type.
     pub video: (u16, u8),
+    /// The H.264 level the camera sends, advertised to viewers.
+    pub video_level: Level,
     /// UDP port for Opus and its payload type.
     pub audio: (u16, u8),
 }
@@ -50,7 +59,7 @@ impl MountpointSpec<'_> {
     fn media(&self) -> Value {
         json!([
             { "type": "video", "mid": "v", "port": self.video.0, "pt": self.video.1,
-              "codec": "h264", "fmtp": H264_FMTP },
+              "codec": "h264", "fmtp": h264_fmtp(self.video_level) },
             { "type": "audio", "mid": "a", "port": self.audio.0, "pt": self.audio.1,
               "codec": "opus" },
         ])
@@ -69,6 +78,9 @@ pub struct MediaInfo {
     /// Time since the last packet, or since creation when none arrived yet.
     #[serde(default)]
     pub age_ms: Option<u64>,
+    /// The format parameters offered to viewers (H.264: profile and level).
+    #[serde(default)]
+    pub fmtp: Option<String>,
 }
 
 /// What `info` says about a mountpoint.
@@ -85,15 +97,22 @@ impl MountpointInfo {
         self.media.iter().find(|m| m.kind == kind)
     }
 
-    /// Whether the mountpoint listens where `spec` says. Ports Janus did not
-    /// report cannot be compared and count as matching.
+    /// Whether the mountpoint listens where `spec` says and offers viewers
+    /// the H.264 level it says. What Janus did not report cannot be compared
+    /// and counts as matching.
     pub fn fits(&self, spec: &MountpointSpec<'_>) -> bool {
-        [(Medium::Video, spec.video.0), (Medium::Audio, spec.audio.0)]
-            .into_iter()
-            .all(|(medium, port)| match self.medium(medium.name()) {
-                Some(m) => m.port.is_none_or(|p| p == port),
-                None => false,
-            })
+        let fmtp = h264_fmtp(spec.video_level);
+        let same_level = self
+            .medium(Medium::Video.name())
+            .and_then(|m| m.fmtp.as_deref())
+            .is_none_or(|offered| offered == fmtp);
+        same_level
+            && [(Medium::Video, spec.video.0), (Medium::Audio, spec.audio.0)]
+                .into_iter()
+                .all(|(medium, port)| match self.medium(medium.name()) {
+                    Some(m) => m.port.is_none_or(|p| p == port),
+                    None => false,
+                })
     }
 
     /// Time since Janus last received `medium`, if it reports one.
@@ -207,6 +226,7 @@ pub(super) mod tests {
             admin_key: None,
             srtp: None,
             video: (8004, 96),
+            video_level: Level::L4,
             audio: (8005, 111),
         }
     }
@@ -230,9 +250,33 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_mountpoint_offering_another_level_does_not_fit() {
+        // As Janus 1.1.2 reports a mountpoint an earlier version made.
+        let info: MountpointInfo = serde_json::from_value(json!({
+            "id": 4556, "media": [
+                {"mindex": 0, "type": "video", "mid": "v", "port": 8004, "codec": "h264",
+                 "fmtp": "profile-level-id=42e01f;packetization-mode=1"},
+                {"mindex": 1, "type": "audio", "mid": "a", "port": 8005, "codec": "opus"}
+            ]
+        }))
+        .expect("parses");
+        assert!(!info.fits(&spec()));
+        let old_level = MountpointSpec {
+            video_level: Level::fitting(1280, 720, 30, 2000).expect("a level"),
+            ..spec()
+        };
+        assert!(info.fits(&old_level));
+    }
+
+    #[test]
     fn media_array_is_janus_1x() {
         let media = spec().media();
         assert_eq!(media[0]["codec"], "h264");
+        // Level 4, as the Pi's hardware encoder writes it.
+        assert_eq!(
+            media[0]["fmtp"],
+            "profile-level-id=42e028;packetization-mode=1"
+        );
         assert_eq!(media[1]["port"], 8005);
         assert_eq!(media[1]["pt"], 111);
     }

@@ -23,13 +23,14 @@ use std::sync::Arc;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use super::devices::{self, Direction};
+use super::camera;
+use super::devices::{self, CameraFormat, Direction};
 use super::recorder::Feed;
 use super::{
     assemble, caps_filter, element, Built, Flow, Helper, JanusCheck, MediaError, Recipe,
     Supervision,
 };
-use crate::config::{MicrophoneSettings, Settings, VideoSource};
+use crate::config::{MicrophoneSettings, Settings, VideoSettings, VideoSource};
 use crate::resolve;
 use crate::rtp::Medium;
 use crate::secret::SrtpKey;
@@ -167,6 +168,11 @@ struct CameraFlags {
     rotation: &'static str,
     hflip: &'static str,
     vflip: &'static str,
+    /// H.264 level: 4, 4.1 or 4.2 on the hardware encoder.
+    level: &'static str,
+    /// Flush stdout after each frame: a pipe is otherwise fully buffered,
+    /// and the tail of each frame waits there for the next ones.
+    flush: &'static str,
 }
 
 /// `raspivid` (legacy camera stack).
@@ -180,6 +186,8 @@ const RASPIVID: CameraFlags = CameraFlags {
     rotation: "-rot",
     hflip: "-hf",
     vflip: "-vf",
+    level: "-lev",
+    flush: "-fl",
 };
 
 /// `rpicam-vid` / `libcamera-vid` (Raspberry Pi OS Bookworm).
@@ -202,6 +210,8 @@ const RPICAM_VID: CameraFlags = CameraFlags {
     rotation: "--rotation",
     hflip: "--hflip",
     vflip: "--vflip",
+    level: "--level",
+    flush: "--flush",
 };
 
 /// The camera pipeline.
@@ -230,8 +240,10 @@ impl Video {
         }
     }
 
-    /// The arguments that make the camera program write baseline H.264 to stdout.
-    fn program_args(&self, program: &str) -> Vec<String> {
+    /// The arguments that make the camera program write baseline H.264 to
+    /// stdout, flushed frame by frame; `machine` are the flags this machine
+    /// needs (see `camera.rs`).
+    fn program_args(&self, program: &str, machine: &[&str]) -> Vec<String> {
         let v = &self.settings.video;
         let flags = if program == "raspivid" {
             &RASPIVID
@@ -240,23 +252,29 @@ impl Video {
         };
         let mut args: Vec<String> = flags.fixed.iter().map(|s| (*s).to_owned()).collect();
         let valued = [
-            (flags.width, v.width),
-            (flags.height, v.height),
-            (flags.framerate, v.framerate),
-            (flags.bitrate, v.bitrate_kbps * 1000),
-            (flags.keyframe_interval, v.framerate * 2),
-            (flags.rotation, v.rotation.degrees()),
+            (flags.width, v.width.to_string()),
+            (flags.height, v.height.to_string()),
+            (flags.framerate, v.framerate.to_string()),
+            (flags.bitrate, (v.bitrate_kbps * 1000).to_string()),
+            (flags.keyframe_interval, (v.framerate * 2).to_string()),
+            (flags.rotation, v.rotation.degrees().to_string()),
+            (flags.level, v.h264_level().to_string()),
         ];
         for (flag, value) in valued {
-            args.extend([flag.to_owned(), value.to_string()]);
+            args.extend([flag.to_owned(), value]);
         }
-        let mirrors = [(v.hflip, flags.hflip), (v.vflip, flags.vflip)];
+        let switches = [
+            (v.hflip, flags.hflip),
+            (v.vflip, flags.vflip),
+            (true, flags.flush),
+        ];
         args.extend(
-            mirrors
+            switches
                 .iter()
                 .filter(|(on, _)| *on)
                 .map(|(_, f)| (*f).to_owned()),
         );
+        args.extend(machine.iter().map(|f| (*f).to_owned()));
         args.extend(["-o", "-"].map(String::from));
         args
     }
@@ -296,26 +314,27 @@ impl Video {
             .collect()
     }
 
-    /// H.264 encoder for raw sources: the Pi's hardware encoder when present,
-    /// else x264 tuned for latency; constrained baseline either way, as the
-    /// mountpoint's fmtp says.
+    /// H.264 encoder for raw sources: the Pi's hardware encoder when present
+    /// and the settings fit it, else x264 tuned for latency; constrained
+    /// baseline at the level the mountpoint advertises either way.
     fn encoder(&self) -> Result<Vec<gst::Element>, MediaError> {
         let v = &self.settings.video;
         let keyframe_interval = (v.framerate * 2).max(1);
-        let encoder = if self.settings.video.source == VideoSource::V4l2
-            && gst::ElementFactory::find("v4l2h264enc").is_some()
-        {
+        let hardware =
+            v.source == VideoSource::V4l2 && gst::ElementFactory::find("v4l2h264enc").is_some();
+        let encoder = if hardware && camera::hardware_encoder_takes(v) {
             let enc = element("v4l2h264enc")?;
-            let controls = gst::Structure::builder("controls")
-                .field(
-                    "video_bitrate",
-                    i32::try_from(v.bitrate_kbps * 1000).unwrap_or(i32::MAX),
-                )
-                .field("h264_i_frame_period", dimension(keyframe_interval))
-                .build();
-            enc.set_property("extra-controls", controls);
+            enc.set_property("extra-controls", hardware_encoder_controls(v));
             enc
         } else {
+            if hardware {
+                log::info!(
+                    "video: {}x{} at {} kbit/s is beyond the Pi's hardware H.264 encoder: encoding with x264",
+                    v.width,
+                    v.height,
+                    v.bitrate_kbps
+                );
+            }
             let enc = element("x264enc")?;
             enc.set_property_from_str("tune", "zerolatency");
             enc.set_property_from_str("speed-preset", "ultrafast");
@@ -323,12 +342,26 @@ impl Video {
             enc.set_property("key-int-max", keyframe_interval);
             enc
         };
-        let profile = caps_filter(
-            gst::Caps::builder("video/x-h264")
-                .field("profile", "constrained-baseline")
-                .build(),
-        )?;
-        Ok(vec![encoder, profile])
+        Ok(vec![encoder, caps_filter(encoded_caps(v))?])
+    }
+
+    /// What follows `v4l2src`: the camera's `format` at the configured size
+    /// and rate, a JPEG decoder for MJPEG (the Pi's `v4l2jpegdec` when
+    /// present, else `jpegdec`), then conversion, flips and the encoder.
+    fn v4l2_chain(&self, format: CameraFormat) -> Result<Vec<gst::Element>, MediaError> {
+        let mut chain = vec![caps_filter(devices::caps_as(&self.raw_caps(), format))?];
+        if format == CameraFormat::Jpeg {
+            let decoder = if gst::ElementFactory::find("v4l2jpegdec").is_some() {
+                "v4l2jpegdec"
+            } else {
+                "jpegdec"
+            };
+            chain.push(element(decoder)?);
+        }
+        chain.push(element("videoconvert")?);
+        chain.extend(self.flips()?);
+        chain.extend(self.encoder()?);
+        Ok(chain)
     }
 
     /// Starts the camera program and reads its stdout with `fdsrc`.
@@ -342,8 +375,13 @@ impl Video {
                 program: candidates[0],
                 package,
             })?;
+        let machine = if program == "raspivid" {
+            Vec::new()
+        } else {
+            camera::rpicam_vid_flags_here(&path, &self.settings.video)?
+        };
         let mut child = Command::new(&path)
-            .args(self.program_args(program))
+            .args(self.program_args(program, &machine))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -402,11 +440,11 @@ impl Recipe for Video {
                 chain
             }
             VideoSource::V4l2 => {
+                let format = devices::v4l2_format(&v.device, &self.raw_caps())?;
                 let src = element("v4l2src")?;
                 src.set_property("device", &v.device);
-                let mut chain = vec![src, caps_filter(self.raw_caps())?, element("videoconvert")?];
-                chain.extend(self.flips()?);
-                chain.extend(self.encoder()?);
+                let mut chain = vec![src];
+                chain.extend(self.v4l2_chain(format)?);
                 chain
             }
             VideoSource::Rpicamsrc => {
@@ -420,6 +458,8 @@ impl Recipe for Video {
                 src.set_property("hflip", v.hflip);
                 src.set_property("vflip", v.vflip);
                 src.set_property("keyframe-interval", dimension(v.framerate * 2));
+                // SPS/PPS before every keyframe: a viewer joining later can decode.
+                src.set_property("inline-headers", true);
                 let caps = gst::Caps::builder("video/x-h264")
                     .field("width", dimension(v.width))
                     .field("height", dimension(v.height))
@@ -545,6 +585,31 @@ impl Recipe for Microphone {
     }
 }
 
+/// `v4l2h264enc`'s `extra-controls`: bitrate, keyframe interval, and SPS/PPS
+/// repeated before every keyframe, so that a viewer joining mid-stream gets
+/// them from the encoder (GStreamer takes only `int` values here).
+fn hardware_encoder_controls(v: &VideoSettings) -> gst::Structure {
+    gst::Structure::builder("controls")
+        .field(
+            "video_bitrate",
+            i32::try_from(v.bitrate_kbps * 1000).unwrap_or(i32::MAX),
+        )
+        .field("h264_i_frame_period", dimension((v.framerate * 2).max(1)))
+        .field("repeat_sequence_header", 1i32)
+        .build()
+}
+
+/// What the encoders must produce: constrained baseline, as the mountpoint's
+/// fmtp says, at its level. `v4l2h264enc` (since GStreamer 1.18) and
+/// `x264enc` take the level from here; without one the hardware encoder
+/// negotiates level 1.0.
+fn encoded_caps(v: &VideoSettings) -> gst::Caps {
+    gst::Caps::builder("video/x-h264")
+        .field("profile", "constrained-baseline")
+        .field("level", v.h264_level().to_string())
+        .build()
+}
+
 /// A validated setting as the `i32` GStreamer's caps and properties take.
 fn dimension(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
@@ -568,20 +633,136 @@ mod tests {
 
     #[test]
     fn rpicam_vid_writes_inline_baseline_h264_to_stdout() {
-        let args = video(180, true).program_args("rpicam-vid").join(" ");
+        // A Pi 4: the hardware encoder, no machine flags.
+        let args = video(180, true).program_args("rpicam-vid", &[]).join(" ");
         assert_eq!(
             args,
             "-t 0 -n --inline --codec h264 --profile baseline --width 640 --height 480 \
-             --framerate 25 --bitrate 1500000 --intra 50 --rotation 180 --hflip -o -"
+             --framerate 25 --bitrate 1500000 --intra 50 --rotation 180 --level 4 --hflip --flush -o -"
+        );
+    }
+
+    #[test]
+    fn a_pi_5_gets_its_flags_before_the_output() {
+        let machine =
+            camera::rpicam_vid_flags(camera::Encoder::Software, Some(camera::Version(1, 6, 0)));
+        let args = video(0, false)
+            .program_args("rpicam-vid", &machine)
+            .join(" ");
+        assert!(
+            args.ends_with("--level 4 --flush --libav-format h264 --low-latency -o -"),
+            "{args}"
         );
     }
 
     #[test]
     fn raspivid_has_its_own_flags() {
-        let args = video(90, false).program_args("raspivid").join(" ");
+        let args = video(90, false).program_args("raspivid", &[]).join(" ");
         assert_eq!(
             args,
-            "-t 0 -n -ih -pf baseline -w 640 -h 480 -fps 25 -b 1500000 -g 50 -rot 90 -o -"
+            "-t 0 -n -ih -pf baseline -w 640 -h 480 -fps 25 -b 1500000 -g 50 -rot 90 -lev 4 -fl -o -"
+        );
+    }
+
+    #[test]
+    fn encoders_get_the_level_and_repeat_their_headers() {
+        gst::init().expect("GStreamer initialises");
+        let mut v = VideoSettings {
+            width: 1920,
+            height: 1080,
+            framerate: 60,
+            ..VideoSettings::default()
+        };
+        let caps = encoded_caps(&v);
+        let s = caps.structure(0).expect("one structure");
+        assert_eq!(s.get::<&str>("level"), Ok("4.2"));
+        assert_eq!(s.get::<&str>("profile"), Ok("constrained-baseline"));
+        let controls = hardware_encoder_controls(&v);
+        assert_eq!(controls.get::<i32>("repeat_sequence_header"), Ok(1));
+        assert_eq!(controls.get::<i32>("h264_i_frame_period"), Ok(120));
+        v.bitrate_kbps = 8000;
+        assert_eq!(
+            hardware_encoder_controls(&v).get::<i32>("video_bitrate"),
+            Ok(8_000_000)
+        );
+    }
+
+    /// x264enc refuses caps whose level is too low for the frame; the level
+    /// given must let a real pipeline run.
+    #[test]
+    fn x264_takes_the_level_it_is_given() {
+        gst::init().expect("GStreamer initialises");
+        let mut settings = Settings::default();
+        settings.video.source = VideoSource::Test;
+        settings.video.width = 320;
+        settings.video.height = 240;
+        settings.video.framerate = 15;
+        let video = Video::new(&Arc::new(settings), None);
+        let mut chain = vec![
+            element("videotestsrc").expect("videotestsrc"),
+            caps_filter(video.raw_caps()).expect("caps"),
+        ];
+        chain.extend(video.encoder().expect("encoder"));
+        let sink = element("appsink").expect("appsink");
+        chain.push(sink.clone());
+        let pipeline = assemble("x264-level", &chain).expect("pipeline");
+        pipeline.set_state(gst::State::Playing).expect("plays");
+        let appsink = sink
+            .dynamic_cast::<gstreamer_app::AppSink>()
+            .expect("an appsink");
+        let sample = appsink
+            .try_pull_sample(gst::ClockTime::from_seconds(5))
+            .expect("an encoded frame");
+        let _ = pipeline.set_state(gst::State::Null);
+        let caps = sample.caps().expect("caps");
+        let s = caps.structure(0).expect("one structure");
+        assert_eq!(s.get::<&str>("level"), Ok("4"), "{caps}");
+        // The SPS's level_idc, as the AVC configuration record repeats it.
+        let record = s.get::<gst::Buffer>("codec_data").expect("avc codec_data");
+        let record = record.map_readable().expect("readable");
+        assert_eq!(record.as_slice().get(3), Some(&40), "the SPS says level 4");
+    }
+
+    /// A webcam that sends MJPEG (here `jpegenc` stands in for the camera
+    /// after `v4l2src`) is decoded and encoded to H.264 by a real pipeline.
+    #[test]
+    fn mjpeg_from_a_webcam_becomes_h264() {
+        gst::init().expect("GStreamer initialises");
+        let mut settings = Settings::default();
+        settings.video.source = VideoSource::V4l2;
+        settings.video.width = 640;
+        settings.video.height = 360;
+        settings.video.framerate = 15;
+        let video = Video::new(&Arc::new(settings), None);
+        let src = element("videotestsrc").expect("videotestsrc");
+        let raw = caps_filter(video.raw_caps()).expect("caps");
+        let jpeg = gst::ElementFactory::make("jpegenc")
+            .build()
+            .expect("jpegenc");
+        let mut chain = vec![src, raw, jpeg];
+        chain.extend(video.v4l2_chain(CameraFormat::Jpeg).expect("chain"));
+        let names: Vec<String> = chain
+            .iter()
+            .filter_map(|e| e.factory().map(|f| f.name().to_string()))
+            .collect();
+        assert!(names.iter().any(|n| n.ends_with("jpegdec")), "{names:?}");
+        let sink = element("appsink").expect("appsink");
+        chain.push(sink.clone());
+        let pipeline = assemble("mjpeg", &chain).expect("pipeline");
+        pipeline.set_state(gst::State::Playing).expect("plays");
+        let appsink = sink
+            .dynamic_cast::<gstreamer_app::AppSink>()
+            .expect("an appsink");
+        let sample = appsink.try_pull_sample(gst::ClockTime::from_seconds(5));
+        let _ = pipeline.set_state(gst::State::Null);
+        let caps = sample
+            .expect("an encoded frame")
+            .caps()
+            .expect("caps")
+            .to_string();
+        assert!(
+            caps.starts_with("video/x-h264") && caps.contains("width=(int)640"),
+            "{caps}"
         );
     }
 }

@@ -8,6 +8,7 @@
 //! is restarting is simply lost, and media flows again the moment the
 //! mountpoint is back, without restarting the camera.
 
+pub mod camera;
 pub mod capture;
 pub mod devices;
 pub mod recorder;
@@ -82,6 +83,9 @@ pub enum MediaError {
         secs: u64,
         host: String,
     },
+    /// A setting the camera, its program or its encoder cannot do here.
+    #[error("{key}: {reason}")]
+    Setting { key: &'static str, reason: String },
 }
 
 impl MediaError {

@@ -170,7 +170,7 @@ impl Janus {
         let id = self.settings.room.id;
         if !info.fits(&self.mountpoint_spec()) {
             log::warn!(
-                "mountpoint {id} listens on other ports than stream.video_port/audio_port: replacing it"
+                "mountpoint {id} listens on other ports than stream.video_port/audio_port, or offers another H.264 level than [video] sends: replacing it"
             );
             Fit::WrongPorts
         } else if self.settings.stream.srtp && !key_known {
@@ -351,6 +351,7 @@ impl Janus {
             admin_key: room.admin_key.as_ref(),
             srtp: None,
             video: (stream.video_port, Medium::Video.payload_type()),
+            video_level: self.settings.video.h264_level(),
             audio: (stream.audio_port, Medium::Audio.payload_type()),
         }
     }

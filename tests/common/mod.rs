@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the fixtures
 
+pub mod camera;
 pub mod janus;
 pub mod pulse;
 

@@ -66,6 +66,16 @@ for deb in "${debs[@]}"; do
     recommends=$(dpkg-deb --field "$deb" Recommends)
     check "$t: Recommends gstreamer1.0-plugins-ugly (x264enc)" grep -qx gstreamer1.0-plugins-ugly <(field_packages <<<"$recommends")
     check "$t: Recommends rpicam-apps (rpicam-vid, source = libcamera)" grep -qx rpicam-apps <(field_packages <<<"$recommends")
+    # Raspberry Pi OS Lite ships rpicam-apps-lite: dpkg itself must find the
+    # camera recommendation satisfied by it alone.
+    camera_group=$(tr ',' '\n' <<<"$recommends" | grep -w rpicam-apps | sed 's/^ *//')
+    lite=$work/$arch-lite
+    mkdir -p "$lite/admin"
+    printf 'Package: rpicam-apps-lite\nStatus: install ok installed\nPriority: optional\nSection: graphics\nArchitecture: %s\nVersion: 1.5.3-1\nDescription: as on Raspberry Pi OS Lite\n' \
+        "$arch" >"$lite/admin/status"
+    printf 'Source: lite\n\nPackage: lite\nArchitecture: any\n' >"$lite/control"
+    check "$t: a Raspberry Pi OS Lite install (rpicam-apps-lite) satisfies '$camera_group'" \
+        dpkg-checkbuilddeps --admindir="$lite/admin" -a "$arch" -d "$camera_group" "$lite/control"
 
     dpkg-deb --contents "$deb" >"$work/contents"
     mode_owner() { awk -v p="./$1" '$6 == p { o = $2; if (o == "0/0") o = "root/root"; print $1, o }' "$work/contents"; }

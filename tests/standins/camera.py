@@ -1,0 +1,445 @@
+#!/usr/bin/python3
+"""Stand-ins for the Raspberry Pi camera programs, for machines without a Pi camera.
+
+    camera.py rpicam-vid ARGS...     behaves as rpicam-vid (rpicam-apps)
+    camera.py raspivid ARGS...       behaves as raspivid (raspberrypi/userland)
+
+Tests install them on PATH as links named after the program. They follow
+the rules read from upstream's sources (rpicam-apps core/options.cpp,
+core/video_options.hpp, encoder/encoder.cpp, encoder/h264_encoder.cpp,
+encoder/libav_encoder.cpp, output/file_output.cpp; userland RaspiVid.c,
+RaspiCLI.c; the Pi's bcm2835-v4l2-codec driver), not their code:
+
+- Flags: only upstream's spelling is accepted; anything else stops the program
+  with upstream's message (rpicam-vid: boost's "unrecognised option '--x'",
+  printed as "ERROR: *** ... ***", exit 255; raspivid: "Invalid command line
+  option (-x)", exit 64). Without -t 0 both stop after 5 s.
+- The machine: a Pi 5 (BCM2712 in the device tree's compatible list) has no
+  H.264 encoder. rpicam-vid then encodes with libx264 through libav, which for
+  `-o -` needs `--libav-format` or stops with "libav: cannot allocate output
+  context, try setting with --libav-format". `--low-latency` exists from 1.6.
+  Elsewhere the VideoCore encoder takes levels 4, 4.1, 4.2 and 25 kbit/s to
+  25 Mbit/s. raspivid needs the legacy camera stack: no Pi 5.
+- Output: the hardware path fwrite()s each frame to C stdio's stdout, which is
+  fully buffered on a pipe (4096 bytes here): without --flush / -fl the tail
+  of a frame waits for the next frames. libav writes through its own I/O
+  layer, which flushes after every packet.
+- The SPS carries the level the encoder was given: 4 unless told otherwise on
+  the hardware (its driver's default); libx264's own choice on a Pi 5.
+
+The picture is GStreamer's videotestsrc encoded by x264enc at the size, rate,
+bitrate and keyframe interval asked for.
+
+Environment:
+  BROADCAST_AGENT_DEVICE_TREE  the device-tree compatible file (default /proc/device-tree/compatible)
+  STANDIN_RPICAM_VERSION       the rpicam-apps release to be, e.g. 1.5.2 (default 1.6.0)
+  STANDIN_LOG                  append one JSON line per run: what was asked, what the stand-in did
+  STANDIN_FRAME_LOG            append "frame monotonic_ns bytes" per frame written, and put the
+                               frame's number in an SEI NAL at its start (for benches/flush_latency.py)
+  STANDIN_IGNORE_FLUSH         act as if --flush / -fl were not given (what an agent without them gets)
+  STANDIN_PATTERN              videotestsrc's pattern (default ball, a still scene; snow fills the bitrate)
+"""
+import ctypes
+import json
+import os
+import signal
+import struct
+import sys
+import time
+
+DEVICE_TREE = "/proc/device-tree/compatible"
+# The SEI's UUID (user data unregistered), without zero bytes.
+FRAME_UUID = bytes(range(0x41, 0x51))
+
+
+class Stop(Exception):
+    """Upstream's way out: a message on stderr and an exit status."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def is_pi5():
+    path = os.environ.get("BROADCAST_AGENT_DEVICE_TREE", DEVICE_TREE)
+    try:
+        with open(path, "rb") as f:
+            return b"brcm,bcm2712" in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def version():
+    text = os.environ.get("STANDIN_RPICAM_VERSION", "1.6.0")
+    return tuple(int(p) for p in text.split("."))
+
+
+# ---------------------------------------------------------------- rpicam-vid
+
+# name -> (short name or None, kind, since version); kind is "flag" (boost
+# implicit bool), "int", "float" or "str".
+RPICAM_OPTIONS = {
+    "help": ("h", "flag", (1, 0)),
+    "version": (None, "flag", (1, 0)),
+    "verbose": ("v", "int", (1, 0)),
+    "timeout": ("t", "str", (1, 0)),
+    "output": ("o", "str", (1, 0)),
+    "nopreview": ("n", "flag", (1, 0)),
+    "width": (None, "int", (1, 0)),
+    "height": (None, "int", (1, 0)),
+    "framerate": (None, "float", (1, 0)),
+    "rotation": (None, "int", (1, 0)),
+    "hflip": (None, "flag", (1, 0)),
+    "vflip": (None, "flag", (1, 0)),
+    "flush": (None, "flag", (1, 0)),
+    "bitrate": ("b", "str", (1, 0)),
+    "profile": (None, "str", (1, 0)),
+    "level": (None, "str", (1, 0)),
+    "intra": ("g", "int", (1, 0)),
+    "inline": (None, "flag", (1, 0)),
+    "codec": (None, "str", (1, 0)),
+    "libav-format": (None, "str", (1, 0)),
+    "low-latency": (None, "flag", (1, 6)),
+}
+
+
+def parse_rpicam(args):
+    """boost::program_options' command line rules, for the options above."""
+    known = {n: spec for n, spec in RPICAM_OPTIONS.items() if version() >= spec[2]}
+    shorts = {spec[0]: n for n, spec in known.items() if spec[0]}
+    values, i = {}, 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg.startswith("--"):
+            name, eq, inline = arg[2:].partition("=")
+            if name not in known:
+                raise Stop(f"unrecognised option '--{name}'", 255)
+            shown = f"--{name}"
+        elif arg.startswith("-") and len(arg) > 1:
+            if arg[1] not in shorts:
+                raise Stop(f"unrecognised option '{arg[:2]}'", 255)
+            name, inline = shorts[arg[1]], arg[2:]
+            eq, shown = bool(inline), f"-{arg[1]}"
+        else:
+            raise Stop("too many positional options have been specified on the command line", 255)
+        kind = known[name][1]
+        if kind == "flag":
+            values[name] = inline not in ("0", "false") if eq else True
+            continue
+        if not eq:
+            if i >= len(args):
+                raise Stop(f"the required argument for option '{shown}' is missing", 255)
+            inline, i = args[i], i + 1
+        try:
+            values[name] = {"int": int, "float": float, "str": str}[kind](inline)
+        except ValueError:
+            raise Stop(f"the argument ('{inline}') for option '{shown}' is invalid", 255) from None
+    return values
+
+
+def float32(x):
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+def rpicam_vid(args):
+    o = parse_rpicam(args)
+    if o.get("version"):
+        v = ".".join(map(str, version()))
+        print(f"rpicam-apps build: v{v} 0a1b2c3d4e5f 01-01-2025 (12:00:00)")
+        print("rpicam-apps capabilites: egl:0 qt:0 drm:0 libav:1")
+        print("libcamera build: v0.3.2+99-1230f78d")
+        return 0
+    codec = o.get("codec", "h264").lower()
+    if codec != "h264":
+        raise Stop(f"stand-in: codec {codec} is not modelled", 255)
+    pi5 = is_pi5()
+    level = o.get("level", "")
+    profile = o.get("profile", "")
+    bitrate = parse_bitrate(o.get("bitrate", "0"))
+    if pi5:
+        # encoder.cpp: no VideoCore encoder, so libav with libx264, which
+        # guesses a format only for no output or a tcp:// or udp:// one.
+        output = o.get("output", "")
+        if not o.get("libav-format") and output and not output.startswith(("tcp://", "udp://")):
+            raise Stop("libav: cannot allocate output context, try setting with --libav-format", 255)
+        if profile and profile.lower() not in ("baseline", "main", "high"):
+            raise Stop(f"libav: no such profile {profile}", 255)
+        level_idc = int(float32(float32(float(level)) * 10)) if level else None
+    else:
+        # h264_encoder.cpp and the V4L2 driver's control ranges.
+        if bitrate and not 25_000 <= bitrate <= 25_000_000:
+            raise Stop("failed to set bitrate", 255)
+        if profile and profile not in ("baseline", "main", "high"):
+            raise Stop(f"no such profile {profile}", 255)
+        if level and level not in ("4", "4.1", "4.2"):
+            raise Stop(f"no such level {level}", 255)
+        level_idc = {"": 40, "4": 40, "4.1": 41, "4.2": 42}[level]
+    low_latency = bool(o.get("low-latency"))
+    flush = bool(o.get("flush")) and not os.environ.get("STANDIN_IGNORE_FLUSH")
+    run = {
+        "program": "rpicam-vid", "args": args, "pi5": pi5,
+        "encoder": "libx264" if pi5 else "hardware", "level": level_idc,
+        "low_latency": low_latency, "flush": flush,
+    }
+    stream(
+        run,
+        width=o.get("width") or 640, height=o.get("height") or 480,
+        fps=o.get("framerate") or 30, kbps=bitrate // 1000 or 2000,
+        intra=o.get("intra") or 0, rotation=o.get("rotation", 0),
+        hflip=o.get("hflip"), vflip=o.get("vflip"),
+        timeout_ms=parse_timeout(o.get("timeout", "5sec")),
+        # libav flushes its I/O after every packet; the hardware path only
+        # with --flush.
+        writer="direct" if pi5 else ("flushed" if flush else "buffered"),
+        # libx264 without --low-latency: preset superfast, frame threads
+        # (each a frame of delay), no rate-control lookahead.
+        x264=("tune=zerolatency speed-preset=ultrafast" if not pi5 or low_latency
+              else "speed-preset=superfast threads=4"),
+        x264_options="" if not pi5 or low_latency else "rc-lookahead=0",
+        inline=pi5 or bool(o.get("inline")),
+    )
+    return 0
+
+
+def parse_bitrate(text):
+    """'1500000', '1.5Mbps', '800kbps': bits/second without units."""
+    units = {"mbps": 1_000_000, "kbps": 1000, "bps": 1}
+    for unit, scale in units.items():
+        if text.lower().endswith(unit):
+            return int(float(text[: -len(unit)]) * scale)
+    return int(text)
+
+
+def parse_timeout(text):
+    """rpicam-apps durations: plain numbers are milliseconds; 0 is forever."""
+    for unit, scale in (("ms", 1), ("sec", 1000), ("s", 1000)):
+        if text.endswith(unit):
+            return int(float(text[: -len(unit)]) * scale)
+    return int(text)
+
+
+# ---------------------------------------------------------------- raspivid
+
+# RaspiVid.c, RaspiCommonSettings.c, RaspiCamControl.c, RaspiPreview.c:
+# (command without its first '-', abbreviation, number of parameters).
+RASPIVID_COMMANDS = [
+    ("-bitrate", "b", 1), ("-timeout", "t", 1), ("-framerate", "fps", 1),
+    ("-intra", "g", 1), ("-profile", "pf", 1), ("-inline", "ih", 0),
+    ("-flush", "fl", 0), ("-level", "lev", 1), ("-codec", "cd", 1),
+    ("-qp", "qp", 1), ("-help", "?", 0), ("-width", "w", 1), ("-height", "h", 1),
+    ("-output", "o", 1), ("-verbose", "v", 0), ("-camselect", "cs", 1),
+    ("-mode", "md", 1), ("-rotation", "rot", 1), ("-hflip", "hf", 0),
+    ("-vflip", "vf", 0), ("-nopreview", "n", 0), ("-preview", "p", 1),
+    ("-fullscreen", "f", 0), ("-sharpness", "sh", 1), ("-awb", "awb", 1),
+]
+
+
+def parse_raspivid(args):
+    values, i = {}, 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        match = [c for c in RASPIVID_COMMANDS if arg.startswith("-") and arg[1:] in c[:2]]
+        if not match:
+            raise Stop(f"Invalid command line option ({arg})", 64)
+        command, _, params = match[0]
+        if params:
+            if i >= len(args):
+                break  # upstream drops out of the loop without a word
+            values[command], i = args[i], i + 1
+        else:
+            values[command] = True
+    return values
+
+
+def raspivid(args):
+    o = parse_raspivid(args)
+    if is_pi5():
+        raise Stop("stand-in: raspivid needs the legacy camera stack, which a Pi 5 does not have", 1)
+    width, height = int(o.get("-width", 1920)), int(o.get("-height", 1080))
+    fps = int(o.get("-framerate", 30))
+    bitrate = int(o.get("-bitrate", 17_000_000))
+    level_idc = {"4": 40, "4.1": 41, "4.2": 42}.get(o.get("-level", "4"), 40)
+    mbps = ((width + 15) // 16) * ((height + 15) // 16) * fps
+    if mbps > 245_760:
+        if mbps > 522_240:
+            print("Too many macroblocks/s requested", file=sys.stderr)
+            raise Stop("main: Failed to create encode component", 70)
+        print("Too many macroblocks/s: Increasing H264 Level to 4.2", file=sys.stderr)
+        level_idc = 42
+    if level_idc == 40 and bitrate > 25_000_000:
+        print("Bitrate too high: Reducing to 25MBit/s", file=sys.stderr)
+        bitrate = 25_000_000
+    flush = bool(o.get("-flush")) and not os.environ.get("STANDIN_IGNORE_FLUSH")
+    run = {
+        "program": "raspivid", "args": args, "pi5": False, "encoder": "hardware",
+        "level": level_idc, "low_latency": False, "flush": flush,
+    }
+    stream(
+        run, width=width, height=height, fps=fps, kbps=bitrate // 1000,
+        intra=int(o.get("-intra", 0)), rotation=int(o.get("-rotation", 0)),
+        hflip=o.get("-hflip"), vflip=o.get("-vflip"),
+        timeout_ms=int(o.get("-timeout", 5000)),
+        writer="flushed" if flush else "buffered",
+        x264="tune=zerolatency speed-preset=ultrafast", x264_options="",
+        inline=bool(o.get("-inline")),
+    )
+    return 0
+
+
+# ---------------------------------------------------------------- the picture
+
+def stream(run, width, height, fps, kbps, intra, rotation, hflip, vflip,
+           timeout_ms, writer, x264, x264_options, inline):
+    """Encodes a test picture and writes it to stdout frame by frame."""
+    log(run)
+    import gi
+    gi.require_version("Gst", "1.0")
+    from gi.repository import Gst
+
+    Gst.init(None)
+    flips = []
+    if rotation == 180:
+        flips.append("videoflip method=rotate-180")
+    if hflip:
+        flips.append("videoflip method=horizontal-flip")
+    if vflip:
+        flips.append("videoflip method=vertical-flip")
+    level = run["level"]
+    options = [o for o in (x264_options, f"level={level / 10}" if level else "") if o]
+    options = f"option-string={':'.join(options)}" if options else ""
+    key = f"key-int-max={intra}" if intra else ""
+    description = " ! ".join([
+        f"videotestsrc is-live=true pattern={os.environ.get('STANDIN_PATTERN', 'ball')}",
+        f"video/x-raw,width={width},height={height},framerate={round(fps)}/1",
+        *flips,
+        f"x264enc {x264} aud=false bitrate={max(kbps, 1)} {key} {options}",
+        "video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au",
+        "appsink name=out sync=false max-buffers=100",
+    ])
+    pipeline = Gst.parse_launch(description)
+    out = pipeline.get_by_name("out")
+    pipeline.set_state(Gst.State.PLAYING)
+    write = Writer(writer)
+    frames = FrameLog()
+    start, seq = time.monotonic(), 0
+    while timeout_ms == 0 or (time.monotonic() - start) * 1000 < timeout_ms:
+        sample = out.emit("try-pull-sample", Gst.SECOND)
+        if sample is None:
+            continue
+        buf = sample.get_buffer()
+        ok, info = buf.map(Gst.MapFlags.READ)
+        if not ok:
+            continue
+        data = bytes(info.data)
+        buf.unmap(info)
+        if not inline and seq > 0:
+            data = strip_parameter_sets(data)
+        data = frames.mark(seq, data)
+        write(data)
+        frames.written(seq, len(data))
+        seq += 1
+    write.close()
+    pipeline.set_state(Gst.State.NULL)
+
+
+class Writer:
+    """How the program's bytes reach the pipe."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        if mode != "direct":
+            self.libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            self.stdout = ctypes.c_void_p.in_dll(self.libc, "stdout")
+            # What glibc gives a C program whose stdout is a pipe: full
+            # buffering in st_blksize bytes. Set here with a buffer of our
+            # own: Python may have made stdout unbuffered (-u), which a NULL
+            # buffer would not undo.
+            full_buffering = 0  # _IOFBF
+            size = os.fstat(1).st_blksize
+            self.buffer = ctypes.create_string_buffer(size)
+            self.libc.setvbuf(self.stdout, self.buffer, full_buffering, ctypes.c_size_t(size))
+
+    def __call__(self, data):
+        if self.mode == "direct":
+            view = memoryview(data)
+            while view:
+                view = view[os.write(1, view):]
+            return
+        # C stdio, as fwrite(buffer->data, ...) upstream; EPIPE ends the program.
+        if self.libc.fwrite(data, 1, len(data), self.stdout) != len(data):
+            sys.exit(1)
+        if self.mode == "flushed" and self.libc.fflush(self.stdout) != 0:
+            sys.exit(1)
+
+    def close(self):
+        if self.mode != "direct":
+            self.libc.fflush(self.stdout)
+
+
+def strip_parameter_sets(au):
+    """The AU without SPS and PPS (the hardware without inline headers)."""
+    nals = au.split(b"\x00\x00\x01")
+    kept = [n for n in nals[1:] if n and (n[0] & 0x1F) not in (7, 8)]
+    return b"".join(b"\x00\x00\x00\x01" + n.rstrip(b"\x00") for n in kept)
+
+
+class FrameLog:
+    """Per-frame timing for the flush benchmark (STANDIN_FRAME_LOG)."""
+
+    def __init__(self):
+        path = os.environ.get("STANDIN_FRAME_LOG")
+        self.file = open(path, "a", buffering=1) if path else None
+
+    def mark(self, seq, au):
+        """Puts the frame number in an SEI before the first slice."""
+        if not self.file:
+            return au
+        # 28 bits in four bytes with the top bit set: no emulation prevention.
+        number = bytes(0x80 | ((seq >> s) & 0x7F) for s in (21, 14, 7, 0))
+        sei = b"\x00\x00\x00\x01\x06\x05" + bytes([len(FRAME_UUID) + 4]) + FRAME_UUID + number + b"\x80"
+        at = au.find(b"\x00\x00\x01")
+        while 0 <= at < len(au) - 3:
+            if au[at + 3] & 0x1F in (1, 5):
+                start = at - 1 if at > 0 and au[at - 1] == 0 else at
+                return au[:start] + sei + au[start:]
+            at = au.find(b"\x00\x00\x01", at + 3)
+        return au
+
+    def written(self, seq, size):
+        if self.file:
+            self.file.write(f"{seq} {time.monotonic_ns()} {size}\n")
+
+
+def log(run):
+    path = os.environ.get("STANDIN_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(run) + "\n")
+
+
+def main():
+    # Die on a closed pipe as a C program does (Python ignores SIGPIPE).
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # Installed as a link named after the program, or run as camera.py PROGRAM.
+    program, args = os.path.basename(sys.argv[0]), sys.argv[1:]
+    if program not in ("rpicam-vid", "raspivid") and args:
+        program, args = args[0], args[1:]
+    try:
+        if program == "rpicam-vid":
+            return rpicam_vid(args)
+        if program == "raspivid":
+            return raspivid(args)
+        raise Stop(f"stand-in: unknown program {program}", 2)
+    except Stop as stop:
+        if program == "rpicam-vid" and not stop.message.startswith("stand-in"):
+            print(f"ERROR: *** {stop.message} ***", file=sys.stderr)
+        else:
+            print(stop.message, file=sys.stderr)
+        return stop.status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
