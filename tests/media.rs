@@ -239,6 +239,93 @@ fn a_flapping_camera_is_back_within_a_second_every_time() {
     );
 }
 
+/// Threads and resident memory (KiB) of a process.
+fn threads_and_rss(pid: u32) -> (u64, u64) {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Threads:"), field("VmRSS:"))
+}
+
+/// The soak: Janus killed and the camera program killed, round after round
+/// (`SOAK_ROUNDS`, 3 by default; the long form is 20), at varying moments.
+/// Afterwards exactly one session, room, mountpoint and forwarder on Janus,
+/// media flowing, and the agent's threads and memory not growing.
+#[test]
+fn soak_janus_and_camera_killed_again_and_again() {
+    let rounds: u64 = std::env::var("SOAK_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let mut janus = Janus::start();
+    let (agent, _pulse, _bin, mut camera) = agent_with_fake_camera(&janus, 320);
+    let (mut janus_back, mut camera_back) = (Vec::new(), Vec::new());
+    let mut usage = Vec::new();
+    let mut probe = janus.probe();
+    for round in 1..=rounds {
+        std::thread::sleep(Duration::from_millis(300 + (round * 811) % 1700));
+        janus.restart();
+        let answered = Instant::now();
+        probe = janus.probe();
+        wait_media(&probe, 320, "video", Duration::from_secs(10));
+        janus_back.push(answered.elapsed());
+        std::thread::sleep(Duration::from_millis(1000 + (round * 577) % 2000));
+        let (new, recovered) = kill_camera_and_time(&agent, &probe, 320, camera);
+        camera = new;
+        camera_back.push(recovered);
+        if round == 1 || round == 5 || round == rounds {
+            usage.push((round, threads_and_rss(agent.pid())));
+        }
+    }
+    let summary = |what: &str, times: &mut Vec<Duration>| {
+        times.sort();
+        println!(
+            "soak: {what}: median {} ms, max {} ms ({} times)",
+            times[times.len() / 2].as_millis(),
+            times[times.len() - 1].as_millis(),
+            times.len()
+        );
+    };
+    summary("media at Janus after Janus restarted", &mut janus_back);
+    summary(
+        "video at Janus after the camera was killed",
+        &mut camera_back,
+    );
+    println!("soak: (round, (threads, RSS KiB)): {usage:?}");
+    // The probe's own session aside.
+    let seen = || {
+        (
+            janus
+                .sessions()
+                .iter()
+                .filter(|s| **s != probe.session())
+                .count(),
+            probe.room_exists(320),
+            probe.mountpoint(320, SECRET).is_some(),
+            probe.forwarders(320, SECRET).len(),
+        )
+    };
+    let settled = Instant::now();
+    while seen() != (1, true, true, 1) && settled.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let what = "(sessions, room, mountpoint, forwarders)";
+    assert_eq!(seen(), (1, true, true, 1), "{what}");
+    wait_media(&probe, 320, "video", Duration::from_secs(2));
+    wait_media(&probe, 320, "audio", Duration::from_secs(2));
+    let (first, last) = (usage[0].1, usage[usage.len() - 1].1);
+    assert!(last.0 <= first.0 + 2, "threads grew: {usage:?}");
+    assert!(
+        last.1 <= first.1 + 8 * 1024,
+        "RSS grew by more than 8 MiB: {usage:?}"
+    );
+}
+
 #[test]
 fn a_stalled_camera_is_restarted() {
     let janus = Janus::start();
