@@ -326,14 +326,15 @@ mountpoint_ages() {
 #   plugin from scratch, as a Pi's first start does; later runs reuse it, as
 #   the unit's CacheDirectory= does on a Pi.
 # The environment is otherwise empty (env -i): nothing of the host's leaks in.
-agent() {  # agent ARGS...: the installed binary under qemu-user
-    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$work" LANG=C.UTF-8 \
-        GST_REGISTRY_FORK=no \
-        GST_PLUGIN_SYSTEM_PATH_1_0="$INSTALL/usr/lib/$TRIPLE/gstreamer-1.0" \
-        GST_PLUGIN_SCANNER_1_0="$INSTALL/usr/lib/$TRIPLE/gstreamer1.0/gstreamer-1.0/gst-plugin-scanner" \
-        GST_REGISTRY_1_0="$work/$ARCH/registry.bin" \
-        "$QEMU" -L "$INSTALL" "$INSTALL/usr/bin/broadcast-agent" "$@"
+set_agent_cmd() {  # AGENT_CMD: the installed binary under qemu-user
+    AGENT_CMD=(env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$work" LANG=C.UTF-8
+        GST_REGISTRY_FORK=no
+        GST_PLUGIN_SYSTEM_PATH_1_0="$INSTALL/usr/lib/$TRIPLE/gstreamer-1.0"
+        GST_PLUGIN_SCANNER_1_0="$INSTALL/usr/lib/$TRIPLE/gstreamer1.0/gstreamer-1.0/gst-plugin-scanner"
+        GST_REGISTRY_1_0="$work/$ARCH/registry.bin"
+        "$QEMU" -L "$INSTALL" "$INSTALL/usr/bin/broadcast-agent")
 }
+agent() { "${AGENT_CMD[@]}" "$@"; }
 
 # One `run`: sets RUN_MS to the time to media in ms on success; on failure says why.
 one_run() {
@@ -346,7 +347,8 @@ one_run() {
     for i in $(seq 100); do [ "$(mountpoint_ages)" = "- -" ] && break; sleep 0.1; done
     [ "$(mountpoint_ages)" = "- -" ] || { echo "mountpoint $ROOM still exists before run $n" >&2; return 1; }
     t0=$(now_ms)
-    agent run --config "$CONF" >"$agent_log" 2>&1 &
+    # Not through a function: $! must be the agent's own pid (env execs qemu), for SIGTERM.
+    "${AGENT_CMD[@]}" run --config "$CONF" >"$agent_log" 2>&1 &
     AGENT_PID=$!
     local deadline=$((t0 + MEDIA_TIMEOUT_S * 1000)) verdict=""
     while :; do
@@ -433,6 +435,7 @@ test_arch() {
     dpkg-deb -x "$deb" "$INSTALL"
     [ -x "$INSTALL/usr/bin/broadcast-agent" ] || { echo "    the .deb has no /usr/bin/broadcast-agent" >&2; return 1; }
     CONF=$INSTALL/etc/broadcast-agent/agent.toml
+    set_agent_cmd
     set_keys "$CONF" \
         "janus.url=\"$JANUS_URL\"" \
         "stream.video_port=$((JANUS_BASE + 2))" "stream.audio_port=$((JANUS_BASE + 3))" \
