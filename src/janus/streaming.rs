@@ -85,14 +85,20 @@ impl MountpointInfo {
         self.media.iter().find(|m| m.kind == kind)
     }
 
-    /// Whether the mountpoint listens where `spec` says. Ports Janus did not
-    /// report cannot be compared and count as matching.
+    /// Whether Janus showed the ports: it does only to a request with the
+    /// mountpoint's secret (or to anybody, when it has none).
+    pub fn shows_ports(&self) -> bool {
+        !self.media.is_empty() && self.media.iter().all(|m| m.port.is_some())
+    }
+
+    /// Whether the mountpoint listens where `spec` says (ports Janus did
+    /// not show never match).
     pub fn fits(&self, spec: &MountpointSpec<'_>) -> bool {
         [(Medium::Video, spec.video.0), (Medium::Audio, spec.audio.0)]
             .into_iter()
-            .all(|(medium, port)| match self.medium(medium.name()) {
-                Some(m) => m.port.is_none_or(|p| p == port),
-                None => false,
+            .all(|(medium, port)| {
+                self.medium(medium.name())
+                    .is_some_and(|m| m.port == Some(port))
             })
     }
 
@@ -116,7 +122,8 @@ impl<'a> Streaming<'a> {
         Self { client, handle }
     }
 
-    /// Creates an RTP mountpoint, or adopts the one with that id.
+    /// Creates an RTP mountpoint, or says one with that id exists (whose it
+    /// is, the caller must check).
     pub fn create(&self, spec: &MountpointSpec<'_>) -> Result<Created, JanusError> {
         let mut body = json!({
             "request": "create",
@@ -219,7 +226,12 @@ mod tests {
             ]
         }))
         .expect("parses");
-        assert!(info.fits(&spec()));
+        assert!(info.fits(&spec()) && info.shows_ports());
+        let hidden: MountpointInfo = serde_json::from_value(json!({
+            "id": 4556, "media": [{"type": "video"}, {"type": "audio"}]
+        }))
+        .expect("parses");
+        assert!(!hidden.shows_ports() && !hidden.fits(&spec()));
         assert_eq!(info.age(Medium::Audio), Some(Duration::from_millis(30)));
         let moved = MountpointSpec {
             video: (9004, 96),

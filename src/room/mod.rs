@@ -139,6 +139,12 @@ pub fn spawn(
     } else {
         Desired::Closed
     };
+    if settings.room.secret.is_none() {
+        log::warn!(
+            "room {}: room.secret is not set: anybody with access to Janus's API can take the room over, and the agent cannot tell its room from someone else's",
+            settings.room.id
+        );
+    }
     let (events, inbox) = mpsc::channel(32);
     let (state, published) = watch::channel(RoomState::new(settings.room.id, desired));
     let reconciler = Reconciler {
@@ -400,6 +406,7 @@ impl Reconciler {
             room: observed.room,
             mountpoint: observed.mountpoint,
             forwarder: observed.forwarder,
+            forward: observed.forward,
             media_age: observed.media_age,
             participants: match observed.participants {
                 Presence::Present(n) => Some(n),
