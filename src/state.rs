@@ -3,6 +3,7 @@
 //! it after every pass; everything else (status, the LED, the pipeline
 //! supervisors, systemd) only reads it, through a `watch` channel.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::{Serialize, Serializer};
@@ -53,17 +54,94 @@ impl<T> Serialize for Presence<T> {
     }
 }
 
+/// Why a room or mountpoint with the agent's id is not the agent's: it
+/// cannot prove it made it, so it neither uses, changes nor destroys it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Foreign {
+    /// Janus refuses `room.secret` for it: someone else's secret guards it.
+    OtherSecret,
+    /// It has no secret (any secret is accepted), so it proves nothing.
+    NoSecret,
+    /// It listens on other ports than `stream.video_port`/`audio_port`.
+    OtherPorts,
+}
+
+impl Foreign {
+    /// Why, in words, for the error.
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::OtherSecret => "Janus refuses room.secret for it",
+            Self::NoSecret => "it has no secret, so anybody may control it",
+            Self::OtherPorts => "it listens on other ports than stream.video_port/audio_port",
+        }
+    }
+}
+
+/// Whose an existing room is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// The agent's: `room.secret` controls it (or no secret is configured).
+    Us,
+    /// Not provably the agent's.
+    Foreign(Foreign),
+}
+
 /// Whether an existing mountpoint is the one the agent wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fit {
     /// It is: use it.
     Matches,
-    /// It listens elsewhere or offers another H.264 level (an earlier run
-    /// with other settings): replace it.
-    WrongPorts,
-    /// SRTP is on and the mountpoint was not made by this run, so its key
-    /// is unknown: replace it.
+    /// It is the agent's, but SRTP is on and it was not made by this run,
+    /// so its key is unknown: replace it.
+    /// It is the agent's, but offers viewers another H.264 level than
+    /// `[video]` sends (an earlier run with other settings): replace it.
+    WrongLevel,
     UnknownKey,
+    /// It is not provably the agent's: leave it alone.
+    Foreign(Foreign),
+}
+
+/// Part of the room on Janus that another holder of the id has: the agent
+/// stops there and says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conflict {
+    /// `room` or `mountpoint`.
+    pub what: &'static str,
+    /// The id they share.
+    pub id: u64,
+    /// Why it is not the agent's.
+    pub why: Foreign,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} on Janus is not this agent's ({}): another agent or user holds this id; \
+             pick another room.id, or remove it on Janus if it is a leftover",
+            self.what,
+            self.id,
+            self.why.words()
+        )
+    }
+}
+
+/// How the room's mix reaches the speaker: the forwarder the agent made
+/// (or, without SRTP, found) in its room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Forward {
+    /// Janus's id for the forwarder.
+    #[serde(skip)]
+    pub stream_id: u64,
+    /// The address Janus sends to: the speaker binds to it.
+    pub target: IpAddr,
+    /// Janus's address: without SRTP the speaker plays only what comes
+    /// from it.
+    pub janus: Option<IpAddr>,
+    /// The key the mix is encrypted with (`stream.srtp`), fresh for each
+    /// forwarder. Never serialized.
+    #[serde(skip)]
+    pub key: Option<SrtpKey>,
 }
 
 /// Time since Janus last received each medium, as its `info` reports it.
@@ -141,6 +219,8 @@ pub enum Phase {
     Closing,
     /// Closed.
     Closed,
+    /// Open wanted, but the id is held by someone else on Janus.
+    Conflict,
 }
 
 impl Phase {
@@ -151,6 +231,7 @@ impl Phase {
             Self::Opening => "opening",
             Self::Closing => "closing",
             Self::Closed => "closed",
+            Self::Conflict => "conflict",
         }
     }
 }
@@ -166,11 +247,13 @@ pub struct RoomState {
     /// Whether the agent holds a Janus session.
     pub session: bool,
     /// The AudioBridge room.
-    pub room: Presence,
+    pub room: Presence<Owner>,
     /// The Streaming mountpoint.
     pub mountpoint: Presence<Fit>,
     /// The forwarder of the room's audio to the Pi.
     pub forwarder: Presence<u64>,
+    /// Where and how that forwarder sends, while the agent has one.
+    pub forward: Option<Forward>,
     /// What Janus last said about the media it receives.
     pub media_age: MediaAge,
     /// How many are in the room, when counted (`room.idle_timeout_s`).
@@ -195,6 +278,7 @@ impl RoomState {
             room: Presence::Unknown,
             mountpoint: Presence::Unknown,
             forwarder: Presence::Unknown,
+            forward: None,
             media_age: MediaAge::default(),
             participants: None,
             closed_by: (desired == Desired::Closed).then_some(CloseReason::Command),
@@ -208,9 +292,26 @@ impl RoomState {
         self.desired == Desired::Open
     }
 
+    /// What of the room's id someone else holds on Janus, if anything.
+    pub fn conflict(&self) -> Option<Conflict> {
+        let (what, why) = match (self.room, self.mountpoint) {
+            (Presence::Present(Owner::Foreign(why)), _) => ("room", why),
+            (_, Presence::Present(Fit::Foreign(why))) => ("mountpoint", why),
+            _ => return None,
+        };
+        Some(Conflict {
+            what,
+            id: self.room_id,
+            why,
+        })
+    }
+
     /// What the room is doing, in one word.
     pub fn phase(&self) -> Phase {
-        let live = matches!(self.room, Presence::Present(()))
+        if self.desired == Desired::Open && self.conflict().is_some() {
+            return Phase::Conflict;
+        }
+        let live = matches!(self.room, Presence::Present(Owner::Us))
             && matches!(self.mountpoint, Presence::Present(Fit::Matches))
             && matches!(self.forwarder, Presence::Present(_));
         match (self.desired, live) {
@@ -231,10 +332,17 @@ mod tests {
     fn phase_summarises_the_state() {
         let mut state = RoomState::new(1, Desired::Open);
         assert_eq!(state.phase(), Phase::Opening);
-        state.room = Present(());
+        state.room = Present(Owner::Us);
         state.mountpoint = Present(Fit::Matches);
         state.forwarder = Present(3);
         assert_eq!(state.phase(), Phase::Live);
+        state.mountpoint = Present(Fit::Foreign(Foreign::OtherPorts));
+        assert_eq!(state.phase(), Phase::Conflict);
+        let conflict = state.conflict().expect("a conflict");
+        assert!(conflict
+            .to_string()
+            .starts_with("mountpoint 1 on Janus is not this agent's"));
+        state.mountpoint = Present(Fit::Matches);
         state.desired = Desired::Closed;
         assert_eq!(state.phase(), Phase::Closed);
         state.last_error = Some(Failure {

@@ -109,6 +109,10 @@ impl AgentStatus {
                 }
                 _ => format!("closed room {id}"),
             },
+            (Phase::Conflict, _) => match self.room.conflict() {
+                Some(c) => format!("conflict: {} {id} is not this agent's", c.what),
+                None => format!("conflict room {id}"),
+            },
             (_, Some(error)) => format!("waiting for Janus: {}", error.cause),
             (Phase::Opening, None) => format!("opening room {id}"),
             (Phase::Closing, None) => format!("closing room {id}"),
@@ -148,6 +152,9 @@ impl AgentStatus {
         );
         if let Some(reason) = r.closed_by {
             let _ = writeln!(out, "  closed: {}", reason.words());
+        }
+        if let Some(conflict) = r.conflict() {
+            let _ = writeln!(out, "  conflict: {conflict}");
         }
         if let Some(n) = r.participants {
             let _ = writeln!(out, "  participants: {n}");
@@ -231,6 +238,29 @@ mod tests {
             .text()
             .contains("last error: cannot reach Janus at http://x/janus"));
         assert_eq!(status.led(), Led::Blinking);
+    }
+
+    #[test]
+    fn a_conflict_is_named_in_every_output() {
+        let mut room = RoomState::new(4556, Desired::Open);
+        room.room = crate::state::Presence::Present(crate::state::Owner::Foreign(
+            crate::state::Foreign::OtherSecret,
+        ));
+        let status = AgentStatus {
+            version: "0",
+            phase: room.phase(),
+            room,
+            pipelines: Vec::new(),
+            uptime_s: 0,
+            viewer_url: None,
+        };
+        assert_eq!(status.line(), "conflict: room 4556 is not this agent's");
+        let text = status.text();
+        assert!(text.contains("room 4556: conflict"), "{text}");
+        assert!(text.contains("pick another room.id"), "{text}");
+        assert_eq!(status.led(), Led::Blinking);
+        let json = serde_json::to_value(&status).expect("serializes");
+        assert_eq!(json["phase"], "conflict");
     }
 
     #[test]

@@ -309,3 +309,233 @@ fn a_participant_keeps_an_idle_room_open_until_its_max_duration() {
     );
     assert_eq!(agent.status_json()["room"]["closed_by"], "max_duration");
 }
+
+/// An agent config for `janus` whose `speaker.host` is `host`.
+fn config_with_speaker_host(janus: &Janus, room: u64, speaker_port: u16, host: &str) -> String {
+    config(janus, room, speaker_port).replace("[speaker]", &format!("[speaker]\nhost = \"{host}\""))
+}
+
+/// A name /etc/hosts gives 127.0.0.1, other than `localhost`.
+fn hosts_name_for_loopback() -> Option<String> {
+    let hosts = std::fs::read_to_string("/etc/hosts").ok()?;
+    hosts.lines().find_map(|line| {
+        let mut words = line.split('#').next()?.split_whitespace();
+        (words.next()? == "127.0.0.1")
+            .then(|| words.find(|name| *name != "localhost").map(str::to_owned))
+            .flatten()
+    })
+}
+
+#[test]
+fn one_forwarder_whatever_the_speaker_host_spelling() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let mut spellings = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".into(),
+        "::ffff:127.0.0.1".into(),
+    ];
+    spellings.extend(hosts_name_for_loopback());
+    let agents: Vec<_> = spellings
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let room = 7300 + i as u64;
+            let speaker = ports(1);
+            let agent = Agent::start(&config_with_speaker_host(&janus, room, speaker, host));
+            (host, room, speaker, agent)
+        })
+        .collect();
+    // 8 s at a check every 500 ms: 16 checks, each of which would add one.
+    std::thread::sleep(Duration::from_secs(8));
+    let counts: Vec<_> = agents
+        .iter()
+        .map(|(host, room, _, _)| (host.as_str(), probe.forwarders(*room, SECRET).len()))
+        .collect();
+    println!("forwarders on Janus after 8 s per speaker.host: {counts:?}");
+    for ((host, room, speaker, agent), (_, count)) in agents.iter().zip(&counts) {
+        assert_eq!(*count, 1, "speaker.host = {host:?}:\n{}", agent.log());
+        let forwarder = &probe.forwarders(*room, SECRET)[0];
+        assert_eq!(forwarder["ip"], "127.0.0.1", "{forwarder}");
+        assert_eq!(forwarder["port"], *speaker);
+    }
+}
+
+#[test]
+fn the_forwarder_to_an_old_address_is_stopped() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let speaker = ports(1);
+    let room = 7400;
+    // An earlier run, when the Pi had another address (127.0.0.2), left the
+    // room with its forwarder; someone else forwards to a port of theirs.
+    let created = probe.audiobridge(json!({
+        "request": "create", "room": room, "secret": SECRET, "sampling_rate": 48000
+    }));
+    assert_eq!(created["audiobridge"], "created", "{created}");
+    let forward = |host: &str, port: u16| {
+        let reply = probe.audiobridge(json!({
+            "request": "rtp_forward", "room": room, "secret": SECRET,
+            "host": host, "port": port, "codec": "opus", "ptype": 100
+        }));
+        reply["stream_id"].as_u64().expect("stream id")
+    };
+    let old = forward("127.0.0.2", speaker);
+    let theirs_port = ports(1);
+    let theirs = forward("127.0.0.3", theirs_port);
+    // speaker.host empty: the agent detects 127.0.0.1 (its route to Janus).
+    let _agent = Agent::start(&config(&janus, room, speaker));
+    wait_for(Duration::from_secs(3), "the old forwarder gone", || {
+        let list = probe.forwarders(room, SECRET);
+        let ids: Vec<_> = list
+            .iter()
+            .filter_map(|f| f["stream_id"].as_u64())
+            .collect();
+        (!ids.contains(&old) && list.iter().any(|f| f["ip"] == "127.0.0.1")).then_some(list)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let list = probe.forwarders(room, SECRET);
+    println!("forwarders after the address change: {list:?}");
+    let to_speaker: Vec<_> = list.iter().filter(|f| f["port"] == speaker).collect();
+    assert_eq!(to_speaker.len(), 1, "{list:?}");
+    assert_eq!(to_speaker[0]["ip"], "127.0.0.1");
+    assert!(
+        list.iter().any(|f| f["stream_id"] == theirs),
+        "a forwarder to another port is not the agent's: {list:?}"
+    );
+}
+
+/// The mountpoint's ports as the holder of `secret` sees them.
+fn mountpoint_ports(probe: &common::janus::Probe, id: u64, secret: &str) -> Option<Vec<u64>> {
+    let info = probe.mountpoint(id, secret)?;
+    info["media"]
+        .as_array()?
+        .iter()
+        .map(|m| m["port"].as_u64())
+        .collect()
+}
+
+/// How often the agent created or destroyed something on Janus.
+fn churn(agent: &Agent) -> usize {
+    agent
+        .log()
+        .lines()
+        .filter(|l| l.contains(": created") || l.contains(": destroyed") || l.contains(": adopted"))
+        .count()
+}
+
+#[test]
+fn a_room_someone_else_made_is_neither_adopted_nor_destroyed() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    // Anybody with API access made room 4600 without secret or PIN, and
+    // mountpoint 4601 with a secret of theirs on ports of theirs.
+    let created = probe.audiobridge(json!({
+        "request": "create", "room": 4600, "sampling_rate": 48000
+    }));
+    assert_eq!(created["audiobridge"], "created", "{created}");
+    let theirs = ports(2);
+    let created = probe.streaming(json!({
+        "request": "create", "type": "rtp", "id": 4601, "secret": "theirs",
+        "media": [
+            { "type": "video", "mid": "v", "port": theirs, "pt": 96, "codec": "h264" },
+            { "type": "audio", "mid": "a", "port": theirs + 1, "pt": 111, "codec": "opus" }
+        ]
+    }));
+    assert_eq!(created["streaming"], "created", "{created}");
+
+    let mut agents: Vec<_> = [(4600, "room"), (4601, "mountpoint")]
+        .into_iter()
+        .map(|(id, what)| (id, what, Agent::start(&config(&janus, id, ports(1)))))
+        .collect();
+    for (id, what, agent) in &agents {
+        let status = wait_for(Duration::from_secs(5), "the conflict", || {
+            let status = agent.status_json();
+            (status["phase"] == "conflict").then_some(status)
+        });
+        let error = status["room"]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        println!("{what} {id}: {error}");
+        assert!(error.contains(&format!("{what} {id}")), "{error}");
+        assert!(error.contains("room.id"), "says what to do: {error}");
+        let (_, text, _) = agent.control(&["status"]);
+        assert!(text.contains("conflict"), "{text}");
+    }
+    // Slow retries, one warning; then SIGTERM removes nothing of theirs.
+    std::thread::sleep(Duration::from_secs(3));
+    for (id, what, agent) in &mut agents {
+        assert_eq!(
+            agent.warnings("is not this agent's").len(),
+            1,
+            "{}",
+            agent.log()
+        );
+        assert!(agent.stop(Duration::from_secs(10)).success());
+        println!("{what} {id}: {} create/destroy lines", churn(agent));
+    }
+    assert!(probe.room_exists(4600), "the stranger's room was destroyed");
+    assert!(
+        !probe.forwarders(4600, "").iter().any(|_| true),
+        "a forwarder was added"
+    );
+    assert_eq!(
+        mountpoint_ports(&probe, 4601, "theirs"),
+        Some(vec![u64::from(theirs), u64::from(theirs) + 1]),
+        "the stranger's mountpoint was changed"
+    );
+}
+
+#[test]
+fn two_agents_with_one_id_leave_each_other_alone() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let first_speaker = ports(1);
+    let first_config = config(&janus, 4556, first_speaker);
+    let first = Agent::start(&first_config);
+    wait_for(Duration::from_secs(3), "the first agent live", || {
+        probe.all_present(4556, SECRET, first_speaker).then_some(())
+    });
+    let first_ports = mountpoint_ports(&probe, 4556, SECRET).expect("first mountpoint");
+    let first_churn = churn(&first);
+    // A second agent with the same id: one with a secret of its own, one
+    // with the same secret but other ports.
+    let second = [
+        Agent::start(&config(&janus, 4556, ports(1)).replace(SECRET, "another-secret")),
+        Agent::start(&config(&janus, 4556, ports(1))),
+    ];
+    let watched = Instant::now();
+    let mut changes = 0;
+    let mut last = first_ports.clone();
+    while watched.elapsed() < Duration::from_secs(10) {
+        let now = mountpoint_ports(&probe, 4556, SECRET).unwrap_or_default();
+        if now != last {
+            changes += 1;
+            last = now;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let churn_second: Vec<_> = second.iter().map(churn).collect();
+    println!(
+        "over 10 s: first agent's mountpoint changed {changes} times; create/destroy lines: first {}, second {churn_second:?}",
+        churn(&first) - first_churn
+    );
+    assert_eq!(changes, 0, "{}", first.log());
+    assert_eq!(churn(&first), first_churn, "{}", first.log());
+    assert_eq!(first.status_json()["phase"], "live");
+    for agent in &second {
+        assert_eq!(agent.status_json()["phase"], "conflict", "{}", agent.log());
+        assert_eq!(churn(agent), 0, "{}", agent.log());
+    }
+    assert!(probe.all_present(4556, SECRET, first_speaker));
+}
+
+#[test]
+fn without_a_room_secret_the_agent_warns_at_start() {
+    let janus = Janus::start();
+    let config = config(&janus, 4700, ports(1)).replace(&format!("secret = \"{SECRET}\""), "");
+    let agent = Agent::start(&config);
+    let log = agent.wait_log(Duration::from_secs(3), "room.secret");
+    assert!(log.contains("anybody"), "{log}");
+}

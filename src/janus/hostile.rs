@@ -157,7 +157,7 @@ fn every_call(client: &Client) -> Vec<Outcome> {
         allow_rtp_participants: false,
     };
     let target = ForwardTarget {
-        host: "127.0.0.1".into(),
+        host: std::net::IpAddr::from([127, 0, 0, 1]),
         port: 5000,
         payload_type: 100,
     };
@@ -165,7 +165,7 @@ fn every_call(client: &Client) -> Vec<Outcome> {
     timed("audiobridge create", &mut || bridge.create(&room).map(drop));
     timed("audiobridge exists", &mut || bridge.exists(1).map(drop));
     timed("rtp_forward", &mut || {
-        bridge.rtp_forward(1, &target, None, None).map(drop)
+        bridge.rtp_forward(1, &target, None, None, None).map(drop)
     });
     timed("listforwarders", &mut || {
         bridge.list_forwarders(1, None).map(drop)

@@ -97,22 +97,30 @@ impl MountpointInfo {
         self.media.iter().find(|m| m.kind == kind)
     }
 
-    /// Whether the mountpoint listens where `spec` says and offers viewers
-    /// the H.264 level it says. What Janus did not report cannot be compared
-    /// and counts as matching.
+    /// Whether Janus showed the ports: it does only to a request with the
+    /// mountpoint's secret (or to anybody, when it has none).
+    pub fn shows_ports(&self) -> bool {
+        !self.media.is_empty() && self.media.iter().all(|m| m.port.is_some())
+    }
+
+    /// Whether the mountpoint listens where `spec` says (ports Janus did
+    /// not show never match).
     pub fn fits(&self, spec: &MountpointSpec<'_>) -> bool {
+        [(Medium::Video, spec.video.0), (Medium::Audio, spec.audio.0)]
+            .into_iter()
+            .all(|(medium, port)| {
+                self.medium(medium.name())
+                    .is_some_and(|m| m.port == Some(port))
+            })
+    }
+
+    /// Whether the mountpoint offers viewers the H.264 level `spec` says
+    /// (what Janus did not report counts as offered).
+    pub fn offers_level(&self, spec: &MountpointSpec<'_>) -> bool {
         let fmtp = h264_fmtp(spec.video_level);
-        let same_level = self
-            .medium(Medium::Video.name())
+        self.medium(Medium::Video.name())
             .and_then(|m| m.fmtp.as_deref())
-            .is_none_or(|offered| offered == fmtp);
-        same_level
-            && [(Medium::Video, spec.video.0), (Medium::Audio, spec.audio.0)]
-                .into_iter()
-                .all(|(medium, port)| match self.medium(medium.name()) {
-                    Some(m) => m.port.is_none_or(|p| p == port),
-                    None => false,
-                })
+            .is_none_or(|offered| offered == fmtp)
     }
 
     /// Time since Janus last received `medium`, if it reports one.
@@ -135,7 +143,8 @@ impl<'a> Streaming<'a> {
         Self { client, handle }
     }
 
-    /// Creates an RTP mountpoint, or adopts the one with that id.
+    /// Creates an RTP mountpoint, or says one with that id exists (whose it
+    /// is, the caller must check).
     pub fn create(&self, spec: &MountpointSpec<'_>) -> Result<Created, JanusError> {
         let mut body = json!({
             "request": "create",
@@ -240,7 +249,12 @@ pub(super) mod tests {
             ]
         }))
         .expect("parses");
-        assert!(info.fits(&spec()));
+        assert!(info.fits(&spec()) && info.shows_ports());
+        let hidden: MountpointInfo = serde_json::from_value(json!({
+            "id": 4556, "media": [{"type": "video"}, {"type": "audio"}]
+        }))
+        .expect("parses");
+        assert!(!hidden.shows_ports() && !hidden.fits(&spec()));
         assert_eq!(info.age(Medium::Audio), Some(Duration::from_millis(30)));
         let moved = MountpointSpec {
             video: (9004, 96),

@@ -2,7 +2,7 @@
 //! against the AudioBridge and Streaming plugins and records what Janus
 //! answered, and creates the session with its long-poll.
 
-use std::net::UdpSocket;
+use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -11,13 +11,13 @@ use super::error::PassError;
 use super::plan::{next_action, Action, Goal, Observed, Plan, Session};
 use super::{Event, MAX_ACTIONS_PER_PASS};
 use crate::config::Settings;
-use crate::janus::audiobridge::{self, AudioBridge, Created, ForwardTarget, RoomSpec};
+use crate::janus::audiobridge::{self, AudioBridge, Created, ForwardTarget, Forwarder, RoomSpec};
 use crate::janus::longpoll::{self, CurrentSession};
 use crate::janus::streaming::{self, MountpointInfo, MountpointSpec, Streaming};
 use crate::janus::Client;
 use crate::rtp::{Medium, SPEAKER_PAYLOAD_TYPE};
 use crate::secret::SrtpKey;
-use crate::state::{Fit, MediaAge, Presence};
+use crate::state::{Fit, Foreign, Forward, MediaAge, Owner, Presence};
 
 /// Everything a pass needs, shared with the blocking threads that run it.
 pub(super) struct Janus {
@@ -32,11 +32,13 @@ impl Janus {
     pub(super) fn converge(&self, goal: Goal, observed: &mut Observed) -> Result<(), PassError> {
         let room = &self.settings.room;
         let plan = Plan {
+            id: room.id,
             destroy_on_close: room.destroy_on_close,
             count_participants: room.idle_timeout.is_some(),
         };
         for _ in 0..MAX_ACTIONS_PER_PASS {
-            let Some(action) = next_action(goal, plan, observed) else {
+            let Some(action) = next_action(goal, plan, observed).map_err(PassError::Conflict)?
+            else {
                 return Ok(());
             };
             log::trace!("room {}: {action:?}", room.id);
@@ -100,16 +102,45 @@ impl Janus {
         Ok(())
     }
 
+    /// Whether the room exists and is ours: `room.secret` controls it and
+    /// a made-up secret does not. Its forwarders come with the proof.
     fn check_room(
         &self,
         bridge: &AudioBridge<'_>,
         observed: &mut Observed,
     ) -> Result<(), PassError> {
-        observed.room = presence(bridge.exists(self.settings.room.id)?);
-        if observed.room.is_absent() {
-            observed.forwarder = Presence::Absent;
+        let room = &self.settings.room;
+        if !bridge.exists(room.id)? {
+            self.room_gone(observed);
+            return Ok(());
         }
-        Ok(())
+        let list = match bridge.list_forwarders(room.id, room.secret.as_ref()) {
+            Ok(list) => list,
+            Err(e) if e.code() == Some(audiobridge::code::NO_SUCH_ROOM) => {
+                self.room_gone(observed);
+                return Ok(());
+            }
+            Err(e) if audiobridge::is_refused(&e) => {
+                observed.room = Presence::Present(Owner::Foreign(Foreign::OtherSecret));
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // Without room.secret nothing can be proven (warned at start).
+        if room.secret.is_some() && !bridge.is_guarded(room.id)? {
+            observed.room = Presence::Present(Owner::Foreign(Foreign::NoSecret));
+            return Ok(());
+        }
+        observed.room = Presence::Present(Owner::Us);
+        self.record_forwarders(&list, observed)
+    }
+
+    /// The room is not there, nor anything in it.
+    fn room_gone(&self, observed: &mut Observed) {
+        observed.room = Presence::Absent;
+        observed.forwarder = Presence::Absent;
+        observed.stale_forwarder = None;
+        observed.forward = None;
     }
 
     fn create_room(
@@ -117,12 +148,15 @@ impl Janus {
         bridge: &AudioBridge<'_>,
         observed: &mut Observed,
     ) -> Result<(), PassError> {
-        let created = bridge.create(&self.room_spec())?;
         let id = self.settings.room.id;
-        log::info!("room {id}: {}", describe(created, "created", "adopted"));
-        observed.room = Presence::Present(());
-        if created == Created::New {
-            observed.forwarder = Presence::Absent;
+        match bridge.create(&self.room_spec())? {
+            Created::New => {
+                log::info!("room {id}: created");
+                self.room_gone(observed);
+                observed.room = Presence::Present(Owner::Us);
+            }
+            // Made by someone meanwhile: check whose it is.
+            Created::Existing => observed.room = Presence::Unknown,
         }
         Ok(())
     }
@@ -135,8 +169,7 @@ impl Janus {
         let room = &self.settings.room;
         bridge.destroy(room.id, room.secret.as_ref())?;
         log::info!("room {}: destroyed", room.id);
-        observed.room = Presence::Absent;
-        observed.forwarder = Presence::Absent;
+        self.room_gone(observed);
         Ok(())
     }
 
@@ -157,7 +190,9 @@ impl Janus {
         };
         observed.mountpoint = match info {
             None => Presence::Absent,
-            Some(info) => Presence::Present(self.fit(&info, observed.srtp_key.is_some())),
+            Some(info) => {
+                Presence::Present(self.fit(stream, &info, observed.srtp_key.is_some())?)
+            }
         };
         if observed.mountpoint.is_absent() {
             observed.srtp_key = None;
@@ -165,22 +200,44 @@ impl Janus {
         Ok(())
     }
 
-    /// Whether an existing mountpoint is the one wanted; says why not.
-    fn fit(&self, info: &MountpointInfo, key_known: bool) -> Fit {
-        let id = self.settings.room.id;
-        if !info.fits(&self.mountpoint_spec()) {
-            log::warn!(
-                "mountpoint {id} listens on other ports than stream.video_port/audio_port, or offers another H.264 level than [video] sends: replacing it"
-            );
-            Fit::WrongPorts
-        } else if self.settings.stream.srtp && !key_known {
-            log::info!(
-                "mountpoint {id} was made before this run and its SRTP key is unknown: replacing it"
-            );
-            Fit::UnknownKey
+    /// Whether an existing mountpoint is the one wanted: ours (its ports
+    /// show only with our secret, and match) and with a known key.
+    fn fit(
+        &self,
+        stream: &Streaming<'_>,
+        info: &MountpointInfo,
+        key_known: bool,
+    ) -> Result<Fit, PassError> {
+        let room = &self.settings.room;
+        let foreign = if !info.shows_ports() {
+            Some(Foreign::OtherSecret)
+        } else if !info.fits(&self.mountpoint_spec()) {
+            Some(Foreign::OtherPorts)
+        } else if room.secret.is_some()
+            && stream.info(room.id, None)?.is_some_and(|i| i.shows_ports())
+        {
+            Some(Foreign::NoSecret)
         } else {
-            Fit::Matches
-        }
+            None
+        };
+        Ok(match foreign {
+            Some(why) => Fit::Foreign(why),
+            None if self.settings.stream.srtp && !key_known => {
+                log::info!(
+                    "mountpoint {} was made before this run and its SRTP key is unknown: replacing it",
+                    room.id
+                );
+                Fit::UnknownKey
+            }
+            None if !info.offers_level(&self.mountpoint_spec()) => {
+                log::info!(
+                    "mountpoint {} offers another H.264 level than [video] sends: replacing it",
+                    room.id
+                );
+                Fit::WrongLevel
+            }
+            None => Fit::Matches,
+        })
     }
 
     fn create_mountpoint(
@@ -193,21 +250,19 @@ impl Janus {
             srtp: key.as_ref(),
             ..self.mountpoint_spec()
         };
-        let created = stream.create(&spec)?;
+        if stream.create(&spec)? == Created::Existing {
+            // Made by someone meanwhile: check whose it is.
+            (observed.srtp_key, observed.mountpoint) = (None, Presence::Unknown);
+            return Ok(());
+        }
         log::info!(
-            "mountpoint {}: {} (video port {}, audio port {}{})",
+            "mountpoint {}: created (video port {}, audio port {}{})",
             spec.id,
-            describe(created, "created", "adopted"),
             spec.video.0,
             spec.audio.0,
             if key.is_some() { ", SRTP" } else { "" }
         );
-        // An adopted one (made by someone else meanwhile) is checked again,
-        // and replaced if SRTP needs a key it does not have.
-        (observed.srtp_key, observed.mountpoint) = match created {
-            Created::New => (key, Presence::Present(Fit::Matches)),
-            Created::Existing => (None, Presence::Unknown),
-        };
+        (observed.srtp_key, observed.mountpoint) = (key, Presence::Present(Fit::Matches));
         Ok(())
     }
 
@@ -230,20 +285,43 @@ impl Janus {
         observed: &mut Observed,
     ) -> Result<(), PassError> {
         let room = &self.settings.room;
-        observed.forwarder = match bridge.list_forwarders(room.id, room.secret.as_ref()) {
-            Ok(list) => {
-                let target = self.forward_target()?;
-                match list.into_iter().find(|f| f.matches(&target)) {
-                    Some(f) => Presence::Present(f.stream_id),
-                    None => Presence::Absent,
-                }
-            }
+        match bridge.list_forwarders(room.id, room.secret.as_ref()) {
+            Ok(list) => self.record_forwarders(&list, observed),
             Err(e) if e.code() == Some(audiobridge::code::NO_SUCH_ROOM) => {
-                observed.room = Presence::Absent;
-                Presence::Absent
+                self.room_gone(observed);
+                Ok(())
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Picks the forwarder the speaker plays from the room's `list`, and
+    /// one of ours to stop: to the speaker's port, but to another address
+    /// (the Pi's changed), with a key this run does not know, or a duplicate.
+    /// Forwarders to other ports are someone else's and left alone.
+    fn record_forwarders(
+        &self,
+        list: &[Forwarder],
+        observed: &mut Observed,
+    ) -> Result<(), PassError> {
+        let target = self.forward_target()?;
+        let known = observed.forward.map(|f| f.stream_id);
+        let srtp = self.settings.stream.srtp;
+        let usable = list
+            .iter()
+            .find(|f| f.matches(&target) && (!srtp || Some(f.stream_id) == known));
+        observed.forwarder = usable.map_or(Presence::Absent, |f| Presence::Present(f.stream_id));
+        observed.forward = match usable {
+            Some(f) if Some(f.stream_id) == known => observed.forward,
+            Some(f) => Some(self.forward(f.stream_id, None)?),
+            None => None,
         };
+        observed.stale_forwarder = list
+            .iter()
+            .find(|f| {
+                f.goes_to_port_of(&target) && Some(f.stream_id) != usable.map(|u| u.stream_id)
+            })
+            .map(|f| f.stream_id);
         Ok(())
     }
 
@@ -254,19 +332,24 @@ impl Janus {
     ) -> Result<(), PassError> {
         let room = &self.settings.room;
         let target = self.forward_target()?;
+        // A fresh key for each forwarder the agent makes.
+        let key = self.settings.stream.srtp.then(SrtpKey::generate);
         let stream_id = bridge.rtp_forward(
             room.id,
             &target,
+            key.as_ref(),
             room.secret.as_ref(),
             room.admin_key.as_ref(),
         )?;
         log::info!(
-            "room {}: forwarding its audio to {}:{} (stream {stream_id})",
+            "room {}: forwarding its audio to {}:{} (stream {stream_id}{})",
             room.id,
             target.host,
-            target.port
+            target.port,
+            if key.is_some() { ", SRTP" } else { "" }
         );
         observed.forwarder = Presence::Present(stream_id);
+        observed.forward = Some(self.forward(stream_id, key)?);
         Ok(())
     }
 
@@ -283,8 +366,19 @@ impl Janus {
             room.secret.as_ref(),
             room.admin_key.as_ref(),
         )?;
-        log::info!("room {}: stopped forwarding its audio", room.id);
-        observed.forwarder = Presence::Absent;
+        if observed.stale_forwarder == Some(stream_id) {
+            log::info!(
+                "room {}: stopped forwarder {stream_id} (an old address, an unknown key or a duplicate)",
+                room.id
+            );
+            // There may be more: list again.
+            observed.stale_forwarder = None;
+            observed.forwarder = Presence::Unknown;
+        } else {
+            log::info!("room {}: stopped forwarding its audio", room.id);
+            observed.forwarder = Presence::Absent;
+            observed.forward = None;
+        }
         Ok(())
     }
 
@@ -356,14 +450,14 @@ impl Janus {
         }
     }
 
-    /// Where Janus should send the room's audio: `speaker.host`, or the
-    /// address of this machine on its route to Janus.
+    /// Where Janus should send the room's audio: `speaker.host` (resolved),
+    /// or the address of this machine on its route to Janus.
     fn forward_target(&self) -> Result<ForwardTarget, PassError> {
         let speaker = &self.settings.speaker;
         let host = if speaker.host.is_empty() {
             local_address_towards(self.settings.janus.host())?
         } else {
-            speaker.host.clone()
+            resolve("speaker.host", &speaker.host)?
         };
         Ok(ForwardTarget {
             host,
@@ -371,11 +465,56 @@ impl Janus {
             payload_type: SPEAKER_PAYLOAD_TYPE,
         })
     }
+
+    /// What the speaker needs of forwarder `stream_id`: where it sends,
+    /// where from, and its key.
+    fn forward(&self, stream_id: u64, key: Option<SrtpKey>) -> Result<Forward, PassError> {
+        // Without SRTP the speaker plays only what comes from Janus's host.
+        let janus = match key {
+            Some(_) => None,
+            None => Some(resolve("janus.url", self.settings.janus.host())?),
+        };
+        Ok(Forward {
+            stream_id,
+            target: self.forward_target()?.host,
+            janus,
+            key,
+        })
+    }
+}
+
+/// The address `host` (an address in any spelling, or a name) stands for;
+/// IPv4 first, as Janus's own resolver prefers it. Blocking: runs inside a pass.
+fn resolve(key: &'static str, host: &str) -> Result<IpAddr, PassError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(ip.to_canonical());
+    }
+    let failed = |source| PassError::Resolve {
+        key,
+        host: host.to_owned(),
+        source,
+    };
+    let addresses: Vec<IpAddr> = (host, 0)
+        .to_socket_addrs()
+        .map_err(failed)?
+        .map(|a| a.ip().to_canonical())
+        .collect();
+    addresses
+        .iter()
+        .find(|ip| ip.is_ipv4())
+        .or_else(|| addresses.first())
+        .copied()
+        .ok_or_else(|| {
+            failed(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no address",
+            ))
+        })
 }
 
 /// The local address the kernel would use to reach `host` (no packet is
 /// sent); a name is looked up with a time limit.
-fn local_address_towards(host: &str) -> Result<String, PassError> {
+fn local_address_towards(host: &str) -> Result<IpAddr, PassError> {
     let unroutable = |source| PassError::NoRoute {
         host: host.to_owned(),
         source,
@@ -389,20 +528,5 @@ fn local_address_towards(host: &str) -> Result<String, PassError> {
     };
     let socket = UdpSocket::bind(bind).map_err(unroutable)?;
     socket.connect((target, 9)).map_err(unroutable)?;
-    Ok(socket.local_addr().map_err(unroutable)?.ip().to_string())
-}
-
-fn presence(exists: bool) -> Presence {
-    if exists {
-        Presence::Present(())
-    } else {
-        Presence::Absent
-    }
-}
-
-fn describe(created: Created, new: &'static str, existing: &'static str) -> &'static str {
-    match created {
-        Created::New => new,
-        Created::Existing => existing,
-    }
+    Ok(socket.local_addr().map_err(unroutable)?.ip().to_canonical())
 }

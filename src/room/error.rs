@@ -2,7 +2,7 @@
 //! this side (no route, no thread) got in the way.
 
 use crate::janus::JanusError;
-use crate::state::Failure;
+use crate::state::{Conflict, Failure};
 
 /// Why a pass did not reach its goal.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +17,17 @@ pub enum PassError {
         #[source]
         source: std::io::Error,
     },
+    /// A host name in the settings does not resolve.
+    #[error("{key} = {host:?} does not resolve: {source}")]
+    Resolve {
+        key: &'static str,
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Someone else holds the room's id on Janus.
+    #[error("{0}")]
+    Conflict(Conflict),
     /// The long-poll thread of a new session could not be started.
     #[error("cannot start the long-poll thread: {0}")]
     LongPoll(#[source] std::io::Error),
@@ -33,9 +44,12 @@ impl PassError {
     pub fn needs_operator(&self) -> bool {
         match self {
             Self::Janus(e) => e.needs_operator(),
-            Self::NoRoute { .. } | Self::LongPoll(_) | Self::Unsettled(_) | Self::Aborted(_) => {
-                false
-            }
+            Self::Conflict(_) => true,
+            Self::NoRoute { .. }
+            | Self::Resolve { .. }
+            | Self::LongPoll(_)
+            | Self::Unsettled(_)
+            | Self::Aborted(_) => false,
         }
     }
 
@@ -43,7 +57,10 @@ impl PassError {
     pub fn failure(&self) -> Failure {
         let cause = match self {
             Self::Janus(e) => e.cause(),
-            Self::NoRoute { source, .. } | Self::LongPoll(source) => source.to_string(),
+            Self::NoRoute { source, .. }
+            | Self::Resolve { source, .. }
+            | Self::LongPoll(source) => source.to_string(),
+            Self::Conflict(c) => format!("{} {} is not this agent's", c.what, c.id),
             Self::Unsettled(_) | Self::Aborted(_) => self.to_string(),
         };
         Failure {

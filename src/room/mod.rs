@@ -157,6 +157,12 @@ fn spawn_with_deadline(
     pass_deadline: Duration,
 ) -> (RoomHandle, tokio::task::JoinHandle<()>) {
     let Choice { desired, closed_by } = *owner.borrow();
+    if settings.room.secret.is_none() {
+        log::warn!(
+            "room {}: room.secret is not set: anybody with access to Janus's API can take the room over, and the agent cannot tell its room from someone else's",
+            settings.room.id
+        );
+    }
     let (events, inbox) = mpsc::channel(32);
     let initial = RoomState {
         closed_by,
@@ -502,6 +508,7 @@ impl Reconciler {
             room: observed.room,
             mountpoint: observed.mountpoint,
             forwarder: observed.forwarder,
+            forward: observed.forward,
             media_age: observed.media_age,
             participants: match observed.participants {
                 Presence::Present(n) => Some(n),
