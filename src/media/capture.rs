@@ -82,6 +82,7 @@ impl Capture {
                     host: host.clone(),
                 }),
                 drain_on_stop: false,
+                forward: false,
             },
             host,
             recording,
