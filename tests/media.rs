@@ -126,6 +126,81 @@ fn a_voice_in_the_room_is_heard_on_the_sound_card() {
     assert!(tone_share(&samples, 1500.0) < 0.1);
 }
 
+/// What share of the sound card's output is a `frequency` tone, over `ms`.
+fn heard(pulse: &Pulse, frequency: f64, ms: u64) -> f64 {
+    tone_share(&pulse.record(Duration::from_millis(ms)), frequency)
+}
+
+/// A stranger sends Opus to the speaker port (from `from`): it is not heard;
+/// then someone in the room speaks: that is. `extra` goes into the config.
+fn only_the_room_is_heard(room: u64, from: &str, extra: &str) {
+    let janus = Janus::start();
+    let pulse = Pulse::start();
+    let probe = janus.probe();
+    let base = ports(3);
+    let config = config_at(&janus, room, "none", base, "").replace(
+        "stall_timeout_ms = 1000",
+        &format!("stall_timeout_ms = 1000\n{extra}"),
+    );
+    let agent = Agent::start_with(&config, &[("PULSE_SERVER", &pulse.server())]);
+    agent.wait_log(Duration::from_secs(5), "speaker pipeline: running");
+    wait_for(Duration::from_secs(3), "the forwarder", || {
+        (!probe.forwarders(room, SECRET).is_empty()).then_some(())
+    });
+    let _stranger = Sender::stranger(1500, base + 2, from);
+    std::thread::sleep(Duration::from_millis(1500));
+    // Alone, anything on the sound card is the stranger.
+    let samples = pulse.record(Duration::from_millis(1500));
+    let loudest = samples.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
+    println!("{extra:?}: stranger from {from} alone: loudest sample {loudest}");
+    assert!(loudest < 100, "the stranger was played (peak {loudest})");
+
+    let local = ports(1);
+    let janus_port = probe.join_rtp(room, local);
+    let _voice = Sender::tone(1000, janus_port, local);
+    let voice = wait_for(Duration::from_secs(8), "the room's 1 kHz voice", || {
+        let share = heard(&pulse, 1000.0, 700);
+        (share > 0.5).then_some(share)
+    });
+    let stranger_with_voice = heard(&pulse, 1500.0, 700);
+    println!(
+        "{extra:?}: with the room talking, stranger {:.0}%, room's voice {:.0}%",
+        stranger_with_voice * 100.0,
+        voice * 100.0
+    );
+    assert!(stranger_with_voice < 0.1, "the stranger was played");
+}
+
+#[test]
+fn a_stranger_on_the_speaker_port_is_not_heard() {
+    // Janus sends from 127.0.0.1: a stranger elsewhere is dropped.
+    only_the_room_is_heard(210, "127.0.0.2", "");
+}
+
+#[test]
+fn with_srtp_only_the_forwarders_key_is_heard() {
+    // Even from Janus's own address, what does not decrypt is dropped.
+    only_the_room_is_heard(220, "127.0.0.1", "srtp = true");
+}
+
+#[test]
+fn srtp_over_plain_http_to_another_machine_is_a_config_error() {
+    let dir = scratch();
+    let path = dir.path().join("agent.toml");
+    common::write_private(
+        &path,
+        "[janus]\nurl = \"http://192.0.2.1:8088/janus\"\n[stream]\nsrtp = true\n",
+    );
+    let path = path.to_str().expect("utf-8 path");
+    let (status, _, err) = common::run_agent(&["check", "--config", path], &[]);
+    assert_eq!(status.code(), Some(78), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("stream.srtp") && err.contains("janus.url"),
+        "{err}"
+    );
+}
+
 /// An agent whose camera is the stand-in `rpicam-vid` on a Pi 4, once Janus
 /// receives its video; returns what must live as long as the test, and the
 /// camera's pid.
@@ -385,6 +460,15 @@ struct Sender(Child);
 
 impl Sender {
     fn tone(frequency: u32, janus_port: u16, local: u16) -> Self {
+        Self::launch(frequency, 111, janus_port, "127.0.0.1", local)
+    }
+
+    /// Opus RTP with the speaker's payload type (100) from `from` to `port`.
+    fn stranger(frequency: u32, port: u16, from: &str) -> Self {
+        Self::launch(frequency, 100, port, from, ports(1))
+    }
+
+    fn launch(frequency: u32, pt: u8, port: u16, from: &str, local: u16) -> Self {
         let child = Command::new("gst-launch-1.0")
             .arg("-q")
             .args([
@@ -398,12 +482,13 @@ impl Sender {
             .args([
                 "!",
                 "rtpopuspay",
-                "pt=111",
+                &format!("pt={pt}"),
                 "!",
                 "udpsink",
                 "host=127.0.0.1",
             ])
-            .arg(format!("port={janus_port}"))
+            .arg(format!("port={port}"))
+            .arg(format!("bind-address={from}"))
             .arg(format!("bind-port={local}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())

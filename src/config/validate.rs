@@ -30,6 +30,15 @@ impl Settings {
                 ),
             ));
         }
+        if self.stream.srtp && janus.url.starts_with("http://") && !is_loopback(janus.host()) {
+            return Err((
+                "stream.srtp",
+                format!(
+                    "needs an https:// janus.url (or Janus on this machine): over {:?} the SRTP keys would cross the network in clear",
+                    janus.url
+                ),
+            ));
+        }
         if let Some(ca) = &janus.ca_file {
             if !ca.as_os_str().is_empty() && !ca.is_file() {
                 return Err(("janus.ca_file", format!("{} is not a file", ca.display())));
@@ -298,6 +307,12 @@ fn check_device(key: &'static str, device: &str) -> Result<(), (&'static str, St
     }
 }
 
+/// Whether `host` is this machine: `localhost` or a loopback address.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// An empty host means "derive it"; anything else must be an IP address or a
 /// plausible host name.
 fn check_host(key: &'static str, host: &str) -> Result<(), (&'static str, String)> {
@@ -423,6 +438,26 @@ mod tests {
             "[room]\ncheck_interval_ms = -1\n",
             "room.check_interval_ms: ",
         );
+    }
+
+    #[test]
+    fn srtp_keys_never_cross_the_network_in_clear() {
+        let e = error("[janus]\nurl = \"http://192.0.2.1:8088/janus\"\n[stream]\nsrtp = true\n");
+        assert!(
+            e.starts_with("agent.toml: stream.srtp: needs an https:// janus.url"),
+            "{e}"
+        );
+        for url in [
+            "https://192.0.2.1/janus",
+            "http://127.0.0.1:8088/janus",
+            "http://[::1]:8088/janus",
+            "http://localhost:8088/janus",
+        ] {
+            load(&format!(
+                "[janus]\nurl = \"{url}\"\n[stream]\nsrtp = true\n"
+            ))
+            .expect(url);
+        }
     }
 
     #[test]

@@ -84,6 +84,7 @@ impl Capture {
                     host: host.clone(),
                 }),
                 drain_on_stop: false,
+                forward: false,
             },
             host,
             recording,

@@ -200,6 +200,10 @@ pub struct Supervision {
     /// The pipeline encrypts with the mountpoint's SRTP key: it waits for
     /// one, and restarts when the key changes.
     pub srtp: bool,
+    /// The pipeline plays the room's forwarder (the published
+    /// [`Forward`](crate::state::Forward)): it waits for one, and restarts
+    /// when it changes (a new key, a new address).
+    pub forward: bool,
     /// Sending nothing for this long while playing is a stall. None:
     /// silence is normal for it.
     pub stall_timeout: Option<Duration>,
@@ -275,7 +279,7 @@ pub fn spawn(
         )));
     }
     if settings.speaker.enabled {
-        recipes.push(Arc::new(speaker::Speaker::new(settings)));
+        recipes.push(Arc::new(speaker::Speaker::new(settings, room.clone())));
     }
     let mut status = MediaStatus::default();
     let mut tasks = Vec::new();

@@ -3,31 +3,46 @@
 //! capture branches the audio sink would become the clock, and while no one
 //! talks (nothing forwarded) that clock stands still and stalls the camera.
 //!
+//! It plays only the forwarder the reconciler made: it binds to the address
+//! the forwarder sends to, and with `stream.srtp` decrypts the mix with the
+//! forwarder's own key, so packets that do not authenticate are dropped;
+//! without SRTP it drops every packet that does not come from Janus's host.
+//!
 //! ```text
-//! udpsrc(port, caps) ! rtpjitterbuffer(latency) ! rtpopusdepay ! opusdec ! audioconvert ! audioresample ! alsasink(device)
+//! udpsrc(forward target, port) ! [srtpdec(key) | drop unless from Janus]
+//!   ! rtpjitterbuffer(latency) ! rtpopusdepay ! opusdec ! audioconvert ! audioresample ! alsasink(device)
 //! ```
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use gstreamer_net::gio;
+use gstreamer_net::gio::prelude::InetSocketAddressExt;
+use tokio::sync::watch;
 
 use super::devices::{self, Direction};
-use super::{assemble, element, Built, MediaError, Recipe};
+use super::{assemble, element, Built, MediaError, Recipe, Supervision};
 use crate::config::Settings;
 use crate::rtp::SPEAKER_PAYLOAD_TYPE;
 use crate::secret::SrtpKey;
+use crate::state::RoomState;
 
 /// The speaker pipeline.
 pub struct Speaker {
     settings: Arc<Settings>,
+    /// The published state, for the forwarder to play.
+    room: watch::Receiver<RoomState>,
 }
 
 impl Speaker {
-    /// The speaker pipeline for `settings`.
-    pub fn new(settings: &Arc<Settings>) -> Self {
+    /// The speaker pipeline for `settings`, playing the forwarder `room` publishes.
+    pub fn new(settings: &Arc<Settings>, room: watch::Receiver<RoomState>) -> Self {
         Self {
             settings: Arc::clone(settings),
+            room,
         }
     }
 }
@@ -38,13 +53,17 @@ impl Recipe for Speaker {
     }
 
     fn preflight(&self) -> Result<(), MediaError> {
+        let srtp = self.settings.stream.srtp.then_some("srtpdec");
         for factory in [
             "udpsrc",
             "rtpjitterbuffer",
             "rtpopusdepay",
             "opusdec",
             "alsasink",
-        ] {
+        ]
+        .into_iter()
+        .chain(srtp)
+        {
             devices::require_element(factory)?;
         }
         devices::check_alsa(
@@ -56,17 +75,21 @@ impl Recipe for Speaker {
 
     fn build(&self, _srtp: Option<&SrtpKey>) -> Result<Built, MediaError> {
         let speaker = &self.settings.speaker;
-        // What Janus's rtp_forward sends: Opus with a 48 kHz RTP clock and the
-        // payload type the reconciler asked for.
-        let caps = gst::Caps::builder("application/x-rtp")
-            .field("media", "audio")
-            .field("encoding-name", "OPUS")
-            .field("clock-rate", 48_000i32)
-            .field("payload", i32::from(SPEAKER_PAYLOAD_TYPE))
-            .build();
+        let forward = self
+            .room
+            .borrow()
+            .forward
+            .ok_or_else(|| MediaError::Build("no forwarder to play yet".into()))?;
         let src = element("udpsrc")?;
+        src.set_property("address", bind_address(forward.target).to_string());
         src.set_property("port", i32::from(speaker.port));
-        src.set_property("caps", caps);
+        src.set_property("caps", forwarded_caps(forward.key.is_some()));
+        let mut chain = vec![src.clone()];
+        match (forward.key, forward.janus) {
+            (Some(key), _) => chain.push(srtp_decoder(key)?),
+            (None, Some(janus)) => only_from(&src, janus)?,
+            (None, None) => {}
+        }
         let jitter = element("rtpjitterbuffer")?;
         // Validated to at most 5 s, well within a u32 of milliseconds.
         let latency_ms = u32::try_from(speaker.latency.as_millis()).unwrap_or(u32::MAX);
@@ -75,20 +98,118 @@ impl Recipe for Speaker {
         dec.set_property("plc", true);
         let sink = element("alsasink")?;
         sink.set_property("device", &speaker.device);
-        let chain = [
-            src,
+        chain.extend([
             jitter,
             element("rtpopusdepay")?,
             dec,
             element("audioconvert")?,
             element("audioresample")?,
             sink,
-        ];
+        ]);
         Ok(Built {
             pipeline: assemble("speaker", &chain)?,
             // Silence while no one talks is normal: no stall detection.
             flow: None,
             helper: None,
         })
+    }
+
+    fn supervision(&self) -> Supervision {
+        Supervision {
+            forward: true,
+            ..Supervision::default()
+        }
+    }
+}
+
+/// What Janus's rtp_forward sends: Opus with a 48 kHz RTP clock and the
+/// payload type the reconciler asked for; SRTP-protected with a key.
+fn forwarded_caps(srtp: bool) -> gst::Caps {
+    let name = if srtp {
+        "application/x-srtp"
+    } else {
+        "application/x-rtp"
+    };
+    gst::Caps::builder(name)
+        .field("media", "audio")
+        .field("encoding-name", "OPUS")
+        .field("clock-rate", 48_000i32)
+        .field("payload", i32::from(SPEAKER_PAYLOAD_TYPE))
+        .build()
+}
+
+/// `srtpdec` that knows one key (AES_CM_128_HMAC_SHA1_80, Janus's
+/// `srtp_suite = 80`) for every sender: what does not authenticate with it
+/// is dropped.
+fn srtp_decoder(key: SrtpKey) -> Result<gst::Element, MediaError> {
+    let dec = element("srtpdec")?;
+    let caps = gst::Caps::builder("application/x-srtp")
+        .field("srtp-key", gst::Buffer::from_slice(*key.expose()))
+        .field("srtp-cipher", "aes-128-icm")
+        .field("srtp-auth", "hmac-sha1-80")
+        .field("srtcp-cipher", "aes-128-icm")
+        .field("srtcp-auth", "hmac-sha1-80")
+        .build();
+    dec.connect("request-key", false, move |_| Some(caps.to_value()));
+    Ok(dec)
+}
+
+/// Drops what `src` receives from anywhere but `janus` (logged once).
+fn only_from(src: &gst::Element, janus: IpAddr) -> Result<(), MediaError> {
+    let pad = src
+        .static_pad("src")
+        .ok_or_else(|| MediaError::Build("udpsrc without a src pad".into()))?;
+    let warned = AtomicBool::new(false);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let sender = sender_of(buffer);
+        if sender.is_some_and(|ip| ip.to_canonical() == janus) {
+            return gst::PadProbeReturn::Ok;
+        }
+        if !warned.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "speaker pipeline: dropping RTP from {} (only Janus at {janus} is played; \
+                 with Janus behind another address, use stream.srtp)",
+                sender.map_or_else(|| "an unknown sender".into(), |ip| ip.to_string())
+            );
+        }
+        gst::PadProbeReturn::Drop
+    });
+    Ok(())
+}
+
+/// The address a datagram came from, as `udpsrc` records it.
+fn sender_of(buffer: &gst::BufferRef) -> Option<IpAddr> {
+    let meta = buffer.meta::<gstreamer_net::NetAddressMeta>()?;
+    let address = meta.addr().downcast::<gio::InetSocketAddress>().ok()?;
+    Some(IpAddr::from(address.address()))
+}
+
+/// Where to listen: the forwarder's target when it is an address of this
+/// machine; otherwise (the Pi behind NAT, Janus sending to its public
+/// address) every address of that family.
+fn bind_address(target: IpAddr) -> IpAddr {
+    if UdpSocket::bind((target, 0)).is_ok() {
+        target
+    } else if target.is_ipv4() {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn it_binds_to_a_local_target_and_to_any_address_otherwise() {
+        let local = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(bind_address(local), local);
+        // TEST-NET-1 is nobody's address.
+        let remote = IpAddr::from([192, 0, 2, 1]);
+        assert_eq!(bind_address(remote), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     }
 }

@@ -258,6 +258,18 @@ async fn run_once(
     } else {
         None
     };
+    // The speaker plays the forwarder the reconciler made: wait for it too.
+    let forward = if supervision.forward {
+        match room
+            .wait_for(|s| !s.wants_open() || s.forward.is_some())
+            .await
+        {
+            Ok(s) if s.forward.is_some() => s.forward,
+            Ok(_) | Err(_) => return Ok(()),
+        }
+    } else {
+        None
+    };
     let (mut built, mut failed) = build_and_start(recipe, key).await?;
     announce_running(recipe.name(), status);
     let playing_since = Instant::now();
@@ -297,6 +309,10 @@ async fn run_once(
                 }
                 if supervision.srtp && room.borrow().srtp_key != key {
                     log::info!("{} pipeline: the mountpoint's SRTP key changed (mountpoint re-created): restarting", recipe.name());
+                    return Ok(());
+                }
+                if supervision.forward && room.borrow().forward.is_some_and(|f| Some(f) != forward) {
+                    log::info!("{} pipeline: the room's forwarder changed (new address or key): restarting", recipe.name());
                     return Ok(());
                 }
                 continue;
