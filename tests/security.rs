@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::janus::{Janus, JanusConfig};
+use common::janus::{bare_certificate, Janus, JanusConfig};
 use common::{
     assert_first_retry_is_slow, no_media_config, ports, run_agent, scratch, Agent, Extra,
 };
@@ -79,23 +79,117 @@ fn https_is_verified_and_ca_file_makes_it_work() {
     drop(agent);
 
     // With the certificate as janus.ca_file: the room appears.
-    let ca = format!("ca_file = \"{}\"", janus.certificate().display());
+    let ca = ca_file(&janus.certificate());
     goes_live_and_cleans_up(&janus, 7002, &config(&janus, 7002, &ca, ""));
 }
 
+/// `ca_file = "<path>"`, for `[janus]`.
+fn ca_file(path: &Path) -> String {
+    format!("ca_file = \"{}\"", path.display())
+}
+
 #[test]
-fn a_ca_certificate_served_by_janus_is_explained() {
-    // What a bare `openssl req -x509` makes: CA:TRUE, refused as a server
-    // certificate even when it is janus.ca_file.
+fn a_bare_self_signed_certificate_is_pinned() {
+    // What a bare `openssl req -x509` makes (CA:TRUE, no subjectAltName):
+    // trusted when it is byte-for-byte janus.ca_file, as SSH trusts a key
+    // in known_hosts.
     let janus = Janus::start_with(JanusConfig {
         https: true,
-        https_cert_is_ca: true,
+        https_cert_bare: true,
         ..JanusConfig::default()
     });
-    let ca = format!("ca_file = \"{}\"", janus.certificate().display());
-    let agent = Agent::start(&config(&janus, 7003, &ca, ""));
-    let log = agent.wait_log(Duration::from_secs(5), "CaUsedAsEndEntity");
-    assert!(log.contains("basicConstraints=critical,CA:FALSE"), "{log}");
+
+    // Another certificate made the same way (same subject) is no pin for
+    // it: still refused, with the problem and its fix named.
+    let dir = scratch();
+    let other = bare_certificate(dir.path(), "other");
+    let agent = Agent::start(&config(&janus, 7003, &ca_file(&other), ""));
+    let log = agent.wait_log(Duration::from_secs(5), "certificate not trusted");
+    let lines = agent.warnings("certificate not trusted");
+    println!("{}", lines.join("\n"));
+    assert!(
+        log.contains("(CaUsedAsEndEntity)") || log.contains("(UnknownIssuer)"),
+        "{log}"
+    );
+    assert!(log.contains("janus.ca_file"), "{log}");
+    assert!(!janus.probe().room_exists(7003));
+    drop(agent);
+
+    // Exactly the certificate Janus serves: the room goes live.
+    let pinned = config(&janus, 7004, &ca_file(&janus.certificate()), "");
+    goes_live_and_cleans_up(&janus, 7004, &pinned);
+}
+
+#[test]
+fn a_pinned_certificate_without_its_key_is_refused() {
+    // Someone who copied the pinned certificate (it is public: Janus sends
+    // it to everybody) but not Janus's key cannot pose as Janus.
+    let dir = scratch();
+    let pinned = bare_certificate(dir.path(), "janus");
+    let wrong_key = bare_certificate(dir.path(), "other").with_extension("key");
+    let url = impostor(&pinned, &wrong_key);
+    let janus_lines = format!("request_timeout_ms = 2000\n{}", ca_file(&pinned));
+    let extra = Extra {
+        janus: &janus_lines,
+        ..Extra::default()
+    };
+    let agent = Agent::start(&no_media_config(&url, 7005, SECRET, ports(1), extra));
+    let log = agent.wait_log(Duration::from_secs(5), "TLS:");
+    let lines = agent.warnings("TLS:");
+    println!("{}", lines.join("\n"));
+    assert!(
+        log.contains("certificate not trusted (BadSignature)"),
+        "{log}"
+    );
+}
+
+/// A TLS server on loopback that presents `cert` but signs its handshakes
+/// with `key`, another key: an impostor. Returns its https URL.
+fn impostor(cert: &Path, key: &Path) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::sync::Arc;
+
+    #[derive(Debug)]
+    struct Present(Arc<rustls::sign::CertifiedKey>);
+    impl rustls::server::ResolvesServerCert for Present {
+        fn resolve(
+            &self,
+            _: rustls::server::ClientHello<'_>,
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            Some(self.0.clone())
+        }
+    }
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let der = PrivateKeyDer::from_pem_file(key).expect("impostor key");
+    let signing_key = provider
+        .key_provider
+        .load_private_key(der)
+        .expect("impostor signing key");
+    let chain = vec![CertificateDer::from_pem_file(cert).expect("pinned certificate")];
+    let presented = Present(Arc::new(rustls::sign::CertifiedKey::new(
+        chain,
+        signing_key,
+    )));
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(presented));
+    let config = Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("impostor port");
+    let port = listener.local_addr().expect("impostor address").port();
+    // Serves handshakes until the test process ends.
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            if let Ok(mut conn) = rustls::ServerConnection::new(config.clone()) {
+                // The client aborts the handshake: the error is expected.
+                let _ = conn.complete_io(&mut stream);
+            }
+        }
+    });
+    format!("https://127.0.0.1:{port}/janus")
 }
 
 /// Writes `secret` to `dir/name` as an operator would (`echo secret > file`).

@@ -14,9 +14,8 @@ pub mod audiobridge;
 mod hostile;
 pub mod longpoll;
 pub mod streaming;
+mod tls;
 
-use std::fs;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -25,6 +24,8 @@ use serde_json::{json, Value};
 
 use crate::config::JanusSettings;
 use crate::secret::Secret;
+
+pub use tls::TlsSetupError;
 
 /// Largest reply body the client reads; Janus replies are a few KiB.
 const MAX_REPLY_BYTES: u64 = 1 << 20;
@@ -234,8 +235,10 @@ impl CertProblem {
     /// What to change.
     fn fix(&self) -> &'static str {
         match self {
-            Self::UnknownIssuer | Self::BadSignature => {
-                "set janus.ca_file to the CA or certificate Janus serves"
+            Self::UnknownIssuer => "set janus.ca_file to the CA or certificate Janus serves",
+            Self::BadSignature => {
+                "a signature does not match its key: check that janus.ca_file is the CA or \
+                 certificate your Janus serves, and that janus.url reaches your Janus"
             }
             Self::WrongName => {
                 "the host in janus.url must be one the certificate names (subjectAltName)"
@@ -244,20 +247,13 @@ impl CertProblem {
                 "renew Janus's certificate, or check this machine's clock"
             }
             Self::CaAsServer => {
-                "Janus serves a CA certificate: serve one made with \
+                "Janus serves a CA certificate: set janus.ca_file to exactly that certificate \
+                 (Janus's cert_pem) to pin it, or serve one made with \
                  -addext basicConstraints=critical,CA:FALSE (or signed by a CA set as janus.ca_file)"
             }
             Self::Other(_) => "check Janus's certificate (cert_pem) and janus.ca_file",
         }
     }
-}
-
-/// The client could not be set up from its settings.
-#[derive(Debug, thiserror::Error)]
-#[error("janus.ca_file: {path}: {reason}")]
-pub struct TlsSetupError {
-    path: String,
-    reason: String,
 }
 
 /// A Janus session id.
@@ -321,18 +317,15 @@ struct PluginData {
 
 impl Client {
     /// A client for the endpoint in `settings`. https is always verified,
-    /// against the system's roots plus `ca_file`.
+    /// against the system's roots plus `ca_file`; a certificate in
+    /// `ca_file` that Janus serves as is, is pinned (see [`tls`]).
     pub fn new(settings: &JanusSettings) -> Result<Self, TlsSetupError> {
-        let tls = ureq::tls::TlsConfig::builder()
-            .root_certs(root_certs(settings.ca_file.as_deref())?)
-            .build();
-        let agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(settings.request_timeout))
-            .tls_config(tls)
             .user_agent(concat!("broadcast-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
+            .build();
+        let agent = tls::agent(config, settings.ca_file.as_deref())?;
         Ok(Self {
             agent,
             url: settings.url.trim_end_matches('/').to_owned(),
@@ -567,41 +560,6 @@ fn percent_encode(value: &str) -> String {
         .collect()
 }
 
-/// The system's trusted roots plus `ca_file`, when given.
-fn root_certs(ca_file: Option<&Path>) -> Result<ureq::tls::RootCerts, TlsSetupError> {
-    /// Debian's and Raspberry Pi OS's bundle of the system's trusted CAs.
-    const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-    let extra = match ca_file.filter(|p| !p.as_os_str().is_empty()) {
-        Some(path) => {
-            let setup_error = |reason: String| TlsSetupError {
-                path: path.display().to_string(),
-                reason,
-            };
-            let pem = fs::read(path).map_err(|e| setup_error(e.to_string()))?;
-            let certs = pem_certificates(&pem);
-            if certs.is_empty() {
-                return Err(setup_error("no PEM certificate in the file".into()));
-            }
-            certs
-        }
-        None => Vec::new(),
-    };
-    match fs::read(SYSTEM_BUNDLE) {
-        Ok(pem) => Ok(pem_certificates(&pem).into_iter().chain(extra).into()),
-        Err(_) if extra.is_empty() => Ok(ureq::tls::RootCerts::WebPki),
-        Err(_) => Ok(extra.into()),
-    }
-}
-
-fn pem_certificates(pem: &[u8]) -> Vec<ureq::tls::Certificate<'static>> {
-    ureq::tls::parse_pem(pem)
-        .filter_map(|item| match item {
-            Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
-            _ => None,
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -698,14 +656,5 @@ mod tests {
         assert!(problem.contains("(NotValidForName)") && problem.contains("janus.url"));
         let plain = ureq::Error::Io(std::io::Error::other("connection reset"));
         assert!(tls_problem(&plain).is_none());
-    }
-
-    #[test]
-    fn missing_ca_file_is_named() {
-        let e = root_certs(Some(Path::new("/nonexistent/ca.pem")))
-            .expect_err("missing file is an error");
-        assert!(e
-            .to_string()
-            .starts_with("janus.ca_file: /nonexistent/ca.pem"));
     }
 }

@@ -2,7 +2,7 @@
 //! what exists through its own REST and Admin APIs.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -26,9 +26,37 @@ pub struct JanusConfig {
     /// Serve the REST API over HTTPS too, with a certificate made for this
     /// instance (CN=localhost, SAN IP:127.0.0.1); [`Janus::url`] is then https.
     pub https: bool,
-    /// Make that certificate as a bare `openssl req -x509` does (CA:TRUE),
-    /// which rustls refuses as a server certificate.
-    pub https_cert_is_ca: bool,
+    /// Make that certificate with [`bare_certificate`] instead: a CA
+    /// certificate without subjectAltName, as people make them.
+    pub https_cert_bare: bool,
+}
+
+/// Makes a self-signed certificate (`name.pem`) and its key (`name.key`)
+/// in `dir` with the command the original project's instructions and
+/// Janus's docs give, without options: `openssl req -x509 -newkey rsa:2048
+/// -nodes -keyout k -out c -subj /CN=localhost -days 2`. OpenSSL marks it
+/// a CA (basicConstraints CA:TRUE) and gives it no subjectAltName.
+pub fn bare_certificate(dir: &Path, name: &str) -> PathBuf {
+    let cert = dir.join(format!("{name}.pem"));
+    openssl_req(&[], &dir.join(format!("{name}.key")), &cert);
+    cert
+}
+
+/// Runs `openssl req -x509` for CN=localhost, valid 2 days, with `extra`.
+fn openssl_req(extra: &[&str], key: &Path, cert: &Path) {
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes"])
+        .args(["-subj", "/CN=localhost", "-days", "2"])
+        .args(extra)
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl (apt-get install openssl)");
+    assert!(status.success(), "openssl req failed");
 }
 
 /// The token the probe uses against a Janus with `token_auth`.
@@ -105,37 +133,17 @@ impl Janus {
 
     fn make_certificate(&self) {
         let key = self.dir.path().join("cert.key");
-        let constraints = if self.config.https_cert_is_ca {
-            "basicConstraints=critical,CA:TRUE"
-        } else {
-            "basicConstraints=critical,CA:FALSE"
-        };
-        let status = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=localhost",
-            ])
-            .args([
-                "-addext",
-                "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                "-days",
-                "1",
-            ])
-            .args(["-addext", constraints])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(self.certificate())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run openssl (apt-get install openssl)");
-        assert!(status.success(), "openssl req failed");
+        let cert = self.certificate();
+        if self.config.https_cert_bare {
+            return openssl_req(&[], &key, &cert);
+        }
+        let extensions = [
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ];
+        openssl_req(&extensions, &key, &cert);
     }
 
     /// Adds a stored token (Admin API `add_token`, all plugins allowed).
