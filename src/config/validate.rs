@@ -16,7 +16,33 @@ impl Settings {
         self.validate_audio()?;
         self.validate_video()?;
         self.validate_gpio()?;
-        self.validate_recording()
+        self.validate_recording()?;
+        self.validate_metrics()
+    }
+
+    fn validate_metrics(&self) -> Result<(), (&'static str, String)> {
+        let metrics = &self.metrics;
+        if !metrics.enabled() {
+            return Ok(());
+        }
+        let file = &metrics.textfile;
+        if !file.is_absolute() {
+            return Err((
+                "metrics.textfile",
+                format!("{} is not an absolute path", file.display()),
+            ));
+        }
+        // node exporter's textfile collector reads only *.prom.
+        if file.extension().is_none_or(|e| e != "prom") {
+            return Err((
+                "metrics.textfile",
+                format!(
+                    "{} does not end in .prom (node exporter reads only *.prom files)",
+                    file.display()
+                ),
+            ));
+        }
+        check_seconds("metrics.interval_s", metrics.interval, 1, 3600)
     }
 
     fn validate_janus(&self) -> Result<(), (&'static str, String)> {

@@ -34,7 +34,8 @@ impl Janus {
         let plan = Plan {
             id: room.id,
             destroy_on_close: room.destroy_on_close,
-            count_participants: room.idle_timeout.is_some(),
+            // The idle timeout needs the count, and so do the metrics.
+            count_participants: room.idle_timeout.is_some() || self.settings.metrics.enabled(),
         };
         for _ in 0..MAX_ACTIONS_PER_PASS {
             let Some(action) = next_action(goal, plan, observed).map_err(PassError::Conflict)?
