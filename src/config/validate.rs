@@ -129,7 +129,29 @@ impl Settings {
         )
     }
 
+    /// `[recording] room`: a folder on the Janus host, so only its form is checked.
+    fn validate_room_recording(&self) -> Result<(), (&'static str, String)> {
+        let recording = &self.recording;
+        if !recording.room {
+            return Ok(());
+        }
+        if recording.room_dir.as_os_str().is_empty() {
+            return Err((
+                "recording.room_dir",
+                "must be set when recording.room = true: a folder on the Janus host that Janus can write".into(),
+            ));
+        }
+        if !recording.room_dir.is_absolute() {
+            return Err((
+                "recording.room_dir",
+                format!("{} is not an absolute path", recording.room_dir.display()),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_recording(&self) -> Result<(), (&'static str, String)> {
+        self.validate_room_recording()?;
         let recording = &self.recording;
         if !recording.enabled {
             return Ok(());
@@ -441,6 +463,19 @@ mod tests {
             "[recording]\nenabled = true\nsegment_s = 1\n",
             "recording.segment_s: 1 is out of range 2..=86400",
         );
+    }
+
+    #[test]
+    fn the_room_recording_needs_an_absolute_folder_on_the_janus_host() {
+        refused_naming(
+            "[recording]\nroom = true\n",
+            "recording.room_dir: must be set when recording.room = true",
+        );
+        refused_naming(
+            "[recording]\nroom = true\nroom_dir = \"rec\"\n",
+            "recording.room_dir: rec is not an absolute path",
+        );
+        load("[recording]\nroom = true\nroom_dir = \"/var/lib/janus/rooms\"\n").expect("valid");
     }
 
     #[test]

@@ -433,7 +433,14 @@ impl Janus {
             pin: room.pin.as_ref(),
             admin_key: room.admin_key.as_ref(),
             allow_rtp_participants: room.allow_rtp_participants,
+            record_dir: self.room_recording(),
         }
+    }
+
+    /// Where Janus records the room's mix (`[recording] room`), if it does.
+    fn room_recording(&self) -> Option<&std::path::Path> {
+        let recording = &self.settings.recording;
+        recording.room.then_some(recording.room_dir.as_path())
     }
 
     fn mountpoint_spec(&self) -> MountpointSpec<'_> {
