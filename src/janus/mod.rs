@@ -14,6 +14,7 @@ pub mod audiobridge;
 mod hostile;
 pub mod longpoll;
 pub mod streaming;
+pub mod textroom;
 
 use std::fs;
 use std::path::Path;
