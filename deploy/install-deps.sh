@@ -2,7 +2,8 @@
 # Installs the Debian 12 packages broadcast-agent needs to build, run its demo
 # and run its tests: Janus, GStreamer (1.22) with the plugins the pipelines use,
 # ALSA, PulseAudio as a sound card for machines without one, and Python's
-# GStreamer bindings for the stand-in camera programs (tests/standins/).
+# GStreamer bindings for the stand-in camera programs (tests/standins/), and the
+# Prometheus client library whose parser reads the metrics file in tests.
 # Uses the machine's own apt configuration; needs root.
 set -euo pipefail
 
@@ -15,6 +16,7 @@ packages=(
   alsa-utils pulseaudio pulseaudio-utils libasound2-plugins
   systemd
   python3-gi gir1.2-gstreamer-1.0
+  python3-prometheus-client
 )
 
 missing=()

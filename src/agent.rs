@@ -20,6 +20,7 @@ use crate::controls::gpio::{self, GpioError};
 use crate::controls::socket::{self, ControlError};
 use crate::janus::{Client, TlsSetupError};
 use crate::media::{self, MediaError};
+use crate::metrics;
 use crate::owner;
 use crate::room::{self, Command, RoomHandle};
 use crate::status::StatusSource;
@@ -177,6 +178,11 @@ impl Running {
             status.clone(),
             room.clone(),
         ))];
+        services.extend(metrics::spawn(
+            &settings.metrics,
+            room.state(),
+            status.clone(),
+        ));
         let socket_path = &settings.control.socket;
         let socket = (!socket_path.as_os_str().is_empty()).then(|| socket_path.clone());
         if let Some(path) = &socket {

@@ -11,6 +11,7 @@ mod controls;
 mod h264;
 mod janus;
 mod media;
+mod metrics;
 mod owner;
 mod resolve;
 mod room;
@@ -125,9 +126,13 @@ fn run(path: &Path) -> ExitCode {
 fn check_folders(settings: &Settings) -> Result<(), ExitCode> {
     let writable = sandbox::writable_paths();
     let recording = &settings.recording;
-    let mut folders = vec![("control.state_dir", &settings.control.state_dir)];
+    let mut folders: Vec<(&str, &Path)> = vec![("control.state_dir", &settings.control.state_dir)];
     if recording.enabled {
         folders.push(("recording.dir", &recording.dir));
+    }
+    let metrics = settings.metrics.textfile.parent();
+    if let Some(dir) = metrics.filter(|_| settings.metrics.enabled()) {
+        folders.push(("metrics.textfile", dir));
     }
     for (key, dir) in folders {
         if !sandbox::is_writable(dir, &writable) {

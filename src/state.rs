@@ -199,6 +199,57 @@ pub struct Failure {
     pub message: String,
     /// The cause, short enough for systemd's STATUS line.
     pub cause: String,
+    /// What kind of failure, for counting.
+    pub class: ErrorClass,
+}
+
+/// What kind of failure a pass met, as metrics count them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ErrorClass {
+    /// Janus could not be reached (connection refused, timed out, no route).
+    Unreachable,
+    /// The TLS handshake failed.
+    Tls,
+    /// HTTP failed (a proxy in front of Janus).
+    Http,
+    /// Janus's core refused the request (e.g. 403, a wrong `api_secret`).
+    Core,
+    /// A plugin refused the request.
+    Plugin,
+    /// Janus's reply was not what its API documents.
+    Protocol,
+    /// Someone else holds the room's id.
+    Conflict,
+    /// Something on this side: a name that does not resolve, no route, no thread.
+    Local,
+}
+
+impl ErrorClass {
+    /// Every class, in order.
+    pub const ALL: [Self; 8] = [
+        Self::Unreachable,
+        Self::Tls,
+        Self::Http,
+        Self::Core,
+        Self::Plugin,
+        Self::Protocol,
+        Self::Conflict,
+        Self::Local,
+    ];
+
+    /// The class in one lowercase word, as metrics label it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Unreachable => "unreachable",
+            Self::Tls => "tls",
+            Self::Http => "http",
+            Self::Core => "core",
+            Self::Plugin => "plugin",
+            Self::Protocol => "protocol",
+            Self::Conflict => "conflict",
+            Self::Local => "local",
+        }
+    }
 }
 
 impl Serialize for Failure {
@@ -224,6 +275,15 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase.
+    pub const ALL: [Self; 5] = [
+        Self::Live,
+        Self::Opening,
+        Self::Closing,
+        Self::Closed,
+        Self::Conflict,
+    ];
+
     /// The phase in one lowercase word, as `status` shows it.
     pub fn label(self) -> &'static str {
         match self {
@@ -348,6 +408,7 @@ mod tests {
         state.last_error = Some(Failure {
             message: "cannot reach Janus".into(),
             cause: "refused".into(),
+            class: ErrorClass::Unreachable,
         });
         assert_eq!(state.phase(), Phase::Closing);
     }

@@ -221,6 +221,7 @@ mod tests {
         room.last_error = Some(crate::state::Failure {
             message: "cannot reach Janus at http://x/janus: io: Connection refused".into(),
             cause: "connection refused".into(),
+            class: crate::state::ErrorClass::Unreachable,
         });
         let status = AgentStatus {
             version: "0",

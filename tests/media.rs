@@ -764,3 +764,78 @@ fn a_failing_recorder_never_stops_the_live_stream() {
     assert!(worst < 500, "the live video stalled ({worst} ms)");
     wait_media(&probe, 711, "audio", Duration::from_millis(500));
 }
+
+/// `[recording] room = true`: Janus records the room's mix into `room_dir`
+/// on its own host (here the same machine). Two plain-RTP participants say
+/// 600 Hz and 1 kHz; once the room closes the file is finished, and
+/// decoded with GStreamer it holds both.
+#[test]
+fn janus_records_the_whole_room_into_room_dir() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let rooms = scratch();
+    let dir = rooms.path().join("janus-recordings");
+    fs::create_dir(&dir).expect("mkdir");
+    let extra = common::Extra {
+        room: "allow_rtp_participants = true",
+        rest: &format!(
+            "[recording]\nroom = true\nroom_dir = \"{}\"\n",
+            dir.display()
+        ),
+        ..common::Extra::default()
+    };
+    let agent = Agent::start(&common::no_media_config(
+        &janus.url(),
+        720,
+        SECRET,
+        ports(1),
+        extra,
+    ));
+    probe.wait_room(720, SECRET, true);
+    let mut voices = Vec::new();
+    for frequency in [600, 1000] {
+        let (local, participant) = (ports(1), janus.probe());
+        let janus_port = participant.join_rtp(720, local);
+        voices.push((Sender::tone(frequency, janus_port, local), participant));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, _, err) = agent.control(&["close"]);
+    assert!(status.success(), "{err}");
+    probe.wait_room(720, SECRET, false);
+    drop(voices);
+    let files: Vec<_> = fs::read_dir(&dir)
+        .expect("read the recordings")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let samples = decode_wav(&files[0]);
+    let seconds = samples.len() as f64 / 48_000.0;
+    let (low, high) = (tone_share(&samples, 600.0), tone_share(&samples, 1000.0));
+    println!(
+        "room recording {}: {seconds:.1} s, 600 Hz {:.0}%, 1 kHz {:.0}% of its energy",
+        files[0].display(),
+        low * 100.0,
+        high * 100.0
+    );
+    assert!(seconds > 1.5, "{seconds} s");
+    assert!(low > 0.2 && high > 0.2, "600 Hz {low}, 1 kHz {high}");
+}
+
+/// The samples of a WAV file, mono at 48 kHz, as GStreamer decodes them.
+fn decode_wav(path: &std::path::Path) -> Vec<i16> {
+    let out = Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(["filesrc", &format!("location={}", path.display())])
+        .args(["!", "wavparse", "!", "audioconvert", "!", "audioresample"])
+        .args(["!", "audio/x-raw,format=S16LE,channels=1,rate=48000"])
+        .args(["!", "fdsink", "fd=1"])
+        .stderr(Stdio::null())
+        .output()
+        .expect("gst-launch-1.0");
+    assert!(out.status.success(), "cannot decode {}", path.display());
+    out.stdout
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}

@@ -121,6 +121,9 @@ pub struct RoomSettings {
     /// (`max_duration_s`; 0 there is `None`, never).
     #[serde(rename = "max_duration_s", with = "duration::seconds_or_never")]
     pub max_duration: Option<Duration>,
+    /// Give the room a chat: a TextRoom room with the same id, secret and
+    /// pin (Janus must load the TextRoom plugin). Off by default.
+    pub chat: bool,
 }
 
 impl Default for RoomSettings {
@@ -141,6 +144,7 @@ impl Default for RoomSettings {
             viewer_url: String::new(),
             idle_timeout: None,
             max_duration: None,
+            chat: false,
         }
     }
 }

@@ -277,7 +277,8 @@ impl MicrophoneSettings {
 }
 
 /// `[recording]`: camera and microphone written on the Pi as they are
-/// sent, into segmented Matroska files within a disk budget.
+/// sent, into segmented Matroska files within a disk budget; and, with
+/// `room`, the whole room recorded by Janus on its own host.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RecordingSettings {
@@ -291,6 +292,12 @@ pub struct RecordingSettings {
     /// Disk budget for all segments, in megabytes (10^6 bytes); the oldest
     /// are deleted to stay within it.
     pub max_total_mb: f64,
+    /// Have Janus record the whole room (the AudioBridge's mix of everyone
+    /// in it) into `room_dir`, on the Janus host.
+    pub room: bool,
+    /// The folder on the *Janus host* the room's recording goes to; Janus
+    /// must be able to write it. Applies to rooms the agent creates.
+    pub room_dir: PathBuf,
 }
 
 impl Default for RecordingSettings {
@@ -300,6 +307,8 @@ impl Default for RecordingSettings {
             dir: PathBuf::from("/var/lib/broadcast-agent/recordings"),
             segment_length: Duration::from_secs(300),
             max_total_mb: 1000.0,
+            room: false,
+            room_dir: PathBuf::new(),
         }
     }
 }

@@ -10,7 +10,7 @@
 //! This module owns [`Settings`], loading and its errors; the sections are
 //! in `janus` (`[janus]`, `[room]`), `media` (`[stream]`, `[speaker]`,
 //! `[video]`, `[microphone]`, `[recording]`) and `service` (`[gpio]`,
-//! `[control]`, `[log]`), the `*_file` secrets in `secrets`, the adapters
+//! `[control]`, `[log]`, `[metrics]`), the `*_file` secrets in `secrets`, the adapters
 //! that read the integer `*_ms` and `*_s` keys into `Duration`s in
 //! `duration`, and what types cannot check in `validate`.
 
@@ -32,7 +32,7 @@ pub use media::{
     VideoSettings, VideoSource,
 };
 use secrets::{check_exposure, CREDENTIALS_VARIABLE};
-pub use service::{ControlSettings, GpioSettings, LogSettings};
+pub use service::{ControlSettings, GpioSettings, LogSettings, MetricsSettings};
 
 /// Where `run`, `check` and the control commands look for the file.
 pub const DEFAULT_PATH: &str = "/etc/broadcast-agent/agent.toml";
@@ -92,6 +92,8 @@ pub struct Settings {
     pub recording: RecordingSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Prometheus metrics for node exporter.
+    pub metrics: MetricsSettings,
 }
 
 impl Settings {

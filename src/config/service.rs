@@ -1,5 +1,6 @@
 //! The sections that run the agent as a service on the Pi: `[gpio]`
-//! (buttons and LED), `[control]` (the local socket) and `[log]`.
+//! (buttons and LED), `[control]` (the local socket), `[log]` and
+//! `[metrics]`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -89,6 +90,35 @@ impl Default for LogSettings {
     }
 }
 
+/// `[metrics]`: Prometheus metrics written to a file for node exporter's
+/// textfile collector.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// The `.prom` file to write (replaced atomically); empty: no metrics.
+    pub textfile: PathBuf,
+    /// How often it is written (`interval_s`), besides at each change of
+    /// the room.
+    #[serde(rename = "interval_s", with = "duration::seconds")]
+    pub interval: Duration,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            textfile: PathBuf::new(),
+            interval: Duration::from_secs(15),
+        }
+    }
+}
+
+impl MetricsSettings {
+    /// Whether metrics are written at all.
+    pub fn enabled(&self) -> bool {
+        !self.textfile.as_os_str().is_empty()
+    }
+}
+
 /// `log.level` as its lowercase name. The `log` crate's own serde impl reads
 /// it (any case, and its error lists the names), but it is handed a plain
 /// string: the `config` crate matches enum variants by exact name, which
@@ -119,6 +149,27 @@ mod level_name {
 mod tests {
     use super::*;
     use crate::config::tests::{load, load_env, refused, refused_naming};
+
+    #[test]
+    fn metrics_are_off_by_default_and_go_to_a_prom_file() {
+        let s = load("").expect("valid");
+        assert!(!s.metrics.enabled());
+        let s = load("[metrics]\ntextfile = \"/var/lib/node/agent.prom\"\ninterval_s = 5\n")
+            .expect("valid");
+        assert_eq!(s.metrics.interval, Duration::from_secs(5));
+        refused(
+            "[metrics]\ntextfile = \"agent.prom\"\n",
+            "metrics.textfile: agent.prom is not an absolute path",
+        );
+        refused(
+            "[metrics]\ntextfile = \"/var/lib/node/agent.txt\"\n",
+            "metrics.textfile: /var/lib/node/agent.txt does not end in .prom",
+        );
+        refused(
+            "[metrics]\ntextfile = \"/var/lib/node/agent.prom\"\ninterval_s = 0\n",
+            "metrics.interval_s: 0 is out of range 1..=3600",
+        );
+    }
 
     #[test]
     fn log_level_is_a_level_filter_in_any_case() {

@@ -16,7 +16,33 @@ impl Settings {
         self.validate_audio()?;
         self.validate_video()?;
         self.validate_gpio()?;
-        self.validate_recording()
+        self.validate_recording()?;
+        self.validate_metrics()
+    }
+
+    fn validate_metrics(&self) -> Result<(), (&'static str, String)> {
+        let metrics = &self.metrics;
+        if !metrics.enabled() {
+            return Ok(());
+        }
+        let file = &metrics.textfile;
+        if !file.is_absolute() {
+            return Err((
+                "metrics.textfile",
+                format!("{} is not an absolute path", file.display()),
+            ));
+        }
+        // node exporter's textfile collector reads only *.prom.
+        if file.extension().is_none_or(|e| e != "prom") {
+            return Err((
+                "metrics.textfile",
+                format!(
+                    "{} does not end in .prom (node exporter reads only *.prom files)",
+                    file.display()
+                ),
+            ));
+        }
+        check_seconds("metrics.interval_s", metrics.interval, 1, 3600)
     }
 
     fn validate_janus(&self) -> Result<(), (&'static str, String)> {
@@ -112,7 +138,29 @@ impl Settings {
         )
     }
 
+    /// `[recording] room`: a folder on the Janus host, so only its form is checked.
+    fn validate_room_recording(&self) -> Result<(), (&'static str, String)> {
+        let recording = &self.recording;
+        if !recording.room {
+            return Ok(());
+        }
+        if recording.room_dir.as_os_str().is_empty() {
+            return Err((
+                "recording.room_dir",
+                "must be set when recording.room = true: a folder on the Janus host that Janus can write".into(),
+            ));
+        }
+        if !recording.room_dir.is_absolute() {
+            return Err((
+                "recording.room_dir",
+                format!("{} is not an absolute path", recording.room_dir.display()),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_recording(&self) -> Result<(), (&'static str, String)> {
+        self.validate_room_recording()?;
         let recording = &self.recording;
         if !recording.enabled {
             return Ok(());
@@ -430,6 +478,19 @@ mod tests {
             "[recording]\nenabled = true\nsegment_s = 1\n",
             "recording.segment_s: 1 is out of range 2..=86400",
         );
+    }
+
+    #[test]
+    fn the_room_recording_needs_an_absolute_folder_on_the_janus_host() {
+        refused_naming(
+            "[recording]\nroom = true\n",
+            "recording.room_dir: must be set when recording.room = true",
+        );
+        refused_naming(
+            "[recording]\nroom = true\nroom_dir = \"rec\"\n",
+            "recording.room_dir: rec is not an absolute path",
+        );
+        load("[recording]\nroom = true\nroom_dir = \"/var/lib/janus/rooms\"\n").expect("valid");
     }
 
     #[test]

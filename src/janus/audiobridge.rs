@@ -2,6 +2,7 @@
 //! the forwarder that sends the room's mix to the Pi's speaker.
 
 use std::net::IpAddr;
+use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -51,6 +52,8 @@ pub struct RoomSpec<'a> {
     pub admin_key: Option<&'a Secret>,
     /// Let plain-RTP participants (gateways, tests) join.
     pub allow_rtp_participants: bool,
+    /// Record the room's mix into this folder on the Janus host.
+    pub record_dir: Option<&'a Path>,
 }
 
 /// Where Janus sends the room's mix.
@@ -129,6 +132,10 @@ impl<'a> AudioBridge<'a> {
         insert_secret(&mut body, "secret", room.secret);
         insert_secret(&mut body, "pin", room.pin);
         insert_secret(&mut body, "admin_key", room.admin_key);
+        if let Some(dir) = room.record_dir {
+            body["record"] = json!(true);
+            body["record_dir"] = json!(dir.to_string_lossy());
+        }
         match self.request(body) {
             Ok(_) => Ok(Created::New),
             Err(e) if e.code() == Some(code::ROOM_EXISTS) => Ok(Created::Existing),

@@ -14,6 +14,7 @@ pub mod audiobridge;
 mod hostile;
 pub mod longpoll;
 pub mod streaming;
+pub mod textroom;
 mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::janus::audiobridge::{self, AudioBridge, Created, ForwardTarget, Forwarder, RoomSpec};
 use crate::janus::longpoll::{self, CurrentSession};
 use crate::janus::streaming::{self, MountpointInfo, MountpointSpec, Streaming};
+use crate::janus::textroom::{self, ChatSpec, TextRoom};
 use crate::janus::Client;
 use crate::rtp::{Medium, SPEAKER_PAYLOAD_TYPE};
 use crate::secret::SrtpKey;
@@ -34,7 +35,9 @@ impl Janus {
         let plan = Plan {
             id: room.id,
             destroy_on_close: room.destroy_on_close,
-            count_participants: room.idle_timeout.is_some(),
+            // The idle timeout needs the count, and so do the metrics.
+            count_participants: room.idle_timeout.is_some() || self.settings.metrics.enabled(),
+            chat: room.chat,
         };
         for _ in 0..MAX_ACTIONS_PER_PASS {
             let Some(action) = next_action(goal, plan, observed).map_err(PassError::Conflict)?
@@ -91,6 +94,9 @@ impl Janus {
             Action::CheckForwarder => self.check_forwarder(&bridge, observed)?,
             Action::CreateForwarder => self.create_forwarder(&bridge, observed)?,
             Action::StopForwarder(id) => self.stop_forwarder(&bridge, id, observed)?,
+            Action::CheckChat | Action::CreateChat | Action::DestroyChat => {
+                self.chat(session, action, observed)?
+            }
             Action::CountParticipants => self.count_participants(&bridge, observed)?,
             Action::DestroySession => {
                 self.current.set(None);
@@ -406,6 +412,10 @@ impl Janus {
             id,
             audiobridge: self.client.attach(id, audiobridge::PLUGIN)?,
             streaming: self.client.attach(id, streaming::PLUGIN)?,
+            textroom: match self.settings.room.chat {
+                true => Some(self.client.attach(id, textroom::PLUGIN)?),
+                false => None,
+            },
         };
         self.current.set(Some(id));
         let events = self.events.clone();
@@ -432,7 +442,83 @@ impl Janus {
             pin: room.pin.as_ref(),
             admin_key: room.admin_key.as_ref(),
             allow_rtp_participants: room.allow_rtp_participants,
+            record_dir: self.room_recording(),
         }
+    }
+
+    /// Performs a chat action through the session's TextRoom handle.
+    fn chat(
+        &self,
+        session: Session,
+        action: Action,
+        observed: &mut Observed,
+    ) -> Result<(), PassError> {
+        // The planner asks for chat actions only with room.chat, whose
+        // sessions have the handle; without it the chat stays unknown.
+        let Some(handle) = session.textroom else {
+            return Ok(());
+        };
+        let chat = TextRoom::new(&self.client, handle);
+        let room = &self.settings.room;
+        match action {
+            Action::CheckChat => observed.chat = self.check_chat(&chat)?,
+            Action::CreateChat => {
+                observed.chat = match chat.create(&self.chat_spec())? {
+                    Created::New => {
+                        log::info!("chat {} (TextRoom): created", room.id);
+                        Presence::Present(Owner::Us)
+                    }
+                    // Made by someone meanwhile: check whose it is.
+                    Created::Existing => Presence::Unknown,
+                }
+            }
+            _ => {
+                chat.destroy(room.id, room.secret.as_ref())?;
+                log::info!("chat {} (TextRoom): destroyed", room.id);
+                observed.chat = Presence::Absent;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the chat room exists and is ours: `room.secret` controls it
+    /// and a made-up secret does not.
+    fn check_chat(&self, chat: &TextRoom<'_>) -> Result<Presence<Owner>, PassError> {
+        let room = &self.settings.room;
+        if !chat.exists(room.id)? {
+            return Ok(Presence::Absent);
+        }
+        match chat.control(room.id, room.secret.as_ref()) {
+            Ok(()) => {}
+            Err(e) if textroom::is_refused(&e) => {
+                return Ok(Presence::Present(Owner::Foreign(Foreign::OtherSecret)))
+            }
+            Err(e) if e.code() == Some(textroom::code::NO_SUCH_ROOM) => {
+                return Ok(Presence::Absent)
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if room.secret.is_some() && !chat.is_guarded(room.id)? {
+            return Ok(Presence::Present(Owner::Foreign(Foreign::NoSecret)));
+        }
+        Ok(Presence::Present(Owner::Us))
+    }
+
+    fn chat_spec(&self) -> ChatSpec<'_> {
+        let room = &self.settings.room;
+        ChatSpec {
+            id: room.id,
+            description: &room.description,
+            secret: room.secret.as_ref(),
+            pin: room.pin.as_ref(),
+            admin_key: room.admin_key.as_ref(),
+        }
+    }
+
+    /// Where Janus records the room's mix (`[recording] room`), if it does.
+    fn room_recording(&self) -> Option<&std::path::Path> {
+        let recording = &self.settings.recording;
+        recording.room.then_some(recording.room_dir.as_path())
     }
 
     fn mountpoint_spec(&self) -> MountpointSpec<'_> {

@@ -2,7 +2,7 @@
 //! this side (no route, no thread) got in the way.
 
 use crate::janus::JanusError;
-use crate::state::{Conflict, Failure};
+use crate::state::{Conflict, ErrorClass, Failure};
 
 /// Why a pass did not reach its goal.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +66,25 @@ impl PassError {
         Failure {
             message: self.to_string(),
             cause: lowercase_first(&cause),
+            class: self.class(),
+        }
+    }
+
+    /// What kind of failure this is, for metrics.
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Janus(JanusError::Transport { .. }) => ErrorClass::Unreachable,
+            Self::Janus(JanusError::Tls { .. }) => ErrorClass::Tls,
+            Self::Janus(JanusError::Http { .. }) => ErrorClass::Http,
+            Self::Janus(JanusError::Core { .. }) => ErrorClass::Core,
+            Self::Janus(JanusError::Plugin { .. }) => ErrorClass::Plugin,
+            Self::Janus(JanusError::Protocol(_)) => ErrorClass::Protocol,
+            Self::Conflict(_) => ErrorClass::Conflict,
+            Self::NoRoute { .. }
+            | Self::Resolve { .. }
+            | Self::LongPoll(_)
+            | Self::Unsettled(_)
+            | Self::Aborted(_) => ErrorClass::Local,
         }
     }
 }
@@ -99,6 +118,7 @@ mod tests {
             "{failure:?}"
         );
         assert!(denied.needs_operator());
+        assert_eq!(failure.class, ErrorClass::Core);
     }
 
     #[test]
@@ -113,6 +133,7 @@ mod tests {
             .message
             .starts_with("cannot reach Janus at http://127.0.0.1:1/janus"));
         assert_eq!(failure.cause, "connection refused");
+        assert_eq!(failure.class, ErrorClass::Unreachable);
         assert!(!error.needs_operator());
     }
 }

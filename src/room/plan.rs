@@ -6,12 +6,14 @@ use crate::janus::{Handle, SessionId};
 use crate::secret::SrtpKey;
 use crate::state::{Conflict, Fit, Forward, MediaAge, Owner, Presence};
 
-/// The session and the two plugin handles the agent works through.
+/// The session and the plugin handles the agent works through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Session {
     pub(super) id: SessionId,
     pub(super) audiobridge: Handle,
     pub(super) streaming: Handle,
+    /// The TextRoom handle, with `room.chat`.
+    pub(super) textroom: Option<Handle>,
 }
 
 /// What the agent last saw on Janus.
@@ -20,6 +22,8 @@ pub struct Observed {
     pub(super) session: Option<Session>,
     pub(super) room: Presence<Owner>,
     pub(super) mountpoint: Presence<Fit>,
+    /// The chat: a TextRoom room with the room's id (with `room.chat`).
+    pub(super) chat: Presence<Owner>,
     /// The forwarder to the speaker, as it should be.
     pub(super) forwarder: Presence<u64>,
     /// A forwarder of the agent's that is not as it should be (an old
@@ -43,6 +47,7 @@ impl Default for Observed {
             session: None,
             room: Presence::Unknown,
             mountpoint: Presence::Unknown,
+            chat: Presence::Unknown,
             forwarder: Presence::Unknown,
             stale_forwarder: None,
             participants: Presence::Unknown,
@@ -88,6 +93,9 @@ pub(super) enum Action {
     CheckForwarder,
     CreateForwarder,
     StopForwarder(u64),
+    CheckChat,
+    CreateChat,
+    DestroyChat,
     CountParticipants,
     DestroySession,
 }
@@ -101,6 +109,8 @@ pub(super) struct Plan {
     pub(super) destroy_on_close: bool,
     /// Count the room's participants while it is open (for the idle timeout).
     pub(super) count_participants: bool,
+    /// Keep a chat (TextRoom room) with the room.
+    pub(super) chat: bool,
 }
 
 /// The next step from `observed` towards `goal`: `None` when they match,
@@ -141,6 +151,7 @@ pub(super) fn next_action(
                 _ if ours_room => Some(Action::DestroyRoom),
                 _ => None,
             },
+            closing_chat(plan, observed.chat),
         ]
     } else {
         let forwarder_step = match (room, observed.forwarder, observed.stale_forwarder) {
@@ -150,7 +161,7 @@ pub(super) fn next_action(
             (_, Presence::Unknown, _) => Some(Action::CheckForwarder),
             (_, Presence::Absent, None) => None,
         };
-        [forwarder_step, None]
+        [forwarder_step, None, None]
     };
     Ok(match (teardown.into_iter().flatten().next(), session) {
         (Some(_), None) => Some(Action::CreateSession),
@@ -181,6 +192,9 @@ fn opening(plan: Plan, observed: &Observed) -> Result<Option<Action>, Conflict> 
                 (Some(id), _) => Action::StopForwarder(id),
                 (None, Unknown) => Action::CheckForwarder,
                 (None, Absent) => Action::CreateForwarder,
+                (None, Present(_)) if plan.chat && observed.chat != Present(Owner::Us) => {
+                    return opening_chat(plan, observed.chat)
+                }
                 (None, Present(_))
                     if plan.count_participants && observed.participants == Unknown =>
                 {
@@ -190,6 +204,31 @@ fn opening(plan: Plan, observed: &Observed) -> Result<Option<Action>, Conflict> 
             },
         },
     }))
+}
+
+/// The chat's step towards an open room, once the rest is there.
+fn opening_chat(plan: Plan, chat: Presence<Owner>) -> Result<Option<Action>, Conflict> {
+    match chat {
+        Presence::Unknown => Ok(Some(Action::CheckChat)),
+        Presence::Absent => Ok(Some(Action::CreateChat)),
+        Presence::Present(Owner::Foreign(why)) => Err(Conflict {
+            what: "chat room",
+            id: plan.id,
+            why,
+        }),
+        Presence::Present(Owner::Us) => Ok(None),
+    }
+}
+
+/// The chat's step towards a closed room (with `destroy_on_close`): it goes
+/// with the room, if it is ours.
+fn closing_chat(plan: Plan, chat: Presence<Owner>) -> Option<Action> {
+    match chat {
+        _ if !plan.chat => None,
+        Presence::Unknown => Some(Action::CheckChat),
+        Presence::Present(Owner::Us) => Some(Action::DestroyChat),
+        Presence::Absent | Presence::Present(Owner::Foreign(_)) => None,
+    }
 }
 
 #[cfg(test)]
@@ -208,12 +247,21 @@ mod tests {
             session: SessionId(1),
             id: crate::janus::HandleId(3),
         },
+        textroom: Some(Handle {
+            session: SessionId(1),
+            id: crate::janus::HandleId(4),
+        }),
     };
 
     const DESTROY: Plan = Plan {
         id: 4556,
         destroy_on_close: true,
         count_participants: false,
+        chat: false,
+    };
+    const CHAT: Plan = Plan {
+        chat: true,
+        ..DESTROY
     };
     const KEEP: Plan = Plan {
         destroy_on_close: false,
@@ -268,6 +316,8 @@ mod tests {
                     observed.forwarder = Unknown;
                 }
                 Action::StopForwarder(_) => observed.forwarder = Absent,
+                Action::CheckChat | Action::CreateChat => observed.chat = OURS,
+                Action::DestroyChat => observed.chat = Absent,
                 Action::CountParticipants => observed.participants = Present(0),
                 Action::DestroySession => observed.session = None,
             }
@@ -376,6 +426,78 @@ mod tests {
                 Action::StopForwarder(9)
             ]
         );
+    }
+
+    #[test]
+    fn the_chat_is_made_with_the_room_and_goes_with_it() {
+        let nothing = seen(Absent, Absent, Absent);
+        assert_eq!(
+            plan_from(Goal::Open, CHAT, nothing),
+            [
+                Action::CreateRoom,
+                Action::CreateMountpoint,
+                Action::CreateForwarder,
+                Action::CheckChat
+            ]
+        );
+        let missing = Observed {
+            chat: Absent,
+            ..seen(OURS, Present(Fit::Matches), Present(1))
+        };
+        assert_eq!(plan_from(Goal::Open, CHAT, missing), [Action::CreateChat]);
+        let live = Observed {
+            chat: OURS,
+            ..seen(OURS, Present(Fit::Matches), Present(1))
+        };
+        assert_eq!(next(Goal::Open, CHAT, &live), None);
+        assert_eq!(
+            plan_from(Goal::Closed, CHAT, live),
+            [
+                Action::DestroyMountpoint,
+                Action::DestroyRoom,
+                Action::DestroyChat
+            ]
+        );
+        // Kept with the room without destroy_on_close; checked before a stop.
+        let keep = Plan {
+            destroy_on_close: false,
+            ..CHAT
+        };
+        assert_eq!(
+            plan_from(Goal::Closed, keep, live),
+            [Action::StopForwarder(1)]
+        );
+        assert_eq!(
+            plan_from(Goal::Stopped, CHAT, Observed::default()),
+            [
+                Action::CreateSession,
+                Action::CheckMountpoint,
+                Action::DestroyMountpoint,
+                Action::CheckRoom,
+                Action::DestroyRoom,
+                Action::CheckChat,
+                Action::DestroyChat,
+                Action::DestroySession
+            ]
+        );
+    }
+
+    #[test]
+    fn a_chat_room_of_someone_else_is_a_conflict_and_never_destroyed() {
+        let theirs = Observed {
+            chat: Present(Owner::Foreign(Foreign::OtherSecret)),
+            ..seen(OURS, Present(Fit::Matches), Present(1))
+        };
+        assert_eq!(
+            next_action(Goal::Open, CHAT, &theirs),
+            Err(Conflict {
+                what: "chat room",
+                id: 4556,
+                why: Foreign::OtherSecret
+            })
+        );
+        let steps = plan_from(Goal::Stopped, CHAT, theirs);
+        assert!(!steps.contains(&Action::DestroyChat), "{steps:?}");
     }
 
     #[test]

@@ -234,6 +234,7 @@ impl Janus {
         }
         rewrite("janus.plugin.audiobridge.jcfg", &bridge);
         rewrite("janus.plugin.streaming.jcfg", &streaming);
+        rewrite("janus.plugin.textroom.jcfg", &[]);
     }
 
     fn launch(&mut self) {
@@ -323,6 +324,7 @@ pub struct Probe {
     session: u64,
     audiobridge: u64,
     streaming: u64,
+    textroom: u64,
 }
 
 impl Probe {
@@ -334,6 +336,7 @@ impl Probe {
             session: 0,
             audiobridge: 0,
             streaming: 0,
+            textroom: 0,
         };
         probe.connect();
         probe
@@ -348,12 +351,14 @@ impl Probe {
             let attached = self.core(&session_url, json!({ "janus": "attach", "plugin": plugin }));
             attached["data"]["id"].as_u64().expect("probe handle")
         };
-        let (audiobridge, streaming) = (
+        let (audiobridge, streaming, textroom) = (
             attach("janus.plugin.audiobridge"),
             attach("janus.plugin.streaming"),
+            attach("janus.plugin.textroom"),
         );
         self.audiobridge = audiobridge;
         self.streaming = streaming;
+        self.textroom = textroom;
     }
 
     /// The probe's own session id (to tell it apart in `list_sessions`).
@@ -380,6 +385,16 @@ impl Probe {
     /// Sends a Streaming request; returns the plugin data.
     pub fn streaming(&self, body: Value) -> Value {
         self.message(self.streaming, body)
+    }
+
+    /// Sends a TextRoom request (over the Janus API); returns the plugin data.
+    pub fn textroom(&self, body: Value) -> Value {
+        self.message(self.textroom, body)
+    }
+
+    /// Whether the TextRoom room (the chat) exists.
+    pub fn chat_exists(&self, room: u64) -> bool {
+        self.textroom(json!({ "request": "exists", "room": room }))["exists"] == true
     }
 
     fn message(&self, handle: u64, body: Value) -> Value {

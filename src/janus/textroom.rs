@@ -1,0 +1,118 @@
+//! Typed requests to the TextRoom plugin: the room's chat, a text room with
+//! the AudioBridge room's id, secret and pin, that viewers reach over a
+//! WebRTC data channel.
+
+use serde_json::{json, Value};
+
+use super::audiobridge::Created;
+use super::{ignore_code, insert_secret, Client, Handle, JanusError};
+use crate::secret::Secret;
+
+/// The plugin's package name, for `attach`.
+pub const PLUGIN: &str = "janus.plugin.textroom";
+
+/// TextRoom error codes the agent acts on.
+pub mod code {
+    /// A required element is missing (e.g. the secret of a guarded room).
+    pub const MISSING_ELEMENT: u16 = 413;
+    /// No room with that id.
+    pub const NO_SUCH_ROOM: u16 = 417;
+    /// A room with that id already exists.
+    pub const ROOM_EXISTS: u16 = 418;
+    /// Wrong secret.
+    pub const UNAUTHORIZED: u16 = 419;
+}
+
+/// Messages Janus keeps and replays to whoever joins.
+const HISTORY: u32 = 50;
+
+/// Whether `error` is Janus refusing the secret given for a room.
+pub fn is_refused(error: &JanusError) -> bool {
+    matches!(
+        error.code(),
+        Some(code::UNAUTHORIZED | code::MISSING_ELEMENT)
+    )
+}
+
+/// What the agent asks the chat room to be.
+#[derive(Debug)]
+pub struct ChatSpec<'a> {
+    /// Room id (the AudioBridge room's).
+    pub id: u64,
+    /// Shown to viewers.
+    pub description: &'a str,
+    /// Needed to destroy or change the room.
+    pub secret: Option<&'a Secret>,
+    /// Viewers must give it to join.
+    pub pin: Option<&'a Secret>,
+    /// The plugin's `admin_key`, when Janus requires it to create rooms.
+    pub admin_key: Option<&'a Secret>,
+}
+
+/// The TextRoom plugin, reached through one handle.
+pub struct TextRoom<'a> {
+    client: &'a Client,
+    handle: Handle,
+}
+
+impl<'a> TextRoom<'a> {
+    /// Talks to the plugin through `handle`, which must be attached to it.
+    pub fn new(client: &'a Client, handle: Handle) -> Self {
+        Self { client, handle }
+    }
+
+    /// Creates the room, or reports that the id is taken.
+    pub fn create(&self, room: &ChatSpec<'_>) -> Result<Created, JanusError> {
+        let mut body = json!({
+            "request": "create",
+            "room": room.id,
+            "description": room.description,
+            "is_private": true,
+            "history": HISTORY,
+        });
+        insert_secret(&mut body, "secret", room.secret);
+        insert_secret(&mut body, "pin", room.pin);
+        insert_secret(&mut body, "admin_key", room.admin_key);
+        match self.request(body) {
+            Ok(_) => Ok(Created::New),
+            Err(e) if e.code() == Some(code::ROOM_EXISTS) => Ok(Created::Existing),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the room exists.
+    pub fn exists(&self, room: u64) -> Result<bool, JanusError> {
+        let data = self.request(json!({ "request": "exists", "room": room }))?;
+        data.get("exists")
+            .and_then(Value::as_bool)
+            .ok_or_else(|| JanusError::Protocol(format!("exists reply without \"exists\": {data}")))
+    }
+
+    /// Destroys the room; a room that is already gone is not an error.
+    pub fn destroy(&self, room: u64, secret: Option<&Secret>) -> Result<(), JanusError> {
+        let mut body = json!({ "request": "destroy", "room": room });
+        insert_secret(&mut body, "secret", secret);
+        ignore_code(self.request(body), code::NO_SUCH_ROOM)
+    }
+
+    /// Proves `secret` controls the room: an `edit` that changes nothing.
+    pub fn control(&self, room: u64, secret: Option<&Secret>) -> Result<(), JanusError> {
+        let mut body = json!({ "request": "edit", "room": room });
+        insert_secret(&mut body, "secret", secret);
+        self.request(body).map(drop)
+    }
+
+    /// Whether the room is guarded by a secret: Janus refuses a made-up one.
+    pub fn is_guarded(&self, room: u64) -> Result<bool, JanusError> {
+        let made_up = Secret::new(format!("not-the-secret-{:016x}", rand::random::<u64>()));
+        match self.control(room, made_up.as_ref()) {
+            Ok(()) => Ok(false),
+            Err(e) if is_refused(&e) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn request(&self, body: Value) -> Result<Value, JanusError> {
+        self.client.plugin_request(self.handle, PLUGIN, body)
+    }
+}

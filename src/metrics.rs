@@ -1,0 +1,449 @@
+//! Prometheus metrics for node exporter's textfile collector (`[metrics]`):
+//! a task that renders the agent's status — the published room state and
+//! the pipelines' statuses, as `broadcast-agent status` shows them — in the
+//! text exposition format, and replaces the file atomically (a temporary
+//! file, fsync, rename) every `interval_s`.
+//!
+//! Janus errors are counted by class as the room state shows them: once per
+//! change of error, as the reconciler logs them, not once per retry.
+//!
+//! The file stays as last written when the agent stops: node exporter's
+//! `node_textfile_mtime_seconds` tells a stale file.
+
+use std::collections::BTreeMap;
+use std::fmt::{Display, Write as _};
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::MetricsSettings;
+use crate::media::supervisor::RunState;
+use crate::state::{ErrorClass, Phase, Presence, RoomState};
+use crate::status::{AgentStatus, StatusSource};
+
+/// Every pipeline state, for the state-set metric.
+const RUN_STATES: [RunState; 4] = [
+    RunState::Stopped,
+    RunState::Starting,
+    RunState::Running,
+    RunState::Failed,
+];
+
+/// Starts writing metrics, if `[metrics] textfile` is set. The task ends
+/// when the reconciler does (its room watch closes).
+pub fn spawn(
+    settings: &MetricsSettings,
+    room: watch::Receiver<RoomState>,
+    status: StatusSource,
+) -> Option<JoinHandle<()>> {
+    if !settings.enabled() {
+        return None;
+    }
+    let path = settings.textfile.clone();
+    let interval = settings.interval;
+    Some(tokio::spawn(async move {
+        let mut tally = Tally::default();
+        let mut tick = tokio::time::interval(interval);
+        let mut failing: Option<String> = None;
+        let mut room = room;
+        loop {
+            tokio::select! {
+                // Time to write the file.
+                _ = tick.tick() => {}
+                // The room changed: count a new error, if it is one.
+                changed = room.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    tally.saw(&room.borrow_and_update());
+                    continue;
+                }
+            }
+            let text = render(&status.snapshot(), &tally);
+            let target = path.clone();
+            let written = tokio::task::spawn_blocking(move || write_atomically(&target, &text))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            report(&path, written, &mut failing);
+        }
+    }))
+}
+
+/// Logs a failed write once per change of error, and the recovery.
+fn report(path: &Path, written: std::io::Result<()>, failing: &mut Option<String>) {
+    match written {
+        Ok(()) => {
+            if failing.take().is_some() {
+                log::info!("metrics.textfile {}: written again", path.display());
+            }
+        }
+        Err(e) => {
+            let text = e.to_string();
+            if failing.as_deref() != Some(&text) {
+                log::warn!("metrics.textfile {}: cannot write: {text}", path.display());
+            }
+            *failing = Some(text);
+        }
+    }
+}
+
+/// Janus errors seen so far, by class: each change to a new error counts once.
+#[derive(Debug, Default)]
+struct Tally {
+    counts: BTreeMap<ErrorClass, u64>,
+    /// The error last seen, while there is one.
+    last: Option<String>,
+}
+
+impl Tally {
+    /// Records the room state as published.
+    fn saw(&mut self, room: &RoomState) {
+        let message = room.last_error.as_ref().map(|f| &f.message);
+        if let Some(failure) = &room.last_error {
+            if self.last.as_ref() != message {
+                *self.counts.entry(failure.class).or_default() += 1;
+            }
+        }
+        self.last = message.cloned();
+    }
+
+    fn count(&self, class: ErrorClass) -> u64 {
+        self.counts.get(&class).copied().unwrap_or(0)
+    }
+}
+
+/// The metrics text of `status`, with `errors` counted so far.
+fn render(status: &AgentStatus, errors: &Tally) -> String {
+    let mut out = Exposition::default();
+    let room = &status.room;
+    let id = room.room_id.to_string();
+    out.family("build_info", "gauge", "The agent's version.");
+    out.sample("build_info", &[("version", status.version)], 1);
+    out.family(
+        "uptime_seconds",
+        "gauge",
+        "Seconds since the agent (re)started.",
+    );
+    out.sample("uptime_seconds", &[], status.uptime_s);
+    out.family(
+        "room_wanted_open",
+        "gauge",
+        "1 while the owner wants the room open.",
+    );
+    out.sample(
+        "room_wanted_open",
+        &[("room", &id)],
+        u8::from(room.wants_open()),
+    );
+    out.family(
+        "room_phase",
+        "gauge",
+        "The room's phase: 1 for the current one.",
+    );
+    for phase in Phase::ALL {
+        let value = u8::from(phase == status.phase);
+        out.sample(
+            "room_phase",
+            &[("room", &id), ("phase", phase.label())],
+            value,
+        );
+    }
+    room_on_janus(&mut out, room);
+    janus_errors(&mut out, room, errors);
+    pipelines(&mut out, status);
+    out.text
+}
+
+/// What exists on Janus: session, room parts, participants, media age.
+fn room_on_janus(out: &mut Exposition, room: &RoomState) {
+    out.family(
+        "janus_session",
+        "gauge",
+        "1 while the agent holds a Janus session.",
+    );
+    out.sample("janus_session", &[], u8::from(room.session));
+    out.family(
+        "janus_present",
+        "gauge",
+        "1 when Janus last said this part of the room exists.",
+    );
+    let present = |p: bool| u8::from(p);
+    for (what, value) in [
+        ("room", present(matches!(room.room, Presence::Present(_)))),
+        (
+            "mountpoint",
+            present(matches!(room.mountpoint, Presence::Present(_))),
+        ),
+        (
+            "forwarder",
+            present(matches!(room.forwarder, Presence::Present(_))),
+        ),
+    ] {
+        out.sample("janus_present", &[("what", what)], value);
+    }
+    if let Some(n) = room.participants {
+        out.family(
+            "room_participants",
+            "gauge",
+            "Participants in the AudioBridge room (viewers who joined it).",
+        );
+        out.sample("room_participants", &[], n);
+    }
+    let ages = [
+        ("video", room.media_age.video_ms),
+        ("audio", room.media_age.audio_ms),
+    ];
+    if ages.iter().any(|(_, ms)| ms.is_some()) {
+        out.family(
+            "media_age_seconds",
+            "gauge",
+            "Seconds since Janus last received the medium from the agent.",
+        );
+    }
+    for (medium, ms) in ages {
+        if let Some(ms) = ms {
+            out.sample("media_age_seconds", &[("medium", medium)], Seconds(ms));
+        }
+    }
+}
+
+/// The current Janus error and the errors counted so far, by class.
+fn janus_errors(out: &mut Exposition, room: &RoomState, errors: &Tally) {
+    let current = room.last_error.as_ref().map(|f| f.class);
+    out.family(
+        "janus_error",
+        "gauge",
+        "1 for the class of the error the last pass failed with.",
+    );
+    for class in ErrorClass::ALL {
+        let value = u8::from(current == Some(class));
+        out.sample("janus_error", &[("class", class.label())], value);
+    }
+    out.family(
+        "janus_errors_total",
+        "counter",
+        "Errors met talking to Janus, counted once per change of error.",
+    );
+    for class in ErrorClass::ALL {
+        let value = errors.count(class);
+        out.sample("janus_errors_total", &[("class", class.label())], value);
+    }
+}
+
+/// Each pipeline's state, restarts and RTP packets.
+fn pipelines(out: &mut Exposition, status: &AgentStatus) {
+    if status.pipelines.is_empty() {
+        return;
+    }
+    out.family(
+        "pipeline_state",
+        "gauge",
+        "The pipeline's state: 1 for the current one.",
+    );
+    for p in &status.pipelines {
+        for state in RUN_STATES {
+            let value = u8::from(p.state == state);
+            let labels = [("pipeline", p.name), ("state", state.label())];
+            out.sample("pipeline_state", &labels, value);
+        }
+    }
+    out.family(
+        "pipeline_restarts_total",
+        "counter",
+        "Restarts of the pipeline after failures.",
+    );
+    for p in &status.pipelines {
+        out.sample(
+            "pipeline_restarts_total",
+            &[("pipeline", p.name)],
+            p.restarts,
+        );
+    }
+    let sending: Vec<_> = status
+        .pipelines
+        .iter()
+        .filter_map(|p| Some((p.name, p.rtp?)))
+        .collect();
+    if sending.is_empty() {
+        return;
+    }
+    out.family(
+        "pipeline_rtp_packets_total",
+        "counter",
+        "RTP packets sent since the pipeline last (re)started.",
+    );
+    for (name, rtp) in &sending {
+        out.sample(
+            "pipeline_rtp_packets_total",
+            &[("pipeline", name)],
+            rtp.packets,
+        );
+    }
+    out.family(
+        "pipeline_rtp_missing_total",
+        "counter",
+        "Gaps in the sequence numbers sent since the pipeline last (re)started.",
+    );
+    for (name, rtp) in &sending {
+        out.sample(
+            "pipeline_rtp_missing_total",
+            &[("pipeline", name)],
+            rtp.missing,
+        );
+    }
+}
+
+/// Milliseconds shown as seconds.
+struct Seconds(u64);
+
+impl Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{:03}", self.0 / 1000, self.0 % 1000)
+    }
+}
+
+/// Prometheus's text format, every name prefixed with `broadcast_agent_`.
+#[derive(Debug, Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    const PREFIX: &'static str = "broadcast_agent_";
+
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let prefix = Self::PREFIX;
+        let _ = writeln!(self.text, "# HELP {prefix}{name} {help}");
+        let _ = writeln!(self.text, "# TYPE {prefix}{name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        let _ = write!(self.text, "{}{name}", Self::PREFIX);
+        if !labels.is_empty() {
+            let pairs: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                .collect();
+            let _ = write!(self.text, "{{{}}}", pairs.join(","));
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+}
+
+/// A label value as the text format quotes it.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Replaces `path` with `text` so that a reader sees the old file or the
+/// new one, never a part: written to a temporary file beside it, flushed
+/// to disk, renamed over it. Readable by node exporter (mode 0644,
+/// whatever the unit's umask).
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let temporary = temporary_for(path);
+    let result = (|| {
+        let mut file = fs::File::create(&temporary)?;
+        file.set_permissions(fs::Permissions::from_mode(0o644))?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        fs::rename(&temporary, path)?;
+        if let Some(dir) = path.parent() {
+            fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    result
+}
+
+/// The temporary file beside `path`: not `*.prom`, so node exporter skips it.
+fn temporary_for(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::PipelineStatus;
+    use crate::state::{Desired, Failure};
+
+    fn failure(message: &str, class: ErrorClass) -> Failure {
+        Failure {
+            message: message.into(),
+            cause: message.into(),
+            class,
+        }
+    }
+
+    #[test]
+    fn an_error_counts_once_per_change_not_per_retry() {
+        let mut tally = Tally::default();
+        let mut room = RoomState::new(1, Desired::Open);
+        room.last_error = Some(failure("refused", ErrorClass::Unreachable));
+        tally.saw(&room);
+        tally.saw(&room);
+        room.last_error = Some(failure("403", ErrorClass::Core));
+        tally.saw(&room);
+        room.last_error = None;
+        tally.saw(&room);
+        room.last_error = Some(failure("refused", ErrorClass::Unreachable));
+        tally.saw(&room);
+        assert_eq!(tally.count(ErrorClass::Unreachable), 2);
+        assert_eq!(tally.count(ErrorClass::Core), 1);
+        assert_eq!(tally.count(ErrorClass::Plugin), 0);
+    }
+
+    #[test]
+    fn the_text_holds_one_sample_per_state_and_escapes_labels() {
+        let mut room = RoomState::new(7, Desired::Open);
+        room.participants = Some(2);
+        room.media_age.video_ms = Some(1500);
+        let status = AgentStatus {
+            version: "1.0 \"x\"",
+            phase: room.phase(),
+            room,
+            pipelines: vec![PipelineStatus::stopped("video")],
+            uptime_s: 3,
+            viewer_url: None,
+        };
+        let text = render(&status, &Tally::default());
+        for line in [
+            "broadcast_agent_build_info{version=\"1.0 \\\"x\\\"\"} 1",
+            "broadcast_agent_room_phase{room=\"7\",phase=\"opening\"} 1",
+            "broadcast_agent_room_phase{room=\"7\",phase=\"live\"} 0",
+            "broadcast_agent_room_participants 2",
+            "broadcast_agent_media_age_seconds{medium=\"video\"} 1.500",
+            "broadcast_agent_pipeline_state{pipeline=\"video\",state=\"stopped\"} 1",
+            "broadcast_agent_pipeline_restarts_total{pipeline=\"video\"} 0",
+            "broadcast_agent_janus_errors_total{class=\"tls\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+        assert!(!text.contains("medium=\"audio\""), "{text}");
+    }
+
+    #[test]
+    fn the_file_is_replaced_whole_and_readable_by_others() {
+        let dir = std::env::temp_dir().join(format!("metrics-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("agent.prom");
+        write_atomically(&path, "a 1\n").expect("first");
+        write_atomically(&path, "a 2\n").expect("second");
+        assert_eq!(fs::read_to_string(&path).expect("read"), "a 2\n");
+        let mode = fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+        assert!(!temporary_for(&path).exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
