@@ -247,6 +247,18 @@ impl VideoSettings {
     pub fn hardware_size(&self) -> bool {
         h264::hardware_size(self.width, self.height)
     }
+
+    /// The key (`video.width`, else `video.height`) beyond `max_width` x
+    /// `max_height`, if either is.
+    pub fn larger_than(&self, max_width: u32, max_height: u32) -> Option<&'static str> {
+        if self.width > max_width {
+            Some("video.width")
+        } else if self.height > max_height {
+            Some("video.height")
+        } else {
+            None
+        }
+    }
 }
 
 /// `[microphone]`: the Pi's voice.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::janus::url_host;
 use super::{duration, Settings, VideoSettings, VideoSource};
+use crate::h264;
 
 impl Settings {
     /// Checks what types alone cannot; the error names the key.
@@ -253,12 +254,7 @@ fn check_camera_encoder(video: &VideoSettings) -> Result<(), (&'static str, Stri
         VideoSource::Rpicamsrc => {
             // Its H.264 caps stop at 1920x1080, its `bitrate` property at
             // 25000000 (a larger value aborts the daemon).
-            if video.width > 1920 || video.height > 1080 {
-                let key = if video.width > 1920 {
-                    "video.width"
-                } else {
-                    "video.height"
-                };
+            if let Some(key) = video.larger_than(1920, 1080) {
                 return Err((
                     key,
                     format!("{size} is larger than rpicamsrc encodes (1920x1080)"),
@@ -275,12 +271,8 @@ fn check_camera_encoder(video: &VideoSettings) -> Result<(), (&'static str, Stri
             }
         }
         VideoSource::Raspivid => {
-            if !video.hardware_size() {
-                let key = if video.width > 1920 {
-                    "video.width"
-                } else {
-                    "video.height"
-                };
+            let max = h264::HARDWARE_MAX_SIDE;
+            if let Some(key) = video.larger_than(max, max) {
                 return Err((
                     key,
                     format!(

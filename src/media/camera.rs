@@ -189,12 +189,8 @@ pub fn check_encoder(encoder: Encoder, video: &VideoSettings) -> Result<(), Medi
     if encoder == Encoder::Software {
         return Ok(());
     }
-    if !video.hardware_size() {
-        let key = if video.width > h264::HARDWARE_MAX_SIDE {
-            "video.width"
-        } else {
-            "video.height"
-        };
+    let max = h264::HARDWARE_MAX_SIDE;
+    if let Some(key) = video.larger_than(max, max) {
         return Err(MediaError::Setting {
             key,
             reason: format!(
