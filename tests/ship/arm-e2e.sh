@@ -25,7 +25,9 @@
 #      a Pi; plus gstreamer1.0-plugins-ugly, a Recommends of the .deb, because the
 #      test video source encodes with x264enc (on a Pi with a camera the H.264 comes
 #      from the camera). Cached in $ROOTFS_CACHE/bookworm-<arch>, keyed by the
-#      Depends field, so a rebuilt .deb with the same Depends reuses it (~700 MB each).
+#      Depends field, so a rebuilt .deb with the same Depends reuses it (arm64 ~700 MB,
+#      armhf ~570 MB; 1-2 min to build, both targets at once; a --without one is
+#      not kept).
 #   2. The .deb is UNPACKED into a hard-linked copy of that root filesystem with
 #      `dpkg-deb -x`, not installed with dpkg: the extract variant leaves no dpkg
 #      database, and dpkg runs maintainer scripts chrooted with the rootfs's ARM
@@ -38,12 +40,15 @@
 #      folder; then the installed /usr/bin/broadcast-agent runs under
 #      qemu-aarch64-static / qemu-arm-static -L <rootfs>: `check` on that file, then
 #      `run`.
-#   4. PASS when Janus's Streaming `info` shows video and audio arriving (age_ms
-#      falls below the time since the mountpoint appeared, and is still under 1 s at
-#      least 2 s after it appeared) and `status --json` (the installed binary under
-#      qemu, over the control socket) says phase "live" with both pipelines running.
-#      Time to media = from starting `run` to the first Janus poll that shows both
-#      media arriving (polled every 0.1 s).
+#   4. PASS when Janus's Streaming `info` shows video and audio arriving and
+#      `status --json` (the installed binary under qemu, over the control socket)
+#      says phase "live" with both pipelines running. age_ms counts from the
+#      mountpoint's creation until a first packet arrives, so "arriving" means: the
+#      moment of the last packet (now - age_ms) is later than that reference seen at
+#      the first poll, and age_ms is still under 1 s at least 2 s after the
+#      mountpoint appeared. Time to media = from starting `run` to the first Janus
+#      poll (every ~0.1 s) that shows both arriving; run 1 includes GStreamer's
+#      plugin scan under emulation.
 # A missing GStreamer element is reported by the agent ("GStreamer element X is
 # missing: install PKG") and fails the target at once, with that line.
 #
@@ -308,32 +313,36 @@ mountpoint_ages() {
 }
 
 # --- the agent under qemu-user ------------------------------------------------------------------
-# How GStreamer finds its plugins under qemu-user without binfmt_misc:
+# How GStreamer finds its plugins under qemu-user without binfmt_misc (each
+# point seen here, on both targets):
 # - GST_REGISTRY_FORK=no: GStreamer normally scans plugins in a child process,
-#   gst-plugin-scanner. That is an ARM executable, and a program under qemu-user
-#   that execs another ARM executable needs binfmt_misc (qemu does not follow
-#   exec). With fork off, the agent loads and registers each plugin itself,
-#   inside the same emulated process.
+#   gst-plugin-scanner, at its compiled-in path. A child's exec is not emulated:
+#   qemu-user neither applies -L to it nor runs it, and the kernel cannot run an
+#   ARM executable without binfmt_misc. Without this setting GStreamer logs
+#   "Spawning gst-plugin-scanner helper failed: Failed to execute child process
+#   .../gst-plugin-scanner (No such file or directory)" and "External plugin
+#   loader failed", then falls back to scanning in-process; with it, it scans
+#   in-process straight away: the agent loads each plugin itself, inside the
+#   same emulated process. (GST_PLUGIN_SCANNER pointing into the rootfs would
+#   not help: the kernel still could not exec it.)
 # - GST_PLUGIN_SYSTEM_PATH_1_0=<rootfs>/usr/lib/<triple>/gstreamer-1.0: the
 #   compiled-in plugin folder is /usr/lib/<triple>/gstreamer-1.0. qemu's -L
 #   prefixes the paths of open() and friends, but qemu-arm does not for statx
-#   (32-bit glibc 2.36 stats with it), so GStreamer lists the folder yet cannot
-#   stat a single plugin in it and finds none. A host path into the rootfs needs
-#   no translation at all: every plugin is found, on both targets. The plugins'
-#   own libraries are then found by the ARM dynamic loader, through -L.
-# - GST_PLUGIN_SCANNER_1_0 names the rootfs's scanner, so that nothing ever
-#   tries the host's; GST_PLUGIN_PATH(_1_0) is not passed on, so no host plugin
-#   can slip in.
+#   (32-bit glibc 2.36 stats with it): on armhf, with -L alone, not one plugin is
+#   found ("GStreamer element videotestsrc is missing"); on arm64 -L alone
+#   happens to work. A host path into the rootfs needs no translation, so both
+#   targets get it. The plugins' own libraries are then found by the ARM
+#   dynamic loader, through -L.
 # - GST_REGISTRY_1_0: a registry file of this test, so neither a registry from
 #   another rootfs (--without) nor the host's cache is used: run 1 scans every
 #   plugin from scratch, as a Pi's first start does; later runs reuse it, as
 #   the unit's CacheDirectory= does on a Pi.
-# The environment is otherwise empty (env -i): nothing of the host's leaks in.
+# The environment is otherwise empty (env -i): no GST_PLUGIN_PATH or
+# LD_LIBRARY_PATH of the host's leaks in.
 set_agent_cmd() {  # AGENT_CMD: the installed binary under qemu-user
     AGENT_CMD=(env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$work" LANG=C.UTF-8
         GST_REGISTRY_FORK=no
         GST_PLUGIN_SYSTEM_PATH_1_0="$INSTALL/usr/lib/$TRIPLE/gstreamer-1.0"
-        GST_PLUGIN_SCANNER_1_0="$INSTALL/usr/lib/$TRIPLE/gstreamer1.0/gstreamer-1.0/gst-plugin-scanner"
         GST_REGISTRY_1_0="$work/$ARCH/registry.bin"
         "$QEMU" -L "$INSTALL" "$INSTALL/usr/bin/broadcast-agent")
 }
