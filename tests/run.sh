@@ -6,7 +6,9 @@
 #      Janus on loopback, real GStreamer pipelines, a real ALSA device)
 #   3. the browser end-to-end test (Chromium, the viewer page, the real agent)
 #   4. cross builds for both Raspberry Pi targets, unit tests under qemu
-#   5. the .deb packages and the deploy script against a stand-in Pi
+#   5. the .deb packages; then each installed into a Bookworm root filesystem of
+#      its Depends, streaming to a real Janus under qemu-user (arm64 and armhf);
+#      the deploy script against a stand-in Pi
 # Stops at the first failing step; prints a summary line per step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,5 +29,7 @@ step "cross builds + unit tests under qemu (deploy/cross-build.sh all --test)"
 CARGO_BUILD_ARGS=--locked bash deploy/cross-build.sh all --test
 step ".deb packages (tests/ship/deb-test.sh)"
 bash tests/ship/deb-test.sh
+step "arm64 and armhf packages end to end under qemu (tests/ship/arm-e2e.sh)"
+bash tests/ship/arm-e2e.sh all
 step "deploy script against a stand-in Pi (tests/ship/deploy-test.sh)"
 bash tests/ship/deploy-test.sh
