@@ -4,6 +4,7 @@
 #   deploy/cross-build.sh TARGET [--test] [--no-release] [--refresh-sysroot]
 #   deploy/cross-build.sh all --test          # what CI runs
 #   deploy/cross-build.sh env TARGET          # print the exports, to run cargo by hand
+#   deploy/cross-build.sh mirrors             # print the Debian mirrors read from apt's sources
 #
 # TARGET is one of
 #   aarch64-unknown-linux-gnu     (aliases: aarch64, arm64)  64-bit Raspberry Pi OS:
@@ -267,12 +268,18 @@ while [ $# -gt 0 ]; do
         --refresh-sysroot) REFRESH_SYSROOT=1 ;;
         -h|--help) usage; exit 0 ;;
         env) mode=env ;;
+        mirrors) mode=mirrors ;;
         all) targets+=($ALL_TARGETS) ;;
         -*) die "unknown option $1" ;;
         *) targets+=("$(canon_target "$1")") ;;
     esac
     shift
 done
+if [ "$mode" = mirrors ]; then  # for other scripts (tests/ship/arm-e2e.sh): one place reads apt's sources
+    find_mirrors
+    printf 'DEBIAN_MIRROR=%s\nDEBIAN_SECURITY_MIRROR=%s\n' "$DEBIAN_MIRROR" "$DEBIAN_SECURITY_MIRROR"
+    exit 0
+fi
 [ ${#targets[@]} -gt 0 ] || { usage >&2; exit 2; }
 
 if [ "$mode" = env ]; then

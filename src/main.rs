@@ -11,8 +11,13 @@ mod controls;
 mod h264;
 mod janus;
 mod media;
+mod owner;
+mod resolve;
 mod room;
+mod rtp;
+mod sandbox;
 mod secret;
+mod state;
 mod status;
 mod systemd;
 
@@ -77,7 +82,7 @@ fn main() -> ExitCode {
     systemd::init_logging(log::LevelFilter::Info);
     match cli.command {
         Cmd::Run(arg) => run(&arg.config),
-        Cmd::Check(arg) => match load(&arg.config) {
+        Cmd::Check(arg) => match load(&arg.config).and_then(|s| check_folders(&s).map(|()| s)) {
             Ok(settings) => {
                 print!("# {}: valid\n{settings}", arg.config.display());
                 ExitCode::SUCCESS
@@ -101,7 +106,7 @@ fn run(path: &Path) -> ExitCode {
         Ok(settings) => settings,
         Err(code) => return code,
     };
-    systemd::set_log_level(settings.log.filter());
+    systemd::set_log_level(settings.log.level);
     match agent::run(path, settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is_config() => {
@@ -113,6 +118,44 @@ fn run(path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Refuses a folder the agent must write that the unit's sandbox keeps
+/// read-only; warns when the recordings' budget exceeds the free space.
+fn check_folders(settings: &Settings) -> Result<(), ExitCode> {
+    let writable = sandbox::writable_paths();
+    let recording = &settings.recording;
+    let mut folders = vec![("control.state_dir", &settings.control.state_dir)];
+    if recording.enabled {
+        folders.push(("recording.dir", &recording.dir));
+    }
+    for (key, dir) in folders {
+        if !sandbox::is_writable(dir, &writable) {
+            let list: Vec<_> = writable.iter().map(|p| p.display().to_string()).collect();
+            log::error!(
+                "config error: {key}: {} is read-only for the service (ProtectSystem=strict; \
+                 writable: {}): choose a folder there or add ReadWritePaths={} with `systemctl edit broadcast-agent`",
+                dir.display(),
+                list.join(", "),
+                dir.display()
+            );
+            return Err(ExitCode::from(EX_CONFIG));
+        }
+    }
+    let free = recording
+        .enabled
+        .then(|| sandbox::free_bytes(&recording.dir))
+        .flatten();
+    if let Some(free) = free.filter(|&f| f < recording.max_total_bytes()) {
+        log::warn!(
+            "recording.dir: {} has {} MB free, less than recording.max_total_mb = {}: \
+             the disk fills before old segments are deleted",
+            recording.dir.display(),
+            free / 1_000_000,
+            recording.max_total_mb
+        );
+    }
+    Ok(())
 }
 
 /// Loads the settings, or logs the one-line reason and returns exit status 78.

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::media::supervisor::RunState;
 use crate::media::{MediaStatus, PipelineStatus};
-use crate::room::{CloseReason, Desired, Phase, Presence, RoomState};
+use crate::state::{CloseReason, Desired, Phase, RoomState};
 
 /// Where the status comes from.
 #[derive(Debug, Clone)]
@@ -109,7 +109,11 @@ impl AgentStatus {
                 }
                 _ => format!("closed room {id}"),
             },
-            (_, Some(error)) => format!("waiting for Janus: {}", short(error)),
+            (Phase::Conflict, _) => match self.room.conflict() {
+                Some(c) => format!("conflict: {} {id} is not this agent's", c.what),
+                None => format!("conflict room {id}"),
+            },
+            (_, Some(error)) => format!("waiting for Janus: {}", error.cause),
             (Phase::Opening, None) => format!("opening room {id}"),
             (Phase::Closing, None) => format!("closing room {id}"),
         };
@@ -121,8 +125,16 @@ impl AgentStatus {
                 };
                 let _ = write!(line, " | {} {state}", p.name);
             }
+            if let Some(note) = self.network() {
+                let _ = write!(line, " | network: {note}");
+            }
         }
         line
+    }
+
+    /// A network problem a running pipeline reports, if any.
+    fn network(&self) -> Option<&'static str> {
+        self.pipelines.iter().find_map(|p| p.network)
     }
 
     /// Text for a person: `broadcast-agent status`.
@@ -131,7 +143,7 @@ impl AgentStatus {
         let mut out = format!(
             "room {}: {} (wanted {})\n",
             r.room_id,
-            label(self.phase),
+            self.phase.label(),
             if r.desired == Desired::Open {
                 "open"
             } else {
@@ -141,6 +153,9 @@ impl AgentStatus {
         if let Some(reason) = r.closed_by {
             let _ = writeln!(out, "  closed: {}", reason.words());
         }
+        if let Some(conflict) = r.conflict() {
+            let _ = writeln!(out, "  conflict: {conflict}");
+        }
         if let Some(n) = r.participants {
             let _ = writeln!(out, "  participants: {n}");
         }
@@ -148,9 +163,9 @@ impl AgentStatus {
             out,
             "  janus: session {} | room {} | mountpoint {} | forwarder {}",
             if r.session { "yes" } else { "no" },
-            presence(&r.room),
-            presence(&r.mountpoint),
-            presence(&r.forwarder)
+            r.room.label(),
+            r.mountpoint.label(),
+            r.forwarder.label()
         );
         if let (Some(video), Some(audio)) = (r.media_age.video_ms, r.media_age.audio_ms) {
             let _ = writeln!(
@@ -173,8 +188,11 @@ impl AgentStatus {
                 None => out.push('\n'),
             }
         }
+        if let Some(note) = self.network() {
+            let _ = writeln!(out, "  network: {note}");
+        }
         if let Some(e) = &r.last_error {
-            let _ = writeln!(out, "  last error: {e}");
+            let _ = writeln!(out, "  last error: {}", e.message);
         }
         if let Some(url) = &self.viewer_url {
             let _ = writeln!(out, "  viewers: {url}");
@@ -188,35 +206,6 @@ impl AgentStatus {
     }
 }
 
-fn label(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Live => "live",
-        Phase::Opening => "opening",
-        Phase::Closing => "closing",
-        Phase::Closed => "closed",
-    }
-}
-
-fn presence<T>(p: &Presence<T>) -> &'static str {
-    match p {
-        Presence::Unknown => "unknown",
-        Presence::Absent => "absent",
-        Presence::Present(_) => "present",
-    }
-}
-
-/// The cause at the end of an error chain, short enough for a status line:
-/// "cannot reach Janus at http://..: io: Connection refused (os error 111)"
-/// becomes "connection refused (os error 111)".
-fn short(error: &str) -> String {
-    let tail = error.rsplit(": ").next().unwrap_or(error);
-    let mut chars = tail.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
-    }
-}
-
 fn uptime(d: Duration) -> String {
     let s = d.as_secs();
     format!("{}h{:02}m{:02}s", s / 3600, s / 60 % 60, s % 60)
@@ -227,32 +216,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn short_keeps_the_cause() {
+    fn the_status_line_shows_only_the_cause_of_a_failure() {
+        let mut room = RoomState::new(7, Desired::Open);
+        room.last_error = Some(crate::state::Failure {
+            message: "cannot reach Janus at http://x/janus: io: Connection refused".into(),
+            cause: "connection refused".into(),
+        });
+        let status = AgentStatus {
+            version: "0",
+            phase: room.phase(),
+            room,
+            pipelines: vec![PipelineStatus::stopped("video")],
+            uptime_s: 0,
+            viewer_url: None,
+        };
         assert_eq!(
-            short("cannot reach Janus at http://x/janus: io: Connection refused (os error 111)"),
-            "connection refused (os error 111)"
+            status.line(),
+            "waiting for Janus: connection refused | video stopped"
         );
-        assert_eq!(
-            short("Janus error 403: Unauthorized request"),
-            "unauthorized request"
-        );
+        assert!(status
+            .text()
+            .contains("last error: cannot reach Janus at http://x/janus"));
+        assert_eq!(status.led(), Led::Blinking);
     }
 
     #[test]
-    fn short_keeps_the_fix_of_operator_errors() {
-        assert_eq!(
-            short("Janus at https://x/janus: TLS: certificate not trusted (UnknownIssuer); set janus.ca_file to the CA or certificate Janus serves"),
-            "certificate not trusted (UnknownIssuer); set janus.ca_file to the CA or certificate Janus serves"
-        );
-        let denied = crate::janus::JanusError::Core {
-            code: 403,
-            reason: "Unauthorized request (wrong or missing secret/token)".into(),
+    fn a_conflict_is_named_in_every_output() {
+        let mut room = RoomState::new(4556, Desired::Open);
+        room.room = crate::state::Presence::Present(crate::state::Owner::Foreign(
+            crate::state::Foreign::OtherSecret,
+        ));
+        let status = AgentStatus {
+            version: "0",
+            phase: room.phase(),
+            room,
+            pipelines: Vec::new(),
+            uptime_s: 0,
+            viewer_url: None,
         };
-        let line = short(&denied.to_string());
-        assert!(
-            line.starts_with("unauthorized request") && line.contains("janus.token"),
-            "{line}"
-        );
+        assert_eq!(status.line(), "conflict: room 4556 is not this agent's");
+        let text = status.text();
+        assert!(text.contains("room 4556: conflict"), "{text}");
+        assert!(text.contains("pick another room.id"), "{text}");
+        assert_eq!(status.led(), Led::Blinking);
+        let json = serde_json::to_value(&status).expect("serializes");
+        assert_eq!(json["phase"], "conflict");
     }
 
     #[test]

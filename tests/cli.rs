@@ -86,6 +86,20 @@ fn check_prints_effective_settings_with_secrets_masked() {
 }
 
 #[test]
+fn check_prints_a_long_setting_in_full() {
+    // More output than a pipe holds (64 KiB): read while the agent writes
+    // it, or the agent blocks and never exits.
+    let description = "x".repeat(100 * 1024);
+    let (code, out, err) = check(&format!("[room]\ndescription = \"{description}\"\n"), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("description = \"{description}\"")),
+        "{} bytes of output",
+        out.len()
+    );
+}
+
+#[test]
 fn shipped_config_checks() {
     let path = common::repo().join("conf/agent.toml");
     let (status, out, err) = run_agent(&["check", "--config", path.to_str().expect("utf-8")], &[]);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::camera::{env_refs, Machine, StandIns};
 use common::janus::{Janus, Probe};
 use common::pulse::{tone_share, Pulse};
-use common::{ports, scratch, wait_for, Agent};
+use common::{ports, scratch, signal, wait_for, Agent};
 
 const SECRET: &str = "media-secret";
 
@@ -156,20 +156,8 @@ fn a_killed_camera_program_is_back_within_two_seconds() {
     let janus = Janus::start();
     let probe = janus.probe();
     let (agent, _pulse, _bin, first) = agent_with_fake_camera(&janus, 300);
-
-    let killed = Instant::now();
-    kill(first, "KILL");
     // The agent notices, restarts the camera, and Janus receives video again.
-    new_camera(&agent, first, Duration::from_secs(2));
-    // Video from the new camera: newer than its start (what the killed one
-    // left in the pipe may reach Janus just after the kill).
-    let restarted = Instant::now();
-    wait_for(Duration::from_secs(2), "video at Janus again", || {
-        probe
-            .media_age(300, SECRET, "video")
-            .filter(|age| u128::from(*age) < restarted.elapsed().as_millis())
-    });
-    let recovered = killed.elapsed();
+    let (_, recovered) = kill_camera_and_time(&agent, &probe, 300, first);
     println!(
         "video flowing again {} ms after the camera was killed",
         recovered.as_millis()
@@ -184,12 +172,166 @@ fn a_killed_camera_program_is_back_within_two_seconds() {
     );
 }
 
+/// Restarts per pipeline, from `status --json`.
+fn restarts(agent: &Agent) -> Vec<(String, u64)> {
+    let (_, out, _) = agent.control(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&out).expect("status --json is JSON");
+    status["pipelines"]
+        .as_array()
+        .expect("pipelines")
+        .iter()
+        .map(|p| {
+            let name = p["name"].as_str().unwrap_or_default().to_owned();
+            (name, p["restarts"].as_u64().unwrap_or(u64::MAX))
+        })
+        .collect()
+}
+
+/// Kills the camera program and times until Janus receives video from the
+/// new one; returns the new camera's pid and the recovery time.
+fn kill_camera_and_time(agent: &Agent, probe: &Probe, room: u64, camera: u32) -> (u32, Duration) {
+    let killed = Instant::now();
+    signal(camera, "KILL");
+    let new = new_camera(agent, camera, Duration::from_secs(5));
+    // Video from the new camera: newer than its start (what the killed one
+    // left in the pipe may reach Janus just after the kill).
+    let restarted = Instant::now();
+    wait_for(Duration::from_secs(5), "video at Janus again", || {
+        probe
+            .media_age(room, SECRET, "video")
+            .filter(|age| u128::from(*age) < restarted.elapsed().as_millis())
+    });
+    (new, killed.elapsed())
+}
+
+/// A camera that flaps (libcamera's "frontend has timed out"): killed 20
+/// times, 1–3 s after it came back each time. Every recovery stays quick:
+/// a run that delivered media never escalates the backoff. The microphone
+/// and speaker pipelines are untouched.
+#[test]
+fn a_flapping_camera_is_back_within_a_second_every_time() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let (agent, _pulse, _bin, mut camera) = agent_with_fake_camera(&janus, 310);
+    let before = restarts(&agent);
+    let mut recoveries = Vec::new();
+    for i in 0..20u64 {
+        std::thread::sleep(Duration::from_millis(1000 + (i * 737) % 2000));
+        let (new, recovered) = kill_camera_and_time(&agent, &probe, 310, camera);
+        camera = new;
+        recoveries.push(recovered);
+    }
+    recoveries.sort();
+    println!(
+        "flapping camera: video at Janus again after median {} ms, max {} ms (20 kills)",
+        recoveries[10].as_millis(),
+        recoveries[19].as_millis()
+    );
+    assert!(recoveries[19] < Duration::from_secs(1), "{recoveries:?}");
+    let after = restarts(&agent);
+    let others = |r: &[(String, u64)]| -> Vec<(String, u64)> {
+        r.iter().filter(|(n, _)| n != "video").cloned().collect()
+    };
+    assert_eq!(others(&before), others(&after));
+    assert!(
+        after.iter().any(|(n, c)| n == "video" && *c >= 20),
+        "{after:?}"
+    );
+}
+
+/// Threads and resident memory (KiB) of a process.
+fn threads_and_rss(pid: u32) -> (u64, u64) {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Threads:"), field("VmRSS:"))
+}
+
+/// The soak: Janus killed and the camera program killed, round after round
+/// (`SOAK_ROUNDS`, 3 by default; the long form is 20), at varying moments.
+/// Afterwards exactly one session, room, mountpoint and forwarder on Janus,
+/// media flowing, and the agent's threads and memory not growing.
+#[test]
+fn soak_janus_and_camera_killed_again_and_again() {
+    let rounds: u64 = std::env::var("SOAK_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let mut janus = Janus::start();
+    let (agent, _pulse, _bin, mut camera) = agent_with_fake_camera(&janus, 320);
+    let (mut janus_back, mut camera_back) = (Vec::new(), Vec::new());
+    let mut usage = Vec::new();
+    let mut probe = janus.probe();
+    for round in 1..=rounds {
+        std::thread::sleep(Duration::from_millis(300 + (round * 811) % 1700));
+        janus.restart();
+        let answered = Instant::now();
+        probe = janus.probe();
+        wait_media(&probe, 320, "video", Duration::from_secs(10));
+        janus_back.push(answered.elapsed());
+        std::thread::sleep(Duration::from_millis(1000 + (round * 577) % 2000));
+        let (new, recovered) = kill_camera_and_time(&agent, &probe, 320, camera);
+        camera = new;
+        camera_back.push(recovered);
+        if round == 1 || round == 5 || round == rounds {
+            usage.push((round, threads_and_rss(agent.pid())));
+        }
+    }
+    let summary = |what: &str, times: &mut Vec<Duration>| {
+        times.sort();
+        println!(
+            "soak: {what}: median {} ms, max {} ms ({} times)",
+            times[times.len() / 2].as_millis(),
+            times[times.len() - 1].as_millis(),
+            times.len()
+        );
+    };
+    summary("media at Janus after Janus restarted", &mut janus_back);
+    summary(
+        "video at Janus after the camera was killed",
+        &mut camera_back,
+    );
+    println!("soak: (round, (threads, RSS KiB)): {usage:?}");
+    // The probe's own session aside.
+    let seen = || {
+        (
+            janus
+                .sessions()
+                .iter()
+                .filter(|s| **s != probe.session())
+                .count(),
+            probe.room_exists(320),
+            probe.mountpoint(320, SECRET).is_some(),
+            probe.forwarders(320, SECRET).len(),
+        )
+    };
+    let settled = Instant::now();
+    while seen() != (1, true, true, 1) && settled.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let what = "(sessions, room, mountpoint, forwarders)";
+    assert_eq!(seen(), (1, true, true, 1), "{what}");
+    wait_media(&probe, 320, "video", Duration::from_secs(2));
+    wait_media(&probe, 320, "audio", Duration::from_secs(2));
+    let (first, last) = (usage[0].1, usage[usage.len() - 1].1);
+    assert!(last.0 <= first.0 + 2, "threads grew: {usage:?}");
+    assert!(
+        last.1 <= first.1 + 8 * 1024,
+        "RSS grew by more than 8 MiB: {usage:?}"
+    );
+}
+
 #[test]
 fn a_stalled_camera_is_restarted() {
     let janus = Janus::start();
     let (agent, _pulse, _bin, frozen) = agent_with_fake_camera(&janus, 400);
     // The camera hangs: alive, but writes nothing.
-    kill(frozen, "STOP");
+    signal(frozen, "STOP");
     agent.wait_log(Duration::from_secs(4), "stalled");
     new_camera(&agent, frozen, Duration::from_secs(3));
     wait_media(&janus.probe(), 400, "video", Duration::from_secs(3));
@@ -236,14 +378,6 @@ fn camera_pid(agent: &Agent) -> u32 {
     wait_for(Duration::from_secs(3), "the camera process", || {
         camera_pid_or_none(agent)
     })
-}
-
-fn kill(pid: u32, signal: &str) {
-    let ok = Command::new("kill")
-        .args(["-s", signal, &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -s {signal} {pid}");
 }
 
 /// A GStreamer process sending an Opus tone from `local` to Janus's port.
@@ -420,6 +554,16 @@ fn discover(path: &std::path::Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Camera and microphone on test sources, recorded in 2 s segments into
+/// `dir`, with `more` `[recording]` keys; no speaker.
+fn recording_config(janus: &Janus, room: u64, dir: &std::path::Path, more: &str) -> String {
+    let recording = format!(
+        "[recording]\nenabled = true\ndir = \"{}\"\nsegment_s = 2\n{more}",
+        dir.display()
+    );
+    config(janus, room, "test", &recording).replace("device = \"pulse\"", "enabled = false")
+}
+
 #[test]
 fn recording_writes_playable_segments_within_its_budget() {
     let janus = Janus::start();
@@ -428,12 +572,7 @@ fn recording_writes_playable_segments_within_its_budget() {
     let recordings = dir.path().join("recordings");
     // 2 s segments of ~80 kB (320x240 at 300 kbit/s, Opus 32 kbit/s): a
     // 0.25 MB budget holds two or three.
-    let extra = format!(
-        "[recording]\nenabled = true\ndir = \"{}\"\nsegment_s = 2\nmax_total_mb = 0.25\n",
-        recordings.display()
-    );
-    let config =
-        config(&janus, 700, "test", &extra).replace("device = \"pulse\"", "enabled = false");
+    let config = recording_config(&janus, 700, &recordings, "max_total_mb = 0.25\n");
     let mut agent = Agent::start(&config);
     std::thread::sleep(Duration::from_secs(2));
     wait_media(&probe, 700, "video", Duration::from_secs(2));
@@ -494,13 +633,7 @@ fn a_failing_recorder_never_stops_the_live_stream() {
     let probe = janus.probe();
     let dir = scratch();
     let recordings = dir.path().join("recordings");
-    let with_dir = |path: &std::path::Path, room: u64| {
-        let extra = format!(
-            "[recording]\nenabled = true\ndir = \"{}\"\nsegment_s = 2\n",
-            path.display()
-        );
-        config(&janus, room, "test", &extra).replace("device = \"pulse\"", "enabled = false")
-    };
+    let with_dir = |path: &std::path::Path, room: u64| recording_config(&janus, room, path, "");
 
     // A directory that cannot be made: the recorder fails and says why,
     // once; camera and microphone reach Janus regardless.

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::janus::{Janus, JanusConfig};
-use common::{no_media_config, ports, run_agent, scratch, wait_for, Agent, Extra};
+use common::{
+    assert_first_retry_is_slow, no_media_config, ports, run_agent, scratch, Agent, Extra,
+};
 
 const SECRET: &str = "security-room-secret";
 
@@ -38,11 +40,14 @@ fn config_speaker(
     no_media_config(&janus.url(), room, SECRET, speaker, extra)
 }
 
-fn wait_live(janus: &Janus, room: u64) {
+/// Starts an agent with `config` for `room`, waits until the room and its
+/// mountpoint are on `janus`, then stops it: a clean exit leaves nothing.
+fn goes_live_and_cleans_up(janus: &Janus, room: u64, config: &str) {
+    let mut agent = Agent::start(config);
     let probe = janus.probe();
-    wait_for(Duration::from_secs(5), "room and mountpoint", || {
-        (probe.room_exists(room) && probe.mountpoint(room, SECRET).is_some()).then_some(())
-    });
+    probe.wait_room(room, SECRET, true);
+    assert!(agent.stop(Duration::from_secs(10)).success());
+    assert!(probe.nothing_left(room, SECRET));
 }
 
 #[test]
@@ -67,22 +72,15 @@ fn https_is_verified_and_ca_file_makes_it_work() {
         "{}",
         lines[0]
     );
-    assert!(
-        lines[0].contains("next in 2") || lines[0].contains("next in 1"),
-        "slow retry expected: {}",
-        lines[0]
-    );
-    let (_, status, _) = agent.control(&["status"]);
+    assert_first_retry_is_slow(&lines[0]);
+    let status = agent.status_text();
     assert!(status.contains("certificate not trusted"), "{status}");
     assert!(!janus.probe().room_exists(7001));
     drop(agent);
 
     // With the certificate as janus.ca_file: the room appears.
     let ca = format!("ca_file = \"{}\"", janus.certificate().display());
-    let mut agent = Agent::start(&config(&janus, 7002, &ca, ""));
-    wait_live(&janus, 7002);
-    assert!(agent.stop(Duration::from_secs(10)).success());
-    assert!(janus.probe().nothing_left(7002, SECRET));
+    goes_live_and_cleans_up(&janus, 7002, &config(&janus, 7002, &ca, ""));
 }
 
 #[test]
@@ -107,14 +105,6 @@ fn secret_file(dir: &Path, name: &str, secret: &str) -> PathBuf {
     path
 }
 
-/// `status` of a running agent, once its socket answers.
-fn status_text(agent: &Agent) -> String {
-    wait_for(Duration::from_secs(5), "status", || {
-        let (status, out, _) = agent.control(&["status"]);
-        status.success().then_some(out)
-    })
-}
-
 #[test]
 fn api_secret_and_stored_token_from_files() {
     let janus = Janus::start_with(JanusConfig {
@@ -134,10 +124,7 @@ fn api_secret_and_stored_token_from_files() {
         )
     };
 
-    let mut agent = Agent::start(&config(&janus, 7101, &files(&token), ""));
-    wait_live(&janus, 7101);
-    assert!(agent.stop(Duration::from_secs(10)).success());
-    assert!(janus.probe().nothing_left(7101, SECRET));
+    goes_live_and_cleans_up(&janus, 7101, &config(&janus, 7101, &files(&token), ""));
 }
 
 #[test]
@@ -156,8 +143,9 @@ fn an_unknown_token_is_a_clear_403() {
     let lines = agent.warnings("Janus error 403");
     assert_eq!(lines.len(), 1, "{}", agent.log());
     assert!(lines[0].contains("janus.token"), "{}", lines[0]);
+    assert_first_retry_is_slow(&lines[0]);
     println!("{}", lines[0]);
-    let status = status_text(&agent);
+    let status = agent.status_text();
     assert!(status.contains("last error: Janus error 403"), "{status}");
     assert!(!agent.log().contains("token-wrong"));
     assert!(!janus.probe().room_exists(7102));
@@ -179,6 +167,7 @@ fn admin_key_unlocks_create_and_rtp_forward() {
     assert_eq!(lines.len(), 1, "{log}");
     println!("{}", lines[0]);
     assert!(lines[0].contains("set room.admin_key"), "{}", lines[0]);
+    assert_first_retry_is_slow(&lines[0]);
     assert!(!probe.room_exists(7201));
     drop(agent);
 
@@ -188,11 +177,7 @@ fn admin_key_unlocks_create_and_rtp_forward() {
     let speaker = ports(1);
     let room_extra = format!("admin_key_file = \"{}\"", key.display());
     let mut agent = Agent::start(&config_speaker(&janus, 7202, "", &room_extra, speaker));
-    wait_for(
-        Duration::from_secs(5),
-        "room, mountpoint and forwarder",
-        || probe.all_present(7202, SECRET, speaker).then_some(()),
-    );
+    probe.wait_all_present(7202, SECRET, speaker, Duration::from_secs(5));
     assert!(!agent.log().contains("admin-right"));
     assert!(agent.stop(Duration::from_secs(10)).success());
     assert!(probe.nothing_left(7202, SECRET));

@@ -3,13 +3,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::janus::{Janus, Probe};
+use common::janus::Janus;
 use common::{no_media_config, ports, run_agent, scratch, wait_for, Agent, Extra};
 use serde_json::Value;
 
@@ -24,34 +24,12 @@ fn config(janus_url: &str, room: u64, extra: &str) -> String {
     no_media_config(janus_url, room, SECRET, ports(1), extra)
 }
 
-/// `status --json`, waiting for the agent to serve its socket.
-fn status_json(agent: &Agent) -> Value {
-    wait_for(Duration::from_secs(5), "status --json", || {
-        let (status, out, _) = agent.control(&["status", "--json"]);
-        status
-            .success()
-            .then(|| serde_json::from_str(&out).expect("status --json is JSON"))
-    })
-}
-
-fn wait_room(probe: &Probe, room: u64, present: bool) {
-    wait_for(
-        Duration::from_secs(5),
-        &format!("room {room} present = {present}"),
-        || {
-            (probe.room_exists(room) == present
-                && probe.mountpoint(room, SECRET).is_some() == present)
-                .then_some(())
-        },
-    );
-}
-
 #[test]
 fn close_and_open_over_the_control_socket() {
     let janus = Janus::start();
     let probe = janus.probe();
     let agent = Agent::start(&config(&janus.url(), 41, ""));
-    wait_room(&probe, 41, true);
+    probe.wait_room(41, SECRET, true);
 
     let (status, out, _) = agent.control(&["status"]);
     assert!(status.success());
@@ -59,15 +37,15 @@ fn close_and_open_over_the_control_socket() {
 
     let (status, _, err) = agent.control(&["close"]);
     assert!(status.success(), "{err}");
-    wait_room(&probe, 41, false);
+    probe.wait_room(41, SECRET, false);
     wait_for(Duration::from_secs(2), "status closed", || {
-        (status_json(&agent)["phase"] == "closed").then_some(())
+        (agent.status_json()["phase"] == "closed").then_some(())
     });
 
     let (status, _, err) = agent.control(&["open"]);
     assert!(status.success(), "{err}");
-    wait_room(&probe, 41, true);
-    let json = status_json(&agent);
+    probe.wait_room(41, SECRET, true);
+    let json = agent.status_json();
     assert_eq!(json["room"]["desired"], "open");
     assert!(
         !json.to_string().contains(SECRET),
@@ -80,18 +58,18 @@ fn status_follows_a_janus_restart() {
     let mut janus = Janus::start();
     let agent = Agent::start(&config(&janus.url(), 42, ""));
     wait_for(Duration::from_secs(5), "live", || {
-        (status_json(&agent)["phase"] == "live").then_some(())
+        (agent.status_json()["phase"] == "live").then_some(())
     });
     janus.kill();
     let down = wait_for(Duration::from_secs(5), "status to show the outage", || {
-        let json = status_json(&agent);
+        let json = agent.status_json();
         (json["phase"] == "opening").then_some(json)
     });
     let error = down["room"]["last_error"].as_str().unwrap_or_default();
     assert!(error.contains("cannot reach Janus"), "{down}");
     janus.restart();
     wait_for(Duration::from_secs(5), "live again", || {
-        let json = status_json(&agent);
+        let json = agent.status_json();
         (json["phase"] == "live" && json["room"]["last_error"].is_null()).then_some(())
     });
 }
@@ -100,7 +78,7 @@ fn status_follows_a_janus_restart() {
 fn malformed_requests_get_an_error_and_block_nothing() {
     let janus = Janus::start();
     let mut agent = Agent::start(&config(&janus.url(), 43, ""));
-    let socket = agent.config_path().with_file_name("control.sock");
+    let socket = agent.socket().to_owned();
     wait_for(Duration::from_secs(5), "the control socket", || {
         UnixStream::connect(&socket).ok()
     });
@@ -112,25 +90,47 @@ fn malformed_requests_get_an_error_and_block_nothing() {
         "{\"command\":\n",
         "\n",
     ] {
-        let mut stream = UnixStream::connect(&socket).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        stream.write_all(garbage.as_bytes()).expect("write");
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).expect("a reply");
-        let reply: Value = serde_json::from_str(&reply).expect("JSON reply");
-        assert_eq!(reply["ok"], false, "{garbage:?} -> {reply}");
-        assert!(reply["error"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("bad request"));
+        let reply = ask(&socket, garbage.as_bytes());
+        assert_bad_request(&reply, &format!("{garbage:?}"));
     }
-    // An oversized request is cut off, not buffered without end.
-    let mut big = UnixStream::connect(&socket).expect("connect");
-    let _ = big.write_all(&vec![b'x'; 64 * 1024]);
-    assert_eq!(status_json(&agent)["room"]["room_id"], 43);
+    // An oversized request is cut off at the limit (4 KiB) and answered,
+    // although its line never ends: not buffered until the client's
+    // deadline, which would drop it without a reply.
+    let asked = Instant::now();
+    let reply = ask(&socket, &[b'x'; 64 * 1024]);
+    assert_bad_request(&reply, "64 KiB without a newline");
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(agent.status_json()["room"]["room_id"], 43);
     assert!(agent.is_running());
+}
+
+/// Sends `request` on a connection of its own to the control socket, and
+/// reads the one reply line (bounded in time); `Value::Null` when none came.
+fn ask(socket: &Path, request: &[u8]) -> Value {
+    let mut stream = UnixStream::connect(socket).expect("connect");
+    for timeout in [
+        stream.set_read_timeout(Some(Duration::from_secs(10))),
+        stream.set_write_timeout(Some(Duration::from_secs(10))),
+    ] {
+        timeout.expect("socket timeout");
+    }
+    // The agent may stop reading (and close) before all of it is sent.
+    let _ = stream.write_all(request);
+    // One line: after it, the agent may close with part of the request
+    // unread, which a read past the line reports as a reset.
+    let mut reply = String::new();
+    let _ = BufReader::new(stream).read_line(&mut reply);
+    serde_json::from_str(&reply).unwrap_or(Value::Null)
+}
+
+fn assert_bad_request(reply: &Value, request: &str) {
+    assert_eq!(reply["ok"], false, "{request} -> {reply}");
+    let error = reply["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("bad request: "), "{request} -> {reply}");
 }
 
 #[test]
@@ -192,8 +192,9 @@ fn count(messages: &[(Instant, String)], needle: &str) -> usize {
 fn systemd_gets_ready_status_and_watchdog() {
     let janus = Janus::start();
     let notify = NotifySocket::bind();
+    // A request may not outlast the watchdog period: 350 ms for 400 ms.
     let mut agent = Agent::start_with(
-        &config(&janus.url(), 44, ""),
+        &config(&janus.url(), 44, "").replace("[janus]\n", "[janus]\nrequest_timeout_ms = 350\n"),
         &[("NOTIFY_SOCKET", &notify.path), ("WATCHDOG_USEC", "400000")],
     );
     let messages = notify.collect(Duration::from_secs(3));
@@ -229,27 +230,54 @@ fn systemd_gets_ready_status_and_watchdog() {
 }
 
 #[test]
-fn a_hung_loop_stops_the_watchdog() {
-    // A "Janus" that accepts connections and never answers: the reconciler
-    // hangs in its request, and the watchdog must notice.
-    let hung = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/janus", hung.local_addr().expect("addr"));
+fn a_silent_janus_does_not_starve_the_watchdog() {
+    // A "Janus" that accepts connections and never answers: each request
+    // waits its full timeout, and the loop keeps answering the watchdog.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/janus", silent.local_addr().expect("addr"));
     let notify = NotifySocket::bind();
-    let agent = Agent::start_with(
-        &config(&url, 45, "")
-            .replace("[room]", "[room]\n")
-            .replace("[janus]\n", "[janus]\nrequest_timeout_ms = 30000\n"),
-        &[("NOTIFY_SOCKET", &notify.path), ("WATCHDOG_USEC", "400000")],
+    let mut agent = Agent::start_with(
+        &config(&url, 45, "").replace("[janus]\n", "[janus]\nrequest_timeout_ms = 1500\n"),
+        &[
+            ("NOTIFY_SOCKET", &notify.path),
+            ("WATCHDOG_USEC", "2000000"),
+        ],
     );
-    let messages = notify.collect(Duration::from_secs(3));
+    let messages = notify.collect(Duration::from_secs(6));
     // READY does not wait for Janus.
     assert_eq!(count(&messages, "READY=1"), 1, "{messages:?}");
-    assert!(count(&messages, "WATCHDOG=1") <= 1, "{messages:?}");
-    agent.wait_log(
-        Duration::from_secs(2),
-        "does not answer: not feeding the watchdog",
+    let pings: Vec<_> = messages
+        .iter()
+        .filter(|(_, m)| m.trim() == "WATCHDOG=1")
+        .map(|(at, _)| *at)
+        .collect();
+    // Every 1 s (half of WatchdogSec), never a gap systemd would act on.
+    assert!(pings.len() >= 4, "{messages:?}");
+    let gaps: Vec<_> = pings.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|g| *g < Duration::from_millis(1500)),
+        "gaps {gaps:?}"
     );
-    drop(hung);
+    assert!(agent.is_running());
+    assert!(agent.warnings("not feeding the watchdog").is_empty());
+    drop(silent);
+}
+
+#[test]
+fn a_request_timeout_beyond_the_watchdog_is_refused() {
+    let agent_config = config("http://127.0.0.1:9/janus", 47, "")
+        .replace("[janus]\n", "[janus]\nrequest_timeout_ms = 30000\n");
+    let mut agent = Agent::start_with(&agent_config, &[("WATCHDOG_USEC", "10000000")]);
+    let status = agent.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(78), "{}", agent.log());
+    assert!(
+        agent.log().contains(
+            "config error: janus.request_timeout_ms: 30000 ms is not below the watchdog period \
+             (WatchdogSec = 10000 ms)"
+        ),
+        "{}",
+        agent.log()
+    );
 }
 
 #[test]
@@ -293,7 +321,7 @@ fn buttons_open_and_close_the_room_with_debounce() {
         pins.display()
     );
     let agent = Agent::start(&config(&janus.url(), 47, &extra));
-    wait_room(&probe, 47, true);
+    probe.wait_room(47, SECRET, true);
     wait_for(Duration::from_secs(2), "the GPIO socket", || {
         pins.exists().then_some(())
     });
@@ -301,20 +329,20 @@ fn buttons_open_and_close_the_room_with_debounce() {
     // Toggle, pressed with contact bounce: one press, so the room closes
     // (three falling edges counted as presses would leave it open).
     gpio(&pins, &["22 0", "22 1", "22 0", "22 1", "22 0"]);
-    wait_room(&probe, 47, false);
+    probe.wait_room(47, SECRET, false);
     std::thread::sleep(Duration::from_millis(800));
     assert!(!probe.room_exists(47), "a bounce counted as a second press");
-    assert_eq!(status_json(&agent)["room"]["desired"], "closed");
+    assert_eq!(agent.status_json()["room"]["desired"], "closed");
 
     // Release, then a second, clean press: open again.
     gpio(&pins, &["22 1"]);
     std::thread::sleep(Duration::from_millis(100));
     gpio(&pins, &["22 0"]);
-    wait_room(&probe, 47, true);
+    probe.wait_room(47, SECRET, true);
 
     // The dedicated buttons do what they say, however often pressed.
     gpio(&pins, &["22 1", "27 0"]);
-    wait_room(&probe, 47, false);
+    probe.wait_room(47, SECRET, false);
     std::thread::sleep(Duration::from_millis(100));
     gpio(&pins, &["27 1"]);
     std::thread::sleep(Duration::from_millis(100));
@@ -322,7 +350,7 @@ fn buttons_open_and_close_the_room_with_debounce() {
     std::thread::sleep(Duration::from_millis(600));
     assert!(!probe.room_exists(47));
     gpio(&pins, &["17 0"]);
-    wait_room(&probe, 47, true);
+    probe.wait_room(47, SECRET, true);
     assert!(
         agent.log().contains("button on GPIO 17 pressed: Open"),
         "{}",
@@ -358,7 +386,7 @@ fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
     let janus = Janus::start();
     let probe = janus.probe();
     let mut agent = Agent::start(&config(&janus.url(), 49, ""));
-    wait_room(&probe, 49, true);
+    probe.wait_room(49, SECRET, true);
     let path = agent.config_path();
     let original = std::fs::read_to_string(&path).expect("read config");
 
@@ -375,8 +403,175 @@ fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
 
     std::fs::write(&path, original.replace("id = 49", "id = 50")).expect("write new config");
     agent.signal("HUP");
-    wait_room(&probe, 50, true);
-    wait_room(&probe, 49, false);
+    probe.wait_room(50, SECRET, true);
+    probe.wait_room(49, SECRET, false);
     assert!(agent.stop(Duration::from_secs(10)).success());
-    wait_room(&probe, 50, false);
+    probe.wait_room(50, SECRET, false);
+}
+
+/// The config of [`a_closed_room_stays_closed_across_restarts`]: a live
+/// microphone.
+fn remembering_config(janus: &Janus, room: u64, open_on_start: bool) -> String {
+    let extra = Extra {
+        room: &format!("open_on_start = {open_on_start}"),
+        ..Extra::default()
+    };
+    no_media_config(&janus.url(), room, SECRET, ports(1), extra).replace(
+        "[microphone]\nenabled = false",
+        "[microphone]\ndevice = \"test\"",
+    )
+}
+
+/// Starts an agent whose state directory is `dir` (kept across agents).
+fn remembering_agent(config: &str, dir: &Path) -> Agent {
+    let dir = dir.to_str().expect("utf-8 path");
+    Agent::start_with(config, &[("BROADCAST_AGENT__CONTROL__STATE_DIR", dir)])
+}
+
+#[test]
+fn a_closed_room_stays_closed_across_restarts() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let dir = scratch();
+    let mut agent = remembering_agent(&remembering_config(&janus, 51, true), dir.path());
+    probe.wait_room(51, SECRET, true);
+    let (status, _, err) = agent.control(&["close"]);
+    assert!(status.success(), "{err}");
+    probe.wait_room(51, SECRET, false);
+    assert!(agent.stop(Duration::from_secs(10)).success());
+
+    // open_on_start = true, but the owner closed it: it stays closed, and
+    // the microphone stays off.
+    let mut agent = remembering_agent(&remembering_config(&janus, 51, true), dir.path());
+    let json = agent.status_json();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!probe.room_exists(51) && probe.mountpoint(51, SECRET).is_none());
+    assert_eq!(json["room"]["desired"], "closed", "{json}");
+    assert_eq!(json["room"]["closed_by"], "restored", "{json}");
+    let pipelines = json["pipelines"].as_array().expect("pipelines");
+    assert!(!pipelines.is_empty(), "{json}");
+    assert!(pipelines.iter().all(|p| p["state"] == "stopped"), "{json}");
+    let (_, out, _) = agent.control(&["status"]);
+    assert!(
+        out.contains("closed by the owner before the agent restarted"),
+        "{out}"
+    );
+
+    // Opened again, it stays open across a reload and a restart, whatever
+    // open_on_start says.
+    assert!(agent.control(&["open"]).0.success());
+    probe.wait_room(51, SECRET, true);
+    agent.signal("HUP");
+    agent.wait_log(Duration::from_secs(5), "SIGHUP: configuration reloaded");
+    probe.wait_room(51, SECRET, true);
+    assert!(agent.stop(Duration::from_secs(10)).success());
+    let agent = remembering_agent(&remembering_config(&janus, 51, false), dir.path());
+    probe.wait_room(51, SECRET, true);
+    assert_eq!(agent.status_json()["room"]["desired"], "open");
+}
+
+#[test]
+fn a_corrupt_choice_falls_back_to_open_on_start_with_one_warning() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let dir = scratch();
+    std::fs::write(dir.path().join("room.json"), "{\"room\":").expect("write");
+    let agent = remembering_agent(&remembering_config(&janus, 52, true), dir.path());
+    probe.wait_room(52, SECRET, true);
+    let warnings = agent.warnings("room.json");
+    assert_eq!(warnings.len(), 1, "{}", agent.log());
+    assert!(
+        warnings[0].contains("is not a saved choice"),
+        "{warnings:?}"
+    );
+}
+
+/// `[gpio]` lines for simulated pins at `pins`: a close button on 27, an
+/// open button on 17, and `more`.
+fn simulated_gpio(pins: &Path, more: &str) -> String {
+    format!(
+        "[gpio]\nenabled = true\nopen_pin = 17\nclose_pin = 27\ndebounce_ms = 20\nsimulate = \"{}\"\n{more}\n",
+        pins.display()
+    )
+}
+
+/// Presses (and releases) the active-low button on `pin`.
+fn press(pins: &Path, pin: u8) {
+    gpio(pins, &[&format!("{pin} 0")]);
+    std::thread::sleep(Duration::from_millis(60));
+    gpio(pins, &[&format!("{pin} 1")]);
+}
+
+#[test]
+fn buttons_work_without_a_status_led() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let dir = scratch();
+    let pins = dir.path().join("gpio.sock");
+    let agent = Agent::start(&config(&janus.url(), 53, &simulated_gpio(&pins, "")));
+    probe.wait_room(53, SECRET, true);
+    press(&pins, 27);
+    probe.wait_room(53, SECRET, false);
+    press(&pins, 17);
+    probe.wait_room(53, SECRET, true);
+    assert!(agent.log().contains("button on GPIO 27 pressed: Close"));
+}
+
+#[test]
+fn a_reload_with_gpio_takes_the_pins_again() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let dir = scratch();
+    let pins = dir.path().join("gpio.sock");
+    let mut agent = Agent::start(&config(
+        &janus.url(),
+        54,
+        &simulated_gpio(&pins, "led_pin = 23"),
+    ));
+    probe.wait_room(54, SECRET, true);
+    for reloads in 1..=2 {
+        agent.signal("HUP");
+        wait_for(Duration::from_secs(5), "the reloaded agent", || {
+            let log = agent.log();
+            (log.matches("running: room 54").count() > reloads || log.contains("exit"))
+                .then_some(())
+        });
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.is_running(), "{}", agent.log());
+    assert!(!agent.log().contains("already in use"), "{}", agent.log());
+    probe.wait_room(54, SECRET, true);
+    press(&pins, 27);
+    probe.wait_room(54, SECRET, false);
+    assert!(agent.stop(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn check_refuses_a_recording_dir_the_unit_cannot_write_and_warns_of_space() {
+    let dir = scratch();
+    let path = dir.path().join("agent.toml");
+    let check = |recording: &str| {
+        let text = config("http://127.0.0.1:9/janus", 55, recording).replace(
+            "[microphone]\nenabled = false",
+            "[microphone]\ndevice = \"test\"",
+        );
+        common::write_private(&path, &text);
+        run_agent(&["check", "--config", path.to_str().expect("utf-8")], &[])
+    };
+    let outside = format!(
+        "[recording]\nenabled = true\ndir = \"{}\"\n",
+        dir.path().join("rec").display()
+    );
+    let (status, _, err) = check(&outside);
+    assert_eq!(status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("recording.dir: ") && err.contains("ReadWritePaths="),
+        "{err}"
+    );
+
+    let (status, _, err) = check("[recording]\nenabled = true\nmax_total_mb = 1e12\n");
+    assert!(status.success(), "{err}");
+    assert!(err.contains("less than recording.max_total_mb"), "{err}");
+    let (status, _, err) = check("[recording]\nenabled = true\nmax_total_mb = 1\n");
+    assert!(status.success() && !err.contains("max_total_mb"), "{err}");
 }

@@ -2,10 +2,13 @@
 //! accepts it without a word, `systemd-analyze security` rates its sandbox
 //! "OK", and it keeps the settings the agent and the packaging rely on.
 
-use std::io::Read;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::finish;
 
 const UNIT_NAME: &str = "broadcast-agent.service";
 /// The installed binary; the test copy points at the one cargo built instead,
@@ -47,7 +50,7 @@ fn test_copy(dir: &Path) -> PathBuf {
 /// Runs systemd-analyze with `args`; returns (success, stdout, stderr).
 /// Killed, and the test failed, after TIMEOUT.
 fn systemd_analyze(args: &[&str]) -> (bool, String, String) {
-    let mut child = Command::new("systemd-analyze")
+    let child = Command::new("systemd-analyze")
         .args(args)
         .env_remove("SYSTEMD_LOG_LEVEL")
         .env("SYSTEMD_PAGER", "")
@@ -58,29 +61,7 @@ fn systemd_analyze(args: &[&str]) -> (bool, String, String) {
         .unwrap_or_else(|e| {
             panic!("systemd-analyze (package systemd, see deploy/install-deps.sh): {e}")
         });
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("stdout")));
-    let err = drain(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for systemd-analyze") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("systemd-analyze {args:?} still running after {TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = out.join().expect("stdout reader");
-    let err = err.join().expect("stderr reader");
+    let (status, out, err) = finish(child, &format!("systemd-analyze {args:?}"), TIMEOUT);
     (status.success(), out, err)
 }
 
@@ -160,6 +141,13 @@ fn unit_keeps_what_the_agent_relies_on() {
     // /run/broadcast-agent/control.sock.
     assert_eq!(one("RuntimeDirectory"), "broadcast-agent");
     assert_eq!(one("User"), "broadcast-agent");
+    // /var/lib/broadcast-agent: control.state_dir's default (the owner's
+    // last open/close) is writable under ProtectSystem=strict.
+    assert_eq!(one("StateDirectory"), "broadcast-agent");
+    let conf =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/agent.toml"))
+            .expect("conf/agent.toml");
+    assert!(conf.contains("\nstate_dir = \"/var/lib/broadcast-agent\"\n"));
     let groups = words("SupplementaryGroups");
     for group in ["audio", "video", "gpio"] {
         assert!(groups.iter().any(|g| g == group), "{group} in {groups:?}");

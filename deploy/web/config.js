@@ -1,9 +1,13 @@
-// Deployment defaults for the viewer page. Edit this file on the web server;
-// the page's query parameters override it (`?janus=...`).
+// Deployment defaults for the viewer page. Edit this file on the web server.
+// `?janus=<url>` picks another server only if it is listed in `servers`.
 window.BROADCAST_CONFIG = {
   // Janus REST endpoint: an absolute URL, or a path on the page's own server
   // (e.g. a reverse proxy that forwards /janus to Janus on port 8088).
   janus: "/janus",
+  // The servers `?janus=<url>` may choose (relative URLs count from this
+  // page); a link naming any other is shown as an error, never followed.
+  // Unset: only `janus` above.
+  // servers: ["/janus", "https://janus2.example.org/janus"],
   // ICE servers for viewers behind NAT: a STUN server, and the same TURN
   // server as janus.jcfg's nat.turn_server, with viewer credentials, e.g.
   //   { urls: "stun:stun.example.org:3478" },

@@ -37,7 +37,14 @@
 
   const params = new URLSearchParams(window.location.search);
   const config = Object.assign({ janus: '/janus', iceServers: [] }, window.BROADCAST_CONFIG || {});
-  const serverUrl = params.get('janus') || config.janus;
+  // `?janus=` may only pick one of the servers config.js lists (by default
+  // the configured one): the page must not hand the viewer's PIN and the
+  // token to a server named in a link.
+  const absolute = (url) => { try { return new URL(url, window.location.href).href; } catch (e) { return null; } };
+  const allowedServers = (Array.isArray(config.servers) ? config.servers : [config.janus]).map(absolute);
+  const requestedServer = params.get('janus');
+  const serverUrl = requestedServer || config.janus;
+  const serverAllowed = allowedServers.includes(absolute(serverUrl));
   const roomParam = params.get('r') || params.get('room');
   const roomId = /^\d+$/.test(roomParam || '') ? parseInt(roomParam, 10) : null;
   let pin = params.get('pin') || null;
@@ -476,6 +483,10 @@
 
   if (roomId === null) {
     setState('error', 'no broadcast given: open this page with ?r=<room number>');
+    return;
+  }
+  if (!serverAllowed) {
+    setState('error', 'server ' + serverUrl + ' is not one of this page\'s servers (config.js `servers`): not contacted');
     return;
   }
   $('room-label').textContent = String(roomId);

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::duration;
 use crate::secret::{self, Secret};
 
 /// `[janus]`: the REST endpoint and its credentials.
@@ -36,8 +37,9 @@ pub struct JanusSettings {
     /// PEM file of an extra CA to trust (a self-signed Janus certificate).
     #[serde(serialize_with = "none_as_empty")]
     pub ca_file: Option<PathBuf>,
-    /// Longest wait for one Janus request.
-    pub request_timeout_ms: u64,
+    /// Longest wait for one Janus request (`request_timeout_ms`).
+    #[serde(rename = "request_timeout_ms", with = "duration::millis")]
+    pub request_timeout: Duration,
 }
 
 impl Default for JanusSettings {
@@ -49,17 +51,12 @@ impl Default for JanusSettings {
             api_secret_file: None,
             token_file: None,
             ca_file: None,
-            request_timeout_ms: 5000,
+            request_timeout: Duration::from_millis(5000),
         }
     }
 }
 
 impl JanusSettings {
-    /// [`Self::request_timeout_ms`] as a duration.
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
-    }
-
     /// The host part of [`Self::url`] (validated at load time).
     pub fn host(&self) -> &str {
         url_host(&self.url).unwrap_or_default()
@@ -107,19 +104,23 @@ pub struct RoomSettings {
     pub open_on_start: bool,
     /// Remove room and mountpoint when the room is closed or the agent stops.
     pub destroy_on_close: bool,
-    /// How often the agent checks that what it made still exists.
-    pub check_interval_ms: u64,
+    /// How often the agent checks that what it made still exists
+    /// (`check_interval_ms`).
+    #[serde(rename = "check_interval_ms", with = "duration::millis")]
+    pub check_interval: Duration,
     /// Let plain-RTP participants (SIP/RTP gateways, tests) join the room.
     pub allow_rtp_participants: bool,
     /// Where viewers watch, with `{room}` standing for the id, e.g.
     /// `https://janus.example:8080/?r={room}`; logged and shown when live.
     pub viewer_url: String,
     /// Close the room after it has had no participants for this long
-    /// (seconds); 0 = never.
-    pub idle_timeout_s: u64,
-    /// Close the room this long after it was opened (seconds), whoever is
-    /// in it; 0 = never.
-    pub max_duration_s: u64,
+    /// (`idle_timeout_s`; 0 there is `None`, never).
+    #[serde(rename = "idle_timeout_s", with = "duration::seconds_or_never")]
+    pub idle_timeout: Option<Duration>,
+    /// Close the room this long after it was opened, whoever is in it
+    /// (`max_duration_s`; 0 there is `None`, never).
+    #[serde(rename = "max_duration_s", with = "duration::seconds_or_never")]
+    pub max_duration: Option<Duration>,
 }
 
 impl Default for RoomSettings {
@@ -135,29 +136,12 @@ impl Default for RoomSettings {
             admin_key_file: None,
             open_on_start: true,
             destroy_on_close: true,
-            check_interval_ms: 2000,
+            check_interval: Duration::from_millis(2000),
             allow_rtp_participants: false,
             viewer_url: String::new(),
-            idle_timeout_s: 0,
-            max_duration_s: 0,
+            idle_timeout: None,
+            max_duration: None,
         }
-    }
-}
-
-impl RoomSettings {
-    /// [`Self::check_interval_ms`] as a duration.
-    pub fn check_interval(&self) -> Duration {
-        Duration::from_millis(self.check_interval_ms)
-    }
-
-    /// [`Self::idle_timeout_s`] as a duration, if set.
-    pub fn idle_timeout(&self) -> Option<Duration> {
-        (self.idle_timeout_s > 0).then(|| Duration::from_secs(self.idle_timeout_s))
-    }
-
-    /// [`Self::max_duration_s`] as a duration, if set.
-    pub fn max_duration(&self) -> Option<Duration> {
-        (self.max_duration_s > 0).then(|| Duration::from_secs(self.max_duration_s))
     }
 }
 

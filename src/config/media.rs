@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::duration;
 use crate::h264::{self, Level};
 
 /// `[stream]`: where the Pi sends its camera and microphone.
@@ -18,11 +19,15 @@ pub struct StreamSettings {
     pub video_port: u16,
     /// The mountpoint's Opus port.
     pub audio_port: u16,
-    /// A capture pipeline that sends nothing for this long has stalled and is restarted.
-    pub stall_timeout_ms: u64,
+    /// A capture pipeline that sends nothing for this long has stalled and
+    /// is restarted (`stall_timeout_ms`).
+    #[serde(rename = "stall_timeout_ms", with = "duration::millis")]
+    pub stall_timeout: Duration,
     /// A capture pipeline whose media Janus has not received for this long
-    /// (wrong `host`, a firewall) is restarted and reported.
-    pub janus_media_timeout_ms: u64,
+    /// (wrong `host`, a firewall) is restarted and reported
+    /// (`janus_media_timeout_ms`).
+    #[serde(rename = "janus_media_timeout_ms", with = "duration::millis")]
+    pub janus_media_timeout: Duration,
     /// Encrypt the camera and microphone RTP (SRTP, AES_CM_128_HMAC_SHA1_80)
     /// with a key made fresh for each mountpoint.
     pub srtp: bool,
@@ -34,22 +39,10 @@ impl Default for StreamSettings {
             host: String::new(),
             video_port: 8004,
             audio_port: 8005,
-            stall_timeout_ms: 5000,
-            janus_media_timeout_ms: 10_000,
+            stall_timeout: Duration::from_millis(5000),
+            janus_media_timeout: Duration::from_millis(10_000),
             srtp: false,
         }
-    }
-}
-
-impl StreamSettings {
-    /// [`Self::stall_timeout_ms`] as a duration.
-    pub fn stall_timeout(&self) -> Duration {
-        Duration::from_millis(self.stall_timeout_ms)
-    }
-
-    /// [`Self::janus_media_timeout_ms`] as a duration.
-    pub fn janus_media_timeout(&self) -> Duration {
-        Duration::from_millis(self.janus_media_timeout_ms)
     }
 }
 
@@ -65,8 +58,9 @@ pub struct SpeakerSettings {
     pub port: u16,
     /// Address Janus forwards to; empty means the local address that reaches Janus.
     pub host: String,
-    /// Jitter buffer, in milliseconds.
-    pub latency_ms: u32,
+    /// Jitter buffer (`latency_ms`).
+    #[serde(rename = "latency_ms", with = "duration::millis")]
+    pub latency: Duration,
 }
 
 impl Default for SpeakerSettings {
@@ -76,7 +70,7 @@ impl Default for SpeakerSettings {
             device: "default".into(),
             port: 5000,
             host: String::new(),
-            latency_ms: 100,
+            latency: Duration::from_millis(100),
         }
     }
 }
@@ -129,6 +123,55 @@ impl TryFrom<String> for VideoSource {
     }
 }
 
+/// Clockwise rotation of the picture (`[video] rotation`): 0, 90, 180 or
+/// 270 degrees, an integer in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub enum Rotation {
+    /// Upright.
+    Deg0,
+    /// A quarter turn clockwise.
+    Deg90,
+    /// Upside down.
+    Deg180,
+    /// Three quarter turns clockwise (a quarter turn counter-clockwise).
+    Deg270,
+}
+
+impl Rotation {
+    /// The angle in degrees, as the camera programs and elements take it.
+    pub fn degrees(self) -> u32 {
+        match self {
+            Self::Deg0 => 0,
+            Self::Deg90 => 90,
+            Self::Deg180 => 180,
+            Self::Deg270 => 270,
+        }
+    }
+
+    /// A quarter turn either way: width and height swap.
+    pub fn is_quarter_turn(self) -> bool {
+        matches!(self, Self::Deg90 | Self::Deg270)
+    }
+}
+
+impl TryFrom<u32> for Rotation {
+    type Error = String;
+
+    fn try_from(degrees: u32) -> Result<Self, String> {
+        [Self::Deg0, Self::Deg90, Self::Deg180, Self::Deg270]
+            .into_iter()
+            .find(|r| r.degrees() == degrees)
+            .ok_or_else(|| format!("{degrees} is not one of 0, 90, 180, 270"))
+    }
+}
+
+impl From<Rotation> for u32 {
+    fn from(rotation: Rotation) -> u32 {
+        rotation.degrees()
+    }
+}
+
 /// `[video]`: the camera and its encoding.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -145,8 +188,8 @@ pub struct VideoSettings {
     pub framerate: u32,
     /// H.264 bitrate in kbit/s.
     pub bitrate_kbps: u32,
-    /// Clockwise rotation in degrees: 0, 90, 180 or 270.
-    pub rotation: u32,
+    /// Clockwise rotation.
+    pub rotation: Rotation,
     /// Mirror left-right.
     pub hflip: bool,
     /// Mirror top-bottom.
@@ -162,7 +205,7 @@ impl Default for VideoSettings {
             height: 720,
             framerate: 30,
             bitrate_kbps: 2000,
-            rotation: 0,
+            rotation: Rotation::Deg0,
             hflip: false,
             vflip: false,
         }
@@ -254,8 +297,9 @@ pub struct RecordingSettings {
     pub enabled: bool,
     /// Where the segments go; created when missing.
     pub dir: PathBuf,
-    /// Length of one segment file, in seconds (cut at the next keyframe).
-    pub segment_s: u64,
+    /// Length of one segment file, cut at the next keyframe (`segment_s`).
+    #[serde(rename = "segment_s", with = "duration::seconds")]
+    pub segment_length: Duration,
     /// Disk budget for all segments, in megabytes (10^6 bytes); the oldest
     /// are deleted to stay within it.
     pub max_total_mb: f64,
@@ -266,7 +310,7 @@ impl Default for RecordingSettings {
         Self {
             enabled: false,
             dir: PathBuf::from("/var/lib/broadcast-agent/recordings"),
-            segment_s: 300,
+            segment_length: Duration::from_secs(300),
             max_total_mb: 1000.0,
         }
     }
@@ -283,6 +327,20 @@ impl RecordingSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tests::error;
+
+    #[test]
+    fn rotation_is_one_of_four_angles() {
+        for degrees in [0, 90, 180, 270] {
+            let rotation = Rotation::try_from(degrees).expect("valid");
+            assert_eq!(u32::from(rotation), degrees);
+        }
+        let e = error("[video]\nsource = \"test\"\nrotation = 45\n");
+        assert_eq!(
+            e,
+            "agent.toml: video.rotation: 45 is not one of 0, 90, 180, 270"
+        );
+    }
 
     fn video(source: VideoSource, width: u32, height: u32) -> VideoSettings {
         VideoSettings {

@@ -3,14 +3,18 @@
 //! variables, and validated so that every error names its key.
 //!
 //! The key names are a public contract (users' files rely on them): extend
-//! them, never rename them.
+//! them, never rename them. A field may be named without the key's unit
+//! (`#[serde(rename = "check_interval_ms")] check_interval: Duration`); the
+//! key stays.
 //!
 //! This module owns [`Settings`], loading and its errors; the sections are
 //! in `janus` (`[janus]`, `[room]`), `media` (`[stream]`, `[speaker]`,
 //! `[video]`, `[microphone]`, `[recording]`) and `service` (`[gpio]`,
-//! `[control]`, `[log]`), the `*_file` secrets in `secrets` and the checks
-//! in `validate`.
+//! `[control]`, `[log]`), the `*_file` secrets in `secrets`, the adapters
+//! that read the integer `*_ms` and `*_s` keys into `Duration`s in
+//! `duration`, and what types cannot check in `validate`.
 
+mod duration;
 mod janus;
 mod media;
 mod secrets;
@@ -24,8 +28,8 @@ use serde::{Deserialize, Serialize};
 
 pub use janus::{JanusSettings, RoomSettings};
 pub use media::{
-    MicrophoneSettings, RecordingSettings, SpeakerSettings, StreamSettings, VideoSettings,
-    VideoSource,
+    MicrophoneSettings, RecordingSettings, Rotation, SpeakerSettings, StreamSettings,
+    VideoSettings, VideoSource,
 };
 use secrets::{check_exposure, CREDENTIALS_VARIABLE};
 pub use service::{ControlSettings, GpioSettings, LogSettings};
@@ -125,7 +129,7 @@ impl Settings {
             .collect();
         let parse_error = |e: config::ConfigError| ConfigError::Parse {
             path: path.to_owned(),
-            reason: one_line(&e.to_string()),
+            reason: one_line(&e),
         };
         let mut settings: Settings = config::Config::builder()
             .add_source(config::File::from_str(toml, config::FileFormat::Toml))
@@ -179,35 +183,54 @@ impl Settings {
     }
 }
 
-/// Rewrites the `config` crate's messages so that the key comes first and
-/// everything fits on one line:
-/// "unknown field `idd`, expected one of `id`, .. for key `room`" becomes
-/// "room.idd: unknown key, expected one of `id`, ..", and
-/// "invalid type: .. for key `room.id`" becomes "room.id: invalid type: ..".
-fn one_line(message: &str) -> String {
-    let flat = message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !is_source_excerpt(l))
-        .collect::<Vec<_>>()
-        .join(": ");
-    let (text, key) = match flat.rsplit_once(" for key `") {
-        Some((text, key)) => (text, Some(key.trim_end_matches('`'))),
-        None => (flat.as_str(), None),
+/// The `config` crate's error on one line, key first, from its fields:
+/// "room.id: invalid type: ..", and for serde's "unknown field `idd`,
+/// expected one of `id`, .." in `[room]`, "room.idd: unknown key, expected
+/// one of `id`, ..". TOML syntax errors lose the lines quoting the file.
+fn one_line(error: &config::ConfigError) -> String {
+    use config::ConfigError as E;
+    let (text, key, origin) = match error {
+        E::Type {
+            origin,
+            unexpected,
+            expected,
+            key,
+        } => (
+            format!("invalid type: {unexpected}, expected {expected}"),
+            key,
+            origin,
+        ),
+        E::At { error, origin, key } => (error.to_string(), key, origin),
+        E::Message(text) => (text.clone(), &None, &None),
+        other => return flatten(&other.to_string()),
     };
+    let from = origin
+        .as_ref()
+        .map(|origin| format!(" (from {origin})"))
+        .unwrap_or_default();
     if let Some((field, expected)) = text
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split_once('`'))
     {
         return match key {
-            Some(key) => format!("{key}.{field}: unknown key{expected}"),
-            None => format!("{field}: unknown section{expected}"),
+            Some(key) => format!("{key}.{field}: unknown key{expected}{from}"),
+            None => format!("{field}: unknown section{expected}{from}"),
         };
     }
     match key {
-        Some(key) => format!("{key}: {text}"),
-        None => flat,
+        Some(key) => format!("{key}: {text}{from}"),
+        None => format!("{text}{from}"),
     }
+}
+
+/// A multi-line message on one line, without the lines quoting the file.
+fn flatten(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !is_source_excerpt(l))
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// The lines of a TOML parse error that quote the file (`1 | key = ..`, `|   ^`).
@@ -226,6 +249,8 @@ impl fmt::Display for Settings {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::secret::Secret;
 
@@ -244,6 +269,18 @@ mod tests {
 
     pub(super) fn error(toml: &str) -> String {
         load(toml).expect_err("config must be rejected").to_string()
+    }
+
+    /// Asserts that `toml` is refused with a message starting `agent.toml: <start>`.
+    pub(super) fn refused(toml: &str, start: &str) {
+        let e = error(toml);
+        assert!(e.starts_with(&format!("agent.toml: {start}")), "{e}");
+    }
+
+    /// Asserts that `toml` is refused with a message containing `part`.
+    pub(super) fn refused_naming(toml: &str, part: &str) {
+        let e = error(toml);
+        assert!(e.contains(part), "{e}");
     }
 
     #[test]
@@ -266,23 +303,20 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let e = error("[room]\nidd = 3\n");
-        assert!(
-            e.starts_with("agent.toml: room.idd: unknown key, expected one of `id`"),
-            "{e}"
+        refused(
+            "[room]\nidd = 3\n",
+            "room.idd: unknown key, expected one of `id`",
         );
     }
 
     #[test]
     fn unknown_section_is_named() {
-        let e = error("[rooom]\nid = 3\n");
-        assert!(e.starts_with("agent.toml: rooom: unknown section"), "{e}");
+        refused("[rooom]\nid = 3\n", "rooom: unknown section");
     }
 
     #[test]
     fn wrong_type_is_named() {
-        let e = error("[room]\nid = \"abc\"\n");
-        assert!(e.starts_with("agent.toml: room.id: invalid type"), "{e}");
+        refused("[room]\nid = \"abc\"\n", "room.id: invalid type");
     }
 
     #[test]
@@ -306,6 +340,53 @@ mod tests {
         assert_eq!(s.janus.host(), "::1");
         assert_eq!(s.room.id, 99);
         assert_eq!(s.room.secret.as_ref().map(Secret::expose), Some("1234"));
+    }
+
+    #[test]
+    fn integer_keys_read_from_the_environment_become_durations() {
+        let s = load_env(
+            "",
+            &[
+                ("BROADCAST_AGENT__SPEAKER__LATENCY_MS", "60"),
+                ("BROADCAST_AGENT__ROOM__IDLE_TIMEOUT_S", "30"),
+                ("BROADCAST_AGENT__ROOM__MAX_DURATION_S", "0"),
+                ("BROADCAST_AGENT__VIDEO__ROTATION", "180"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(s.speaker.latency, Duration::from_millis(60));
+        assert_eq!(s.room.idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(s.room.max_duration, None, "0 is never");
+        assert_eq!(s.video.rotation, Rotation::Deg180);
+    }
+
+    #[test]
+    fn wrong_type_from_the_environment_is_named() {
+        let e = load_env("", &[("BROADCAST_AGENT__SPEAKER__LATENCY_MS", "soon")])
+            .expect_err("rejected")
+            .to_string();
+        assert_eq!(
+            e,
+            "agent.toml: speaker.latency_ms: invalid type: string \"soon\", \
+             expected an integer (from the environment)"
+        );
+    }
+
+    #[test]
+    fn durations_print_as_the_integers_of_their_keys() {
+        let shown = load("[room]\nidle_timeout_s = 90\n")
+            .expect("valid")
+            .to_masked_toml();
+        for line in [
+            "request_timeout_ms = 5000",
+            "idle_timeout_s = 90",
+            "max_duration_s = 0",
+            "latency_ms = 100",
+            "rotation = 0",
+            "segment_s = 300",
+        ] {
+            assert!(shown.contains(line), "{line} in {shown}");
+        }
     }
 
     #[test]

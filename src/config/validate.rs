@@ -2,14 +2,25 @@
 //! the rules between keys, each error naming its key.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use super::janus::url_host;
-use super::{Settings, VideoSettings, VideoSource};
+use super::{duration, Settings, VideoSettings, VideoSource};
 use crate::h264;
 
 impl Settings {
     /// Checks what types alone cannot; the error names the key.
     pub(super) fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.validate_janus()?;
+        self.validate_room()?;
+        self.validate_stream()?;
+        self.validate_audio()?;
+        self.validate_video()?;
+        self.validate_gpio()?;
+        self.validate_recording()
+    }
+
+    fn validate_janus(&self) -> Result<(), (&'static str, String)> {
         let janus = &self.janus;
         if url_host(&janus.url).is_none() {
             return Err((
@@ -25,66 +36,64 @@ impl Settings {
                 return Err(("janus.ca_file", format!("{} is not a file", ca.display())));
             }
         }
-        check_range(
+        check_millis(
             "janus.request_timeout_ms",
-            janus.request_timeout_ms,
+            janus.request_timeout,
             100,
             120_000,
-        )?;
-        if self.room.id == 0 {
+        )
+    }
+
+    fn validate_room(&self) -> Result<(), (&'static str, String)> {
+        let room = &self.room;
+        if room.id == 0 {
             return Err((
                 "room.id",
                 "must not be 0 (Janus would pick a random id)".into(),
             ));
         }
-        check_range(
-            "room.check_interval_ms",
-            self.room.check_interval_ms,
-            100,
-            600_000,
-        )?;
+        check_millis("room.check_interval_ms", room.check_interval, 100, 600_000)?;
         // A year at most: anything longer is a typo for 0 (never).
-        check_range(
-            "room.idle_timeout_s",
-            self.room.idle_timeout_s,
-            0,
-            31_536_000,
-        )?;
-        check_range(
-            "room.max_duration_s",
-            self.room.max_duration_s,
-            0,
-            31_536_000,
-        )?;
-        check_host("stream.host", &self.stream.host)?;
-        check_port("stream.video_port", self.stream.video_port)?;
-        check_port("stream.audio_port", self.stream.audio_port)?;
-        if self.stream.video_port == self.stream.audio_port {
+        let limits = [
+            ("room.idle_timeout_s", room.idle_timeout),
+            ("room.max_duration_s", room.max_duration),
+        ];
+        for (key, limit) in limits {
+            check_seconds(key, limit.unwrap_or_default(), 0, 31_536_000)?;
+        }
+        Ok(())
+    }
+
+    fn validate_stream(&self) -> Result<(), (&'static str, String)> {
+        let stream = &self.stream;
+        check_host("stream.host", &stream.host)?;
+        check_port("stream.video_port", stream.video_port)?;
+        check_port("stream.audio_port", stream.audio_port)?;
+        if stream.video_port == stream.audio_port {
             return Err((
                 "stream.audio_port",
                 "must differ from stream.video_port".into(),
             ));
         }
-        check_range(
+        check_millis(
             "stream.stall_timeout_ms",
-            self.stream.stall_timeout_ms,
+            stream.stall_timeout,
             500,
             600_000,
         )?;
-        check_range(
+        check_millis(
             "stream.janus_media_timeout_ms",
-            self.stream.janus_media_timeout_ms,
+            stream.janus_media_timeout,
             1000,
             3_600_000,
-        )?;
+        )
+    }
+
+    /// `[speaker]` and `[microphone]`.
+    fn validate_audio(&self) -> Result<(), (&'static str, String)> {
         check_host("speaker.host", &self.speaker.host)?;
         check_port("speaker.port", self.speaker.port)?;
-        check_range(
-            "speaker.latency_ms",
-            self.speaker.latency_ms.into(),
-            10,
-            5000,
-        )?;
+        check_millis("speaker.latency_ms", self.speaker.latency, 10, 5000)?;
         check_device("speaker.device", &self.speaker.device)?;
         check_device("microphone.device", &self.microphone.device)?;
         check_range(
@@ -92,20 +101,7 @@ impl Settings {
             self.microphone.bitrate_kbps.into(),
             6,
             510,
-        )?;
-        self.validate_video()?;
-        self.validate_gpio()?;
-        self.validate_recording()?;
-        if self.log.level.parse::<log::LevelFilter>().is_err() {
-            return Err((
-                "log.level",
-                format!(
-                    "{:?} is not one of error, warn, info, debug, trace",
-                    self.log.level
-                ),
-            ));
-        }
-        Ok(())
+        )
     }
 
     fn validate_recording(&self) -> Result<(), (&'static str, String)> {
@@ -119,7 +115,7 @@ impl Settings {
                 format!("{} is not an absolute path", recording.dir.display()),
             ));
         }
-        check_range("recording.segment_s", recording.segment_s, 2, 86_400)?;
+        check_seconds("recording.segment_s", recording.segment_length, 2, 86_400)?;
         if !(recording.max_total_mb.is_finite() && recording.max_total_mb > 0.0) {
             return Err((
                 "recording.max_total_mb",
@@ -140,31 +136,34 @@ impl Settings {
         if !gpio.enabled {
             return Ok(());
         }
-        let pins = [
+        let wired: Vec<(&'static str, u8)> = [
             ("gpio.open_pin", gpio.open_pin),
             ("gpio.close_pin", gpio.close_pin),
             ("gpio.toggle_pin", gpio.toggle_pin),
             ("gpio.led_pin", gpio.led_pin),
-        ];
-        for (key, pin) in pins {
-            check_range(key, pin.into(), 0, 53)?;
-        }
-        if gpio.open_pin == 0 && gpio.close_pin == 0 && gpio.toggle_pin == 0 && gpio.led_pin == 0 {
+        ]
+        .into_iter()
+        .filter_map(|(key, pin)| Some((key, pin?)))
+        .collect();
+        if wired.is_empty() {
             return Err((
                 "gpio.enabled",
                 "no pin is set (open_pin, close_pin, toggle_pin, led_pin)".into(),
             ));
         }
-        let wired: Vec<_> = pins.iter().filter(|(_, p)| *p != 0).collect();
-        for (i, (key, pin)) in wired.iter().enumerate() {
-            if wired[..i].iter().any(|(_, other)| other == pin) {
-                return Err((
-                    key,
-                    format!("GPIO {pin} is already used by another setting"),
-                ));
+        for (i, &(key, pin)) in wired.iter().enumerate() {
+            check_range(key, pin.into(), 0, 53)?;
+            if let Some((other, _)) = wired[..i].iter().find(|(_, used)| *used == pin) {
+                // Files from before pins were optional wrote 0 for "not wired".
+                let hint = if pin == 0 {
+                    " (0 is GPIO 0: leave out a pin that is not wired)"
+                } else {
+                    ""
+                };
+                return Err((key, format!("GPIO {pin} is already used by {other}{hint}")));
             }
         }
-        check_range("gpio.debounce_ms", gpio.debounce_ms, 0, 2000)
+        check_millis("gpio.debounce_ms", gpio.debounce, 0, 2000)
     }
 
     fn validate_video(&self) -> Result<(), (&'static str, String)> {
@@ -173,13 +172,7 @@ impl Settings {
         check_range("video.height", video.height.into(), 16, 4096)?;
         check_range("video.framerate", video.framerate.into(), 1, 120)?;
         check_range("video.bitrate_kbps", video.bitrate_kbps.into(), 50, 50_000)?;
-        if ![0, 90, 180, 270].contains(&video.rotation) {
-            return Err((
-                "video.rotation",
-                format!("{} is not one of 0, 90, 180, 270", video.rotation),
-            ));
-        }
-        if video.source == VideoSource::Libcamera && video.rotation % 180 != 0 {
+        if video.source == VideoSource::Libcamera && video.rotation.is_quarter_turn() {
             return Err((
                 "video.rotation",
                 "rpicam-vid rotates by 0 or 180 only; use hflip/vflip or another source".into(),
@@ -260,6 +253,26 @@ fn check_range(
     }
 }
 
+/// [`check_range`] for a `*_ms` key: the message shows milliseconds, as written.
+fn check_millis(
+    key: &'static str,
+    value: Duration,
+    min: u64,
+    max: u64,
+) -> Result<(), (&'static str, String)> {
+    check_range(key, duration::as_millis(value), min, max)
+}
+
+/// [`check_range`] for a `*_s` key: the message shows seconds, as written.
+fn check_seconds(
+    key: &'static str,
+    value: Duration,
+    min: u64,
+    max: u64,
+) -> Result<(), (&'static str, String)> {
+    check_range(key, value.as_secs(), min, max)
+}
+
 fn check_port(key: &'static str, port: u16) -> Result<(), (&'static str, String)> {
     if port == 0 {
         Err((key, "port 0 is out of range 1..=65535".into()))
@@ -294,14 +307,12 @@ fn check_host(key: &'static str, host: &str) -> Result<(), (&'static str, String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::tests::{error, load};
+    use crate::config::tests::{error, load, refused, refused_naming};
 
     #[test]
     fn port_out_of_range_is_named() {
-        let e = error("[stream]\nvideo_port = 70000\n");
-        assert!(e.starts_with("agent.toml: stream.video_port: "), "{e}");
-        let e = error("[speaker]\nport = 0\n");
-        assert!(e.contains("speaker.port"), "{e}");
+        refused("[stream]\nvideo_port = 70000\n", "stream.video_port: ");
+        refused_naming("[speaker]\nport = 0\n", "speaker.port");
     }
 
     #[test]
@@ -313,10 +324,11 @@ mod tests {
     fn video_settings_are_checked() {
         let e = error("[video]\nsource = \"webcam\"\n");
         assert!(e.contains("video.source") && e.contains("v4l2"), "{e}");
-        let e = error("[video]\nrotation = 45\n");
-        assert!(e.contains("video.rotation"), "{e}");
-        let e = error("[video]\nsource = \"libcamera\"\nrotation = 90\n");
-        assert!(e.contains("video.rotation: rpicam-vid"), "{e}");
+        refused_naming("[video]\nrotation = 45\n", "video.rotation");
+        refused_naming(
+            "[video]\nsource = \"libcamera\"\nrotation = 90\n",
+            "video.rotation: rpicam-vid",
+        );
         let ok =
             load("[video]\nsource = \"test\"\n[microphone]\ndevice = \"test\"\n").expect("valid");
         assert_eq!(ok.video.source, VideoSource::Test);
@@ -363,23 +375,50 @@ mod tests {
 
     #[test]
     fn gpio_settings_are_checked() {
-        let e = error("[gpio]\nenabled = true\n");
-        assert!(e.contains("gpio.enabled: no pin is set"), "{e}");
-        let e = error("[gpio]\nenabled = true\nopen_pin = 17\nclose_pin = 17\n");
-        assert!(e.contains("gpio.close_pin: GPIO 17 is already used"), "{e}");
-        let e = error("[gpio]\nenabled = true\nled_pin = 60\n");
-        assert!(e.contains("gpio.led_pin"), "{e}");
+        refused_naming("[gpio]\nenabled = true\n", "gpio.enabled: no pin is set");
+        refused_naming(
+            "[gpio]\nenabled = true\nopen_pin = 17\nclose_pin = 17\n",
+            "gpio.close_pin: GPIO 17 is already used",
+        );
+        refused_naming("[gpio]\nenabled = true\nled_pin = 60\n", "gpio.led_pin");
         load("[gpio]\nenabled = true\ntoggle_pin = 22\nled_pin = 23\n").expect("valid");
     }
 
     #[test]
-    fn log_level_is_checked() {
-        assert!(error("[log]\nlevel = \"loud\"\n").contains("log.level"));
+    fn durations_are_checked_in_the_unit_of_their_key() {
+        let e = error("[speaker]\nlatency_ms = 1\n");
+        assert_eq!(
+            e,
+            "agent.toml: speaker.latency_ms: 1 is out of range 10..=5000"
+        );
+        refused(
+            "[janus]\nrequest_timeout_ms = 120001\n",
+            "janus.request_timeout_ms: 120001 is out of range",
+        );
+        refused_naming(
+            "[stream]\nstall_timeout_ms = 499\n",
+            "stream.stall_timeout_ms: 499 is out",
+        );
+        refused_naming(
+            "[room]\nidle_timeout_s = 31536001\n",
+            "room.idle_timeout_s: 31536001 is out",
+        );
+        refused_naming(
+            "[recording]\nenabled = true\nsegment_s = 1\n",
+            "recording.segment_s: 1 is out of range 2..=86400",
+        );
+    }
+
+    #[test]
+    fn a_negative_duration_is_named() {
+        refused(
+            "[room]\ncheck_interval_ms = -1\n",
+            "room.check_interval_ms: ",
+        );
     }
 
     #[test]
     fn bad_url_is_named() {
-        let e = error("[janus]\nurl = \"ftp://x\"\n");
-        assert!(e.contains("janus.url"), "{e}");
+        refused_naming("[janus]\nurl = \"ftp://x\"\n", "janus.url");
     }
 }

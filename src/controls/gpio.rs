@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 use crate::config::GpioSettings;
-use crate::room::{Command, Desired, RoomHandle};
+use crate::room::{Command, RoomHandle};
+use crate::state::Desired;
 use crate::status::{Led, StatusSource};
 
 /// How often the LED task looks at the status; also the blink half-period.
@@ -70,9 +71,7 @@ impl RppalPins {
     }
 
     fn pin(&self, pin: u8) -> Result<rppal::gpio::Pin, GpioError> {
-        self.gpio
-            .get(pin)
-            .map_err(|e| GpioError(format!("GPIO {pin}: {e}")))
+        self.gpio.get(pin).map_err(|e| pin_error(pin, e))
     }
 }
 
@@ -109,51 +108,119 @@ impl Pins for RppalPins {
     }
 }
 
+/// The pins held by simulated backends in this process. rppal keeps the same
+/// record, in the one `GpioState` every `Gpio` shares: `Gpio::get` fails with
+/// `Error::PinUsed` while a `Pin` (or the `InputPin`/`OutputPin` made from it)
+/// for that number exists, and the pin is free again when that value drops.
+static SIMULATED_TAKEN: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// A simulated pin held by this process, released on drop, as rppal's `Pin`.
+#[derive(Debug)]
+struct Held(u8);
+
+impl Held {
+    /// Takes `pin`, or fails with rppal's error for a pin in use.
+    fn take(pin: u8) -> Result<Self, GpioError> {
+        let mut taken = SIMULATED_TAKEN
+            .lock()
+            .map_err(|_| GpioError("simulated GPIO state poisoned".into()))?;
+        if taken.contains(&pin) {
+            return Err(pin_error(pin, rppal::gpio::Error::PinUsed(pin)));
+        }
+        taken.push(pin);
+        Ok(Self(pin))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Ok(mut taken) = SIMULATED_TAKEN.lock() {
+            taken.retain(|&p| p != self.0);
+        }
+    }
+}
+
 /// Pins simulated through a Unix datagram socket: each datagram
 /// `"<pin> <0|1>"` is a level change on that pin. Outputs are logged.
+///
+/// It follows rppal's rules: a pin is held from `watch`/`set` until this
+/// value drops (taking a held one fails with rppal's "Pin N is already in
+/// use"), and once it drops no edge reaches a handler any more — as an
+/// `InputPin`'s interrupt ends with it.
 pub struct SimulatedPins {
     handlers: Arc<Mutex<HashMap<u8, EdgeHandler>>>,
+    held: Vec<Held>,
+    socket: UnixDatagram,
 }
 
 impl SimulatedPins {
     /// Listens on `path` (replacing a stale socket file).
     pub fn bind(path: &Path) -> Result<Self, GpioError> {
         let _ = std::fs::remove_file(path);
-        let socket = UnixDatagram::bind(path)
-            .map_err(|e| GpioError(format!("gpio.simulate = {}: {e}", path.display())))?;
+        let fail =
+            |e: std::io::Error| GpioError(format!("gpio.simulate = {}: {e}", path.display()));
+        let socket = UnixDatagram::bind(path).map_err(fail)?;
+        let receiver = socket.try_clone().map_err(fail)?;
         let handlers: Arc<Mutex<HashMap<u8, EdgeHandler>>> = Arc::default();
         let dispatch = Arc::clone(&handlers);
         std::thread::Builder::new()
             .name("gpio-sim".into())
-            .spawn(move || {
-                let mut buf = [0u8; 64];
-                while let Ok(n) = socket.recv(&mut buf) {
-                    let text = String::from_utf8_lossy(&buf[..n]);
-                    let mut words = text.split_whitespace();
-                    let pin = words.next().and_then(|p| p.parse::<u8>().ok());
-                    let level = words.next().and_then(|l| match l {
-                        "0" => Some(false),
-                        "1" => Some(true),
-                        _ => None,
-                    });
-                    let (Some(pin), Some(level)) = (pin, level) else {
-                        log::warn!("simulated GPIO: ignoring {text:?} (expected \"<pin> <0|1>\")");
-                        continue;
-                    };
-                    if let Ok(mut handlers) = dispatch.lock() {
-                        if let Some(handler) = handlers.get_mut(&pin) {
-                            handler(level);
-                        }
-                    }
-                }
-            })
+            .spawn(move || dispatch_edges(&receiver, &dispatch))
             .map_err(|e| GpioError(format!("cannot start the simulated GPIO thread: {e}")))?;
-        Ok(Self { handlers })
+        Ok(Self {
+            handlers,
+            held: Vec::new(),
+            socket,
+        })
+    }
+
+    fn hold(&mut self, pin: u8) -> Result<(), GpioError> {
+        if !self.held.iter().any(|h| h.0 == pin) {
+            self.held.push(Held::take(pin)?);
+        }
+        Ok(())
+    }
+}
+
+/// Reads level changes from `socket` and calls the pin's handler, until the
+/// socket is shut down.
+fn dispatch_edges(socket: &UnixDatagram, handlers: &Mutex<HashMap<u8, EdgeHandler>>) {
+    let mut buf = [0u8; 64];
+    while let Ok(n @ 1..) = socket.recv(&mut buf) {
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let mut words = text.split_whitespace();
+        let pin = words.next().and_then(|p| p.parse::<u8>().ok());
+        let level = words.next().and_then(|l| match l {
+            "0" => Some(false),
+            "1" => Some(true),
+            _ => None,
+        });
+        let (Some(pin), Some(level)) = (pin, level) else {
+            log::warn!("simulated GPIO: ignoring {text:?} (expected \"<pin> <0|1>\")");
+            continue;
+        };
+        if let Ok(mut handlers) = handlers.lock() {
+            if let Some(handler) = handlers.get_mut(&pin) {
+                handler(level);
+            }
+        }
+    }
+}
+
+impl Drop for SimulatedPins {
+    /// Releases the pins (`held`'s drop) and stops the edges: the handlers
+    /// go, and the thread's `recv` returns once its socket is shut down.
+    fn drop(&mut self) {
+        if let Ok(mut handlers) = self.handlers.lock() {
+            handlers.clear();
+        }
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
     }
 }
 
 impl Pins for SimulatedPins {
     fn watch(&mut self, pin: u8, _pull: Pull, on_edge: EdgeHandler) -> Result<(), GpioError> {
+        self.hold(pin)?;
         let mut handlers = self
             .handlers
             .lock()
@@ -163,12 +230,18 @@ impl Pins for SimulatedPins {
     }
 
     fn set(&mut self, pin: u8, high: bool) -> Result<(), GpioError> {
+        self.hold(pin)?;
         log::debug!(
             "simulated GPIO {pin} -> {}",
             if high { "high" } else { "low" }
         );
         Ok(())
     }
+}
+
+/// An rppal error about `pin`, worded the same for both backends.
+fn pin_error(pin: u8, e: rppal::gpio::Error) -> GpioError {
+    GpioError(format!("GPIO {pin}: {e}"))
 }
 
 /// Turns the edges of one button into presses. A press is an edge to the
@@ -231,8 +304,11 @@ pub fn start(
         (settings.close_pin, Button::Close),
         (settings.toggle_pin, Button::Toggle),
     ];
-    for (pin, button) in buttons.into_iter().filter(|(pin, _)| *pin != 0) {
-        let mut debouncer = Debouncer::new(settings.debounce(), !settings.active_low);
+    let wired = buttons
+        .into_iter()
+        .filter_map(|(pin, button)| Some((pin?, button)));
+    for (pin, button) in wired {
+        let mut debouncer = Debouncer::new(settings.debounce, !settings.active_low);
         let room = room.clone();
         pins.watch(
             pin,
@@ -249,10 +325,13 @@ pub fn start(
         )?;
     }
     let led_pin = settings.led_pin;
+    // The task owns the pins: they (and the buttons' interrupts) last as long
+    // as it runs, with or without an LED to drive.
     Ok(tokio::spawn(async move {
-        if led_pin == 0 {
-            return;
-        }
+        let Some(led_pin) = led_pin else {
+            let _buttons = pins;
+            return std::future::pending().await;
+        };
         let mut tick = tokio::time::interval(LED_TICK);
         let mut blink = false;
         let mut lit = None;
@@ -321,6 +400,26 @@ mod tests {
         assert!(d.edge(true, t0));
         assert!(!d.edge(false, t0 + 100 * MS));
         assert!(d.edge(true, t0 + 200 * MS));
+    }
+
+    #[test]
+    fn a_simulated_pin_is_held_until_its_owner_drops_as_in_rppal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut first = SimulatedPins::bind(&dir.path().join("a")).expect("bind");
+        let mut second = SimulatedPins::bind(&dir.path().join("b")).expect("bind");
+        first
+            .watch(61, Pull::Up, Box::new(|_| {}))
+            .expect("a free pin");
+        first.set(62, true).expect("a free pin");
+        let used = second.watch(61, Pull::Up, Box::new(|_| {}));
+        let used = used.err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(used, "gpio: GPIO 61: Pin 61 is already in use");
+        assert!(second.set(62, false).is_err(), "an output is held too");
+        drop(first);
+        second
+            .watch(61, Pull::Up, Box::new(|_| {}))
+            .expect("released");
+        second.set(62, false).expect("released");
     }
 
     #[test]

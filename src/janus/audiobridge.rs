@@ -1,11 +1,13 @@
 //! Typed requests to the AudioBridge plugin: the room viewers talk in, and
 //! the forwarder that sends the room's mix to the Pi's speaker.
 
+use std::net::IpAddr;
+
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{ignore_code, insert_secret, Client, Handle, JanusError};
-use crate::secret::Secret;
+use crate::secret::{Secret, SrtpKey};
 
 /// The plugin's package name, for `attach`.
 pub const PLUGIN: &str = "janus.plugin.audiobridge";
@@ -16,6 +18,19 @@ pub mod code {
     pub const NO_SUCH_ROOM: u16 = 485;
     /// A room with that id already exists.
     pub const ROOM_EXISTS: u16 = 486;
+    /// A required element is missing (e.g. the secret of a guarded room).
+    pub const MISSING_ELEMENT: u16 = 483;
+    /// Wrong secret.
+    pub const UNAUTHORIZED: u16 = 489;
+}
+
+/// Whether `error` is Janus refusing the secret given for a room (wrong or
+/// missing).
+pub fn is_refused(error: &JanusError) -> bool {
+    matches!(
+        error.code(),
+        Some(code::UNAUTHORIZED | code::MISSING_ELEMENT)
+    )
 }
 
 /// Sampling rate of the room: Opus's native 48 kHz.
@@ -41,8 +56,9 @@ pub struct RoomSpec<'a> {
 /// Where Janus sends the room's mix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardTarget {
-    /// Address of the Pi as Janus reaches it.
-    pub host: String,
+    /// Address of the Pi as Janus reaches it (resolved, canonical: an
+    /// IPv4-mapped IPv6 address is given as IPv4).
+    pub host: IpAddr,
     /// UDP port of the speaker pipeline.
     pub port: u16,
     /// RTP payload type the speaker pipeline expects.
@@ -65,10 +81,17 @@ pub struct Forwarder {
 
 impl Forwarder {
     /// Whether this forwarder sends where `target` says, as `target` says.
+    /// Addresses are compared as addresses, not as text.
     pub fn matches(&self, target: &ForwardTarget) -> bool {
-        self.ip == target.host
-            && self.port == target.port
-            && self.ptype == Some(target.payload_type)
+        let ip = self.ip.parse::<IpAddr>().map(|ip| ip.to_canonical());
+        ip.is_ok_and(|ip| ip == target.host.to_canonical()) && self.goes_to_port_of(target)
+    }
+
+    /// Whether this forwarder sends to `target`'s port with its payload
+    /// type, wherever it sends: one of the speaker's, perhaps to an old
+    /// address.
+    pub fn goes_to_port_of(&self, target: &ForwardTarget) -> bool {
+        self.port == target.port && self.ptype == Some(target.payload_type)
     }
 }
 
@@ -77,7 +100,7 @@ impl Forwarder {
 pub enum Created {
     /// The room was made now.
     New,
-    /// A room with this id was already there (an earlier run's): adopted.
+    /// One with this id was already there: whose it is must be checked.
     Existing,
 }
 
@@ -128,25 +151,31 @@ impl<'a> AudioBridge<'a> {
         ignore_code(self.request(body), code::NO_SUCH_ROOM)
     }
 
-    /// Starts forwarding the room's mix as Opus RTP to `target`; returns the
-    /// forwarder's stream id. `admin_key` is needed with `lock_rtp_forward`.
+    /// Starts forwarding the room's mix as Opus RTP to `target` (SRTP with
+    /// `srtp`); returns the forwarder's stream id. `admin_key` is needed
+    /// with `lock_rtp_forward`.
     pub fn rtp_forward(
         &self,
         room: u64,
         target: &ForwardTarget,
+        srtp: Option<&SrtpKey>,
         secret: Option<&Secret>,
         admin_key: Option<&Secret>,
     ) -> Result<u64, JanusError> {
         let mut body = json!({
             "request": "rtp_forward",
             "room": room,
-            "host": target.host,
+            "host": target.host.to_canonical().to_string(),
             "port": target.port,
             "codec": "opus",
             "ptype": target.payload_type,
         });
         insert_secret(&mut body, "secret", secret);
         insert_secret(&mut body, "admin_key", admin_key);
+        if let (Some(key), Some(map)) = (srtp, body.as_object_mut()) {
+            map.insert("srtp_suite".into(), Value::from(SrtpKey::SUITE));
+            map.insert("srtp_crypto".into(), Value::from(key.to_base64().expose()));
+        }
         let data = self.request(body)?;
         data.get("stream_id")
             .and_then(Value::as_u64)
@@ -187,6 +216,17 @@ impl<'a> AudioBridge<'a> {
             .map_err(|e| JanusError::Protocol(format!("listforwarders: {e}")))
     }
 
+    /// Whether the room is guarded by a secret: Janus refuses a made-up one.
+    /// A room without a secret obeys anybody, so it proves nothing.
+    pub fn is_guarded(&self, room: u64) -> Result<bool, JanusError> {
+        let made_up = Secret::new(format!("not-the-secret-{:016x}", rand::random::<u64>()));
+        match self.list_forwarders(room, made_up.as_ref()) {
+            Ok(_) => Ok(false),
+            Err(e) if is_refused(&e) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
     /// How many participants (browsers and plain-RTP) are in the room.
     pub fn count_participants(&self, room: u64) -> Result<usize, JanusError> {
         let data = self.request(json!({ "request": "listparticipants", "room": room }))?;
@@ -217,14 +257,25 @@ mod tests {
         }))
         .expect("Janus 1.1.2 listforwarders entry");
         let target = ForwardTarget {
-            host: "127.0.0.1".into(),
+            host: IpAddr::from([127, 0, 0, 1]),
             port: 5000,
             payload_type: 100,
         };
         assert!(listed.matches(&target));
         assert!(!listed.matches(&ForwardTarget {
             port: 5001,
-            ..target
+            ..target.clone()
         }));
+        // The same address in other words is the same address.
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().expect("an address");
+        assert!(listed.matches(&ForwardTarget {
+            host: mapped,
+            ..target.clone()
+        }));
+        let elsewhere = Forwarder {
+            ip: "127.0.0.2".into(),
+            ..listed
+        };
+        assert!(!elsewhere.matches(&target) && elsewhere.goes_to_port_of(&target));
     }
 }

@@ -7,13 +7,14 @@
 //! prove against a real Janus. A real Janus cannot be made to send a 64 MiB
 //! reply or a truncated one; for hostile input a fake server is the right
 //! tool. What is checked: the client never panics, never blocks past its
-//! timeout, and never reads more than [`MAX_REPLY_BYTES`] of a reply.
+//! timeout, never reads more than [`MAX_REPLY_BYTES`] of a reply, blames a
+//! bad reply on the reply (not on the connection), and stays usable.
 //! (A long-poll is allowed Janus's 30 s hold on top of the timeout, so a
 //! silent server is tried on ordinary requests only.)
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 
 use super::audiobridge::{AudioBridge, ForwardTarget, RoomSpec};
-use super::streaming::{MountpointSpec, Streaming};
+use super::streaming::Streaming;
 use super::*;
 use crate::config::JanusSettings;
 
@@ -103,7 +104,7 @@ fn http(status: &str, body: &[u8]) -> Vec<u8> {
 fn client(url: &str) -> Client {
     let settings = JanusSettings {
         url: url.to_owned(),
-        request_timeout_ms: u64::try_from(TIMEOUT.as_millis()).expect("small"),
+        request_timeout: TIMEOUT,
         ..JanusSettings::default()
     };
     Client::new(&settings).expect("no ca_file to read")
@@ -114,11 +115,21 @@ const HANDLE: Handle = Handle {
     id: HandleId(2),
 };
 
-/// Every call the agent makes, each bounded in time; returns their errors'
-/// texts (a panic fails the test binary, which is the point).
-fn every_call(client: &Client) -> Vec<String> {
-    let mut errors = Vec::new();
-    let mut timed = |what: &str, call: &mut dyn FnMut() -> Result<(), JanusError>| {
+/// How many calls [`every_call`] makes.
+const CALLS: usize = 9;
+
+/// What one call of [`every_call`] came to.
+struct Outcome {
+    /// The call, e.g. `"attach"`.
+    what: &'static str,
+    result: Result<(), JanusError>,
+}
+
+/// Every call the agent makes, each bounded in time (a panic fails the test
+/// binary, which is the point); returns what each came to.
+fn every_call(client: &Client) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    let mut timed = |what: &'static str, call: &mut dyn FnMut() -> Result<(), JanusError>| {
         let started = Instant::now();
         let result = call();
         let took = started.elapsed();
@@ -126,9 +137,7 @@ fn every_call(client: &Client) -> Vec<String> {
             took < TIMEOUT + SLACK,
             "{what} took {took:?} with a {TIMEOUT:?} timeout"
         );
-        if let Err(e) = result {
-            errors.push(e.to_string());
-        }
+        outcomes.push(Outcome { what, result });
     };
     timed("create_session", &mut || client.create_session().map(drop));
     timed("attach", &mut || {
@@ -148,25 +157,15 @@ fn every_call(client: &Client) -> Vec<String> {
         allow_rtp_participants: false,
     };
     let target = ForwardTarget {
-        host: "127.0.0.1".into(),
+        host: std::net::IpAddr::from([127, 0, 0, 1]),
         port: 5000,
         payload_type: 100,
     };
-    let mountpoint = MountpointSpec {
-        id: 1,
-        description: "x",
-        secret: None,
-        pin: None,
-        admin_key: None,
-        srtp: None,
-        video: (8004, 96),
-        video_level: crate::h264::Level::L4,
-        audio: (8005, 111),
-    };
+    let mountpoint = super::streaming::tests::spec();
     timed("audiobridge create", &mut || bridge.create(&room).map(drop));
     timed("audiobridge exists", &mut || bridge.exists(1).map(drop));
     timed("rtp_forward", &mut || {
-        bridge.rtp_forward(1, &target, None, None).map(drop)
+        bridge.rtp_forward(1, &target, None, None, None).map(drop)
     });
     timed("listforwarders", &mut || {
         bridge.list_forwarders(1, None).map(drop)
@@ -175,7 +174,7 @@ fn every_call(client: &Client) -> Vec<String> {
         stream.create(&mountpoint).map(drop)
     });
     timed("streaming info", &mut || stream.info(1, None).map(drop));
-    errors
+    outcomes
 }
 
 #[test]
@@ -233,18 +232,98 @@ fn malformed_replies_are_errors_not_panics() {
         let _ = stream.write_all(&http("200 OK", &body));
     });
     let client = client(&url);
-    let mut seen = 0;
-    for n in 0..bodies.len() {
+    let mut answers = Vec::new();
+    for (n, body) in bodies.iter().enumerate() {
         next.store(n as u64, Ordering::Relaxed);
-        let errors = every_call(&client);
-        assert!(
-            errors.iter().all(|e| !e.is_empty()),
-            "an error without words for body {n}"
-        );
-        seen += errors.len();
+        let outcomes = every_call(&client);
+        assert_eq!(outcomes.len(), CALLS);
+        let shown = String::from_utf8_lossy(body);
+        for Outcome { what, result } in &outcomes {
+            if let Err(e) = result {
+                assert!(blames_the_reply(e), "{shown}: {what}: {e:?}");
+            }
+            // Without an envelope, no call can take anything from the reply.
+            if !has_envelope(body) {
+                assert!(
+                    matches!(result, Err(JanusError::Protocol(_))),
+                    "{shown}: {what}: {result:?}"
+                );
+            }
+        }
+        answers.push((shown.into_owned(), outcomes));
     }
-    // Nearly every call on nearly every body fails, each with a message.
-    assert!(seen > bodies.len() * 5, "only {seen} errors");
+    // Asserts that `what` refused `body` with an error `as_expected` accepts.
+    let refused = |body: &str, what: &str, as_expected: &dyn Fn(&JanusError) -> bool| {
+        let (_, outcomes) = answers
+            .iter()
+            .find(|(shown, _)| shown == body)
+            .expect("a body of the list");
+        let outcome = outcomes.iter().find(|o| o.what == what).expect("a call");
+        match &outcome.result {
+            Err(e) => assert!(as_expected(e), "{what} on {body}: {e:?}"),
+            Ok(()) => panic!("{what} took {body}"),
+        }
+    };
+    // An error envelope without its details, or with a code out of range,
+    // is not made a Janus error code.
+    refused(
+        "{\"janus\": \"error\"}",
+        "attach",
+        &|e| matches!(e, JanusError::Protocol(m) if m.contains("without error details")),
+    );
+    let code_out_of_range = "{\"janus\": \"error\", \"error\": {\"code\": 70000}}";
+    refused(code_out_of_range, "create_session", &|e| {
+        matches!(e, JanusError::Protocol(_))
+    });
+    // An id that is not a number is no id.
+    let string_id = "{\"janus\": \"success\", \"data\": {\"id\": \"12\"}}";
+    refused(
+        string_id,
+        "create_session",
+        &|e| matches!(e, JanusError::Protocol(m) if m.starts_with("no id in")),
+    );
+    // A plugin error code beyond u16 stays an error of its plugin, clamped
+    // (not wrapped round to a code that may mean "already gone").
+    let huge_code =
+        "{\"janus\": \"success\", \"plugindata\": {\"data\": {\"error_code\": 99999999999}}}";
+    refused(huge_code, "audiobridge exists", &|e| {
+        matches!(
+            e,
+            JanusError::Plugin {
+                plugin: audiobridge::PLUGIN,
+                code: u16::MAX,
+                ..
+            }
+        )
+    });
+    // Nearly every call on nearly every body fails.
+    let failed = answers
+        .iter()
+        .flat_map(|(_, outcomes)| outcomes)
+        .filter(|o| o.result.is_err())
+        .count();
+    assert!(
+        failed > bodies.len() * CALLS * 4 / 5,
+        "only {failed} errors"
+    );
+}
+
+/// Whether an error puts the fault in the reply (what Janus said) rather
+/// than in reaching it (network, TLS, HTTP): a reply that was read, whatever
+/// its content, must not be reported as "cannot reach Janus".
+fn blames_the_reply(error: &JanusError) -> bool {
+    matches!(
+        error,
+        JanusError::Protocol(_) | JanusError::Core { .. } | JanusError::Plugin { .. }
+    )
+}
+
+/// Whether `body` is a JSON object whose `janus` is a string: the least a
+/// reply needs before any call can use it.
+fn has_envelope(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .is_some_and(|v| v.get("janus").is_some_and(Value::is_string))
 }
 
 /// A random JSON value shaped like a Janus reply: the right keys with
@@ -317,8 +396,13 @@ fn arbitrary(rng: &mut StdRng, depth: u32, transaction: &Option<String>) -> Valu
 #[test]
 fn random_replies_never_panic_or_hang() {
     let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(0x1a_2b_3c)));
+    // Once set, the server answers as Janus does: is the client still usable?
+    let sane = Arc::new(AtomicBool::new(false));
+    let answer_sanely = Arc::clone(&sane);
     let url = serve(move |request, mut stream| {
-        let value = {
+        let value = if answer_sanely.load(Ordering::Relaxed) {
+            json!({ "janus": "success", "transaction": request.transaction, "data": { "id": 7 } })
+        } else {
             let mut rng = rng.lock().expect("rng lock");
             let mut value = arbitrary(&mut rng, 4, &request.transaction);
             // Mostly envelopes that pass the first checks, so deeper code runs.
@@ -347,12 +431,31 @@ fn random_replies_never_panic_or_hang() {
     });
     let client = client(&url);
     let started = Instant::now();
-    let mut calls = 0;
+    let mut outcomes = Vec::new();
     for _ in 0..40 {
-        calls += 10;
-        every_call(&client);
+        outcomes.extend(every_call(&client));
     }
-    println!("{calls} calls on random replies in {:?}", started.elapsed());
+    let took = started.elapsed();
+    let taken = outcomes.iter().filter(|o| o.result.is_ok()).count();
+    println!(
+        "{} calls on random replies in {took:?}, {taken} took the reply",
+        outcomes.len()
+    );
+    // Every reply was read: an error may blame the reply, never the
+    // connection (a call that hung until its timeout would be a transport
+    // error), and a call answered at once takes far less than its timeout.
+    for Outcome { what, result } in &outcomes {
+        if let Err(e) = result {
+            assert!(blames_the_reply(e), "{what}: {e:?}");
+        }
+    }
+    let budget = TIMEOUT / 10 * u32::try_from(outcomes.len()).expect("few calls");
+    assert!(took < budget, "{} calls took {took:?}", outcomes.len());
+    // Some replies got past every check, so the code behind them ran too.
+    assert!(taken > 0, "no call took any random reply");
+    // The client is none the worse for it.
+    sane.store(true, Ordering::Relaxed);
+    assert_eq!(client.create_session().ok(), Some(SessionId(7)));
 }
 
 #[test]
@@ -469,6 +572,16 @@ fn broken_http_is_a_transport_or_http_error() {
         matches!(error, JanusError::Http { status: 500, .. }),
         "{error}"
     );
+    // A redirect (which Janus never sends) is refused as HTTP 302, or,
+    // followed to where it points (a closed port), fails to connect.
     let error = client(&redirect).create_session().expect_err("refused");
-    assert!(!error.to_string().is_empty());
+    let refused_there = |source: &ureq::Error| matches!(source, ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused);
+    assert!(
+        match &error {
+            JanusError::Http { status, .. } => *status == 302,
+            JanusError::Transport { source, .. } => refused_there(source),
+            _ => false,
+        },
+        "{error:?}"
+    );
 }

@@ -56,9 +56,14 @@ pub enum JanusError {
     },
     /// The TLS handshake failed: Janus's certificate is not trusted, or
     /// not for this host. `problem` names the cause and the setting that
-    /// fixes it.
+    /// fixes it. `clock` says the certificate is not valid *yet*: on a
+    /// Pi that booted before NTP set its clock, that passes by itself.
     #[error("Janus at {url}: TLS: {problem}")]
-    Tls { url: String, problem: String },
+    Tls {
+        url: String,
+        problem: String,
+        clock: bool,
+    },
     /// HTTP itself failed (Janus answers every API call with 200).
     #[error("Janus at {url} answered HTTP {status}")]
     Http { url: String, status: u16 },
@@ -92,12 +97,32 @@ impl JanusError {
             if *code == code::SESSION_NOT_FOUND || *code == code::HANDLE_NOT_FOUND)
     }
 
+    /// The cause alone, without the context: the I/O error behind an
+    /// unreachable Janus, the TLS problem, the reason Janus gave and its fix.
+    pub fn cause(&self) -> String {
+        match self {
+            Self::Transport { source, .. } => match source.as_ref() {
+                ureq::Error::Io(io) => io.to_string(),
+                other => other.to_string(),
+            },
+            Self::Tls { problem, .. } => problem.clone(),
+            Self::Http { status, .. } => format!("HTTP {status}"),
+            Self::Core { code, reason } => format!("{reason}{}", core_hint(*code)),
+            Self::Plugin { reason, .. } => format!("{reason}{}", plugin_hint(reason)),
+            Self::Protocol(what) => format!("unexpected reply: {what}"),
+        }
+    }
+
     /// Retrying as is cannot help: credentials or settings must change.
-    /// Such errors are retried slowly.
+    /// Such errors are retried slowly. A reverse proxy's 502/503/504 (Janus
+    /// behind it restarting) and a certificate not valid yet (this
+    /// machine's clock before NTP) pass by themselves: retried quickly.
     pub fn needs_operator(&self) -> bool {
         match self {
             Self::Core { code, .. } => *code == code::UNAUTHORIZED || *code == code::PLUGIN_ATTACH,
-            Self::Plugin { .. } | Self::Http { .. } | Self::Tls { .. } => true,
+            Self::Http { status, .. } => !matches!(status, 502..=504),
+            Self::Tls { clock, .. } => !clock,
+            Self::Plugin { .. } => true,
             Self::Transport { .. } | Self::Protocol(_) => false,
         }
     }
@@ -125,57 +150,105 @@ fn plugin_hint(reason: &str) -> &'static str {
     }
 }
 
-/// The TLS problem behind a transport error, in words with the fix, or
-/// `None` when the error is not about TLS. ureq reports a failed handshake
-/// as an I/O error that wraps the rustls error.
-fn tls_problem(error: &ureq::Error) -> Option<String> {
+/// The TLS problem behind a transport error, in words with the fix, and
+/// whether it is a certificate not valid yet; `None` when the error is not
+/// about TLS. ureq reports a failed handshake as an I/O error that wraps the
+/// rustls error.
+fn tls_problem(error: &ureq::Error) -> Option<(String, bool)> {
     let rustls_error = match error {
         ureq::Error::Rustls(e) => e,
-        ureq::Error::Tls(reason) => return Some((*reason).to_owned()),
+        ureq::Error::Tls(reason) => return Some(((*reason).to_owned(), false)),
         ureq::Error::Io(io) => io.get_ref()?.downcast_ref::<rustls::Error>()?,
         _ => return None,
     };
     Some(match rustls_error {
         rustls::Error::InvalidCertificate(cert) => {
-            let kind = certificate_error_kind(cert);
-            let fix = certificate_fix(cert, &kind);
-            format!("certificate not trusted ({kind}); {fix}")
+            let problem = CertProblem::of(cert);
+            let words = format!(
+                "certificate not trusted ({}); {}",
+                problem.name(),
+                problem.fix()
+            );
+            (words, problem == CertProblem::NotValidYet)
         }
-        other => format!("{other}; check that janus.url points at Janus's HTTPS port"),
+        other => (
+            format!("{other}; check that janus.url points at Janus's HTTPS port"),
+            false,
+        ),
     })
 }
 
-/// The name of a certificate error without its context: `UnknownIssuer`,
-/// `NotValidForNameContext`, `CaUsedAsEndEntity` (webpki's, inside `Other`).
-fn certificate_error_kind(cert: &rustls::CertificateError) -> String {
-    let debug = format!("{cert:?}");
-    let inner = debug
-        .strip_prefix("Other(OtherError(")
-        .unwrap_or(&debug)
-        .to_owned();
-    inner
-        .chars()
-        .take_while(char::is_ascii_alphanumeric)
-        .collect()
+/// Why Janus's certificate was refused, sorted by what fixes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CertProblem {
+    /// Not signed by a trusted CA (a self-signed certificate without `ca_file`).
+    UnknownIssuer,
+    /// The signature does not verify against the issuer.
+    BadSignature,
+    /// Not made for the host in `janus.url`.
+    WrongName,
+    /// Past its end date.
+    Expired,
+    /// Before its start date: often this machine's clock, before NTP set it.
+    NotValidYet,
+    /// A CA certificate served as the server's own.
+    CaAsServer,
+    /// Anything else, in rustls's words.
+    Other(String),
 }
 
-fn certificate_fix(cert: &rustls::CertificateError, kind: &str) -> &'static str {
-    use rustls::CertificateError as C;
-    match cert {
-        C::UnknownIssuer | C::BadSignature => {
-            "set janus.ca_file to the CA or certificate Janus serves"
+impl CertProblem {
+    fn of(cert: &rustls::CertificateError) -> Self {
+        use rustls::CertificateError as C;
+        match cert {
+            C::UnknownIssuer => Self::UnknownIssuer,
+            C::BadSignature => Self::BadSignature,
+            C::NotValidForName | C::NotValidForNameContext { .. } => Self::WrongName,
+            C::Expired | C::ExpiredContext { .. } => Self::Expired,
+            C::NotValidYet | C::NotValidYetContext { .. } => Self::NotValidYet,
+            C::Other(other)
+                if matches!(
+                    other.0.downcast_ref::<webpki::Error>(),
+                    Some(webpki::Error::CaUsedAsEndEntity)
+                ) =>
+            {
+                Self::CaAsServer
+            }
+            other => Self::Other(other.to_string()),
         }
-        C::NotValidForName | C::NotValidForNameContext { .. } => {
-            "the host in janus.url must be one the certificate names (subjectAltName)"
+    }
+
+    /// The name rustls (or webpki) gives the problem.
+    fn name(&self) -> &str {
+        match self {
+            Self::UnknownIssuer => "UnknownIssuer",
+            Self::BadSignature => "BadSignature",
+            Self::WrongName => "NotValidForName",
+            Self::Expired => "Expired",
+            Self::NotValidYet => "NotValidYet",
+            Self::CaAsServer => "CaUsedAsEndEntity",
+            Self::Other(words) => words,
         }
-        C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
-            "renew Janus's certificate, or check this machine's clock"
+    }
+
+    /// What to change.
+    fn fix(&self) -> &'static str {
+        match self {
+            Self::UnknownIssuer | Self::BadSignature => {
+                "set janus.ca_file to the CA or certificate Janus serves"
+            }
+            Self::WrongName => {
+                "the host in janus.url must be one the certificate names (subjectAltName)"
+            }
+            Self::Expired | Self::NotValidYet => {
+                "renew Janus's certificate, or check this machine's clock"
+            }
+            Self::CaAsServer => {
+                "Janus serves a CA certificate: serve one made with \
+                 -addext basicConstraints=critical,CA:FALSE (or signed by a CA set as janus.ca_file)"
+            }
+            Self::Other(_) => "check Janus's certificate (cert_pem) and janus.ca_file",
         }
-        _ if kind == "CaUsedAsEndEntity" => {
-            "Janus serves a CA certificate: serve one made with \
-             -addext basicConstraints=critical,CA:FALSE (or signed by a CA set as janus.ca_file)"
-        }
-        _ => "check Janus's certificate (cert_pem) and janus.ca_file",
     }
 }
 
@@ -255,7 +328,7 @@ impl Client {
             .build();
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(settings.request_timeout()))
+            .timeout_global(Some(settings.request_timeout))
             .tls_config(tls)
             .user_agent(concat!("broadcast-agent/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -265,7 +338,7 @@ impl Client {
             url: settings.url.trim_end_matches('/').to_owned(),
             api_secret: settings.api_secret.clone(),
             token: settings.token.clone(),
-            timeout: settings.request_timeout(),
+            timeout: settings.request_timeout,
             transaction_prefix: rand::random(),
             transactions: AtomicU64::new(0),
         })
@@ -416,9 +489,10 @@ fn read_json(
     url: &str,
 ) -> Result<Value, JanusError> {
     let transport = |source: ureq::Error| match tls_problem(&source) {
-        Some(problem) => JanusError::Tls {
+        Some((problem, clock)) => JanusError::Tls {
             url: url.to_owned(),
             problem,
+            clock,
         },
         None => JanusError::Transport {
             url: url.to_owned(),
@@ -571,6 +645,39 @@ mod tests {
         assert!(no_plugin.needs_operator());
     }
 
+    /// A reverse proxy answering for a restarting Janus, and a clock not set
+    /// yet, are retried quickly; a proxy refusing access is not.
+    #[test]
+    fn proxy_gateway_errors_and_early_clocks_are_transient() {
+        let http = |status| JanusError::Http {
+            url: "https://janus.example/janus".into(),
+            status,
+        };
+        for status in [502, 503, 504] {
+            assert!(!http(status).needs_operator(), "HTTP {status}");
+        }
+        for status in [401, 403, 404, 500] {
+            assert!(http(status).needs_operator(), "HTTP {status}");
+        }
+        let handshake = |e| {
+            ureq::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(e),
+            ))
+        };
+        let early = tls_problem(&handshake(rustls::CertificateError::NotValidYet));
+        assert!(matches!(early, Some((_, true))), "{early:?}");
+        let (problem, clock) = early.unwrap_or_default();
+        let error = JanusError::Tls {
+            url: String::new(),
+            problem,
+            clock,
+        };
+        assert!(!error.needs_operator());
+        let expired = tls_problem(&handshake(rustls::CertificateError::Expired));
+        assert!(matches!(expired, Some((_, false))), "{expired:?}");
+    }
+
     #[test]
     fn tls_problems_name_the_cause_and_the_setting() {
         let wrapped = |e: rustls::CertificateError| {
@@ -579,13 +686,14 @@ mod tests {
                 rustls::Error::InvalidCertificate(e),
             ))
         };
-        let problem =
+        let (problem, clock) =
             tls_problem(&wrapped(rustls::CertificateError::UnknownIssuer)).expect("a TLS problem");
+        assert!(!clock);
         assert_eq!(
             problem,
             "certificate not trusted (UnknownIssuer); set janus.ca_file to the CA or certificate Janus serves"
         );
-        let problem = tls_problem(&wrapped(rustls::CertificateError::NotValidForName))
+        let (problem, _) = tls_problem(&wrapped(rustls::CertificateError::NotValidForName))
             .expect("a TLS problem");
         assert!(problem.contains("(NotValidForName)") && problem.contains("janus.url"));
         let plain = ureq::Error::Io(std::io::Error::other("connection reset"));

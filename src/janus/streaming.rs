@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use super::audiobridge::Created;
 use super::{ignore_code, insert_secret, Client, Handle, JanusError};
 use crate::h264::Level;
+use crate::rtp::Medium;
 use crate::secret::{Secret, SrtpKey};
 
 /// The plugin's package name, for `attach`.
@@ -96,27 +97,37 @@ impl MountpointInfo {
         self.media.iter().find(|m| m.kind == kind)
     }
 
-    /// Whether the mountpoint listens where `spec` says and offers viewers
-    /// the H.264 level it says. What Janus did not report cannot be compared
-    /// and counts as matching.
-    pub fn fits(&self, spec: &MountpointSpec<'_>) -> bool {
-        let fmtp = h264_fmtp(spec.video_level);
-        let same_level = self
-            .medium("video")
-            .and_then(|m| m.fmtp.as_deref())
-            .is_none_or(|offered| offered == fmtp);
-        same_level
-            && [("video", spec.video.0), ("audio", spec.audio.0)]
-                .into_iter()
-                .all(|(kind, port)| match self.medium(kind) {
-                    Some(m) => m.port.is_none_or(|p| p == port),
-                    None => false,
-                })
+    /// Whether Janus showed the ports: it does only to a request with the
+    /// mountpoint's secret (or to anybody, when it has none).
+    pub fn shows_ports(&self) -> bool {
+        !self.media.is_empty() && self.media.iter().all(|m| m.port.is_some())
     }
 
-    /// Time since Janus last received `kind`, if it reports one.
-    pub fn age(&self, kind: &str) -> Option<Duration> {
-        self.medium(kind)?.age_ms.map(Duration::from_millis)
+    /// Whether the mountpoint listens where `spec` says (ports Janus did
+    /// not show never match).
+    pub fn fits(&self, spec: &MountpointSpec<'_>) -> bool {
+        [(Medium::Video, spec.video.0), (Medium::Audio, spec.audio.0)]
+            .into_iter()
+            .all(|(medium, port)| {
+                self.medium(medium.name())
+                    .is_some_and(|m| m.port == Some(port))
+            })
+    }
+
+    /// Whether the mountpoint offers viewers the H.264 level `spec` says
+    /// (what Janus did not report counts as offered).
+    pub fn offers_level(&self, spec: &MountpointSpec<'_>) -> bool {
+        let fmtp = h264_fmtp(spec.video_level);
+        self.medium(Medium::Video.name())
+            .and_then(|m| m.fmtp.as_deref())
+            .is_none_or(|offered| offered == fmtp)
+    }
+
+    /// Time since Janus last received `medium`, if it reports one.
+    pub fn age(&self, medium: Medium) -> Option<Duration> {
+        self.medium(medium.name())?
+            .age_ms
+            .map(Duration::from_millis)
     }
 }
 
@@ -132,7 +143,8 @@ impl<'a> Streaming<'a> {
         Self { client, handle }
     }
 
-    /// Creates an RTP mountpoint, or adopts the one with that id.
+    /// Creates an RTP mountpoint, or says one with that id exists (whose it
+    /// is, the caller must check).
     pub fn create(&self, spec: &MountpointSpec<'_>) -> Result<Created, JanusError> {
         let mut body = json!({
             "request": "create",
@@ -210,10 +222,11 @@ impl<'a> Streaming<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn spec() -> MountpointSpec<'static> {
+    /// A mountpoint on the default ports, for tests.
+    pub(in crate::janus) fn spec() -> MountpointSpec<'static> {
         MountpointSpec {
             id: 4556,
             description: "x",
@@ -236,8 +249,13 @@ mod tests {
             ]
         }))
         .expect("parses");
-        assert!(info.fits(&spec()));
-        assert_eq!(info.age("audio"), Some(Duration::from_millis(30)));
+        assert!(info.fits(&spec()) && info.shows_ports());
+        let hidden: MountpointInfo = serde_json::from_value(json!({
+            "id": 4556, "media": [{"type": "video"}, {"type": "audio"}]
+        }))
+        .expect("parses");
+        assert!(!hidden.shows_ports() && !hidden.fits(&spec()));
+        assert_eq!(info.age(Medium::Audio), Some(Duration::from_millis(30)));
         let moved = MountpointSpec {
             video: (9004, 96),
             ..spec()
@@ -246,7 +264,7 @@ mod tests {
     }
 
     #[test]
-    fn a_mountpoint_offering_another_level_does_not_fit() {
+    fn a_mountpoint_offering_another_level_is_told_apart() {
         // As Janus 1.1.2 reports a mountpoint an earlier version made.
         let info: MountpointInfo = serde_json::from_value(json!({
             "id": 4556, "media": [
@@ -256,12 +274,12 @@ mod tests {
             ]
         }))
         .expect("parses");
-        assert!(!info.fits(&spec()));
+        assert!(info.fits(&spec()) && !info.offers_level(&spec()));
         let old_level = MountpointSpec {
             video_level: Level::fitting(1280, 720, 30, 2000).expect("a level"),
             ..spec()
         };
-        assert!(info.fits(&old_level));
+        assert!(info.offers_level(&old_level));
     }
 
     #[test]

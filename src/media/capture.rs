@@ -11,35 +11,32 @@
 //! alsasrc | audiotestsrc ! audioconvert ! audioresample ! caps ! opusenc ! rtpopuspay ! udpsink
 //! ```
 //!
-//! With `stream.srtp`, an `srtpenc` keyed with the mountpoint's key sits
-//! between the payloader and `udpsink` in both. With `recording.enabled`, a
-//! `tee` before the payloader feeds the recorder (see `recorder.rs`).
+//! Both share one tail ([`Capture`]): with `stream.srtp`, an `srtpenc` keyed
+//! with the mountpoint's key sits between the payloader and `udpsink`; with
+//! `recording.enabled`, a `tee` before the payloader feeds the recorder (see
+//! `recorder.rs`).
 
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use super::camera;
 use super::devices::{self, CameraFormat, Direction};
-use super::recorder::{Feed, Kind};
-use super::{assemble, caps_filter, element, Built, Flow, Helper, MediaError, Recipe};
+use super::recorder::Feed;
+use super::{
+    assemble, caps_filter, element, Built, Flow, Helper, JanusCheck, MediaError, Recipe,
+    Supervision,
+};
 use crate::config::{MicrophoneSettings, Settings, VideoSettings, VideoSource};
-use crate::room::{AUDIO_PAYLOAD_TYPE, VIDEO_PAYLOAD_TYPE};
+use crate::resolve;
+use crate::rtp::Medium;
 use crate::secret::SrtpKey;
 
 /// RTP packets stay well under a typical path MTU (and VPN overheads).
 const RTP_MTU: u32 = 1200;
-
-/// Where a capture pipeline sends its RTP.
-#[derive(Debug, Clone)]
-struct Destination {
-    host: String,
-    port: u16,
-}
 
 /// `srtpenc` for AES_CM_128_HMAC_SHA1_80 with `key` (what Janus's
 /// `srtpsuite = 80` expects), RTCP likewise.
@@ -57,53 +54,105 @@ fn srtp_encoder(key: &SrtpKey) -> Result<gst::Element, MediaError> {
     Ok(enc)
 }
 
-impl Destination {
-    /// `udpsink` to the destination, not synchronised to the clock: a live
-    /// source already paces the stream.
+/// What both capture pipelines share: one medium of the mountpoint, sent
+/// to its port as RTP (SRTP with `stream.srtp`), watched for stalls and for
+/// what Janus receives, and copied to the recorder when one runs.
+struct Capture {
+    medium: Medium,
+    host: String,
+    port: u16,
+    supervision: Supervision,
+    recording: Option<Arc<Feed>>,
+}
+
+impl Capture {
+    fn new(settings: &Settings, medium: Medium, recording: Option<Arc<Feed>>) -> Self {
+        let stream = &settings.stream;
+        let host = settings.stream_host().to_owned();
+        Self {
+            medium,
+            port: match medium {
+                Medium::Video => stream.video_port,
+                Medium::Audio => stream.audio_port,
+            },
+            supervision: Supervision {
+                srtp: stream.srtp,
+                stall_timeout: Some(stream.stall_timeout),
+                janus: Some(JanusCheck {
+                    medium,
+                    within: stream.janus_media_timeout,
+                    host: host.clone(),
+                }),
+                drain_on_stop: false,
+            },
+            host,
+            recording,
+        }
+    }
+
+    /// Checks the elements of the shared tail, after the source's own.
+    fn preflight(&self, source: &[&'static str]) -> Result<(), MediaError> {
+        let srtp = self.supervision.srtp.then_some("srtpenc");
+        for factory in source.iter().copied().chain(["udpsink"]).chain(srtp) {
+            devices::require_element(factory)?;
+        }
+        Ok(())
+    }
+
+    /// Assembles the pipeline from its source `chain` and the shared tail:
+    /// `chain ! [tee ─> recorder] ! pay ! [srtpenc] ! udpsink`.
+    fn assemble(
+        &self,
+        mut chain: Vec<gst::Element>,
+        pay: gst::Element,
+        srtp: Option<&SrtpKey>,
+    ) -> Result<(gst::Pipeline, Flow), MediaError> {
+        pay.set_property("pt", u32::from(self.medium.payload_type()));
+        let tee = match &self.recording {
+            Some(_) => Some(element("tee")?),
+            None => None,
+        };
+        chain.extend(tee.clone());
+        chain.push(pay);
+        if let Some(key) = srtp {
+            chain.push(srtp_encoder(key)?);
+        }
+        let sink = self.sink()?;
+        let flow = sink
+            .static_pad("sink")
+            .map(|pad| Flow::watch(&pad))
+            .ok_or_else(|| MediaError::Build("udpsink without a sink pad".into()))?;
+        chain.push(sink);
+        let name = match self.medium {
+            Medium::Video => "video",
+            Medium::Audio => "microphone",
+        };
+        let pipeline = assemble(name, &chain)?;
+        if let (Some(tee), Some(feed)) = (tee, &self.recording) {
+            let branch = feed.branch(self.medium)?;
+            pipeline
+                .add_many(&branch)
+                .map_err(|e| MediaError::build("cannot add the recording branch", e))?;
+            gst::Element::link_many([&tee, &branch[0], &branch[1]])
+                .map_err(|e| MediaError::build("cannot link the recording branch", e))?;
+        }
+        Ok((pipeline, flow))
+    }
+
+    /// `udpsink` to the mountpoint's port, not synchronised to the clock: a
+    /// live source already paces the stream. It gets an address, looked up
+    /// here with a time limit: given a name, `udpsink` would resolve it
+    /// itself, for as long as the resolver takes.
     fn sink(&self) -> Result<gst::Element, MediaError> {
+        let address = resolve::address(&self.host, resolve::TIMEOUT)
+            .map_err(|e| MediaError::build("stream.host", e))?;
         let sink = element("udpsink")?;
-        sink.set_property("host", &self.host);
+        sink.set_property("host", address.to_string());
         sink.set_property("port", i32::from(self.port));
         sink.set_property("sync", false);
         sink.set_property("async", false);
         Ok(sink)
     }
-}
-
-/// Assembles a capture pipeline from its source `chain` and the tail both
-/// capture pipelines share:
-/// `chain ! [tee ─> recorder] ! payloader ! [srtpenc] ! udpsink`.
-fn assemble_capture(
-    name: &str,
-    mut chain: Vec<gst::Element>,
-    pay: gst::Element,
-    sink: gst::Element,
-    srtp: Option<&SrtpKey>,
-    recording: Option<(&Arc<Feed>, Kind)>,
-) -> Result<gst::Pipeline, MediaError> {
-    let tee = match recording {
-        Some(_) => {
-            let tee = element("tee")?;
-            chain.push(tee.clone());
-            Some(tee)
-        }
-        None => None,
-    };
-    chain.push(pay);
-    if let Some(key) = srtp {
-        chain.push(srtp_encoder(key)?);
-    }
-    chain.push(sink);
-    let pipeline = assemble(name, &chain)?;
-    if let (Some(tee), Some((feed, kind))) = (tee, recording) {
-        let branch = feed.branch(kind)?;
-        pipeline
-            .add_many(&branch)
-            .map_err(|e| MediaError::build("cannot add the recording branch", e))?;
-        gst::Element::link_many([&tee, &branch[0], &branch[1]])
-            .map_err(|e| MediaError::build("cannot link the recording branch", e))?;
-    }
-    Ok(pipeline)
 }
 
 /// The command-line flags of a camera program that writes H.264 to stdout.
@@ -168,8 +217,7 @@ const RPICAM_VID: CameraFlags = CameraFlags {
 /// The camera pipeline.
 pub struct Video {
     settings: Arc<Settings>,
-    to: Destination,
-    recording: Option<Arc<Feed>>,
+    base: Capture,
 }
 
 impl Video {
@@ -177,11 +225,7 @@ impl Video {
     pub fn new(settings: &Arc<Settings>, recording: Option<Arc<Feed>>) -> Self {
         Self {
             settings: Arc::clone(settings),
-            to: Destination {
-                host: settings.stream_host().to_owned(),
-                port: settings.stream.video_port,
-            },
-            recording,
+            base: Capture::new(settings, Medium::Video, recording),
         }
     }
 
@@ -213,7 +257,7 @@ impl Video {
             (flags.framerate, v.framerate.to_string()),
             (flags.bitrate, (v.bitrate_kbps * 1000).to_string()),
             (flags.keyframe_interval, (v.framerate * 2).to_string()),
-            (flags.rotation, v.rotation.to_string()),
+            (flags.rotation, v.rotation.degrees().to_string()),
             (flags.level, v.h264_level().to_string()),
         ];
         for (flag, value) in valued {
@@ -247,12 +291,13 @@ impl Video {
 
     /// `videoflip`s for rotation and mirroring, for sources that do not do it themselves.
     fn flips(&self) -> Result<Vec<gst::Element>, MediaError> {
+        use crate::config::Rotation;
         let v = &self.settings.video;
         let rotation = match v.rotation {
-            90 => Some("clockwise"),
-            180 => Some("rotate-180"),
-            270 => Some("counterclockwise"),
-            _ => None,
+            Rotation::Deg90 => Some("clockwise"),
+            Rotation::Deg180 => Some("rotate-180"),
+            Rotation::Deg270 => Some("counterclockwise"),
+            Rotation::Deg0 => None,
         };
         let mirrors = [
             v.hflip.then_some("horizontal-flip"),
@@ -377,17 +422,7 @@ impl Recipe for Video {
             VideoSource::Rpicamsrc => "rpicamsrc",
             VideoSource::Raspivid | VideoSource::Libcamera | VideoSource::None => "fdsrc",
         };
-        for factory in [source, "rtph264pay", "udpsink", "h264parse"] {
-            devices::require_element(factory)?;
-        }
-        if self.srtp() {
-            devices::require_element("srtpenc")?;
-        }
-        Ok(())
-    }
-
-    fn srtp(&self) -> bool {
-        self.settings.stream.srtp
+        self.base.preflight(&[source, "h264parse", "rtph264pay"])
     }
 
     fn build(&self, srtp: Option<&SrtpKey>) -> Result<Built, MediaError> {
@@ -419,7 +454,7 @@ impl Recipe for Video {
                     i32::try_from(v.bitrate_kbps * 1000).unwrap_or(i32::MAX),
                 );
                 src.set_property("preview", false);
-                src.set_property("rotation", dimension(v.rotation));
+                src.set_property("rotation", dimension(v.rotation.degrees()));
                 src.set_property("hflip", v.hflip);
                 src.set_property("vflip", v.vflip);
                 src.set_property("keyframe-interval", dimension(v.framerate * 2));
@@ -444,45 +479,32 @@ impl Recipe for Video {
             VideoSource::None => return Err(MediaError::Build("video.source is none".into())),
         };
         let pay = element("rtph264pay")?;
-        pay.set_property("pt", u32::from(VIDEO_PAYLOAD_TYPE));
         pay.set_property("config-interval", 1i32);
         pay.set_property("mtu", RTP_MTU);
-        let sink = self.to.sink()?;
-        let flow = sink.static_pad("sink").map(|pad| Flow::watch(&pad));
         // Recording: SPS/PPS before every keyframe, so that each segment
         // (and a recorder that starts late) can be decoded on its own.
-        if self.recording.is_some() {
+        if self.base.recording.is_some() {
             let parse = element("h264parse")?;
             parse.set_property("config-interval", -1i32);
             chain.push(parse);
         }
-        let recording = self.recording.as_ref().map(|feed| (feed, Kind::Video));
-        let pipeline = assemble_capture("video", chain, pay, sink, srtp, recording)?;
+        let (pipeline, flow) = self.base.assemble(chain, pay, srtp)?;
         Ok(Built {
             pipeline,
-            flow,
+            flow: Some(flow),
             helper,
         })
     }
 
-    fn stall_timeout(&self) -> Option<Duration> {
-        Some(self.settings.stream.stall_timeout())
-    }
-
-    fn janus_medium(&self) -> Option<(&'static str, Duration, String)> {
-        Some((
-            "video",
-            self.settings.stream.janus_media_timeout(),
-            self.to.host.clone(),
-        ))
+    fn supervision(&self) -> Supervision {
+        self.base.supervision.clone()
     }
 }
 
 /// The microphone pipeline.
 pub struct Microphone {
     settings: Arc<Settings>,
-    to: Destination,
-    recording: Option<Arc<Feed>>,
+    base: Capture,
 }
 
 impl Microphone {
@@ -490,11 +512,7 @@ impl Microphone {
     pub fn new(settings: &Arc<Settings>, recording: Option<Arc<Feed>>) -> Self {
         Self {
             settings: Arc::clone(settings),
-            to: Destination {
-                host: settings.stream_host().to_owned(),
-                port: settings.stream.audio_port,
-            },
-            recording,
+            base: Capture::new(settings, Medium::Audio, recording),
         }
     }
 
@@ -514,12 +532,7 @@ impl Recipe for Microphone {
         } else {
             "alsasrc"
         };
-        for factory in [source, "opusenc", "rtpopuspay", "udpsink"] {
-            devices::require_element(factory)?;
-        }
-        if self.srtp() {
-            devices::require_element("srtpenc")?;
-        }
+        self.base.preflight(&[source, "opusenc", "rtpopuspay"])?;
         if !self.is_test() {
             devices::check_alsa(
                 "microphone.device",
@@ -528,10 +541,6 @@ impl Recipe for Microphone {
             )?;
         }
         Ok(())
-    }
-
-    fn srtp(&self) -> bool {
-        self.settings.stream.srtp
     }
 
     fn build(&self, srtp: Option<&SrtpKey>) -> Result<Built, MediaError> {
@@ -556,10 +565,6 @@ impl Recipe for Microphone {
             "bitrate",
             i32::try_from(mic.bitrate_kbps * 1000).unwrap_or(i32::MAX),
         );
-        let pay = element("rtpopuspay")?;
-        pay.set_property("pt", u32::from(AUDIO_PAYLOAD_TYPE));
-        let sink = self.to.sink()?;
-        let flow = sink.static_pad("sink").map(|pad| Flow::watch(&pad));
         let chain = vec![
             src,
             element("audioconvert")?,
@@ -567,25 +572,16 @@ impl Recipe for Microphone {
             caps_filter(caps)?,
             enc,
         ];
-        let recording = self.recording.as_ref().map(|feed| (feed, Kind::Audio));
-        let pipeline = assemble_capture("microphone", chain, pay, sink, srtp, recording)?;
+        let (pipeline, flow) = self.base.assemble(chain, element("rtpopuspay")?, srtp)?;
         Ok(Built {
             pipeline,
-            flow,
+            flow: Some(flow),
             helper: None,
         })
     }
 
-    fn stall_timeout(&self) -> Option<Duration> {
-        Some(self.settings.stream.stall_timeout())
-    }
-
-    fn janus_medium(&self) -> Option<(&'static str, Duration, String)> {
-        Some((
-            "audio",
-            self.settings.stream.janus_media_timeout(),
-            self.to.host.clone(),
-        ))
+    fn supervision(&self) -> Supervision {
+        self.base.supervision.clone()
     }
 }
 
@@ -629,7 +625,8 @@ mod tests {
         settings.video.height = 480;
         settings.video.framerate = 25;
         settings.video.bitrate_kbps = 1500;
-        settings.video.rotation = rotation;
+        settings.video.rotation =
+            crate::config::Rotation::try_from(rotation).expect("a valid rotation");
         settings.video.hflip = hflip;
         Video::new(&Arc::new(settings), None)
     }

@@ -1,9 +1,9 @@
 //! Media: the camera and microphone going to the mountpoint, and the room's
 //! audio coming out of the speaker.
 //!
-//! Each of the three pipelines (video, microphone, speaker) is built from
-//! typed settings by a [`Recipe`] and run by its own supervisor, so a dead
-//! camera never silences the speaker. Pipelines run while the room is wanted
+//! Each pipeline (video, microphone, the recorder they feed, speaker) is
+//! built from typed settings by a [`Recipe`] and run by its own supervisor,
+//! so a dead camera never silences the speaker. Pipelines run while the room is wanted
 //! open, whether or not Janus answers at the moment: RTP sent to a Janus that
 //! is restarting is simply lost, and media flows again the moment the
 //! mountpoint is back, without restarting the camera.
@@ -26,8 +26,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Settings, VideoSource};
-use crate::room::RoomState;
+use crate::rtp::{Medium, SequenceGaps};
 use crate::secret::SrtpKey;
+use crate::state::RoomState;
 pub use supervisor::PipelineStatus;
 
 /// Why a pipeline cannot start or stopped running.
@@ -76,9 +77,9 @@ pub enum MediaError {
     #[error("no data sent for {0} s while playing (stalled)")]
     Stalled(u64),
     /// Janus reports it receives nothing although the pipeline sends.
-    #[error("Janus has received no {kind} for {secs} s although the pipeline runs: check stream.host ({host}) and firewalls")]
+    #[error("Janus has received no {} for {secs} s although the pipeline runs: check stream.host ({host}) and firewalls", medium.name())]
     NotReceived {
-        kind: &'static str,
+        medium: Medium,
         secs: u64,
         host: String,
     },
@@ -93,25 +94,35 @@ impl MediaError {
     }
 }
 
-/// The time the last buffer left a pipeline, as milliseconds since `origin`.
+/// What leaves a pipeline: the time of the last buffer, as milliseconds
+/// since `origin`, and the RTP packets counted by sequence number.
 #[derive(Debug, Clone)]
 pub struct Flow {
     origin: Instant,
     last_ms: Arc<AtomicU64>,
+    rtp: SequenceGaps,
 }
 
 impl Flow {
-    /// Watches buffers leaving through `pad`.
+    /// Watches the RTP packets leaving through `pad`.
     fn watch(pad: &gst::Pad) -> Self {
         let flow = Self {
             origin: Instant::now(),
             last_ms: Arc::default(),
+            rtp: SequenceGaps::default(),
         };
-        let (origin, last) = (flow.origin, Arc::clone(&flow.last_ms));
+        let (origin, last, rtp) = (flow.origin, Arc::clone(&flow.last_ms), flow.rtp.clone());
         pad.add_probe(
             gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-            move |_, _| {
+            move |_, info| {
                 last.store(millis(origin.elapsed()), Ordering::Relaxed);
+                match &info.data {
+                    Some(gst::PadProbeData::Buffer(buffer)) => rtp.record(buffer),
+                    Some(gst::PadProbeData::BufferList(list)) => {
+                        list.iter().for_each(|b| rtp.record(b))
+                    }
+                    _ => {}
+                }
                 gst::PadProbeReturn::Ok
             },
         );
@@ -122,6 +133,11 @@ impl Flow {
     pub fn idle(&self) -> Duration {
         let now = millis(self.origin.elapsed());
         Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+
+    /// The RTP packets sent so far, and the gaps in their sequence numbers.
+    pub fn rtp(&self) -> &SequenceGaps {
+        &self.rtp
     }
 }
 
@@ -161,47 +177,69 @@ pub struct Built {
     pub helper: Option<Helper>,
 }
 
+impl Built {
+    /// A pipeline that only its bus tells about: no flow watched, no camera program.
+    pub fn plain(pipeline: gst::Pipeline) -> Self {
+        Self {
+            pipeline,
+            flow: None,
+            helper: None,
+        }
+    }
+}
+
 impl Drop for Built {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
     }
 }
 
+/// How a supervisor watches a pipeline, beyond its bus.
+#[derive(Debug, Clone, Default)]
+pub struct Supervision {
+    /// The pipeline encrypts with the mountpoint's SRTP key: it waits for
+    /// one, and restarts when the key changes.
+    pub srtp: bool,
+    /// Sending nothing for this long while playing is a stall. None:
+    /// silence is normal for it.
+    pub stall_timeout: Option<Duration>,
+    /// What Janus should be receiving from it.
+    pub janus: Option<JanusCheck>,
+    /// A stop sends end-of-stream first and waits (briefly) for it to come
+    /// through, so that files are finished, not cut off.
+    pub drain_on_stop: bool,
+}
+
+/// A medium of the mountpoint that Janus should receive from a pipeline.
+#[derive(Debug, Clone)]
+pub struct JanusCheck {
+    /// Which one.
+    pub medium: Medium,
+    /// Janus reporting nothing received for this long is a failure.
+    pub within: Duration,
+    /// Where the pipeline sends it (named in the error).
+    pub host: String,
+}
+
 /// How one pipeline is checked, built and watched.
 pub trait Recipe: Send + Sync + 'static {
-    /// `video`, `microphone` or `speaker`.
+    /// `video`, `microphone`, `recorder` or `speaker`.
     fn name(&self) -> &'static str;
     /// Says exactly what is missing before anything starts.
     fn preflight(&self) -> Result<(), MediaError>;
     /// Builds the pipeline (not yet playing); `srtp` is the key to encrypt
-    /// with, given when [`Recipe::srtp`] says the pipeline needs one.
+    /// with, given when [`Supervision::srtp`] says the pipeline needs one.
     fn build(&self, srtp: Option<&SrtpKey>) -> Result<Built, MediaError>;
-    /// Whether the pipeline encrypts with the mountpoint's SRTP key: it then
-    /// waits for one, and restarts when the key changes.
-    fn srtp(&self) -> bool {
-        false
-    }
-    /// A pipeline that sends nothing for this long while playing has
-    /// stalled. None (the default): silence is normal for it.
-    fn stall_timeout(&self) -> Option<Duration> {
-        None
-    }
-    /// The mountpoint medium (`video`/`audio`) Janus should be receiving
-    /// from it, how soon, and the host it is sent to. None by default.
-    fn janus_medium(&self) -> Option<(&'static str, Duration, String)> {
-        None
-    }
-    /// Whether a stop sends end-of-stream first and waits (briefly) for it
-    /// to come through, so that files are finished, not cut off.
-    fn drain_on_stop(&self) -> bool {
-        false
+    /// How the pipeline is watched; by default, by its bus alone.
+    fn supervision(&self) -> Supervision {
+        Supervision::default()
     }
 }
 
 /// Live status of each pipeline that is configured.
 #[derive(Debug, Clone, Default)]
 pub struct MediaStatus {
-    /// One receiver per pipeline, in the order video, microphone, speaker.
+    /// One receiver per pipeline, in the order video, microphone, recorder, speaker.
     pub pipelines: Vec<watch::Receiver<PipelineStatus>>,
 }
 

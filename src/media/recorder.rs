@@ -34,30 +34,28 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use super::{devices, element, Built, MediaError, Recipe};
+use super::{devices, element, Built, MediaError, Recipe, Supervision};
 use crate::config::Settings;
+use crate::rtp::Medium;
 use crate::secret::SrtpKey;
 
-/// Segment files are named `broadcast-YYYYMMDD-HHMMSS-NNNN.mkv` (UTC), so
-/// that their names sort by age.
+/// Segment files are named `broadcast-sNNNNNN-YYYYMMDD-HHMMSS.mkv`: a
+/// sequence number that only grows (one more than the highest in the
+/// folder), then the wall-clock time (UTC) for people. Age is the sequence,
+/// never the time: a Pi without a real-time clock starts in the past at
+/// every boot until NTP steps it. Older names
+/// (`broadcast-YYYYMMDD-HHMMSS-NNNN.mkv`) count as older than any sequence.
 const PREFIX: &str = "broadcast-";
+/// Marks the sequence number after [`PREFIX`].
+const SEQUENCE: char = 's';
 const SUFFIX: &str = ".mkv";
 /// How much a recording branch may hold while the recorder is slow.
 const BRANCH_QUEUE: Duration = Duration::from_secs(2);
 /// What an appsrc may queue before it drops (the recorder stalled).
 const SOURCE_QUEUE_BYTES: u64 = 8 << 20;
 
-/// Which stream a buffer belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// The camera's H.264.
-    Video,
-    /// The microphone's Opus.
-    Audio,
-}
-
 /// Where the capture pipelines' recording branches deliver, and the
-/// recorder's inputs while it runs. Shared by all three pipelines.
+/// recorder's inputs while it runs. Shared by the capture pipelines and the recorder.
 #[derive(Default)]
 pub struct Feed {
     inputs: Mutex<Inputs>,
@@ -75,7 +73,7 @@ impl Feed {
     /// The recording branch of a capture pipeline: a leaky queue and an
     /// appsink that hands each buffer to the feed and never fails, so
     /// nothing the recorder does can stop the live stream.
-    pub fn branch(self: &Arc<Self>, kind: Kind) -> Result<[gst::Element; 2], MediaError> {
+    pub fn branch(self: &Arc<Self>, medium: Medium) -> Result<[gst::Element; 2], MediaError> {
         let queue = element("queue")?;
         queue.set_property_from_str("leaky", "downstream");
         queue.set_property("max-size-buffers", 0u32);
@@ -93,7 +91,7 @@ impl Feed {
                 gst_app::AppSinkCallbacks::builder()
                     .new_sample(move |sink| {
                         if let (Ok(sample), Some(feed)) = (sink.pull_sample(), feed.upgrade()) {
-                            feed.push(kind, &sample);
+                            feed.push(medium, &sample);
                         }
                         Ok(gst::FlowSuccess::Ok)
                     })
@@ -105,22 +103,22 @@ impl Feed {
     }
 
     /// Hands one encoded buffer to the recorder, if one runs.
-    fn push(&self, kind: Kind, sample: &gst::Sample) {
+    fn push(&self, medium: Medium, sample: &gst::Sample) {
         let Ok(mut inputs) = self.inputs.lock() else {
             return;
         };
         let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps_owned()) else {
             return;
         };
-        if kind == Kind::Video && inputs.video_needs_keyframe {
+        if medium == Medium::Video && inputs.video_needs_keyframe {
             if buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
                 return;
             }
             inputs.video_needs_keyframe = false;
         }
-        let src = match kind {
-            Kind::Video => inputs.video.as_ref(),
-            Kind::Audio => inputs.audio.as_ref(),
+        let src = match medium {
+            Medium::Video => inputs.video.as_ref(),
+            Medium::Audio => inputs.audio.as_ref(),
         };
         let Some(src) = src else { return };
         // Not playing (starting, or stopped after a failure): drop.
@@ -208,7 +206,7 @@ impl Recipe for Recorder {
         mux.set_property("muxer", element("matroskamux")?);
         mux.set_property(
             "max-size-time",
-            recording.segment_s.saturating_mul(1_000_000_000),
+            u64::try_from(recording.segment_length.as_nanos()).unwrap_or(u64::MAX),
         );
         mux.set_property(
             "location",
@@ -218,10 +216,9 @@ impl Recipe for Recorder {
                 .as_ref(),
         );
         let (dir, budget) = (self.dir().to_owned(), recording.max_total_bytes());
-        mux.connect("format-location", false, move |args| {
-            let fragment = args.get(1).and_then(|v| v.get::<u32>().ok()).unwrap_or(0);
+        mux.connect("format-location", false, move |_| {
             prune(&dir, budget);
-            let path = dir.join(segment_name(SystemTime::now(), fragment));
+            let path = dir.join(segment_name(next_sequence(&dir), SystemTime::now()));
             Some(path.to_string_lossy().into_owned().to_value())
         });
         pipeline
@@ -262,29 +259,70 @@ impl Recipe for Recorder {
         };
         prune(self.dir(), recording.max_total_bytes());
         self.feed.attach(video, audio);
-        Ok(Built {
-            pipeline,
-            flow: None,
-            helper: None,
-        })
+        Ok(Built::plain(pipeline))
     }
 
-    fn drain_on_stop(&self) -> bool {
-        true
+    fn supervision(&self) -> Supervision {
+        Supervision {
+            drain_on_stop: true,
+            ..Supervision::default()
+        }
     }
 }
 
-/// The name of a segment started at `at`, e.g. `broadcast-20261125-161300-0003.mkv` (UTC).
-fn segment_name(at: SystemTime, fragment: u32) -> String {
+/// The name of segment `sequence`, started at `at`, e.g.
+/// `broadcast-s000042-20261125-161300.mkv` (UTC).
+fn segment_name(sequence: u64, at: SystemTime) -> String {
     let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rest) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(i64::try_from(days).unwrap_or(0));
     format!(
-        "{PREFIX}{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{fragment:04}{SUFFIX}",
+        "{PREFIX}{SEQUENCE}{sequence:06}-{y:04}{m:02}{d:02}-{:02}{:02}{:02}{SUFFIX}",
         rest / 3600,
         rest / 60 % 60,
         rest % 60
     )
+}
+
+/// How a segment's name orders it: by sequence; names without one (an
+/// older agent's) first, among themselves by name.
+fn age_key(name: &str) -> Option<(u64, &str)> {
+    let rest = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+    let sequence = rest
+        .strip_prefix(SEQUENCE)
+        .and_then(|r| r.split('-').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    Some(sequence.map_or((0, name), |n| (n, "")))
+}
+
+/// The agent's segments in `dir` with their sizes, oldest first.
+fn segments(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<((u64, String), PathBuf, u64)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (n, tie) = age_key(&name)?;
+            let key = (n, tie.to_owned());
+            Some((key, e.path(), e.metadata().ok()?.len()))
+        })
+        .collect();
+    found.sort();
+    found
+        .into_iter()
+        .map(|(_, path, size)| (path, size))
+        .collect()
+}
+
+/// One more than the highest sequence number in `dir` (1 in an empty one).
+fn next_sequence(dir: &Path) -> u64 {
+    let names = fs::read_dir(dir).into_iter().flatten().flatten();
+    let highest = names
+        .filter_map(|e| Some(age_key(&e.file_name().to_string_lossy())?.0))
+        .max();
+    highest.unwrap_or(0) + 1
 }
 
 /// Year, month, day of a count of days since 1970-01-01 (proleptic
@@ -306,19 +344,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 /// the size of the newest, fit in `budget` bytes. Only the agent's own
 /// files (`broadcast-*.mkv`) are touched; failures are logged, not fatal.
 fn prune(dir: &Path, budget: u64) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    let mut segments: Vec<(PathBuf, u64)> = entries
-        .flatten()
-        .filter(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            name.starts_with(PREFIX) && name.ends_with(SUFFIX)
-        })
-        .filter_map(|e| Some((e.path(), e.metadata().ok()?.len())))
-        .collect();
-    segments.sort();
+    let segments = segments(dir);
     let newest = segments.last().map_or(0, |(_, size)| *size);
     let mut total: u64 = segments.iter().map(|(_, size)| size).sum();
     for (path, size) in segments {
@@ -346,9 +372,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn segment_names_sort_by_time() {
+    fn segment_names_carry_sequence_and_time() {
         let at = UNIX_EPOCH + Duration::from_secs(1_764_087_180);
-        assert_eq!(segment_name(at, 3), "broadcast-20251125-161300-0003.mkv");
+        assert_eq!(segment_name(3, at), "broadcast-s000003-20251125-161300.mkv");
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     }
@@ -356,14 +382,18 @@ mod tests {
     #[test]
     fn prune_deletes_the_oldest_beyond_the_budget() {
         let dir = tempfile::tempdir().expect("temp dir");
+        // The clock stepped back between segments 9 and 10 (a Pi without
+        // RTC, rebooted): the sequence, not the time, says which is newer.
         for (name, size) in [
             ("broadcast-20250101-000000-0000.mkv", 100),
-            ("broadcast-20250101-000010-0001.mkv", 100),
-            ("broadcast-20250101-000020-0002.mkv", 100),
+            ("broadcast-s000009-20250601-120000.mkv", 100),
+            ("broadcast-s000010-19700101-000012.mkv", 100),
+            ("broadcast-s000011-19700101-000022.mkv", 100),
             ("notes.txt", 1000),
         ] {
             fs::write(dir.path().join(name), vec![0u8; size]).expect("write");
         }
+        assert_eq!(next_sequence(dir.path()), 12);
         prune(dir.path(), 350);
         let mut left: Vec<_> = fs::read_dir(dir.path())
             .expect("read dir")
@@ -374,8 +404,8 @@ mod tests {
         assert_eq!(
             left,
             [
-                "broadcast-20250101-000010-0001.mkv",
-                "broadcast-20250101-000020-0002.mkv",
+                "broadcast-s000010-19700101-000012.mkv",
+                "broadcast-s000011-19700101-000022.mkv",
                 "notes.txt"
             ]
         );

@@ -15,7 +15,7 @@ use gstreamer::prelude::*;
 use super::devices::{self, Direction};
 use super::{assemble, element, Built, MediaError, Recipe};
 use crate::config::Settings;
-use crate::room::SPEAKER_PAYLOAD_TYPE;
+use crate::rtp::SPEAKER_PAYLOAD_TYPE;
 use crate::secret::SrtpKey;
 
 /// The speaker pipeline.
@@ -68,7 +68,9 @@ impl Recipe for Speaker {
         src.set_property("port", i32::from(speaker.port));
         src.set_property("caps", caps);
         let jitter = element("rtpjitterbuffer")?;
-        jitter.set_property("latency", speaker.latency_ms);
+        // Validated to at most 5 s, well within a u32 of milliseconds.
+        let latency_ms = u32::try_from(speaker.latency.as_millis()).unwrap_or(u32::MAX);
+        jitter.set_property("latency", latency_ms);
         let dec = element("opusdec")?;
         dec.set_property("plc", true);
         let sink = element("alsasink")?;

@@ -1,8 +1,14 @@
 //! Runs one pipeline for as long as the room is wanted open: starts it,
 //! watches its bus, its output and what Janus receives, and restarts it with
-//! capped exponential backoff when it fails. A run that lasted long enough
-//! resets the backoff. Each failure is logged once per change of error, not
-//! once per retry.
+//! capped exponential backoff when it fails. A run that delivered media for
+//! a while (a camera that flaps) or lasted long enough resets the backoff:
+//! only failures before anything flowed (no camera, a busy device) escalate.
+//! Janus receiving nothing from a pipeline that runs fine (a firewall) gets a
+//! few restarts; then the pipeline keeps running and the status says
+//! `network: no media reaching Janus` until Janus receives again. Each
+//! failure is logged once per change of error, not once per retry. Building
+//! and starting a pipeline runs on a blocking thread: it may wait on devices
+//! and on name lookups.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,9 +18,10 @@ use gstreamer::prelude::*;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use super::{MediaError, Recipe};
+use super::{Built, JanusCheck, MediaError, Recipe, Supervision};
 use crate::backoff::{Backoff, Policy};
-use crate::room::{Desired, Presence, RoomState};
+use crate::secret::SrtpKey;
+use crate::state::{Presence, RoomState};
 
 /// Restart delays: the first restart is quick (a blip), a failing device is
 /// retried every half minute at most.
@@ -24,6 +31,14 @@ const RESTART: Policy = Policy {
 };
 /// A run this long counts as stable: the next failure restarts quickly again.
 const STABLE_RUN: Duration = Duration::from_secs(10);
+/// A run that sent media for this long worked: its failure restarts at once
+/// (the first step of the backoff), however often it happens.
+const DELIVERED_RUN: Duration = Duration::from_secs(1);
+/// Restarts for "Janus receives nothing" in a row; after these the pipeline
+/// keeps running and the status reports the network.
+const NO_MEDIA_RESTARTS: u32 = 3;
+/// What the status says while Janus receives nothing from a running pipeline.
+pub const NO_MEDIA: &str = "no media reaching Janus";
 /// How often a running pipeline's output and Janus's view of it are checked.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
 /// How long a draining stop waits for end-of-stream to come through.
@@ -46,7 +61,7 @@ pub enum RunState {
 /// The published status of one pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PipelineStatus {
-    /// `video`, `microphone` or `speaker`.
+    /// `video`, `microphone`, `recorder` or `speaker`.
     pub name: &'static str,
     /// What it is doing.
     pub state: RunState,
@@ -54,6 +69,20 @@ pub struct PipelineStatus {
     pub restarts: u32,
     /// The last failure, until the pipeline runs again.
     pub last_error: Option<String>,
+    /// RTP packets sent by this run, for the pipelines that send RTP.
+    pub rtp: Option<RtpCounts>,
+    /// A network problem seen while the pipeline runs fine locally
+    /// ([`NO_MEDIA`]).
+    pub network: Option<&'static str>,
+}
+
+/// RTP packets a pipeline sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RtpCounts {
+    /// Packets sent.
+    pub packets: u64,
+    /// Gaps in their sequence numbers (packets the sender skipped).
+    pub missing: u64,
 }
 
 impl RunState {
@@ -76,12 +105,30 @@ impl PipelineStatus {
             state: RunState::Stopped,
             restarts: 0,
             last_error: None,
+            rtp: None,
+            network: None,
         }
     }
 }
 
 fn wanted(room: &watch::Receiver<RoomState>) -> bool {
-    room.borrow().desired == Desired::Open
+    room.borrow().wants_open()
+}
+
+/// How a run failed.
+struct RunFailure {
+    error: MediaError,
+    /// It sent media for at least [`DELIVERED_RUN`] first.
+    delivered: bool,
+}
+
+impl From<MediaError> for RunFailure {
+    fn from(error: MediaError) -> Self {
+        Self {
+            error,
+            delivered: false,
+        }
+    }
 }
 
 /// Supervises the pipeline of `recipe` until the room watch closes.
@@ -92,10 +139,12 @@ pub async fn supervise(
 ) {
     let name = recipe.name();
     let mut backoff = Backoff::new(RESTART);
+    let mut no_media = 0;
     let set = |state: RunState, error: Option<String>| {
         status.send_modify(|s| {
             s.state = state;
             s.last_error = error;
+            s.network = None;
         });
     };
     loop {
@@ -106,61 +155,100 @@ pub async fn supervise(
         }
         if !wanted(&room) {
             set(RunState::Stopped, None);
-            if room.wait_for(|s| s.desired == Desired::Open).await.is_err() {
+            if room.wait_for(RoomState::wants_open).await.is_err() {
                 return;
             }
         }
         let previous_error = status.borrow().last_error.clone();
         set(RunState::Starting, previous_error);
         let started = Instant::now();
-        let failure = match run_once(&*recipe, &mut room, &status).await {
+        let tolerate = no_media >= NO_MEDIA_RESTARTS;
+        let failure = match run_once(&recipe, &mut room, &status, tolerate).await {
             Ok(()) => {
                 backoff.reset();
                 continue;
             }
             Err(failure) => failure,
         };
-        if started.elapsed() >= STABLE_RUN {
+        no_media = match failure.error {
+            MediaError::NotReceived { .. } => no_media + 1,
+            _ => 0,
+        };
+        if failure.delivered || started.elapsed() >= STABLE_RUN {
             backoff.reset();
         }
         let delay = backoff.next_delay();
-        let message = failure.to_string();
-        if status.borrow().last_error.as_deref() != Some(message.as_str()) {
-            log::warn!(
-                "{name} pipeline: {message}; restarting in {} ms",
-                delay.as_millis()
-            );
-        } else {
-            log::debug!(
-                "{name} pipeline failed again; restarting in {} ms",
-                delay.as_millis()
-            );
-        }
-        status.send_modify(|s| {
-            s.state = RunState::Failed;
-            s.restarts += 1;
-            s.last_error = Some(message);
-        });
+        report(name, &failure.error, delay, &status);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            closed = room.wait_for(|s| s.desired != Desired::Open) => if closed.is_err() { return },
+            closed = room.wait_for(|s| !s.wants_open()) => if closed.is_err() { return },
         }
     }
 }
 
+/// Publishes a failure; logs it when it differs from the last one.
+fn report(
+    name: &str,
+    failure: &MediaError,
+    delay: Duration,
+    status: &watch::Sender<PipelineStatus>,
+) {
+    let message = failure.to_string();
+    if status.borrow().last_error.as_deref() != Some(message.as_str()) {
+        log::warn!(
+            "{name} pipeline: {message}; restarting in {} ms",
+            delay.as_millis()
+        );
+    } else {
+        log::debug!(
+            "{name} pipeline failed again; restarting in {} ms",
+            delay.as_millis()
+        );
+    }
+    status.send_modify(|s| {
+        s.state = RunState::Failed;
+        s.restarts += 1;
+        s.last_error = Some(message);
+        s.network = None;
+    });
+}
+
+/// Builds and starts the pipeline on a blocking thread: building may start
+/// a camera program, open devices and look up `stream.host`.
+async fn build_and_start(
+    recipe: &Arc<dyn Recipe>,
+    key: Option<SrtpKey>,
+) -> Result<(Built, mpsc::UnboundedReceiver<MediaError>), MediaError> {
+    let recipe = Arc::clone(recipe);
+    tokio::task::spawn_blocking(move || {
+        let built = recipe.build(key.as_ref())?;
+        let failed = start(&built)?;
+        Ok((built, failed))
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(MediaError::Build(format!(
+            "building the pipeline failed: {e}"
+        )))
+    })
+}
+
 /// Builds, starts and watches the pipeline once. `Ok` means it was stopped
-/// because the room was closed; `Err` says why it failed.
+/// because the room was closed; `Err` says why it failed. With `tolerate`,
+/// Janus receiving nothing is reported, not a failure.
 async fn run_once(
-    recipe: &dyn Recipe,
+    recipe: &Arc<dyn Recipe>,
     room: &mut watch::Receiver<RoomState>,
     status: &watch::Sender<PipelineStatus>,
-) -> Result<(), MediaError> {
+    tolerate: bool,
+) -> Result<(), RunFailure> {
     recipe.preflight()?;
+    let supervision = recipe.supervision();
     // An SRTP pipeline sends only with the mountpoint's key: wait for the
     // reconciler to make the mountpoint (or for the room to close).
-    let key = if recipe.srtp() {
+    let key = if supervision.srtp {
         let ready = room
-            .wait_for(|s| s.desired != Desired::Open || s.srtp_key.is_some())
+            .wait_for(|s| !s.wants_open() || s.srtp_key.is_some())
             .await
             .map(|s| s.srtp_key);
         match ready {
@@ -170,7 +258,76 @@ async fn run_once(
     } else {
         None
     };
-    let mut built = recipe.build(key.as_ref())?;
+    let (mut built, mut failed) = build_and_start(recipe, key).await?;
+    announce_running(recipe.name(), status);
+    let playing_since = Instant::now();
+    let delivered = |built: &Built| {
+        playing_since.elapsed() >= DELIVERED_RUN
+            && built.flow.as_ref().is_some_and(|f| f.rtp().packets() > 0)
+    };
+    let mut check = tokio::time::interval(CHECK_EVERY);
+    loop {
+        let error = tokio::select! {
+            failure = failed.recv() => {
+                failure.unwrap_or_else(|| MediaError::Ended("the pipeline's bus closed".into()))
+            }
+            _ = check.tick() => {
+                publish_counts(&built, status);
+                match health(&mut built, &supervision, room, playing_since) {
+                    Err(MediaError::NotReceived { .. }) if tolerate => {
+                        network(recipe.name(), status, Some(NO_MEDIA));
+                        continue;
+                    }
+                    Err(error) => error,
+                    Ok(()) => {
+                        network(recipe.name(), status, None);
+                        continue;
+                    }
+                }
+            }
+            changed = room.changed() => {
+                if changed.is_err() || !wanted(room) {
+                    if supervision.drain_on_stop {
+                        built.pipeline.send_event(gst::event::Eos::new());
+                        // The bus reports the EOS (or an error) as a failure.
+                        let _ = tokio::time::timeout(DRAIN, failed.recv()).await;
+                    }
+                    log::info!("{} pipeline: stopped (room closed)", recipe.name());
+                    return Ok(());
+                }
+                if supervision.srtp && room.borrow().srtp_key != key {
+                    log::info!("{} pipeline: the mountpoint's SRTP key changed (mountpoint re-created): restarting", recipe.name());
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        return Err(RunFailure {
+            error,
+            delivered: delivered(&built),
+        });
+    }
+}
+
+/// Sets or clears the pipeline's network note; logs each change once.
+fn network(name: &str, status: &watch::Sender<PipelineStatus>, note: Option<&'static str>) {
+    let changed = status.send_if_modified(|s| {
+        let changed = s.network != note;
+        s.network = note;
+        changed
+    });
+    match (changed, note) {
+        (false, _) => {}
+        (true, Some(note)) => log::warn!(
+            "{name} pipeline: network: {note} after {NO_MEDIA_RESTARTS} restarts; \
+             keeping the pipeline running and checking again"
+        ),
+        (true, None) => log::info!("{name} pipeline: media reaches Janus again"),
+    }
+}
+
+/// Sets the pipeline playing; its bus failures arrive on the receiver.
+fn start(built: &Built) -> Result<mpsc::UnboundedReceiver<MediaError>, MediaError> {
     let (failures, mut failed) = mpsc::unbounded_channel();
     let bus = built
         .pipeline
@@ -187,60 +344,74 @@ async fn run_once(
             .try_recv()
             .unwrap_or_else(|_| MediaError::Build("the pipeline refused to start".into())));
     }
+    Ok(failed)
+}
+
+fn announce_running(name: &str, status: &watch::Sender<PipelineStatus>) {
     let recovered = status.borrow().last_error.is_some();
     status.send_modify(|s| {
         s.state = RunState::Running;
         s.last_error = None;
+        s.rtp = None;
     });
     if recovered {
-        log::info!("{} pipeline: running again", recipe.name());
+        log::info!("{name} pipeline: running again");
     } else {
-        log::info!("{} pipeline: running", recipe.name());
+        log::info!("{name} pipeline: running");
     }
-    let playing_since = Instant::now();
-    let mut check = tokio::time::interval(CHECK_EVERY);
-    loop {
-        tokio::select! {
-            failure = failed.recv() => {
-                return Err(failure.unwrap_or_else(|| MediaError::Ended("the pipeline's bus closed".into())));
-            }
-            _ = check.tick() => {
-                if let Some(status) = built.helper.as_mut().and_then(|h| h.exited()) {
-                    return Err(MediaError::Ended(format!("the camera program exited: {status}")));
-                }
-                if let (Some(flow), Some(limit)) = (&built.flow, recipe.stall_timeout()) {
-                    if flow.idle() > limit {
-                        return Err(MediaError::Stalled(limit.as_secs()));
-                    }
-                }
-                if let Some((kind, limit, host)) = recipe.janus_medium() {
-                    let starved = {
-                        let state = room.borrow();
-                        matches!(state.mountpoint, Presence::Present(_))
-                            && state.media_age(kind).is_some_and(|age| age > limit)
-                    };
-                    if starved && playing_since.elapsed() > limit {
-                        return Err(MediaError::NotReceived { kind, secs: limit.as_secs(), host });
-                    }
-                }
-            }
-            changed = room.changed() => {
-                if changed.is_err() || !wanted(room) {
-                    if recipe.drain_on_stop() {
-                        built.pipeline.send_event(gst::event::Eos::new());
-                        // The bus reports the EOS (or an error) as a failure.
-                        let _ = tokio::time::timeout(DRAIN, failed.recv()).await;
-                    }
-                    log::info!("{} pipeline: stopped (room closed)", recipe.name());
-                    return Ok(());
-                }
-                if recipe.srtp() && room.borrow().srtp_key != key {
-                    log::info!("{} pipeline: the mountpoint's SRTP key changed (mountpoint re-created): restarting", recipe.name());
-                    return Ok(());
-                }
-            }
+}
+
+/// The periodic checks of a playing pipeline: its camera program, its
+/// output, and what Janus receives of it.
+fn health(
+    built: &mut Built,
+    supervision: &Supervision,
+    room: &watch::Receiver<RoomState>,
+    playing_since: Instant,
+) -> Result<(), MediaError> {
+    if let Some(status) = built.helper.as_mut().and_then(|h| h.exited()) {
+        return Err(MediaError::Ended(format!(
+            "the camera program exited: {status}"
+        )));
+    }
+    if let (Some(flow), Some(limit)) = (&built.flow, supervision.stall_timeout) {
+        if flow.idle() > limit {
+            return Err(MediaError::Stalled(limit.as_secs()));
         }
     }
+    if let Some(check) = &supervision.janus {
+        if starved(check, &room.borrow()) && playing_since.elapsed() > check.within {
+            return Err(MediaError::NotReceived {
+                medium: check.medium,
+                secs: check.within.as_secs(),
+                host: check.host.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether Janus, with the mountpoint in place, has not received the
+/// medium for longer than the check allows.
+fn starved(check: &JanusCheck, state: &RoomState) -> bool {
+    matches!(state.mountpoint, Presence::Present(_))
+        && state
+            .media_age
+            .of(check.medium)
+            .is_some_and(|age| age > check.within)
+}
+
+fn publish_counts(built: &Built, status: &watch::Sender<PipelineStatus>) {
+    let Some(flow) = &built.flow else { return };
+    let counts = RtpCounts {
+        packets: flow.rtp().packets(),
+        missing: flow.rtp().missing(),
+    };
+    status.send_if_modified(|s| {
+        let changed = s.rtp != Some(counts);
+        s.rtp = Some(counts);
+        changed
+    });
 }
 
 /// The failure a bus message reports, if it reports one.
@@ -267,9 +438,8 @@ fn failure_in(message: &gst::Message) -> Option<MediaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::Built;
-    use crate::room::plan::Fit;
-    use crate::secret::SrtpKey;
+    use crate::rtp::Medium;
+    use crate::state::{Desired, Fit};
 
     /// A live test pattern into a `fakesink`, that Janus is said to expect
     /// as video within 300 ms.
@@ -289,15 +459,18 @@ mod tests {
                 .map_err(|e| MediaError::Build(e.to_string()))?
                 .downcast::<gst::Pipeline>()
                 .map_err(|_| MediaError::Build("not a pipeline".into()))?;
-            Ok(Built {
-                pipeline,
-                flow: None,
-                helper: None,
-            })
+            Ok(Built::plain(pipeline))
         }
 
-        fn janus_medium(&self) -> Option<(&'static str, Duration, String)> {
-            Some(("video", Duration::from_millis(300), "192.0.2.1".into()))
+        fn supervision(&self) -> Supervision {
+            Supervision {
+                janus: Some(JanusCheck {
+                    medium: Medium::Video,
+                    within: Duration::from_millis(300),
+                    host: "192.0.2.1".into(),
+                }),
+                ..Supervision::default()
+            }
         }
     }
 
@@ -340,6 +513,44 @@ mod tests {
         .expect("status published");
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert_eq!(status_rx.borrow().state, RunState::Running);
+        drop(room_tx);
+        let _ = supervisor.await;
+    }
+
+    /// Janus never receives (a firewall): after a few restarts the
+    /// pipeline keeps running and reports the network; once Janus receives
+    /// again the note goes away. Real GStreamer; Janus's view is given.
+    #[tokio::test]
+    async fn media_no_media_at_janus_is_reported_after_bounded_restarts() {
+        gst::init().expect("GStreamer initialises");
+        let (room_tx, room_rx) = watch::channel(room(60_000));
+        let (status_tx, mut status_rx) = watch::channel(PipelineStatus::stopped("video"));
+        let supervisor = tokio::spawn(supervise(Arc::new(Pattern), room_rx, status_tx));
+        let reported = tokio::time::timeout(
+            Duration::from_secs(15),
+            status_rx.wait_for(|s| s.network == Some(NO_MEDIA)),
+        )
+        .await
+        .expect("the network is reported within 15 s")
+        .expect("status published")
+        .clone();
+        assert_eq!(reported.restarts, NO_MEDIA_RESTARTS);
+        assert_eq!(reported.state, RunState::Running);
+        // No more restarts while Janus still receives nothing.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let still = status_rx.borrow().clone();
+        assert_eq!(
+            (still.state, still.restarts, still.network),
+            (RunState::Running, NO_MEDIA_RESTARTS, Some(NO_MEDIA))
+        );
+        room_tx.send_modify(|s| s.media_age.video_ms = Some(20));
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            status_rx.wait_for(|s| s.network.is_none()),
+        )
+        .await
+        .expect("the note goes within 2 s")
+        .expect("status published");
         drop(room_tx);
         let _ = supervisor.await;
     }

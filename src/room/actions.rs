@@ -2,21 +2,22 @@
 //! against the AudioBridge and Streaming plugins and records what Janus
 //! answered, and creates the session with its long-poll.
 
-use std::net::UdpSocket;
+use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::plan::{next_action, Action, Fit, Goal, MediaAge, Observed, Plan, Presence, Session};
-use super::{
-    Event, AUDIO_PAYLOAD_TYPE, MAX_ACTIONS_PER_PASS, SPEAKER_PAYLOAD_TYPE, VIDEO_PAYLOAD_TYPE,
-};
+use super::error::PassError;
+use super::plan::{next_action, Action, Goal, Observed, Plan, Session};
+use super::{Event, MAX_ACTIONS_PER_PASS};
 use crate::config::Settings;
-use crate::janus::audiobridge::{self, AudioBridge, Created, ForwardTarget, RoomSpec};
+use crate::janus::audiobridge::{self, AudioBridge, Created, ForwardTarget, Forwarder, RoomSpec};
 use crate::janus::longpoll::{self, CurrentSession};
-use crate::janus::streaming::{self, MountpointSpec, Streaming};
-use crate::janus::{Client, JanusError};
+use crate::janus::streaming::{self, MountpointInfo, MountpointSpec, Streaming};
+use crate::janus::Client;
+use crate::rtp::{Medium, SPEAKER_PAYLOAD_TYPE};
 use crate::secret::SrtpKey;
+use crate::state::{Fit, Foreign, Forward, MediaAge, Owner, Presence};
 
 /// Everything a pass needs, shared with the blocking threads that run it.
 pub(super) struct Janus {
@@ -28,20 +29,22 @@ pub(super) struct Janus {
 
 impl Janus {
     /// Performs actions until `observed` matches `goal`, or one fails.
-    pub(super) fn converge(&self, goal: Goal, observed: &mut Observed) -> Result<(), JanusError> {
+    pub(super) fn converge(&self, goal: Goal, observed: &mut Observed) -> Result<(), PassError> {
         let room = &self.settings.room;
         let plan = Plan {
+            id: room.id,
             destroy_on_close: room.destroy_on_close,
-            count_participants: room.idle_timeout().is_some(),
+            count_participants: room.idle_timeout.is_some(),
         };
         for _ in 0..MAX_ACTIONS_PER_PASS {
-            let Some(action) = next_action(goal, plan, observed) else {
+            let Some(action) = next_action(goal, plan, observed).map_err(PassError::Conflict)?
+            else {
                 return Ok(());
             };
-            log::trace!("room {}: {action:?}", self.settings.room.id);
+            log::trace!("room {}: {action:?}", room.id);
             match self.apply(action, observed) {
                 Ok(()) => {}
-                Err(e) if e.is_session_gone() => {
+                Err(PassError::Janus(e)) if e.is_session_gone() => {
                     if let Some(session) = observed.session.take() {
                         log::info!(
                             "Janus session {} is gone (Janus restarted?): starting a new one",
@@ -57,159 +60,38 @@ impl Janus {
                 }
             }
         }
-        Err(JanusError::Protocol(format!(
-            "no steady state after {MAX_ACTIONS_PER_PASS} requests"
-        )))
+        Err(PassError::Unsettled(MAX_ACTIONS_PER_PASS))
     }
 
     /// Performs one action and records what Janus answered.
-    fn apply(&self, action: Action, observed: &mut Observed) -> Result<(), JanusError> {
-        let room = &self.settings.room;
-        let id = room.id;
-        let secret = room.secret.as_ref();
-        if action == Action::CreateSession {
-            let session = self.create_session()?;
-            *observed = Observed {
-                session: Some(session),
-                srtp_key: observed.srtp_key,
-                ..Observed::default()
-            };
-            return Ok(());
-        }
-        let Some(session) = observed.session else {
-            return Err(JanusError::Protocol(format!(
-                "{action:?} without a session"
-            )));
+    fn apply(&self, action: Action, observed: &mut Observed) -> Result<(), PassError> {
+        let session = match observed.session {
+            Some(session) if action != Action::CreateSession => session,
+            // The planner asks for a session before anything else.
+            _ => {
+                let session = self.create_session()?;
+                *observed = Observed {
+                    session: Some(session),
+                    srtp_key: observed.srtp_key,
+                    ..Observed::default()
+                };
+                return Ok(());
+            }
         };
         let bridge = AudioBridge::new(&self.client, session.audiobridge);
         let stream = Streaming::new(&self.client, session.streaming);
         match action {
-            Action::CreateSession => {}
-            Action::CheckRoom => {
-                observed.room = presence(bridge.exists(id)?);
-                if observed.room.is_absent() {
-                    observed.forwarder = Presence::Absent;
-                }
-            }
-            Action::CreateRoom => {
-                let created = bridge.create(&self.room_spec())?;
-                log::info!("room {id}: {}", describe(created, "created", "adopted"));
-                observed.room = Presence::Present(());
-                if created == Created::New {
-                    observed.forwarder = Presence::Absent;
-                }
-            }
-            Action::DestroyRoom => {
-                bridge.destroy(id, secret)?;
-                log::info!("room {id}: destroyed");
-                observed.room = Presence::Absent;
-                observed.forwarder = Presence::Absent;
-            }
-            Action::CheckMountpoint => {
-                let spec = self.mountpoint_spec();
-                let info = stream.info(id, secret)?;
-                let age_ms = |kind| {
-                    info.as_ref()
-                        .and_then(|i| i.age(kind))
-                        .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX))
-                };
-                observed.media_age = MediaAge {
-                    video_ms: age_ms("video"),
-                    audio_ms: age_ms("audio"),
-                };
-                observed.mountpoint = match info {
-                    None => Presence::Absent,
-                    Some(info) if !info.fits(&spec) => {
-                        log::warn!(
-                            "mountpoint {id} listens on other ports than stream.video_port/audio_port, or offers another H.264 level than [video] sends: replacing it"
-                        );
-                        Presence::Present(Fit::WrongPorts)
-                    }
-                    Some(_) if self.settings.stream.srtp && observed.srtp_key.is_none() => {
-                        log::info!(
-                            "mountpoint {id} was made before this run and its SRTP key is unknown: replacing it"
-                        );
-                        Presence::Present(Fit::UnknownKey)
-                    }
-                    Some(_) => Presence::Present(Fit::Matches),
-                };
-                if observed.mountpoint.is_absent() {
-                    observed.srtp_key = None;
-                }
-            }
-            Action::CreateMountpoint => {
-                let key = self.settings.stream.srtp.then(SrtpKey::generate);
-                let spec = MountpointSpec {
-                    srtp: key.as_ref(),
-                    ..self.mountpoint_spec()
-                };
-                let created = stream.create(&spec)?;
-                log::info!(
-                    "mountpoint {id}: {} (video port {}, audio port {}{})",
-                    describe(created, "created", "adopted"),
-                    spec.video.0,
-                    spec.audio.0,
-                    if key.is_some() { ", SRTP" } else { "" }
-                );
-                // An adopted one (made by someone else meanwhile) is checked
-                // again, and replaced if SRTP needs a key it does not have.
-                observed.srtp_key = match created {
-                    Created::New => key,
-                    Created::Existing => None,
-                };
-                observed.mountpoint = match created {
-                    Created::New => Presence::Present(Fit::Matches),
-                    Created::Existing => Presence::Unknown,
-                };
-            }
-            Action::DestroyMountpoint => {
-                stream.destroy(id, secret)?;
-                log::info!("mountpoint {id}: destroyed");
-                observed.mountpoint = Presence::Absent;
-                observed.srtp_key = None;
-            }
-            Action::CheckForwarder => {
-                observed.forwarder = match bridge.list_forwarders(id, secret) {
-                    Ok(list) => {
-                        let target = self.forward_target()?;
-                        match list.into_iter().find(|f| f.matches(&target)) {
-                            Some(f) => Presence::Present(f.stream_id),
-                            None => Presence::Absent,
-                        }
-                    }
-                    Err(e) if e.code() == Some(audiobridge::code::NO_SUCH_ROOM) => {
-                        observed.room = Presence::Absent;
-                        Presence::Absent
-                    }
-                    Err(e) => return Err(e),
-                };
-            }
-            Action::CreateForwarder => {
-                let target = self.forward_target()?;
-                let stream_id = bridge.rtp_forward(id, &target, secret, room.admin_key.as_ref())?;
-                log::info!(
-                    "room {id}: forwarding its audio to {}:{} (stream {stream_id})",
-                    target.host,
-                    target.port
-                );
-                observed.forwarder = Presence::Present(stream_id);
-            }
-            Action::StopForwarder(stream_id) => {
-                bridge.stop_rtp_forward(id, stream_id, secret, room.admin_key.as_ref())?;
-                log::info!("room {id}: stopped forwarding its audio");
-                observed.forwarder = Presence::Absent;
-            }
-            Action::CountParticipants => {
-                observed.participants = match bridge.count_participants(id) {
-                    Ok(n) => Presence::Present(n),
-                    Err(e) if e.code() == Some(audiobridge::code::NO_SUCH_ROOM) => {
-                        observed.room = Presence::Absent;
-                        observed.forwarder = Presence::Absent;
-                        Presence::Unknown
-                    }
-                    Err(e) => return Err(e),
-                };
-            }
+            Action::CreateSession => {} // done above
+            Action::CheckRoom => self.check_room(&bridge, observed)?,
+            Action::CreateRoom => self.create_room(&bridge, observed)?,
+            Action::DestroyRoom => self.destroy_room(&bridge, observed)?,
+            Action::CheckMountpoint => self.check_mountpoint(&stream, observed)?,
+            Action::CreateMountpoint => self.create_mountpoint(&stream, observed)?,
+            Action::DestroyMountpoint => self.destroy_mountpoint(&stream, observed)?,
+            Action::CheckForwarder => self.check_forwarder(&bridge, observed)?,
+            Action::CreateForwarder => self.create_forwarder(&bridge, observed)?,
+            Action::StopForwarder(id) => self.stop_forwarder(&bridge, id, observed)?,
+            Action::CountParticipants => self.count_participants(&bridge, observed)?,
             Action::DestroySession => {
                 self.current.set(None);
                 observed.session = None;
@@ -220,8 +102,305 @@ impl Janus {
         Ok(())
     }
 
+    /// Whether the room exists and is ours: `room.secret` controls it and
+    /// a made-up secret does not. Its forwarders come with the proof.
+    fn check_room(
+        &self,
+        bridge: &AudioBridge<'_>,
+        observed: &mut Observed,
+    ) -> Result<(), PassError> {
+        let room = &self.settings.room;
+        if !bridge.exists(room.id)? {
+            self.room_gone(observed);
+            return Ok(());
+        }
+        let list = match bridge.list_forwarders(room.id, room.secret.as_ref()) {
+            Ok(list) => list,
+            Err(e) if e.code() == Some(audiobridge::code::NO_SUCH_ROOM) => {
+                self.room_gone(observed);
+                return Ok(());
+            }
+            Err(e) if audiobridge::is_refused(&e) => {
+                observed.room = Presence::Present(Owner::Foreign(Foreign::OtherSecret));
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // Without room.secret nothing can be proven (warned at start).
+        if room.secret.is_some() && !bridge.is_guarded(room.id)? {
+            observed.room = Presence::Present(Owner::Foreign(Foreign::NoSecret));
+            return Ok(());
+        }
+        observed.room = Presence::Present(Owner::Us);
+        self.record_forwarders(&list, observed)
+    }
+
+    /// The room is not there, nor anything in it.
+    fn room_gone(&self, observed: &mut Observed) {
+        observed.room = Presence::Absent;
+        observed.forwarder = Presence::Absent;
+        observed.stale_forwarder = None;
+        observed.forward = None;
+    }
+
+    fn create_room(
+        &self,
+        bridge: &AudioBridge<'_>,
+        observed: &mut Observed,
+    ) -> Result<(), PassError> {
+        let id = self.settings.room.id;
+        match bridge.create(&self.room_spec())? {
+            Created::New => {
+                log::info!("room {id}: created");
+                self.room_gone(observed);
+                observed.room = Presence::Present(Owner::Us);
+            }
+            // Made by someone meanwhile: check whose it is.
+            Created::Existing => observed.room = Presence::Unknown,
+        }
+        Ok(())
+    }
+
+    fn destroy_room(
+        &self,
+        bridge: &AudioBridge<'_>,
+        observed: &mut Observed,
+    ) -> Result<(), PassError> {
+        let room = &self.settings.room;
+        bridge.destroy(room.id, room.secret.as_ref())?;
+        log::info!("room {}: destroyed", room.id);
+        self.room_gone(observed);
+        Ok(())
+    }
+
+    fn check_mountpoint(
+        &self,
+        stream: &Streaming<'_>,
+        observed: &mut Observed,
+    ) -> Result<(), PassError> {
+        let room = &self.settings.room;
+        let info = stream.info(room.id, room.secret.as_ref())?;
+        let age_ms = |medium| {
+            let age = info.as_ref().and_then(|i| i.age(medium))?;
+            Some(u64::try_from(age.as_millis()).unwrap_or(u64::MAX))
+        };
+        observed.media_age = MediaAge {
+            video_ms: age_ms(Medium::Video),
+            audio_ms: age_ms(Medium::Audio),
+        };
+        observed.mountpoint = match info {
+            None => Presence::Absent,
+            Some(info) => {
+                Presence::Present(self.fit(stream, &info, observed.srtp_key.is_some())?)
+            }
+        };
+        if observed.mountpoint.is_absent() {
+            observed.srtp_key = None;
+        }
+        Ok(())
+    }
+
+    /// Whether an existing mountpoint is the one wanted: ours (its ports
+    /// show only with our secret, and match) and with a known key.
+    fn fit(
+        &self,
+        stream: &Streaming<'_>,
+        info: &MountpointInfo,
+        key_known: bool,
+    ) -> Result<Fit, PassError> {
+        let room = &self.settings.room;
+        let foreign = if !info.shows_ports() {
+            Some(Foreign::OtherSecret)
+        } else if !info.fits(&self.mountpoint_spec()) {
+            Some(Foreign::OtherPorts)
+        } else if room.secret.is_some()
+            && stream.info(room.id, None)?.is_some_and(|i| i.shows_ports())
+        {
+            Some(Foreign::NoSecret)
+        } else {
+            None
+        };
+        Ok(match foreign {
+            Some(why) => Fit::Foreign(why),
+            None if self.settings.stream.srtp && !key_known => {
+                log::info!(
+                    "mountpoint {} was made before this run and its SRTP key is unknown: replacing it",
+                    room.id
+                );
+                Fit::UnknownKey
+            }
+            None if !info.offers_level(&self.mountpoint_spec()) => {
+                log::info!(
+                    "mountpoint {} offers another H.264 level than [video] sends: replacing it",
+                    room.id
+                );
+                Fit::WrongLevel
+            }
+            None => Fit::Matches,
+        })
+    }
+
+    fn create_mountpoint(
+        &self,
+        stream: &Streaming<'_>,
+        observed: &mut Observed,
+    ) -> Result<(), PassError> {
+        let key = self.settings.stream.srtp.then(SrtpKey::generate);
+        let spec = MountpointSpec {
+            srtp: key.as_ref(),
+            ..self.mountpoint_spec()
+        };
+        if stream.create(&spec)? == Created::Existing {
+            // Made by someone meanwhile: check whose it is.
+            (observed.srtp_key, observed.mountpoint) = (None, Presence::Unknown);
+            return Ok(());
+        }
+        log::info!(
+            "mountpoint {}: created (video port {}, audio port {}{})",
+            spec.id,
+            spec.video.0,
+            spec.audio.0,
+            if key.is_some() { ", SRTP" } else { "" }
+        );
+        (observed.srtp_key, observed.mountpoint) = (key, Presence::Present(Fit::Matches));
+        Ok(())
+    }
+
+    fn destroy_mountpoint(
+        &self,
+        stream: &Streaming<'_>,
+        observed: &mut Observed,
+    ) -> Result<(), PassError> {
+        let room = &self.settings.room;
+        stream.destroy(room.id, room.secret.as_ref())?;
+        log::info!("mountpoint {}: destroyed", room.id);
+        observed.mountpoint = Presence::Absent;
+        observed.srtp_key = None;
+        Ok(())
+    }
+
+    fn check_forwarder(
+        &self,
+        bridge: &AudioBridge<'_>,
+        observed: &mut Observed,
+    ) -> Result<(), PassError> {
+        let room = &self.settings.room;
+        match bridge.list_forwarders(room.id, room.secret.as_ref()) {
+            Ok(list) => self.record_forwarders(&list, observed),
+            Err(e) if e.code() == Some(audiobridge::code::NO_SUCH_ROOM) => {
+                self.room_gone(observed);
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Picks the forwarder the speaker plays from the room's `list`, and
+    /// one of ours to stop: to the speaker's port, but to another address
+    /// (the Pi's changed), with a key this run does not know, or a duplicate.
+    /// Forwarders to other ports are someone else's and left alone.
+    fn record_forwarders(
+        &self,
+        list: &[Forwarder],
+        observed: &mut Observed,
+    ) -> Result<(), PassError> {
+        let target = self.forward_target()?;
+        let known = observed.forward.map(|f| f.stream_id);
+        let srtp = self.settings.stream.srtp;
+        let usable = list
+            .iter()
+            .find(|f| f.matches(&target) && (!srtp || Some(f.stream_id) == known));
+        observed.forwarder = usable.map_or(Presence::Absent, |f| Presence::Present(f.stream_id));
+        observed.forward = match usable {
+            Some(f) if Some(f.stream_id) == known => observed.forward,
+            Some(f) => Some(self.forward(f.stream_id, None)?),
+            None => None,
+        };
+        observed.stale_forwarder = list
+            .iter()
+            .find(|f| {
+                f.goes_to_port_of(&target) && Some(f.stream_id) != usable.map(|u| u.stream_id)
+            })
+            .map(|f| f.stream_id);
+        Ok(())
+    }
+
+    fn create_forwarder(
+        &self,
+        bridge: &AudioBridge<'_>,
+        observed: &mut Observed,
+    ) -> Result<(), PassError> {
+        let room = &self.settings.room;
+        let target = self.forward_target()?;
+        // A fresh key for each forwarder the agent makes.
+        let key = self.settings.stream.srtp.then(SrtpKey::generate);
+        let stream_id = bridge.rtp_forward(
+            room.id,
+            &target,
+            key.as_ref(),
+            room.secret.as_ref(),
+            room.admin_key.as_ref(),
+        )?;
+        log::info!(
+            "room {}: forwarding its audio to {}:{} (stream {stream_id}{})",
+            room.id,
+            target.host,
+            target.port,
+            if key.is_some() { ", SRTP" } else { "" }
+        );
+        observed.forwarder = Presence::Present(stream_id);
+        observed.forward = Some(self.forward(stream_id, key)?);
+        Ok(())
+    }
+
+    fn stop_forwarder(
+        &self,
+        bridge: &AudioBridge<'_>,
+        stream_id: u64,
+        observed: &mut Observed,
+    ) -> Result<(), PassError> {
+        let room = &self.settings.room;
+        bridge.stop_rtp_forward(
+            room.id,
+            stream_id,
+            room.secret.as_ref(),
+            room.admin_key.as_ref(),
+        )?;
+        if observed.stale_forwarder == Some(stream_id) {
+            log::info!(
+                "room {}: stopped forwarder {stream_id} (an old address, an unknown key or a duplicate)",
+                room.id
+            );
+            // There may be more: list again.
+            observed.stale_forwarder = None;
+            observed.forwarder = Presence::Unknown;
+        } else {
+            log::info!("room {}: stopped forwarding its audio", room.id);
+            observed.forwarder = Presence::Absent;
+            observed.forward = None;
+        }
+        Ok(())
+    }
+
+    fn count_participants(
+        &self,
+        bridge: &AudioBridge<'_>,
+        observed: &mut Observed,
+    ) -> Result<(), PassError> {
+        observed.participants = match bridge.count_participants(self.settings.room.id) {
+            Ok(n) => Presence::Present(n),
+            Err(e) if e.code() == Some(audiobridge::code::NO_SUCH_ROOM) => {
+                observed.room = Presence::Absent;
+                observed.forwarder = Presence::Absent;
+                Presence::Unknown
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(())
+    }
+
     /// Creates a session, attaches both plugins and starts its long-poll.
-    fn create_session(&self) -> Result<Session, JanusError> {
+    fn create_session(&self) -> Result<Session, PassError> {
         let id = self.client.create_session()?;
         let session = Session {
             id,
@@ -239,7 +418,7 @@ impl Janus {
                 let _ = events.try_send(Event::Poll(e));
             },
         )
-        .map_err(|e| JanusError::Protocol(format!("cannot start the long-poll thread: {e}")))?;
+        .map_err(PassError::LongPoll)?;
         log::info!("Janus session {} created at {}", id.0, self.client.url());
         Ok(session)
     }
@@ -265,20 +444,20 @@ impl Janus {
             pin: room.pin.as_ref(),
             admin_key: room.admin_key.as_ref(),
             srtp: None,
-            video: (stream.video_port, VIDEO_PAYLOAD_TYPE),
+            video: (stream.video_port, Medium::Video.payload_type()),
             video_level: self.settings.video.h264_level(),
-            audio: (stream.audio_port, AUDIO_PAYLOAD_TYPE),
+            audio: (stream.audio_port, Medium::Audio.payload_type()),
         }
     }
 
-    /// Where Janus should send the room's audio: `speaker.host`, or the
-    /// address of this machine on its route to Janus.
-    fn forward_target(&self) -> Result<ForwardTarget, JanusError> {
+    /// Where Janus should send the room's audio: `speaker.host` (resolved),
+    /// or the address of this machine on its route to Janus.
+    fn forward_target(&self) -> Result<ForwardTarget, PassError> {
         let speaker = &self.settings.speaker;
         let host = if speaker.host.is_empty() {
             local_address_towards(self.settings.janus.host())?
         } else {
-            speaker.host.clone()
+            resolve("speaker.host", &speaker.host)?
         };
         Ok(ForwardTarget {
             host,
@@ -286,41 +465,68 @@ impl Janus {
             payload_type: SPEAKER_PAYLOAD_TYPE,
         })
     }
+
+    /// What the speaker needs of forwarder `stream_id`: where it sends,
+    /// where from, and its key.
+    fn forward(&self, stream_id: u64, key: Option<SrtpKey>) -> Result<Forward, PassError> {
+        // Without SRTP the speaker plays only what comes from Janus's host.
+        let janus = match key {
+            Some(_) => None,
+            None => Some(resolve("janus.url", self.settings.janus.host())?),
+        };
+        Ok(Forward {
+            stream_id,
+            target: self.forward_target()?.host,
+            janus,
+            key,
+        })
+    }
 }
 
-/// The local address the kernel would use to reach `host` (no packet is sent).
-fn local_address_towards(host: &str) -> Result<String, JanusError> {
-    let unroutable = |e: std::io::Error| {
-        JanusError::Protocol(format!(
-            "no route to Janus host {host} to pick speaker.host from: {e}"
-        ))
+/// The address `host` (an address in any spelling, or a name) stands for;
+/// IPv4 first, as Janus's own resolver prefers it. Blocking: runs inside a pass.
+fn resolve(key: &'static str, host: &str) -> Result<IpAddr, PassError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(ip.to_canonical());
+    }
+    let failed = |source| PassError::Resolve {
+        key,
+        host: host.to_owned(),
+        source,
     };
-    let bind = if host.contains(':') {
+    let addresses: Vec<IpAddr> = (host, 0)
+        .to_socket_addrs()
+        .map_err(failed)?
+        .map(|a| a.ip().to_canonical())
+        .collect();
+    addresses
+        .iter()
+        .find(|ip| ip.is_ipv4())
+        .or_else(|| addresses.first())
+        .copied()
+        .ok_or_else(|| {
+            failed(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no address",
+            ))
+        })
+}
+
+/// The local address the kernel would use to reach `host` (no packet is
+/// sent); a name is looked up with a time limit.
+fn local_address_towards(host: &str) -> Result<IpAddr, PassError> {
+    let unroutable = |source| PassError::NoRoute {
+        host: host.to_owned(),
+        source,
+    };
+    let target = crate::resolve::address(host, crate::resolve::TIMEOUT)
+        .map_err(|e| unroutable(std::io::Error::other(e)))?;
+    let bind = if target.is_ipv6() {
         "[::]:0"
     } else {
         "0.0.0.0:0"
     };
     let socket = UdpSocket::bind(bind).map_err(unroutable)?;
-    let target = if host.contains(':') {
-        format!("[{host}]:9")
-    } else {
-        format!("{host}:9")
-    };
-    socket.connect(target).map_err(unroutable)?;
-    Ok(socket.local_addr().map_err(unroutable)?.ip().to_string())
-}
-
-fn presence(exists: bool) -> Presence {
-    if exists {
-        Presence::Present(())
-    } else {
-        Presence::Absent
-    }
-}
-
-fn describe(created: Created, new: &'static str, existing: &'static str) -> &'static str {
-    match created {
-        Created::New => new,
-        Created::Existing => existing,
-    }
+    socket.connect((target, 9)).map_err(unroutable)?;
+    Ok(socket.local_addr().map_err(unroutable)?.ip().to_canonical())
 }

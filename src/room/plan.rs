@@ -2,55 +2,9 @@
 //! headed ([`Goal`]), and [`next_action`], the pure function that picks the
 //! next step from one towards the other.
 
-use serde::{Serialize, Serializer};
-
 use crate::janus::{Handle, SessionId};
 use crate::secret::SrtpKey;
-
-/// Whether something exists on Janus, as last observed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Presence<T = ()> {
-    /// Not checked since the last change or check interval.
-    Unknown,
-    /// Janus says it does not exist.
-    Absent,
-    /// Janus says it exists.
-    Present(T),
-}
-
-impl<T> Presence<T> {
-    fn label(&self) -> &'static str {
-        match self {
-            Self::Unknown => "unknown",
-            Self::Absent => "absent",
-            Self::Present(_) => "present",
-        }
-    }
-
-    pub(super) fn is_absent(&self) -> bool {
-        matches!(self, Self::Absent)
-    }
-}
-
-impl<T> Serialize for Presence<T> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.label())
-    }
-}
-
-/// Whether an existing mountpoint listens on the configured ports (and
-/// offers the configured video's H.264 level).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fit {
-    /// It does: use it.
-    Matches,
-    /// It listens elsewhere or offers another level (an earlier run with
-    /// other settings): replace it.
-    WrongPorts,
-    /// SRTP is on and the mountpoint was not made by this run, so its key
-    /// is unknown: replace it.
-    UnknownKey,
-}
+use crate::state::{Conflict, Fit, Forward, MediaAge, Owner, Presence};
 
 /// The session and the two plugin handles the agent works through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,26 +18,23 @@ pub struct Session {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Observed {
     pub(super) session: Option<Session>,
-    pub(super) room: Presence,
+    pub(super) room: Presence<Owner>,
     pub(super) mountpoint: Presence<Fit>,
+    /// The forwarder to the speaker, as it should be.
     pub(super) forwarder: Presence<u64>,
+    /// A forwarder of the agent's that is not as it should be (an old
+    /// address, an unknown SRTP key, a duplicate): to stop.
+    pub(super) stale_forwarder: Option<u64>,
     /// How many are in the room (counted only with `room.idle_timeout_s`).
     pub(super) participants: Presence<usize>,
     /// The SRTP key of the mountpoint this run created (`stream.srtp`).
     /// Kept while the mountpoint is known to exist: it survives checks and
     /// a new session, and goes with the mountpoint.
     pub(super) srtp_key: Option<SrtpKey>,
+    /// The forwarder the speaker plays, with its key; kept like `srtp_key`.
+    pub(super) forward: Option<Forward>,
     /// Time since Janus last received video and audio, from the mountpoint's info.
     pub(super) media_age: MediaAge,
-}
-
-/// Time since Janus last received each medium, as its `info` reports it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct MediaAge {
-    /// Milliseconds since the last video packet (or since creation).
-    pub video_ms: Option<u64>,
-    /// Milliseconds since the last audio packet (or since creation).
-    pub audio_ms: Option<u64>,
 }
 
 impl Default for Observed {
@@ -93,20 +44,23 @@ impl Default for Observed {
             room: Presence::Unknown,
             mountpoint: Presence::Unknown,
             forwarder: Presence::Unknown,
+            stale_forwarder: None,
             participants: Presence::Unknown,
             srtp_key: None,
+            forward: None,
             media_age: MediaAge::default(),
         }
     }
 }
 
 impl Observed {
-    /// Forgets what exists (but keeps the session and the SRTP key), so the
+    /// Forgets what exists (but keeps the session and the keys), so the
     /// next pass checks again.
     pub(super) fn forget(&mut self) {
         *self = Self {
             session: self.session,
             srtp_key: self.srtp_key,
+            forward: self.forward,
             ..Self::default()
         };
     }
@@ -141,73 +95,107 @@ pub(super) enum Action {
 /// What the settings ask of the planner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Plan {
+    /// The room's (and the mountpoint's) id.
+    pub(super) id: u64,
     /// Remove room and mountpoint on close (else only the forwarder).
     pub(super) destroy_on_close: bool,
     /// Count the room's participants while it is open (for the idle timeout).
     pub(super) count_participants: bool,
 }
 
-/// The next step from `observed` towards `goal`, or `None` when they match.
-pub(super) fn next_action(goal: Goal, plan: Plan, observed: &Observed) -> Option<Action> {
-    use Presence::{Absent, Present, Unknown};
+/// The next step from `observed` towards `goal`: `None` when they match,
+/// a [`Conflict`] when someone else holds the id (nothing of theirs is
+/// used, changed or destroyed).
+pub(super) fn next_action(
+    goal: Goal,
+    plan: Plan,
+    observed: &Observed,
+) -> Result<Option<Action>, Conflict> {
     let Observed {
         session,
         room,
         mountpoint,
-        forwarder,
-        participants,
         ..
     } = *observed;
     if goal == Goal::Open {
-        return if session.is_none() {
-            Some(Action::CreateSession)
-        } else if room == Unknown {
-            Some(Action::CheckRoom)
-        } else if room == Absent {
-            Some(Action::CreateRoom)
-        } else if mountpoint == Unknown {
-            Some(Action::CheckMountpoint)
-        } else if mountpoint == Absent {
-            Some(Action::CreateMountpoint)
-        } else if matches!(mountpoint, Present(Fit::WrongPorts | Fit::UnknownKey)) {
-            Some(Action::DestroyMountpoint)
-        } else if forwarder == Unknown {
-            Some(Action::CheckForwarder)
-        } else if forwarder == Absent {
-            Some(Action::CreateForwarder)
-        } else if plan.count_participants && participants == Unknown {
-            Some(Action::CountParticipants)
-        } else {
-            None
+        return match session {
+            None => Ok(Some(Action::CreateSession)),
+            Some(_) => opening(plan, observed),
         };
     }
-    // Closing. Destroying the room takes its forwarder with it; a room that
-    // stays loses only the forwarder (no one listens to it any more).
+    // Closing: check before destroying, and leave what is not ours.
+    // Destroying the room takes its forwarder with it; a room that stays
+    // loses only the forwarder (no one listens to it any more).
+    let ours_room = room == Presence::Present(Owner::Us);
     let teardown = if plan.destroy_on_close {
         [
-            (!mountpoint.is_absent()).then_some(Action::DestroyMountpoint),
-            (!room.is_absent()).then_some(Action::DestroyRoom),
+            match mountpoint {
+                Presence::Unknown => Some(Action::CheckMountpoint),
+                Presence::Present(Fit::Matches | Fit::UnknownKey | Fit::WrongLevel) => {
+                    Some(Action::DestroyMountpoint)
+                }
+                Presence::Absent | Presence::Present(Fit::Foreign(_)) => None,
+            },
+            match room {
+                Presence::Unknown => Some(Action::CheckRoom),
+                _ if ours_room => Some(Action::DestroyRoom),
+                _ => None,
+            },
         ]
     } else {
-        let forwarder_step = match forwarder {
-            _ if room.is_absent() => None,
-            Unknown => Some(Action::CheckForwarder),
-            Present(id) => Some(Action::StopForwarder(id)),
-            Absent => None,
+        let forwarder_step = match (room, observed.forwarder, observed.stale_forwarder) {
+            (Presence::Unknown, ..) => Some(Action::CheckRoom),
+            _ if !ours_room => None,
+            (_, _, Some(id)) | (_, Presence::Present(id), _) => Some(Action::StopForwarder(id)),
+            (_, Presence::Unknown, _) => Some(Action::CheckForwarder),
+            (_, Presence::Absent, None) => None,
         };
         [forwarder_step, None]
     };
-    match (teardown.into_iter().flatten().next(), session) {
+    Ok(match (teardown.into_iter().flatten().next(), session) {
         (Some(_), None) => Some(Action::CreateSession),
         (Some(step), Some(_)) => Some(step),
         (None, Some(_)) if goal == Goal::Stopped => Some(Action::DestroySession),
         (None, _) => None,
-    }
+    })
+}
+
+/// The next step towards an open room, with a session.
+fn opening(plan: Plan, observed: &Observed) -> Result<Option<Action>, Conflict> {
+    use Presence::{Absent, Present, Unknown};
+    let conflict = |what, why| Conflict {
+        what,
+        id: plan.id,
+        why,
+    };
+    Ok(Some(match observed.room {
+        Unknown => Action::CheckRoom,
+        Absent => Action::CreateRoom,
+        Present(Owner::Foreign(why)) => return Err(conflict("room", why)),
+        Present(Owner::Us) => match observed.mountpoint {
+            Unknown => Action::CheckMountpoint,
+            Absent => Action::CreateMountpoint,
+            Present(Fit::Foreign(why)) => return Err(conflict("mountpoint", why)),
+            Present(Fit::UnknownKey | Fit::WrongLevel) => Action::DestroyMountpoint,
+            Present(Fit::Matches) => match (observed.stale_forwarder, observed.forwarder) {
+                (Some(id), _) => Action::StopForwarder(id),
+                (None, Unknown) => Action::CheckForwarder,
+                (None, Absent) => Action::CreateForwarder,
+                (None, Present(_))
+                    if plan.count_participants && observed.participants == Unknown =>
+                {
+                    Action::CountParticipants
+                }
+                (None, Present(_)) => return Ok(None),
+            },
+        },
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Foreign;
     use Presence::{Absent, Present, Unknown};
 
     const SESSION: Session = Session {
@@ -223,15 +211,21 @@ mod tests {
     };
 
     const DESTROY: Plan = Plan {
+        id: 4556,
         destroy_on_close: true,
         count_participants: false,
     };
     const KEEP: Plan = Plan {
         destroy_on_close: false,
-        count_participants: false,
+        ..DESTROY
     };
+    const OURS: Presence<Owner> = Present(Owner::Us);
 
-    fn seen(room: Presence, mountpoint: Presence<Fit>, forwarder: Presence<u64>) -> Observed {
+    fn seen(
+        room: Presence<Owner>,
+        mountpoint: Presence<Fit>,
+        forwarder: Presence<u64>,
+    ) -> Observed {
         Observed {
             session: Some(SESSION),
             room,
@@ -241,15 +235,25 @@ mod tests {
         }
     }
 
-    /// Runs the planner against a simulated Janus that does what it is asked.
+    fn next(goal: Goal, plan: Plan, observed: &Observed) -> Option<Action> {
+        next_action(goal, plan, observed).expect("no conflict")
+    }
+
+    /// Runs the planner against a simulated Janus that does what it is asked
+    /// and holds only the agent's own room.
     fn plan_from(goal: Goal, plan: Plan, mut observed: Observed) -> Vec<Action> {
         let mut steps = Vec::new();
-        while let Some(action) = next_action(goal, plan, &observed) {
+        while let Some(action) = next(goal, plan, &observed) {
             steps.push(action);
             assert!(steps.len() < 20, "no fixed point: {steps:?}");
             match action {
                 Action::CreateSession => observed = seen(Unknown, Unknown, Unknown),
-                Action::CheckRoom | Action::CreateRoom => observed.room = Present(()),
+                Action::CheckRoom | Action::CreateRoom => {
+                    observed.room = OURS;
+                    if observed.forwarder == Unknown {
+                        observed.forwarder = Present(9);
+                    }
+                }
                 Action::CheckMountpoint | Action::CreateMountpoint => {
                     observed.mountpoint = Present(Fit::Matches)
                 }
@@ -259,6 +263,10 @@ mod tests {
                     observed.forwarder = Absent;
                 }
                 Action::DestroyMountpoint => observed.mountpoint = Absent,
+                Action::StopForwarder(id) if observed.stale_forwarder == Some(id) => {
+                    observed.stale_forwarder = None;
+                    observed.forwarder = Unknown;
+                }
                 Action::StopForwarder(_) => observed.forwarder = Absent,
                 Action::CountParticipants => observed.participants = Present(0),
                 Action::DestroySession => observed.session = None,
@@ -275,8 +283,7 @@ mod tests {
             [
                 Action::CreateSession,
                 Action::CheckRoom,
-                Action::CheckMountpoint,
-                Action::CheckForwarder
+                Action::CheckMountpoint
             ]
         );
     }
@@ -295,25 +302,16 @@ mod tests {
     }
 
     #[test]
-    fn a_mountpoint_on_wrong_ports_is_replaced() {
-        let observed = seen(Present(()), Present(Fit::WrongPorts), Present(1));
-        assert_eq!(
-            next_action(Goal::Open, DESTROY, &observed),
-            Some(Action::DestroyMountpoint)
-        );
-    }
-
-    #[test]
     fn a_mountpoint_with_an_unknown_srtp_key_is_replaced_and_the_key_outlives_checks() {
-        let observed = seen(Present(()), Present(Fit::UnknownKey), Present(1));
+        let observed = seen(OURS, Present(Fit::UnknownKey), Present(1));
         assert_eq!(
-            next_action(Goal::Open, DESTROY, &observed),
+            next(Goal::Open, DESTROY, &observed),
             Some(Action::DestroyMountpoint)
         );
         let key = SrtpKey::generate();
         let mut observed = Observed {
             srtp_key: Some(key),
-            ..seen(Present(()), Present(Fit::Matches), Present(1))
+            ..seen(OURS, Present(Fit::Matches), Present(1))
         };
         observed.forget();
         assert_eq!(observed.srtp_key, Some(key));
@@ -321,14 +319,74 @@ mod tests {
     }
 
     #[test]
+    fn what_someone_else_holds_is_a_conflict_and_never_touched() {
+        // A room made without a secret by anybody; a mountpoint of theirs.
+        let room = seen(Present(Owner::Foreign(Foreign::NoSecret)), Unknown, Unknown);
+        let mountpoint = seen(OURS, Present(Fit::Foreign(Foreign::OtherPorts)), Unknown);
+        for (observed, what, why) in [
+            (room, "room", Foreign::NoSecret),
+            (mountpoint, "mountpoint", Foreign::OtherPorts),
+        ] {
+            let conflict = Conflict {
+                what,
+                id: 4556,
+                why,
+            };
+            assert_eq!(next_action(Goal::Open, DESTROY, &observed), Err(conflict));
+            for plan in [DESTROY, KEEP] {
+                for step in plan_from(Goal::Stopped, plan, observed) {
+                    assert!(
+                        !matches!(
+                            (what, step),
+                            ("room", Action::DestroyRoom | Action::StopForwarder(_))
+                                | ("mountpoint", Action::DestroyMountpoint)
+                        ),
+                        "{what}: {step:?}"
+                    );
+                }
+            }
+        }
+        // Our own room with their mountpoint: ours goes, theirs stays.
+        assert_eq!(
+            plan_from(Goal::Closed, DESTROY, mountpoint),
+            [Action::DestroyRoom]
+        );
+    }
+
+    #[test]
+    fn a_stale_forwarder_is_stopped_before_the_new_one_is_made() {
+        // The Pi's address changed: the forwarder to the old one is stale.
+        let observed = Observed {
+            stale_forwarder: Some(5),
+            ..seen(OURS, Present(Fit::Matches), Absent)
+        };
+        assert_eq!(
+            plan_from(Goal::Open, DESTROY, observed),
+            [Action::StopForwarder(5), Action::CheckForwarder]
+        );
+        let closing = Observed {
+            stale_forwarder: Some(5),
+            ..seen(OURS, Present(Fit::Matches), Present(7))
+        };
+        assert_eq!(
+            plan_from(Goal::Closed, KEEP, closing),
+            [
+                Action::StopForwarder(5),
+                Action::CheckForwarder,
+                Action::StopForwarder(9)
+            ]
+        );
+    }
+
+    #[test]
     fn live_is_a_fixed_point() {
-        let observed = seen(Present(()), Present(Fit::Matches), Present(1));
-        assert_eq!(next_action(Goal::Open, DESTROY, &observed), None);
+        let observed = seen(OURS, Present(Fit::Matches), Present(1));
+        assert_eq!(next(Goal::Open, DESTROY, &observed), None);
     }
 
     #[test]
     fn closing_with_destroy_removes_mountpoint_then_room() {
-        let observed = seen(Present(()), Present(Fit::Matches), Present(1));
+        let observed = seen(OURS, Present(Fit::Matches), Present(1));
         assert_eq!(
             plan_from(Goal::Closed, DESTROY, observed),
             [Action::DestroyMountpoint, Action::DestroyRoom]
@@ -337,7 +395,7 @@ mod tests {
 
     #[test]
     fn closing_without_destroy_only_stops_the_forwarder() {
-        let observed = seen(Present(()), Present(Fit::Matches), Present(7));
+        let observed = seen(OURS, Present(Fit::Matches), Present(7));
         assert_eq!(
             plan_from(Goal::Closed, KEEP, observed),
             [Action::StopForwarder(7)]
@@ -345,17 +403,19 @@ mod tests {
         let unknown = seen(Unknown, Unknown, Unknown);
         assert_eq!(
             plan_from(Goal::Closed, KEEP, unknown),
-            [Action::CheckForwarder, Action::StopForwarder(9)]
+            [Action::CheckRoom, Action::StopForwarder(9)]
         );
     }
 
     #[test]
-    fn stopping_destroys_the_session_last() {
-        let observed = seen(Present(()), Present(Fit::Matches), Present(1));
+    fn stopping_checks_ownership_then_destroys_and_ends_the_session() {
+        let observed = seen(Unknown, Unknown, Unknown);
         assert_eq!(
             plan_from(Goal::Stopped, DESTROY, observed),
             [
+                Action::CheckMountpoint,
                 Action::DestroyMountpoint,
+                Action::CheckRoom,
                 Action::DestroyRoom,
                 Action::DestroySession
             ]
@@ -366,7 +426,7 @@ mod tests {
     fn closing_with_no_session_needs_one_only_if_something_may_remain() {
         let unknown = Observed::default();
         assert_eq!(
-            next_action(Goal::Closed, DESTROY, &unknown),
+            next(Goal::Closed, DESTROY, &unknown),
             Some(Action::CreateSession)
         );
         let gone = Observed {
@@ -376,8 +436,8 @@ mod tests {
             forwarder: Absent,
             ..Observed::default()
         };
-        assert_eq!(next_action(Goal::Closed, DESTROY, &gone), None);
-        assert_eq!(next_action(Goal::Stopped, DESTROY, &gone), None);
+        assert_eq!(next(Goal::Closed, DESTROY, &gone), None);
+        assert_eq!(next(Goal::Stopped, DESTROY, &gone), None);
     }
 
     #[test]
@@ -386,16 +446,12 @@ mod tests {
             count_participants: true,
             ..DESTROY
         };
+        let live = seen(OURS, Present(Fit::Matches), Present(1));
         assert_eq!(
-            plan_from(
-                Goal::Open,
-                plan,
-                seen(Present(()), Present(Fit::Matches), Present(1))
-            ),
+            plan_from(Goal::Open, plan, live),
             [Action::CountParticipants]
         );
-        let live = seen(Present(()), Present(Fit::Matches), Present(1));
-        assert_eq!(next_action(Goal::Open, DESTROY, &live), None);
+        assert_eq!(next(Goal::Open, DESTROY, &live), None);
         // Closing never counts.
         assert_eq!(
             plan_from(Goal::Closed, plan, live),

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::plan::Presence;
-use super::state::CloseReason;
+use crate::state::{CloseReason, Presence};
 
 /// When an open room closes by itself: `room.idle_timeout_s` after the
 /// checks last saw it empty-handed, `room.max_duration_s` after it opened.
@@ -22,8 +21,8 @@ pub(super) struct Timers {
 impl Timers {
     pub(super) fn new(room: &crate::config::RoomSettings, now: Instant) -> Self {
         Self {
-            idle_timeout: room.idle_timeout(),
-            max_duration: room.max_duration(),
+            idle_timeout: room.idle_timeout,
+            max_duration: room.max_duration,
             opened_at: now,
             idle_since: None,
         }
@@ -78,8 +77,8 @@ mod tests {
     #[test]
     fn timers_close_an_idle_or_overlong_room() {
         let settings = crate::config::RoomSettings {
-            idle_timeout_s: 10,
-            max_duration_s: 60,
+            idle_timeout: Some(Duration::from_secs(10)),
+            max_duration: Some(Duration::from_secs(60)),
             ..crate::config::RoomSettings::default()
         };
         let t0 = Instant::now();

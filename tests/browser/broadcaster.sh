@@ -69,6 +69,7 @@ port = 5008
 latency_ms = 60
 [control]
 socket = "$SOCKET"
+state_dir = "$WORK/state"
 TOML
   "$AGENT" run --config "$CONFIG" >>"$WORK/agent.log" 2>&1 &
   echo $! >"$PIDFILE"

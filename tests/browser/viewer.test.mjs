@@ -122,8 +122,15 @@ async function bridgeBytesIn(display) {
 // ---- a static file server for the page (any static server would do) ----
 
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.png': 'image/png' };
+// config.js as the deployment edits it: this test's Janus is the page's server.
+const CONFIG_JS = `window.BROADCAST_CONFIG = { janus: ${JSON.stringify(JANUS_URL)}, iceServers: [] };`;
 const server = createServer((req, res) => {
   const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
+  if (path === '/config.js') {
+    res.writeHead(200, { 'Content-Type': 'text/javascript' });
+    res.end(CONFIG_JS);
+    return;
+  }
   const file = join(WEB_ROOT, path === '/' ? 'index.html' : path);
   try {
     const body = readFileSync(file);
@@ -288,6 +295,23 @@ try {
     const other = await openViewer(`r=987654&janus=${encodeURIComponent(JANUS_URL)}`);
     await waitState(other, 'closed', 10000);
     await other.close();
+  });
+
+  // 6b. ?janus= naming a server config.js does not list is an error, and
+  //     the page sends it nothing.
+  await check('a server not in config.js is refused, not contacted', async () => {
+    const hits = [];
+    const stranger = createServer((req, res) => { hits.push(req.url); res.writeHead(404); res.end(); });
+    await new Promise((r) => stranger.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${stranger.address().port}/janus`;
+    const other = await openViewer(`r=${ROOM}&janus=${encodeURIComponent(url)}`);
+    await waitState(other, 'error', 5000);
+    await new Promise((r) => setTimeout(r, 1000));
+    const text = await other.evaluate(() => document.body.innerText);
+    await other.close();
+    stranger.close();
+    assert(hits.length === 0, `the page contacted ${url}: ${hits.join(', ')}`);
+    assert(text.includes('not one of this page'), `no explanation on the page: ${text}`);
   });
 
   // 7. A broadcast with a PIN: no PIN / wrong PIN asks for it; the right one joins.

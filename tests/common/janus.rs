@@ -385,6 +385,16 @@ impl Probe {
         self.audiobridge(json!({ "request": "exists", "room": room }))["exists"] == true
     }
 
+    /// The room as AudioBridge `list` shows it (a public room), if it exists.
+    pub fn room(&self, room: u64) -> Option<Value> {
+        let data = self.audiobridge(json!({ "request": "list" }));
+        data["list"]
+            .as_array()?
+            .iter()
+            .find(|r| r["room"] == room)
+            .cloned()
+    }
+
     /// The mountpoint's info, if it exists.
     pub fn mountpoint(&self, id: u64, secret: &str) -> Option<Value> {
         let data = self.streaming(json!({ "request": "info", "id": id, "secret": secret }));
@@ -409,6 +419,30 @@ impl Probe {
                 .forwarders(room, secret)
                 .iter()
                 .any(|f| f["port"] == speaker_port)
+    }
+
+    /// Waits (up to 5 s) until room and mountpoint both exist (`present`),
+    /// or neither does.
+    pub fn wait_room(&self, room: u64, secret: &str, present: bool) {
+        wait_for(
+            Duration::from_secs(5),
+            &format!("room {room} and its mountpoint present = {present}"),
+            || {
+                (self.room_exists(room) == present
+                    && self.mountpoint(room, secret).is_some() == present)
+                    .then_some(())
+            },
+        );
+    }
+
+    /// Waits (up to `timeout`) until room, mountpoint and a forwarder to
+    /// `speaker_port` all exist.
+    pub fn wait_all_present(&self, room: u64, secret: &str, speaker_port: u16, timeout: Duration) {
+        wait_for(
+            timeout,
+            &format!("room {room}, its mountpoint and a forwarder to {speaker_port}"),
+            || self.all_present(room, secret, speaker_port).then_some(()),
+        );
     }
 
     /// Milliseconds since Janus last received `kind` on the mountpoint.

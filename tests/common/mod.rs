@@ -13,6 +13,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics with `what`
@@ -128,11 +129,16 @@ impl Agent {
         let dir = scratch();
         let path = dir.path().join("agent.toml");
         let socket = dir.path().join("control.sock");
-        // Each agent gets its own control socket unless the test names one.
+        // Each agent gets its own control socket and state directory unless
+        // the test names them.
         let config = if config.contains("[control]") {
             config.to_owned()
         } else {
-            format!("{config}\n[control]\nsocket = \"{}\"\n", socket.display())
+            format!(
+                "{config}\n[control]\nsocket = \"{}\"\nstate_dir = \"{}\"\n",
+                socket.display(),
+                dir.path().join("state").display()
+            )
         };
         write_private(&path, &config);
         let log = dir.path().join("agent.log");
@@ -169,6 +175,29 @@ impl Agent {
         run_agent(&all, &[])
     }
 
+    /// `status --json`, once the agent serves its socket.
+    pub fn status_json(&self) -> serde_json::Value {
+        wait_for(Duration::from_secs(5), "status --json", || {
+            let (status, out, _) = self.control(&["status", "--json"]);
+            status
+                .success()
+                .then(|| serde_json::from_str(&out).expect("status --json is JSON"))
+        })
+    }
+
+    /// `status`, once the agent serves its socket.
+    pub fn status_text(&self) -> String {
+        wait_for(Duration::from_secs(5), "status", || {
+            let (status, out, _) = self.control(&["status"]);
+            status.success().then_some(out)
+        })
+    }
+
+    /// The agent's control socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
     /// The agent's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -203,12 +232,7 @@ impl Agent {
 
     /// Sends a signal (by name, as `kill -s` takes it).
     pub fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .args(["-s", name, &self.child.id().to_string()])
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill -s {name} failed");
+        signal(self.child.id(), name);
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit.
@@ -235,14 +259,44 @@ impl Drop for Agent {
     }
 }
 
+/// Asserts that a room warning announces the first retry of an error only
+/// the operator can fix: "retrying (attempt 1, next in M ms)", M drawn from
+/// the upper half of the agent's first operator delay, 2 s (a transient
+/// error is retried within 100 ms).
+pub fn assert_first_retry_is_slow(line: &str) {
+    let announced = || {
+        let (_, rest) = line.split_once("retrying (attempt ")?;
+        let (attempt, rest) = rest.split_once(", next in ")?;
+        let (millis, _) = rest.split_once(" ms)")?;
+        Some((attempt.parse::<u32>().ok()?, millis.parse::<u64>().ok()?))
+    };
+    let (attempt, millis) = announced().unwrap_or_else(|| panic!("no retry in {line:?}"));
+    assert_eq!(attempt, 1, "not the first retry: {line}");
+    assert!(
+        (1000..=2000).contains(&millis),
+        "slow retry expected: {line}"
+    );
+}
+
+/// Sends the signal `name` (as `kill -s` takes it) to process `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let ok = Command::new("kill")
+        .args(["-s", name, &pid.to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill -s {name} {pid} failed");
+}
+
 /// `broadcast-agent` as built for this test run.
 pub fn agent_command() -> Command {
     Command::new(env!("CARGO_BIN_EXE_broadcast-agent"))
 }
 
-/// Runs the agent binary to completion with `args`; returns status and stderr.
+/// Runs the agent binary to completion with `args`; returns status, stdout
+/// and stderr.
 pub fn run_agent(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
-    let mut child = agent_command()
+    let child = agent_command()
         .args(args)
         .envs(env.iter().copied())
         .env_remove("JOURNAL_STREAM")
@@ -250,14 +304,60 @@ pub fn run_agent(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, St
         .stderr(Stdio::piped())
         .spawn()
         .expect("start broadcast-agent");
-    let status = wait_for(Duration::from_secs(20), "the command to exit", || {
-        child.try_wait().ok().flatten()
-    });
-    let mut out = String::new();
-    let mut err = String::new();
-    let _ = child.stdout.take().map(|mut s| s.read_to_string(&mut out));
-    let _ = child.stderr.take().map(|mut s| s.read_to_string(&mut err));
-    (status, out, err)
+    finish(child, "broadcast-agent", Duration::from_secs(20))
+}
+
+/// A child's pipe, read to its end on a thread of its own while the child
+/// runs: a child whose output fills the pipe (64 KiB) would otherwise block
+/// in its write and never exit.
+pub struct Drain(mpsc::Receiver<Vec<u8>>);
+
+impl Drain {
+    /// Starts reading `pipe`.
+    pub fn start(mut pipe: impl Read + Send + 'static) -> Self {
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            let _ = sender.send(bytes);
+        });
+        Self(receiver)
+    }
+
+    /// Everything the pipe gave, once it is closed; panics when it is still
+    /// open after `timeout` (a process left behind holds it).
+    pub fn bytes(self, timeout: Duration) -> Vec<u8> {
+        self.0
+            .recv_timeout(timeout)
+            .unwrap_or_else(|e| panic!("a child's pipe still open after {timeout:?}: {e}"))
+    }
+
+    /// [`Drain::bytes`] as text.
+    pub fn text(self, timeout: Duration) -> String {
+        String::from_utf8_lossy(&self.bytes(timeout)).into_owned()
+    }
+}
+
+/// Waits for `child` (`what`), spawned with piped stdout and stderr, reading
+/// both while it runs; kills it and fails the test when it runs longer than
+/// `timeout`. Returns its status, stdout and stderr.
+pub fn finish(mut child: Child, what: &str, timeout: Duration) -> (ExitStatus, String, String) {
+    let out = Drain::start(child.stdout.take().expect("stdout piped"));
+    let err = Drain::start(child.stderr.take().expect("stderr piped"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break status;
+        }
+        if started.elapsed() >= timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still running after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let pipes = Duration::from_secs(5);
+    (status, out.text(pipes), err.text(pipes))
 }
 
 /// The repository root (for the shipped config files).

@@ -3,12 +3,11 @@
 //! pace, and whose monitor the test records with `parec`.
 
 use std::fs;
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{scratch, wait_for};
+use super::{scratch, wait_for, Drain};
 
 /// Sample rate the test records at.
 pub const RATE: u32 = 48_000;
@@ -82,14 +81,12 @@ impl Pulse {
             .stderr(Stdio::null())
             .spawn()
             .expect("start parec");
+        // Read while it records: 0.7 s of it already fill a pipe.
+        let out = Drain::start(child.stdout.take().expect("stdout piped"));
         std::thread::sleep(duration);
         let _ = child.kill();
-        let mut bytes = Vec::new();
-        if let Some(mut out) = child.stdout.take() {
-            let _ = out.read_to_end(&mut bytes);
-        }
         let _ = child.wait();
-        bytes
+        out.bytes(Duration::from_secs(5))
             .chunks_exact(2)
             .map(|b| i16::from_le_bytes([b[0], b[1]]))
             .collect()

@@ -1,0 +1,364 @@
+//! The published state: what the reconciler last made of the room on Janus
+//! ([`RoomState`]), and the words it is described in. The reconciler writes
+//! it after every pass; everything else (status, the LED, the pipeline
+//! supervisors, systemd) only reads it, through a `watch` channel.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+use crate::rtp::Medium;
+use crate::secret::SrtpKey;
+
+/// What the owner wants: the room open to viewers, or closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Desired {
+    /// Room, mountpoint and forwarder exist; media flows.
+    Open,
+    /// The room is closed (and, with `destroy_on_close`, gone from Janus).
+    Closed,
+}
+
+/// Whether something exists on Janus, as last observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence<T = ()> {
+    /// Not checked since the last change or check interval.
+    Unknown,
+    /// Janus says it does not exist.
+    Absent,
+    /// Janus says it exists.
+    Present(T),
+}
+
+impl<T> Presence<T> {
+    /// The presence in one lowercase word, as `status` shows it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Absent => "absent",
+            Self::Present(_) => "present",
+        }
+    }
+
+    /// Whether Janus said it does not exist.
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Self::Absent)
+    }
+}
+
+impl<T> Serialize for Presence<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.label())
+    }
+}
+
+/// Why a room or mountpoint with the agent's id is not the agent's: it
+/// cannot prove it made it, so it neither uses, changes nor destroys it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Foreign {
+    /// Janus refuses `room.secret` for it: someone else's secret guards it.
+    OtherSecret,
+    /// It has no secret (any secret is accepted), so it proves nothing.
+    NoSecret,
+    /// It listens on other ports than `stream.video_port`/`audio_port`.
+    OtherPorts,
+}
+
+impl Foreign {
+    /// Why, in words, for the error.
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::OtherSecret => "Janus refuses room.secret for it",
+            Self::NoSecret => "it has no secret, so anybody may control it",
+            Self::OtherPorts => "it listens on other ports than stream.video_port/audio_port",
+        }
+    }
+}
+
+/// Whose an existing room is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// The agent's: `room.secret` controls it (or no secret is configured).
+    Us,
+    /// Not provably the agent's.
+    Foreign(Foreign),
+}
+
+/// Whether an existing mountpoint is the one the agent wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// It is: use it.
+    Matches,
+    /// It is the agent's, but SRTP is on and it was not made by this run,
+    /// so its key is unknown: replace it.
+    /// It is the agent's, but offers viewers another H.264 level than
+    /// `[video]` sends (an earlier run with other settings): replace it.
+    WrongLevel,
+    UnknownKey,
+    /// It is not provably the agent's: leave it alone.
+    Foreign(Foreign),
+}
+
+/// Part of the room on Janus that another holder of the id has: the agent
+/// stops there and says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conflict {
+    /// `room` or `mountpoint`.
+    pub what: &'static str,
+    /// The id they share.
+    pub id: u64,
+    /// Why it is not the agent's.
+    pub why: Foreign,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} on Janus is not this agent's ({}): another agent or user holds this id; \
+             pick another room.id, or remove it on Janus if it is a leftover",
+            self.what,
+            self.id,
+            self.why.words()
+        )
+    }
+}
+
+/// How the room's mix reaches the speaker: the forwarder the agent made
+/// (or, without SRTP, found) in its room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Forward {
+    /// Janus's id for the forwarder.
+    #[serde(skip)]
+    pub stream_id: u64,
+    /// The address Janus sends to: the speaker binds to it.
+    pub target: IpAddr,
+    /// Janus's address: without SRTP the speaker plays only what comes
+    /// from it.
+    pub janus: Option<IpAddr>,
+    /// The key the mix is encrypted with (`stream.srtp`), fresh for each
+    /// forwarder. Never serialized.
+    #[serde(skip)]
+    pub key: Option<SrtpKey>,
+}
+
+/// Time since Janus last received each medium, as its `info` reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MediaAge {
+    /// Milliseconds since the last video packet (or since creation).
+    pub video_ms: Option<u64>,
+    /// Milliseconds since the last audio packet (or since creation).
+    pub audio_ms: Option<u64>,
+}
+
+impl MediaAge {
+    /// Time since Janus last received `medium`, if known.
+    pub fn of(&self, medium: Medium) -> Option<Duration> {
+        let ms = match medium {
+            Medium::Video => self.video_ms,
+            Medium::Audio => self.audio_ms,
+        };
+        ms.map(Duration::from_millis)
+    }
+}
+
+/// What closed the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// A button, `broadcast-agent close`, or `open_on_start = false`.
+    Command,
+    /// No one was in it for `room.idle_timeout_s`.
+    IdleTimeout,
+    /// It was open for `room.max_duration_s`.
+    MaxDuration,
+    /// The owner closed it before the agent (re)started (`control.state_dir`).
+    Restored,
+}
+
+impl CloseReason {
+    /// In words, for the status line.
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::Command => "closed on request",
+            Self::IdleTimeout => "idle timeout",
+            Self::MaxDuration => "maximum duration reached",
+            Self::Restored => "closed by the owner before the agent restarted",
+        }
+    }
+}
+
+/// The error of a failed pass, as it is shown: in full for the log and
+/// `status`, by its cause alone for one-line summaries. Serialized as the
+/// full text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The whole message, with its context.
+    pub message: String,
+    /// The cause, short enough for systemd's STATUS line.
+    pub cause: String,
+}
+
+impl Serialize for Failure {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.message)
+    }
+}
+
+/// A one-word summary of [`RoomState`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Open, and everything exists on Janus.
+    Live,
+    /// Open wanted, not (yet, or any more) everything there.
+    Opening,
+    /// Closed wanted, something still to remove.
+    Closing,
+    /// Closed.
+    Closed,
+    /// Open wanted, but the id is held by someone else on Janus.
+    Conflict,
+}
+
+impl Phase {
+    /// The phase in one lowercase word, as `status` shows it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Opening => "opening",
+            Self::Closing => "closing",
+            Self::Closed => "closed",
+            Self::Conflict => "conflict",
+        }
+    }
+}
+
+/// The agent's view of the room, published after every pass: the source for
+/// logs, systemd STATUS, the LED, the pipelines and `broadcast-agent status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoomState {
+    /// The room id.
+    pub room_id: u64,
+    /// What the owner wants.
+    pub desired: Desired,
+    /// Whether the agent holds a Janus session.
+    pub session: bool,
+    /// The AudioBridge room.
+    pub room: Presence<Owner>,
+    /// The Streaming mountpoint.
+    pub mountpoint: Presence<Fit>,
+    /// The forwarder of the room's audio to the Pi.
+    pub forwarder: Presence<u64>,
+    /// Where and how that forwarder sends, while the agent has one.
+    pub forward: Option<Forward>,
+    /// What Janus last said about the media it receives.
+    pub media_age: MediaAge,
+    /// How many are in the room, when counted (`room.idle_timeout_s`).
+    pub participants: Option<usize>,
+    /// Why the room was last closed, while it is closed.
+    pub closed_by: Option<CloseReason>,
+    /// The key the capture pipelines encrypt with (`stream.srtp`): the
+    /// mountpoint's, while it exists. Never serialized.
+    #[serde(skip)]
+    pub srtp_key: Option<SrtpKey>,
+    /// The error of the last pass, if the last pass failed.
+    pub last_error: Option<Failure>,
+}
+
+impl RoomState {
+    /// The state before the first pass.
+    pub fn new(room_id: u64, desired: Desired) -> Self {
+        Self {
+            room_id,
+            desired,
+            session: false,
+            room: Presence::Unknown,
+            mountpoint: Presence::Unknown,
+            forwarder: Presence::Unknown,
+            forward: None,
+            media_age: MediaAge::default(),
+            participants: None,
+            closed_by: (desired == Desired::Closed).then_some(CloseReason::Command),
+            srtp_key: None,
+            last_error: None,
+        }
+    }
+
+    /// Whether the room is wanted open (and the pipelines with it).
+    pub fn wants_open(&self) -> bool {
+        self.desired == Desired::Open
+    }
+
+    /// What of the room's id someone else holds on Janus, if anything.
+    pub fn conflict(&self) -> Option<Conflict> {
+        let (what, why) = match (self.room, self.mountpoint) {
+            (Presence::Present(Owner::Foreign(why)), _) => ("room", why),
+            (_, Presence::Present(Fit::Foreign(why))) => ("mountpoint", why),
+            _ => return None,
+        };
+        Some(Conflict {
+            what,
+            id: self.room_id,
+            why,
+        })
+    }
+
+    /// What the room is doing, in one word.
+    pub fn phase(&self) -> Phase {
+        if self.desired == Desired::Open && self.conflict().is_some() {
+            return Phase::Conflict;
+        }
+        let live = matches!(self.room, Presence::Present(Owner::Us))
+            && matches!(self.mountpoint, Presence::Present(Fit::Matches))
+            && matches!(self.forwarder, Presence::Present(_));
+        match (self.desired, live) {
+            (Desired::Open, true) => Phase::Live,
+            (Desired::Open, false) => Phase::Opening,
+            (Desired::Closed, _) if self.last_error.is_some() => Phase::Closing,
+            (Desired::Closed, _) => Phase::Closed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Presence::Present;
+
+    #[test]
+    fn phase_summarises_the_state() {
+        let mut state = RoomState::new(1, Desired::Open);
+        assert_eq!(state.phase(), Phase::Opening);
+        state.room = Present(Owner::Us);
+        state.mountpoint = Present(Fit::Matches);
+        state.forwarder = Present(3);
+        assert_eq!(state.phase(), Phase::Live);
+        state.mountpoint = Present(Fit::Foreign(Foreign::OtherPorts));
+        assert_eq!(state.phase(), Phase::Conflict);
+        let conflict = state.conflict().expect("a conflict");
+        assert!(conflict
+            .to_string()
+            .starts_with("mountpoint 1 on Janus is not this agent's"));
+        state.mountpoint = Present(Fit::Matches);
+        state.desired = Desired::Closed;
+        assert_eq!(state.phase(), Phase::Closed);
+        state.last_error = Some(Failure {
+            message: "cannot reach Janus".into(),
+            cause: "refused".into(),
+        });
+        assert_eq!(state.phase(), Phase::Closing);
+    }
+
+    #[test]
+    fn media_age_is_read_per_medium() {
+        let age = MediaAge {
+            video_ms: Some(20),
+            audio_ms: None,
+        };
+        assert_eq!(age.of(Medium::Video), Some(Duration::from_millis(20)));
+        assert_eq!(age.of(Medium::Audio), None);
+    }
+}
