@@ -51,6 +51,9 @@ pub struct RoomSpec<'a> {
     pub admin_key: Option<&'a Secret>,
     /// Let plain-RTP participants (gateways, tests) join.
     pub allow_rtp_participants: bool,
+    /// Packets held per participant before mixing (`default_prebuffering`):
+    /// each adds 20 ms to what the speaker hears.
+    pub prebuffering: u32,
 }
 
 /// Where Janus sends the room's mix.
@@ -125,6 +128,7 @@ impl<'a> AudioBridge<'a> {
             "sampling_rate": SAMPLING_RATE,
             "is_private": true,
             "allow_rtp_participants": room.allow_rtp_participants,
+            "default_prebuffering": room.prebuffering,
         });
         insert_secret(&mut body, "secret", room.secret);
         insert_secret(&mut body, "pin", room.pin);

@@ -155,6 +155,7 @@ fn every_call(client: &Client) -> Vec<Outcome> {
         pin: None,
         admin_key: None,
         allow_rtp_participants: false,
+        prebuffering: 2,
     };
     let target = ForwardTarget {
         host: std::net::IpAddr::from([127, 0, 0, 1]),

@@ -432,6 +432,7 @@ impl Janus {
             pin: room.pin.as_ref(),
             admin_key: room.admin_key.as_ref(),
             allow_rtp_participants: room.allow_rtp_participants,
+            prebuffering: self.settings.speaker.room_prebuffering,
         }
     }
 
