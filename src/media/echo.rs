@@ -45,18 +45,22 @@ pub fn caps() -> gst::Caps {
         .build()
 }
 
-/// The process's probe, taken out of the pipeline it was in (which must be
-/// stopped: its supervisor drops a pipeline before building the next).
+/// The process's probe, made on first use.
 pub fn probe() -> Result<gst::Element, MediaError> {
     static PROBE_ELEMENT: OnceLock<gst::Element> = OnceLock::new();
-    let probe = match PROBE_ELEMENT.get() {
-        Some(probe) => probe.clone(),
-        None => {
-            let made = element("webrtcechoprobe")?;
-            made.set_property("name", PROBE);
-            PROBE_ELEMENT.get_or_init(|| made).clone()
-        }
-    };
+    if let Some(probe) = PROBE_ELEMENT.get() {
+        return Ok(probe.clone());
+    }
+    let made = element("webrtcechoprobe")?;
+    made.set_property("name", PROBE);
+    Ok(PROBE_ELEMENT.get_or_init(|| made).clone())
+}
+
+/// The process's probe, taken out of the pipeline it was in (which must be
+/// stopped: its supervisor drops a pipeline before building the next), to
+/// go into a new speaker pipeline.
+pub fn take_probe() -> Result<gst::Element, MediaError> {
+    let probe = probe()?;
     if let Some(bin) = probe.parent().and_then(|p| p.downcast::<gst::Bin>().ok()) {
         let _ = probe.set_state(gst::State::Null);
         bin.remove(&probe)

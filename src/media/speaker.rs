@@ -123,7 +123,7 @@ impl Recipe for Speaker {
         ];
         let echo = self.feeds_echo_canceller();
         if echo {
-            chain.extend([caps_filter(echo::caps())?, echo::probe()?]);
+            chain.extend([caps_filter(echo::caps())?, echo::take_probe()?]);
         }
         chain.extend([
             element("audioconvert")?,
