@@ -187,6 +187,9 @@ impl AgentStatus {
                 }
                 None => out.push('\n'),
             }
+            if let Some(without) = &p.without {
+                let _ = writeln!(out, "    running without {without}");
+            }
         }
         if let Some(note) = self.network() {
             let _ = writeln!(out, "  network: {note}");

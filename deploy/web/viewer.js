@@ -329,10 +329,15 @@
     if (msg.audiobridge === 'event' && (msg.leaving || msg.kicked)) removeParticipant(m, msg.leaving || msg.kicked);
   }
 
+  // What we ask of the viewer's microphone: the browser removes the room's
+  // sound coming out of the viewer's own speakers, background noise, and
+  // evens out the level (asked explicitly: defaults differ between browsers).
+  const MIC_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+
   // Offers our audio to the room; without a usable microphone, joins listen-only.
   function sendMicrophone(m, withMic) {
     m.bridge.createOffer({
-      tracks: [{ type: 'audio', capture: withMic, recv: true }],
+      tracks: [{ type: 'audio', capture: withMic ? MIC_CONSTRAINTS : false, recv: true }],
       success: (offer) => {
         if (media !== m) return;
         m.bridge.send({

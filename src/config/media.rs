@@ -58,9 +58,17 @@ pub struct SpeakerSettings {
     pub port: u16,
     /// Address Janus forwards to; empty means the local address that reaches Janus.
     pub host: String,
-    /// Jitter buffer (`latency_ms`).
+    /// Jitter buffer (`latency_ms`): how long a packet may be late and
+    /// still be played.
     #[serde(rename = "latency_ms", with = "duration::millis")]
     pub latency: Duration,
+    /// The sound card's buffer (`buffer_ms`, alsasink `buffer-time`).
+    #[serde(rename = "buffer_ms", with = "duration::millis")]
+    pub buffer: Duration,
+    /// Packets of 20 ms the room holds per participant before mixing
+    /// (AudioBridge `default_prebuffering`, set when the agent creates the
+    /// room).
+    pub room_prebuffering: u32,
 }
 
 impl Default for SpeakerSettings {
@@ -70,9 +78,20 @@ impl Default for SpeakerSettings {
             device: "default".into(),
             port: 5000,
             host: String::new(),
-            latency: Duration::from_millis(100),
+            latency: Duration::from_millis(SpeakerSettings::LATENCY_MS),
+            buffer: Duration::from_millis(SpeakerSettings::BUFFER_MS),
+            room_prebuffering: SpeakerSettings::ROOM_PREBUFFERING,
         }
     }
+}
+
+impl SpeakerSettings {
+    /// Default `latency_ms`: two 20 ms packets of jitter.
+    pub const LATENCY_MS: u64 = 40;
+    /// Default `buffer_ms`.
+    pub const BUFFER_MS: u64 = 40;
+    /// Default `room_prebuffering` (Janus's own default is 6).
+    pub const ROOM_PREBUFFERING: u32 = 2;
 }
 
 /// Where the picture comes from (`[video] source`).
@@ -271,6 +290,14 @@ pub struct MicrophoneSettings {
     pub device: String,
     /// Opus bitrate in kbit/s.
     pub bitrate_kbps: u32,
+    /// Cancel the speaker's sound from the microphone (`echo_cancel`);
+    /// unset: on when the speaker is enabled. See [`crate::config::Settings::echo_cancel`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub echo_cancel: Option<bool>,
+    /// Suppress steady background noise (fans, hum).
+    pub noise_suppression: bool,
+    /// Adjust the level automatically (adaptive digital gain).
+    pub gain_control: bool,
 }
 
 impl Default for MicrophoneSettings {
@@ -279,6 +306,9 @@ impl Default for MicrophoneSettings {
             enabled: true,
             device: "default".into(),
             bitrate_kbps: 32,
+            echo_cancel: None,
+            noise_suppression: true,
+            gain_control: true,
         }
     }
 }
@@ -286,6 +316,20 @@ impl Default for MicrophoneSettings {
 impl MicrophoneSettings {
     /// The `device` value that selects a test tone instead of ALSA.
     pub const TEST_DEVICE: &'static str = "test";
+
+    /// Whether any voice processing (`webrtcdsp`) runs, given whether echo
+    /// is cancelled.
+    pub fn processes(&self, echo_cancel: bool) -> bool {
+        echo_cancel || self.noise_suppression || self.gain_control
+    }
+}
+
+impl super::Settings {
+    /// Whether the microphone cancels what the speaker plays:
+    /// `microphone.echo_cancel`, by default whether the speaker is enabled.
+    pub fn echo_cancel(&self) -> bool {
+        self.microphone.echo_cancel.unwrap_or(self.speaker.enabled)
+    }
 }
 
 /// `[recording]`: camera and microphone written on the Pi as they are

@@ -383,7 +383,7 @@ mod tests {
             "request_timeout_ms = 5000",
             "idle_timeout_s = 90",
             "max_duration_s = 0",
-            "latency_ms = 100",
+            "latency_ms = 40",
             "rotation = 0",
             "segment_s = 300",
         ] {

@@ -129,6 +129,14 @@ impl Settings {
         check_host("speaker.host", &self.speaker.host)?;
         check_port("speaker.port", self.speaker.port)?;
         check_millis("speaker.latency_ms", self.speaker.latency, 10, 5000)?;
+        check_millis("speaker.buffer_ms", self.speaker.buffer, 20, 1000)?;
+        // Janus takes at most 50 and silently uses its default beyond.
+        check_range(
+            "speaker.room_prebuffering",
+            self.speaker.room_prebuffering.into(),
+            0,
+            50,
+        )?;
         check_device("speaker.device", &self.speaker.device)?;
         check_device("microphone.device", &self.microphone.device)?;
         check_range(
@@ -483,6 +491,26 @@ mod tests {
             "recording.room_dir: rec is not an absolute path",
         );
         load("[recording]\nroom = true\nroom_dir = \"/var/lib/janus/rooms\"\n").expect("valid");
+    }
+
+    #[test]
+    fn talk_back_latency_keys_are_checked() {
+        refused_naming(
+            "[speaker]\nbuffer_ms = 10\n",
+            "speaker.buffer_ms: 10 is out of range 20..=1000",
+        );
+        refused_naming(
+            "[speaker]\nroom_prebuffering = 51\n",
+            "speaker.room_prebuffering: 51 is out of range 0..=50",
+        );
+        let s = load("[speaker]\nenabled = false\n").expect("valid");
+        assert!(!s.echo_cancel(), "no speaker, nothing to cancel");
+        let s = load("[microphone]\necho_cancel = false\n").expect("valid");
+        assert!(!s.echo_cancel());
+        assert!(
+            load("").expect("valid").echo_cancel(),
+            "on with the speaker"
+        );
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub struct RoomSpec<'a> {
     pub allow_rtp_participants: bool,
     /// Record the room's mix into this folder on the Janus host.
     pub record_dir: Option<&'a Path>,
+    /// Packets held per participant before mixing (`default_prebuffering`):
+    /// each adds 20 ms to what the speaker hears.
+    pub prebuffering: u32,
 }
 
 /// Where Janus sends the room's mix.
@@ -128,6 +131,7 @@ impl<'a> AudioBridge<'a> {
             "sampling_rate": SAMPLING_RATE,
             "is_private": true,
             "allow_rtp_participants": room.allow_rtp_participants,
+            "default_prebuffering": room.prebuffering,
         });
         insert_secret(&mut body, "secret", room.secret);
         insert_secret(&mut body, "pin", room.pin);

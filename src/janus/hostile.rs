@@ -156,6 +156,7 @@ fn every_call(client: &Client) -> Vec<Outcome> {
         admin_key: None,
         allow_rtp_participants: false,
         record_dir: None,
+        prebuffering: 2,
     };
     let target = ForwardTarget {
         host: std::net::IpAddr::from([127, 0, 0, 1]),

@@ -23,6 +23,9 @@ pub mod code {
     pub const MOUNTPOINT_EXISTS: u16 = 456;
 }
 
+/// The fmtp of the mountpoint's Opus.
+pub const OPUS_FMTP: &str = "useinbandfec=1";
+
 /// The fmtp of H.264 as the agent sends it: constrained baseline at `level`
 /// (what the source writes in its SPS), packetization mode 1.
 fn h264_fmtp(level: Level) -> String {
@@ -60,8 +63,10 @@ impl MountpointSpec<'_> {
         json!([
             { "type": "video", "mid": "v", "port": self.video.0, "pt": self.video.1,
               "codec": "h264", "fmtp": h264_fmtp(self.video_level) },
+            // The microphone's Opus carries in-band FEC: browsers use it
+            // to rebuild a lost packet from the next one.
             { "type": "audio", "mid": "a", "port": self.audio.0, "pt": self.audio.1,
-              "codec": "opus" },
+              "codec": "opus", "fmtp": OPUS_FMTP },
         ])
     }
 }

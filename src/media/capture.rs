@@ -8,7 +8,8 @@
 //! rpicamsrc: rpicamsrc ! caps(h264) ! h264parse ───────────────────────────┤
 //! raspivid / rpicam-vid ... -o - | fdsrc ! caps(h264) ! h264parse ─────────┴─> rtph264pay ! udpsink
 //!
-//! alsasrc | audiotestsrc ! audioconvert ! audioresample ! caps ! opusenc ! rtpopuspay ! udpsink
+//! alsasrc | audiotestsrc ! [audioconvert ! audioresample ! caps(32 kHz) ! webrtcdsp]
+//!   ! audioconvert ! audioresample ! caps ! opusenc(inband-fec) ! rtpopuspay ! udpsink
 //! ```
 //!
 //! Both share one tail ([`Capture`]): with `stream.srtp`, an `srtpenc` keyed
@@ -25,6 +26,7 @@ use gstreamer::prelude::*;
 
 use super::camera;
 use super::devices::{self, CameraFormat, Direction};
+use super::echo;
 use super::recorder::Feed;
 use super::{
     assemble, caps_filter, element, Built, Flow, Helper, JanusCheck, MediaError, Recipe,
@@ -494,6 +496,8 @@ impl Recipe for Video {
             pipeline,
             flow: Some(flow),
             helper,
+            playout: None,
+            without: None,
         })
     }
 
@@ -506,7 +510,13 @@ impl Recipe for Video {
 pub struct Microphone {
     settings: Arc<Settings>,
     base: Capture,
+    /// Voice processing is configured but `webrtcdsp` is missing: logged once.
+    warned: std::sync::atomic::AtomicBool,
 }
+
+/// Opus in-band FEC is tuned for this much loss (`packet-loss-percentage`):
+/// each packet carries a coarse copy of the one before.
+const EXPECTED_LOSS_PERCENT: i32 = 10;
 
 impl Microphone {
     /// The microphone pipeline for `settings`; it also feeds `recording`, if given.
@@ -514,11 +524,66 @@ impl Microphone {
         Self {
             settings: Arc::clone(settings),
             base: Capture::new(settings, Medium::Audio, recording),
+            warned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     fn is_test(&self) -> bool {
         self.settings.microphone.device == MicrophoneSettings::TEST_DEVICE
+    }
+
+    /// What the status says when voice processing is configured but
+    /// cannot run here; None when it runs or is not wanted.
+    fn without_processing(&self) -> Option<String> {
+        let wanted = self
+            .settings
+            .microphone
+            .processes(self.settings.echo_cancel());
+        (wanted && !echo::available()).then(|| {
+            format!(
+                "echo cancellation, noise suppression and gain control: \
+                 webrtcdsp is missing (install {})",
+                echo::PACKAGE
+            )
+        })
+    }
+
+    /// `webrtcdsp` at [`echo::RATE`] between resamplers, as configured;
+    /// nothing when no processing is wanted or possible.
+    fn processing(&self) -> Result<Vec<gst::Element>, MediaError> {
+        let mic = &self.settings.microphone;
+        let echo_cancel = self.settings.echo_cancel();
+        if !mic.processes(echo_cancel) || !echo::available() {
+            return Ok(Vec::new());
+        }
+        let dsp = element("webrtcdsp")?;
+        dsp.set_property("echo-cancel", echo_cancel);
+        dsp.set_property("noise-suppression", mic.noise_suppression);
+        dsp.set_property("gain-control", mic.gain_control);
+        if echo_cancel {
+            // Makes the probe if the speaker has not yet: it must exist
+            // when `webrtcdsp` starts, and gives silence until fed.
+            echo::probe()?;
+            dsp.set_property("probe", echo::PROBE);
+        }
+        Ok(vec![
+            element("audioconvert")?,
+            element("audioresample")?,
+            caps_filter(echo::caps())?,
+            dsp,
+        ])
+    }
+
+    /// `opusenc` at `microphone.bitrate_kbps` with in-band FEC.
+    fn encoder(&self) -> Result<gst::Element, MediaError> {
+        let enc = element("opusenc")?;
+        enc.set_property(
+            "bitrate",
+            i32::try_from(self.settings.microphone.bitrate_kbps * 1000).unwrap_or(i32::MAX),
+        );
+        enc.set_property("inband-fec", true);
+        enc.set_property("packet-loss-percentage", EXPECTED_LOSS_PERCENT);
+        Ok(enc)
     }
 }
 
@@ -534,6 +599,11 @@ impl Recipe for Microphone {
             "alsasrc"
         };
         self.base.preflight(&[source, "opusenc", "rtpopuspay"])?;
+        if let Some(missing) = self.without_processing() {
+            if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                log::warn!("microphone: running without {missing}");
+            }
+        }
         if !self.is_test() {
             devices::check_alsa(
                 "microphone.device",
@@ -561,23 +631,26 @@ impl Recipe for Microphone {
             .field("rate", 48_000i32)
             .field("channels", 1i32)
             .build();
-        let enc = element("opusenc")?;
-        enc.set_property(
-            "bitrate",
-            i32::try_from(mic.bitrate_kbps * 1000).unwrap_or(i32::MAX),
-        );
-        let chain = vec![
-            src,
+        let processing = self.processing()?;
+        let shares_clock = self.settings.echo_cancel() && !processing.is_empty();
+        let mut chain = vec![src];
+        chain.extend(processing);
+        chain.extend([
             element("audioconvert")?,
             element("audioresample")?,
             caps_filter(caps)?,
-            enc,
-        ];
+            self.encoder()?,
+        ]);
         let (pipeline, flow) = self.base.assemble(chain, element("rtpopuspay")?, srtp)?;
+        if shares_clock {
+            echo::share_clock(&pipeline);
+        }
         Ok(Built {
             pipeline,
             flow: Some(flow),
             helper: None,
+            playout: None,
+            without: self.without_processing(),
         })
     }
 

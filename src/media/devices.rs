@@ -36,6 +36,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tee", "libgstreamer1.0-0"),
     ("queue", "libgstreamer1.0-0"),
     ("srtpenc", "gstreamer1.0-plugins-bad"),
+    ("webrtcdsp", "gstreamer1.0-plugins-bad"),
+    ("webrtcechoprobe", "gstreamer1.0-plugins-bad"),
     ("x264enc", "gstreamer1.0-plugins-ugly"),
     ("jpegdec", "gstreamer1.0-plugins-good"),
     ("v4l2jpegdec", "gstreamer1.0-plugins-good"),

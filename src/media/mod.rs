@@ -11,6 +11,7 @@
 pub mod camera;
 pub mod capture;
 pub mod devices;
+pub mod echo;
 pub mod recorder;
 pub mod speaker;
 pub mod supervisor;
@@ -175,6 +176,11 @@ pub struct Built {
     pub flow: Option<Flow>,
     /// The camera program feeding it, if any.
     pub helper: Option<Helper>,
+    /// What the speaker played late or made up (the speaker pipeline).
+    pub playout: Option<speaker::Playout>,
+    /// What the pipeline runs without, said in the status (an element
+    /// that is not installed).
+    pub without: Option<String>,
 }
 
 impl Built {
@@ -184,6 +190,8 @@ impl Built {
             pipeline,
             flow: None,
             helper: None,
+            playout: None,
+            without: None,
         }
     }
 }

@@ -18,6 +18,7 @@ use gstreamer::prelude::*;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
+use super::speaker::PlayoutCounts;
 use super::{Built, JanusCheck, MediaError, Recipe, Supervision};
 use crate::backoff::{Backoff, Policy};
 use crate::secret::SrtpKey;
@@ -71,6 +72,11 @@ pub struct PipelineStatus {
     pub last_error: Option<String>,
     /// RTP packets sent by this run, for the pipelines that send RTP.
     pub rtp: Option<RtpCounts>,
+    /// What the speaker concealed and played late in this run.
+    pub playout: Option<PlayoutCounts>,
+    /// What the pipeline runs without (a missing element), e.g. echo
+    /// cancellation.
+    pub without: Option<String>,
     /// A network problem seen while the pipeline runs fine locally
     /// ([`NO_MEDIA`]).
     pub network: Option<&'static str>,
@@ -106,6 +112,8 @@ impl PipelineStatus {
             restarts: 0,
             last_error: None,
             rtp: None,
+            playout: None,
+            without: None,
             network: None,
         }
     }
@@ -271,7 +279,7 @@ async fn run_once(
         None
     };
     let (mut built, mut failed) = build_and_start(recipe, key).await?;
-    announce_running(recipe.name(), status);
+    announce_running(recipe.name(), &built, status);
     let playing_since = Instant::now();
     let delivered = |built: &Built| {
         playing_since.elapsed() >= DELIVERED_RUN
@@ -363,12 +371,14 @@ fn start(built: &Built) -> Result<mpsc::UnboundedReceiver<MediaError>, MediaErro
     Ok(failed)
 }
 
-fn announce_running(name: &str, status: &watch::Sender<PipelineStatus>) {
+fn announce_running(name: &str, built: &Built, status: &watch::Sender<PipelineStatus>) {
     let recovered = status.borrow().last_error.is_some();
     status.send_modify(|s| {
         s.state = RunState::Running;
         s.last_error = None;
         s.rtp = None;
+        s.playout = None;
+        s.without = built.without.clone();
     });
     if recovered {
         log::info!("{name} pipeline: running again");
@@ -418,14 +428,15 @@ fn starved(check: &JanusCheck, state: &RoomState) -> bool {
 }
 
 fn publish_counts(built: &Built, status: &watch::Sender<PipelineStatus>) {
-    let Some(flow) = &built.flow else { return };
-    let counts = RtpCounts {
+    let rtp = built.flow.as_ref().map(|flow| RtpCounts {
         packets: flow.rtp().packets(),
         missing: flow.rtp().missing(),
-    };
+    });
+    let playout = built.playout.as_ref().map(|p| p.counts());
     status.send_if_modified(|s| {
-        let changed = s.rtp != Some(counts);
-        s.rtp = Some(counts);
+        let changed = s.rtp != rtp || s.playout != playout;
+        s.rtp = rtp;
+        s.playout = playout;
         changed
     });
 }

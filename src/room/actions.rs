@@ -443,6 +443,7 @@ impl Janus {
             admin_key: room.admin_key.as_ref(),
             allow_rtp_participants: room.allow_rtp_participants,
             record_dir: self.room_recording(),
+            prebuffering: self.settings.speaker.room_prebuffering,
         }
     }
 
