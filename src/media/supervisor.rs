@@ -22,7 +22,7 @@ use super::speaker::PlayoutCounts;
 use super::{Built, JanusCheck, MediaError, Recipe, Supervision};
 use crate::backoff::{Backoff, Policy};
 use crate::secret::SrtpKey;
-use crate::state::{Presence, RoomState};
+use crate::state::{Forward, Presence, RoomState};
 
 /// Restart delays: the first restart is quick (a blip), a failing device is
 /// retried every half minute at most.
@@ -241,6 +241,45 @@ async fn build_and_start(
     })
 }
 
+/// What a pipeline takes from the published state before it starts.
+#[derive(Debug, Clone, Copy)]
+struct Inputs {
+    /// The mountpoint's SRTP key, for a pipeline that encrypts with it.
+    key: Option<SrtpKey>,
+    /// The forwarder to play, for the speaker.
+    forward: Option<Forward>,
+}
+
+impl Inputs {
+    /// Waits until the reconciler has made what the pipeline needs (the
+    /// mountpoint's key, the forwarder); None when the room closes first.
+    async fn wait(
+        supervision: &Supervision,
+        room: &mut watch::Receiver<RoomState>,
+    ) -> Option<Self> {
+        let ready = |s: &RoomState| {
+            (!supervision.srtp || s.srtp_key.is_some())
+                && (!supervision.forward || s.forward.is_some())
+        };
+        let state = room.wait_for(|s| !s.wants_open() || ready(s)).await.ok()?;
+        state.wants_open().then(|| Self {
+            key: state.srtp_key.filter(|_| supervision.srtp),
+            forward: state.forward.filter(|_| supervision.forward),
+        })
+    }
+
+    /// Why a running pipeline must start over with new inputs, if it must.
+    fn stale(&self, supervision: &Supervision, state: &RoomState) -> Option<&'static str> {
+        if supervision.srtp && state.srtp_key != self.key {
+            Some("the mountpoint's SRTP key changed (mountpoint re-created)")
+        } else if supervision.forward && state.forward.is_some_and(|f| Some(f) != self.forward) {
+            Some("the room's forwarder changed (new address or key)")
+        } else {
+            None
+        }
+    }
+}
+
 /// Builds, starts and watches the pipeline once. `Ok` means it was stopped
 /// because the room was closed; `Err` says why it failed. With `tolerate`,
 /// Janus receiving nothing is reported, not a failure.
@@ -252,33 +291,10 @@ async fn run_once(
 ) -> Result<(), RunFailure> {
     recipe.preflight()?;
     let supervision = recipe.supervision();
-    // An SRTP pipeline sends only with the mountpoint's key: wait for the
-    // reconciler to make the mountpoint (or for the room to close).
-    let key = if supervision.srtp {
-        let ready = room
-            .wait_for(|s| !s.wants_open() || s.srtp_key.is_some())
-            .await
-            .map(|s| s.srtp_key);
-        match ready {
-            Ok(Some(key)) => Some(key),
-            Ok(None) | Err(_) => return Ok(()),
-        }
-    } else {
-        None
+    let Some(inputs) = Inputs::wait(&supervision, room).await else {
+        return Ok(());
     };
-    // The speaker plays the forwarder the reconciler made: wait for it too.
-    let forward = if supervision.forward {
-        match room
-            .wait_for(|s| !s.wants_open() || s.forward.is_some())
-            .await
-        {
-            Ok(s) if s.forward.is_some() => s.forward,
-            Ok(_) | Err(_) => return Ok(()),
-        }
-    } else {
-        None
-    };
-    let (mut built, mut failed) = build_and_start(recipe, key).await?;
+    let (mut built, mut failed) = build_and_start(recipe, inputs.key).await?;
     announce_running(recipe.name(), &built, status);
     let playing_since = Instant::now();
     let delivered = |built: &Built| {
@@ -315,12 +331,8 @@ async fn run_once(
                     log::info!("{} pipeline: stopped (room closed)", recipe.name());
                     return Ok(());
                 }
-                if supervision.srtp && room.borrow().srtp_key != key {
-                    log::info!("{} pipeline: the mountpoint's SRTP key changed (mountpoint re-created): restarting", recipe.name());
-                    return Ok(());
-                }
-                if supervision.forward && room.borrow().forward.is_some_and(|f| Some(f) != forward) {
-                    log::info!("{} pipeline: the room's forwarder changed (new address or key): restarting", recipe.name());
+                if let Some(why) = inputs.stale(&supervision, &room.borrow()) {
+                    log::info!("{} pipeline: {why}: restarting", recipe.name());
                     return Ok(());
                 }
                 continue;
