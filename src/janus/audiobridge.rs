@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ignore_code, insert_secret, Client, Handle, JanusError};
+use super::{created, exists_flag, ignore_code, insert_secret, Client, Handle, JanusError};
 use crate::secret::{Secret, SrtpKey};
 
 /// The plugin's package name, for `attach`.
@@ -140,19 +140,12 @@ impl<'a> AudioBridge<'a> {
             body["record"] = json!(true);
             body["record_dir"] = json!(dir.to_string_lossy());
         }
-        match self.request(body) {
-            Ok(_) => Ok(Created::New),
-            Err(e) if e.code() == Some(code::ROOM_EXISTS) => Ok(Created::Existing),
-            Err(e) => Err(e),
-        }
+        created(self.request(body), code::ROOM_EXISTS)
     }
 
     /// Whether the room exists.
     pub fn exists(&self, room: u64) -> Result<bool, JanusError> {
-        let data = self.request(json!({ "request": "exists", "room": room }))?;
-        data.get("exists")
-            .and_then(Value::as_bool)
-            .ok_or_else(|| JanusError::Protocol(format!("exists reply without \"exists\": {data}")))
+        exists_flag(&self.request(json!({ "request": "exists", "room": room }))?)
     }
 
     /// Destroys the room; a room that is already gone is not an error.

@@ -524,6 +524,25 @@ fn insert_secret(body: &mut Value, key: &str, secret: Option<&Secret>) {
     }
 }
 
+/// Reads a plugin's `create` reply: made now, or already there (`exists_code`).
+fn created(
+    result: Result<Value, JanusError>,
+    exists_code: u16,
+) -> Result<audiobridge::Created, JanusError> {
+    match result {
+        Ok(_) => Ok(audiobridge::Created::New),
+        Err(e) if e.code() == Some(exists_code) => Ok(audiobridge::Created::Existing),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads the flag of a plugin's `exists` reply.
+fn exists_flag(data: &Value) -> Result<bool, JanusError> {
+    data.get("exists")
+        .and_then(Value::as_bool)
+        .ok_or_else(|| JanusError::Protocol(format!("exists reply without \"exists\": {data}")))
+}
+
 /// Treats plugin error `code` ("already gone") as success.
 fn ignore_code(result: Result<Value, JanusError>, code: u16) -> Result<(), JanusError> {
     match result {
