@@ -445,13 +445,14 @@ fn random_replies_never_panic_or_hang() {
     );
     // Every reply was read: an error may blame the reply, never the
     // connection (a call that hung until its timeout would be a transport
-    // error), and a call answered at once takes far less than its timeout.
+    // error), and calls answered at once take far less than their timeout
+    // on average (a quarter of it: room for qemu on a loaded machine).
     for Outcome { what, result } in &outcomes {
         if let Err(e) = result {
             assert!(blames_the_reply(e), "{what}: {e:?}");
         }
     }
-    let budget = TIMEOUT / 10 * u32::try_from(outcomes.len()).expect("few calls");
+    let budget = TIMEOUT / 4 * u32::try_from(outcomes.len()).expect("few calls");
     assert!(took < budget, "{} calls took {took:?}", outcomes.len());
     // Some replies got past every check, so the code behind them ran too.
     assert!(taken > 0, "no call took any random reply");
