@@ -130,11 +130,12 @@ impl Settings {
         check_port("speaker.port", self.speaker.port)?;
         check_millis("speaker.latency_ms", self.speaker.latency, 10, 5000)?;
         check_millis("speaker.buffer_ms", self.speaker.buffer, 20, 1000)?;
-        // Janus takes at most 50 and silently uses its default beyond.
+        // Janus takes at most 50 and silently uses its default beyond; with
+        // 0 the room plays nothing at all (tests/talkback.rs).
         check_range(
             "speaker.room_prebuffering",
             self.speaker.room_prebuffering.into(),
-            0,
+            1,
             50,
         )?;
         check_device("speaker.device", &self.speaker.device)?;
@@ -501,7 +502,7 @@ mod tests {
         );
         refused_naming(
             "[speaker]\nroom_prebuffering = 51\n",
-            "speaker.room_prebuffering: 51 is out of range 0..=50",
+            "speaker.room_prebuffering: 51 is out of range 1..=50",
         );
         let s = load("[speaker]\nenabled = false\n").expect("valid");
         assert!(!s.echo_cancel(), "no speaker, nothing to cancel");

@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! udpsrc(forward target, port) ! [srtpdec(key) | drop unless from Janus]
-//!   ! rtpjitterbuffer(latency, do-lost) ! rtpopusdepay ! opusdec(plc, fec)
+//!   ! rtpjitterbuffer(latency, do-lost) ! rtpopusdepay ! opusdec(plc)
 //!   ! audioconvert ! audioresample ! [caps(32 kHz) ! webrtcechoprobe] ! audioconvert
 //!   ! audioresample ! alsasink(device, buffer-time)
 //! ```
@@ -132,8 +132,9 @@ impl Recipe for Speaker {
         }
         let jitter = self.jitter_buffer()?;
         let dec = element("opusdec")?;
+        // Concealment only: opusdec's in-band FEC holds every packet back
+        // for the next one (+135 ms talk-back delay, tests/talkback.rs).
         dec.set_property("plc", true);
-        dec.set_property("use-inband-fec", true);
         let sink = self.sink()?;
         chain.extend([
             jitter.clone(),
