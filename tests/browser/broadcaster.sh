@@ -9,7 +9,10 @@
 #                          for 2 s; succeeds if something was played there
 #   broadcaster.sh stop    stops the agent (SIGTERM) and PulseAudio
 # Environment: WORK (scratch folder), JANUS_URL, ROOM, REPO; AGENT (the binary,
-# default target/debug/broadcast-agent, built before entering the namespace).
+# default target/debug/broadcast-agent, built before entering the namespace);
+# for the benches: VIDEO_SOURCE (default test; `libcamera` runs rpicam-vid from
+# PATH, e.g. the stand-in), VIDEO_FRAMERATE (15), VIDEO_BITRATE_KBPS (800),
+# MIC_DEVICE (default test; an ALSA device such as `pulse`).
 set -euo pipefail
 : "${WORK:?}" "${JANUS_URL:?}" "${ROOM:?}"
 REPO=${REPO:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -56,13 +59,13 @@ viewer_url = "http://127.0.0.2:8000/?r={room}"
 video_port = 5004
 audio_port = 5006
 [video]
-source = "test"
+source = "${VIDEO_SOURCE:-test}"
 width = 640
 height = 480
-framerate = 15
-bitrate_kbps = 800
+framerate = ${VIDEO_FRAMERATE:-15}
+bitrate_kbps = ${VIDEO_BITRATE_KBPS:-800}
 [microphone]
-device = "test"
+device = "${MIC_DEVICE:-test}"
 [speaker]
 device = "pulse"
 port = 5008

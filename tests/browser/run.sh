@@ -13,6 +13,8 @@
 #    (tests/browser/broadcaster.sh: the real broadcast-agent on test sources) and
 #    viewer.test.mjs, which serves the page, drives Chromium and records results.
 # Exits non-zero on any failure. Set KEEP=1 to keep the scratch folder.
+# The benches reuse all of this: BROWSER_SCRIPT names another driver than
+# viewer.test.mjs (in this folder), BROWSER_TIMEOUT its time limit in s.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -58,7 +60,7 @@ if [[ "${1:-}" != "--inside" ]]; then
   (cd "$HERE" && timeout 300 npm ci --no-audit --no-fund --loglevel=error) || die_setup "npm ci failed in $HERE"
 
   # ---- the rest runs in a private network namespace ----
-  exec timeout --kill-after=10 420 unshare -n -- bash "$0" --inside
+  exec timeout --kill-after=10 $((${BROWSER_TIMEOUT:-300} + 120)) unshare -n -- bash "$0" --inside
 fi
 
 # ============================ inside the namespace ============================
@@ -118,12 +120,13 @@ export WEB_ROOT="$WEB"
 echo "== broadcaster start"
 if ! bash "$HERE/broadcaster.sh" start; then fail_step "broadcaster starts"; finish; fi
 
-echo "== viewer.test.mjs"
+SCRIPT=${BROWSER_SCRIPT:-viewer.test.mjs}
+echo "== $SCRIPT"
 export BROADCASTER="$HERE/broadcaster.sh" JANUS_CTL="$HERE/janus.sh"
 export SCREENSHOT="$REPO/deploy/web/screenshot.png"
-timeout --kill-after=5 300 node "$HERE/viewer.test.mjs"
+timeout --kill-after=5 "${BROWSER_TIMEOUT:-300}" node "$HERE/$SCRIPT"
 rc=$?
 if ((rc != 0)) && ! grep -q '^FAIL ' "$RESULTS"; then
-  fail_step "viewer.test.mjs exited with $rc without recording a failure (crash or timeout)"
+  fail_step "$SCRIPT exited with $rc without recording a failure (crash or timeout)"
 fi
 finish

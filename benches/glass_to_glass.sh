@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Glass to glass, in a real browser: what a viewer of the Pi sees, measured.
+#
+#   bash benches/glass_to_glass.sh            (as root; about 3 minutes)
+#   GLASS_MODES=latency GLASS_FRAMES=600 bash benches/glass_to_glass.sh
+#
+# The real broadcast-agent (source = "libcamera", 640x480@30, 800 kbit/s) runs
+# the stand-in rpicam-vid of the tests (tests/standins/camera.py, as a Pi 4:
+# the hardware encoder's path, flushed frame by frame), which draws each
+# frame's capture time (wall clock, ms) into its top rows; the agent streams
+# it to a real Janus (the shipped conf/janus), and the real viewer page plays
+# it in Debian's Chromium. tests/browser/glass.mjs decodes the stamp of every
+# presented frame and reports (see its header for GLASS_* settings):
+#   latency  stamp to display: median, p95, and the shares of the camera
+#            program, the way to the browser, the jitter buffer + decode, display
+#   join     `watch` to the first presented frame over 20 fresh viewers
+#   reopen   `broadcast-agent open` to the open page's first new frame
+# It runs in the browser test's network namespace (tests/browser/run.sh).
+# GLASS_STRICT=1 fails when a goal is missed (p95 <= 80 ms, join median <=
+# 500 ms, re-open <= 1 s). The load of the machine is printed with the result:
+# figures taken on a busy machine say so.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+SCRATCH=$(mktemp -d /tmp/glass.XXXXXX)
+trap 'rm -rf "$SCRATCH"' EXIT
+mkdir -p "$SCRATCH/bin"
+ln -s "$REPO/tests/standins/camera.py" "$SCRATCH/bin/rpicam-vid"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
+export PATH="$SCRATCH/bin:$PATH"
+export STANDIN_PATTERN=stamp STANDIN_STAMP_LOG="$SCRATCH/stamps.log"
+export VIDEO_SOURCE=libcamera VIDEO_FRAMERATE=30 VIDEO_BITRATE_KBPS=800
+export BROWSER_SCRIPT=glass.mjs BROWSER_TIMEOUT=${BROWSER_TIMEOUT:-600}
+status=0
+bash "$REPO/tests/browser/run.sh" || status=$?
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
+exit "$status"
