@@ -28,7 +28,9 @@ ln -s "$REPO/tests/standins/camera.py" "$SCRATCH/bin/rpicam-vid"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 export PATH="$SCRATCH/bin:$PATH"
 export STANDIN_PATTERN=stamp STANDIN_STAMP_LOG="$SCRATCH/stamps.log"
-export VIDEO_SOURCE=libcamera VIDEO_FRAMERATE=30 VIDEO_BITRATE_KBPS=800
+# VIDEO_SOURCE=test: the agent's own x264enc on the test pattern (no stamps:
+# for join and reopen only), which makes a keyframe when a viewer asks.
+export VIDEO_SOURCE=${VIDEO_SOURCE:-libcamera} VIDEO_FRAMERATE=30 VIDEO_BITRATE_KBPS=800
 export BROWSER_SCRIPT=glass.mjs BROWSER_TIMEOUT=${BROWSER_TIMEOUT:-600}
 status=0
 bash "$REPO/tests/browser/run.sh" || status=$?

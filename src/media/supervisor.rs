@@ -71,6 +71,9 @@ pub struct PipelineStatus {
     pub last_error: Option<String>,
     /// RTP packets sent by this run, for the pipelines that send RTP.
     pub rtp: Option<RtpCounts>,
+    /// Keyframes sent and asked for in this run, for video.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keyframes: Option<KeyframeCounts>,
     /// A network problem seen while the pipeline runs fine locally
     /// ([`NO_MEDIA`]).
     pub network: Option<&'static str>,
@@ -83,6 +86,15 @@ pub struct RtpCounts {
     pub packets: u64,
     /// Gaps in their sequence numbers (packets the sender skipped).
     pub missing: u64,
+}
+
+/// Keyframes the video pipeline sent, and the requests for one it received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct KeyframeCounts {
+    /// Keyframes sent.
+    pub sent: u64,
+    /// Keyframe requests (PLI, FIR) received from Janus.
+    pub requests: u64,
 }
 
 impl RunState {
@@ -106,6 +118,7 @@ impl PipelineStatus {
             restarts: 0,
             last_error: None,
             rtp: None,
+            keyframes: None,
             network: None,
         }
     }
@@ -353,6 +366,7 @@ fn announce_running(name: &str, status: &watch::Sender<PipelineStatus>) {
         s.state = RunState::Running;
         s.last_error = None;
         s.rtp = None;
+        s.keyframes = None;
     });
     if recovered {
         log::info!("{name} pipeline: running again");
@@ -407,9 +421,14 @@ fn publish_counts(built: &Built, status: &watch::Sender<PipelineStatus>) {
         packets: flow.rtp().packets(),
         missing: flow.rtp().missing(),
     };
+    let keyframes = flow.keyframes().map(|k| KeyframeCounts {
+        sent: k.sent(),
+        requests: k.requested(),
+    });
     status.send_if_modified(|s| {
-        let changed = s.rtp != Some(counts);
+        let changed = s.rtp != Some(counts) || s.keyframes != keyframes;
         s.rtp = Some(counts);
+        s.keyframes = keyframes;
         changed
     });
 }

@@ -7,6 +7,7 @@
 #   broadcaster.sh close   `broadcast-agent close` (as the Pi's close button)
 #   broadcaster.sh heard   listens on the sound card (the null sink's monitor)
 #                          for 2 s; succeeds if something was played there
+#   broadcaster.sh status  prints `broadcast-agent status --json`
 #   broadcaster.sh stop    stops the agent (SIGTERM) and PulseAudio
 # Environment: WORK (scratch folder), JANUS_URL, ROOM, REPO; AGENT (the binary,
 # default target/debug/broadcast-agent, built before entering the namespace);
@@ -113,6 +114,7 @@ case "${1:-}" in
   start) broadcaster_start ;;
   close) broadcaster_close ;;
   heard) broadcaster_heard ;;
+  status) "$AGENT" status --json --socket "$SOCKET" ;;
   stop) broadcaster_stop ;;
-  *) echo "usage: $0 start|close|heard|stop" >&2; exit 2 ;;
+  *) echo "usage: $0 start|close|heard|status|stop" >&2; exit 2 ;;
 esac

@@ -102,6 +102,13 @@ function broadcaster(cmd) {
   execFileSync('bash', [BROADCASTER, cmd], { stdio: 'inherit', timeout: 30000 });
 }
 
+// The video pipeline's counters in `broadcast-agent status --json`.
+function videoCounters() {
+  const status = JSON.parse(execFileSync('bash', [BROADCASTER, 'status'], { timeout: 30000 }));
+  const video = (status.pipelines || []).find((p) => p.name === 'video') || {};
+  return { rtp: video.rtp, keyframes: video.keyframes };
+}
+
 const { server, base } = await servePage(env('WEB_ROOT'), JANUS_URL);
 const browser = await launchChromium(WORK);
 const query = `r=${ROOM}&janus=${encodeURIComponent(JANUS_URL)}&name=glass&muted=1`;
@@ -166,9 +173,10 @@ async function join() {
     await sleep(300);
   }
   const s = stats(times);
-  results.join = { ...s, all: times.map(Math.round) };
+  results.join = { ...s, all: times.map(Math.round), agent: videoCounters() };
   if (STRICT && s.median > 500) throw new Error(`watch to first frame ${fmt(s)} (goal median <= 500 ms)`);
-  return `watch to first frame over ${s.n} joins: ${fmt(s)}, max ${s.max.toFixed(0)} ms`;
+  return `watch to first frame over ${s.n} joins: ${fmt(s)}, max ${s.max.toFixed(0)} ms; ` +
+    `agent: ${JSON.stringify(results.join.agent)}`;
 }
 
 async function reopen() {
