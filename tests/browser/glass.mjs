@@ -111,7 +111,9 @@ function videoCounters() {
 
 const { server, base } = await servePage(env('WEB_ROOT'), JANUS_URL);
 const browser = await launchChromium(WORK);
-const query = `r=${ROOM}&janus=${encodeURIComponent(JANUS_URL)}&name=glass&muted=1`;
+const DELAY = process.env.GLASS_DELAY; // the page's delay= (ms), if set
+const query = `r=${ROOM}&janus=${encodeURIComponent(JANUS_URL)}&name=glass&muted=1` +
+  (DELAY !== undefined ? `&delay=${DELAY}` : '');
 const results = {};
 
 async function openViewer() {
@@ -170,7 +172,9 @@ async function join() {
     }), 20000, 20);
     times.push(ms);
     await page.close();
-    await sleep(300);
+    // Janus passes on at most one keyframe request a second: joins a second
+    // apart are what independent viewers see.
+    await sleep(1000);
   }
   const s = stats(times);
   results.join = { ...s, all: times.map(Math.round), agent: videoCounters() };
