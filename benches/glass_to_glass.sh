@@ -15,6 +15,9 @@
 #            program, the way to the browser, the jitter buffer + decode, display
 #   join     `watch` to the first presented frame over 20 fresh viewers
 #   reopen   `broadcast-agent open` to the open page's first new frame
+#   lipsync  (GLASS_MODES=lipsync) a flash and a 1 kHz beep at each whole
+#            second, the beep played into the agent's microphone (ALSA `pulse`,
+#            a PulseAudio null sink's monitor): beep heard minus flash seen
 # It runs in the browser test's network namespace (tests/browser/run.sh).
 # GLASS_STRICT=1 fails when a goal is missed (p95 <= 80 ms, join median <=
 # 500 ms, re-open <= 1 s). The load of the machine is printed with the result:
@@ -31,6 +34,9 @@ export STANDIN_PATTERN=stamp STANDIN_STAMP_LOG="$SCRATCH/stamps.log"
 # VIDEO_SOURCE=test: the agent's own x264enc on the test pattern (no stamps:
 # for join and reopen only), which makes a keyframe when a viewer asks.
 export VIDEO_SOURCE=${VIDEO_SOURCE:-libcamera} VIDEO_FRAMERATE=30 VIDEO_BITRATE_KBPS=800
+if [[ ",${GLASS_MODES:-}," == *,lipsync,* ]]; then
+  export MIC_DEVICE=pulse STANDIN_BEEP_SINK=speaker
+fi
 export BROWSER_SCRIPT=glass.mjs BROWSER_TIMEOUT=${BROWSER_TIMEOUT:-600}
 status=0
 bash "$REPO/tests/browser/run.sh" || status=$?

@@ -13,6 +13,11 @@
 //   reopen   GLASS_REOPENS times (default 5): the broadcast is closed, then
 //            re-opened (`broadcast-agent open`): from the command to the page's
 //            first new frame
+//   lipsync  for GLASS_LIPSYNC_S seconds (default 30): the stand-in flashes and
+//            beeps (into the agent's microphone, STANDIN_BEEP_SINK) at each
+//            whole second; the page hears the beep (Web Audio, the time it is
+//            played) and sees the flash (the frame's display time): audio minus
+//            video, per flash
 // Each result is a PASS line with the figures (FAIL when a goal is missed
 // with GLASS_STRICT=1), and one `RESULT {json}` line for scripts.
 import { execFileSync } from 'node:child_process';
@@ -29,12 +34,21 @@ const JOINS = Number(process.env.GLASS_JOINS || 20);
 const REOPENS = Number(process.env.GLASS_REOPENS || 5);
 const STRICT = process.env.GLASS_STRICT === '1';
 const STAMP_LOG = process.env.STANDIN_STAMP_LOG;
+const LIPSYNC_S = Number(process.env.GLASS_LIPSYNC_S || 30);
 
 // Runs in the page before its scripts: notes when `watch` is sent and
 // measures every presented frame (stamp, clock, and the frame's metadata).
 function measurer() {
-  const g = { watchAt: null, frames: [], firstFrameAt: null, keep: false };
+  const g = { watchAt: null, frames: [], firstFrameAt: null, keep: false, pcs: [] };
   window.__glass = g;
+  const RealPC = window.RTCPeerConnection;
+  window.RTCPeerConnection = function (...args) {
+    const pc = new RealPC(...args);
+    g.pcs.push(pc);
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = RealPC.prototype;
+  Object.setPrototypeOf(window.RTCPeerConnection, RealPC); // its static methods
   const realFetch = window.fetch.bind(window);
   window.fetch = (url, options) => {
     if (g.watchAt === null && options && /"request":"watch"/.test(options.body || '')) {
@@ -80,6 +94,35 @@ function measurer() {
   document.addEventListener('DOMContentLoaded', () => {
     document.getElementById('video').requestVideoFrameCallback(onFrame);
   });
+  // Beep onsets: the wall-clock time the first loud sample is played.
+  g.onsets = [];
+  g.listen = () => {
+    const ctx = new AudioContext({ sampleRate: 48000 });
+    const stream = new MediaStream(document.getElementById('video').srcObject.getAudioTracks());
+    const source = ctx.createMediaStreamSource(stream);
+    const node = ctx.createScriptProcessor(256, 1, 1);
+    let quietSince = 0;
+    node.onaudioprocess = (e) => {
+      const data = e.inputBuffer.getChannelData(0);
+      const loud = data.findIndex((x) => Math.abs(x) > 0.1);
+      if (loud < 0) { quietSince += data.length; return; }
+      if (quietSince > 48000 * 0.5) {
+        // The block holds the latest samples: the loud one came in
+        // (length - loud) samples before now, and is heard after the
+        // context's output latency. (Mapping e.playbackTime through
+        // getOutputTimestamp() was tried: with headless Chromium's fake audio
+        // output it drifted by seconds a minute.)
+        const arrived = performance.now() - ((data.length - loud) * 1000) / ctx.sampleRate;
+        const latency = ((ctx.baseLatency || 0) + (ctx.outputLatency || 0)) * 1000;
+        g.onsets.push(wall(arrived + latency));
+        g.outputLatency = latency;
+      }
+      quietSince = 0;
+    };
+    source.connect(node);
+    node.connect(ctx.destination);
+    return ctx.state;
+  };
 }
 
 // Milliseconds from a 32-bit millisecond stamp to wall-clock time `t`.
@@ -110,7 +153,7 @@ function videoCounters() {
 }
 
 const { server, base } = await servePage(env('WEB_ROOT'), JANUS_URL);
-const browser = await launchChromium(WORK);
+const browser = await launchChromium(WORK, ['--autoplay-policy=no-user-gesture-required']);
 const DELAY = process.env.GLASS_DELAY; // the page's delay= (ms), if set
 const query = `r=${ROOM}&janus=${encodeURIComponent(JANUS_URL)}&name=glass&muted=1` +
   (DELAY !== undefined ? `&delay=${DELAY}` : '');
@@ -204,7 +247,48 @@ async function reopen() {
   return `re-open (broadcast-agent open) to the first new frame over ${s.n} re-opens: ${fmt(s)}, max ${s.max.toFixed(0)} ms`;
 }
 
-const MEASURES = { latency, join, reopen };
+// The full wall-clock ms of a 32-bit stamp, taken near wall-clock time `t`.
+const unwrap = (stampMs, t) => stampMs + Math.round((t - stampMs) / 2 ** 32) * 2 ** 32;
+
+async function lipsync() {
+  const page = await openViewer();
+  await waitFor('the page live', async () => (await page.evaluate(() => window.viewerState)) === 'live', 30000);
+  const state = await page.evaluate(() => window.__glass.listen());
+  await page.evaluate(() => { window.__glass.keep = true; });
+  await sleep(LIPSYNC_S * 1000);
+  const { frames, onsets } = await page.evaluate(() => ({ frames: window.__glass.frames, onsets: window.__glass.onsets }));
+  // Chromium's audio jitter buffer (NetEq), on average over the run.
+  const neteq = await page.evaluate(async () => {
+    const pcs = window.__glass.pcs || [];
+    for (const pc of pcs) {
+      for (const r of (await pc.getStats()).values()) {
+        if (r.type === 'inbound-rtp' && r.kind === 'audio' && r.jitterBufferEmittedCount) {
+          return (1000 * r.jitterBufferDelay) / r.jitterBufferEmittedCount;
+        }
+      }
+    }
+    return null;
+  });
+  await page.close();
+  // Each flash's first frame, and the beep heard nearest to it.
+  const offsets = [];
+  frames.forEach((f, i) => {
+    if (!f.flash || f.stamp === null || (i > 0 && frames[i - 1].flash)) return;
+    const event = Math.floor(unwrap(f.stamp, f.display) / 1000) * 1000;
+    const heard = onsets.find((a) => a >= event && a < event + 1000);
+    if (heard !== undefined) offsets.push(heard - f.display);
+  });
+  const s = stats(offsets);
+  const intervals = stats(onsets.slice(1).map((a, i) => a - onsets[i]));
+  results.lipsync = { audio_context: state, neteq_ms: neteq, beep_intervals: intervals, flashes: frames.filter((f, i) => f.flash && !(i > 0 && frames[i - 1].flash)).length, beeps: onsets.length, audio_minus_video: s, all: offsets.map(Math.round) };
+  if (!s) throw new Error(`no flash paired with a beep (${onsets.length} beeps heard, AudioContext ${state})`);
+  if (STRICT && Math.abs(s.median) > 80) throw new Error(`audio minus video ${fmt(s)} (goal within 80 ms)`);
+  return `audio minus video over ${s.n} flashes: ${fmt(s)}, min ${s.min.toFixed(0)} ms, max ${s.max.toFixed(0)} ms ` +
+    `(positive: sound after picture); beeps heard ${fmt(intervals)} apart (sent 1000 ms apart); ` +
+    `audio jitter buffer ${neteq === null ? 'n/a' : neteq.toFixed(0) + ' ms'} on average`;
+}
+
+const MEASURES = { latency, join, reopen, lipsync };
 try {
   for (const mode of MODES) {
     if (!MEASURES[mode]) throw new Error(`GLASS_MODES: unknown mode ${mode}`);

@@ -151,6 +151,14 @@ try {
     return `time to video ${Date.now() - t0} ms from navigation`;
   });
   await check('video plays (videoWidth > 0, frames and currentTime advancing)', () => assertVideoAdvancing(page));
+  await check("the viewer's keyframe request reached the agent (status --json keyframes)", async () => {
+    // Janus passes a PLI on when a viewer starts, to the address the
+    // agent's RTCP comes from (stream.video_rtcp_port).
+    const status = JSON.parse(execFileSync('bash', [BROADCASTER, 'status'], { timeout: 30000 }));
+    const video = (status.pipelines || []).find((p) => p.name === 'video') || {};
+    assert(video.keyframes && video.keyframes.requests > 0, `video keyframes: ${JSON.stringify(video.keyframes)}`);
+    return JSON.stringify(video.keyframes);
+  });
 
   // 2. Talk-back: the fake microphone is a participant of the room, not muted.
   await check('talk-back: viewer joined the AudioBridge room, not muted', async () => {
@@ -203,14 +211,17 @@ try {
     return `${ms} ms`;
   });
 
-  // 4. It comes back: video again, without a reload.
-  await check('re-opened broadcast goes live again without a reload', async () => {
+  // 4. It comes back: video again, without a reload, within 3 s (the
+  //    bench's goal is 1 s: benches/glass_to_glass.sh; the page used to take 4-5 s).
+  await check('re-opened broadcast goes live again without a reload, within 3 s', async () => {
     const t = Date.now();
     broadcaster('start');
     await waitState(page, 'live', 20000);
+    const ms = Date.now() - t;
     const marker = await page.evaluate(() => window.__noReloadMarker);
     assert(marker === 42, 'the page was reloaded');
-    return `${Date.now() - t} ms after re-creation`;
+    assert(ms <= 3000, `live ${ms} ms after re-creation`);
+    return `${ms} ms after re-creation`;
   });
   await check('video plays again after re-open', () => assertVideoAdvancing(page));
   await check('talk-back re-joined after re-open', async () => { await waitParticipant(ROOM, false, 10000); });

@@ -41,6 +41,8 @@ Environment:
                                or `stamp`: frames that carry their capture time in the pixels (see
                                StampedPicture; for benches/glass_to_glass.sh)
   STANDIN_STAMP_LOG            with `stamp`: append "stamp_ms written_ms" per frame written (wall clock)
+  STANDIN_BEEP_SINK            with `stamp`: play a 1 kHz beep into this PulseAudio sink (pacat) for the
+                               100 ms after each whole second, with the flash (lip sync)
 """
 import ctypes
 import json
@@ -329,6 +331,8 @@ def stream(run, width, height, fps, kbps, intra, rotation, hflip, vflip,
     pipeline.set_state(Gst.State.PLAYING)
     if stamped:
         stamped.start(Gst, pipeline.get_by_name("src"))
+        if os.environ.get("STANDIN_BEEP_SINK"):
+            stamped.beep(os.environ["STANDIN_BEEP_SINK"])
     write = Writer(writer)
     frames = FrameLog()
     start, seq = time.monotonic(), 0
@@ -386,7 +390,7 @@ class StampedPicture:
         return f"appsrc name=src is-live=true format=time do-timestamp=true caps={caps}"
 
     def frame(self, ms):
-        """The frame taken at wall-clock time `ms`."""
+        """The frame taken at wall-clock time `ms` (full, not the stamp's 32 bits)."""
         rows = []
         for inverted in (False, True):
             row = b"".join(
@@ -411,10 +415,43 @@ class StampedPicture:
                 delay = due - time.time()
                 if delay > 0:
                     time.sleep(delay)
-                ms = int(time.time() * 1000) & 0xFFFFFFFF
-                self.pending.append(ms)
+                ms = int(time.time() * 1000)
+                self.pending.append(ms & 0xFFFFFFFF)
                 if appsrc.emit("push-buffer", gst.Buffer.new_wrapped(self.frame(ms))) != gst.FlowReturn.OK:
                     return
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def beep(self, sink):
+        """Plays the beep of each flash into PulseAudio `sink`: 10 ms chunks
+        paced by the wall clock, loud for the 100 ms after each whole second."""
+        import math
+        import subprocess
+        import threading
+
+        rate, chunk = 48000, 480
+        pacat = subprocess.Popen(
+            ["pacat", "--playback", "--raw", "--format=s16le", f"--rate={rate}", "--channels=1",
+             "--latency-msec=10", "-d", sink], stdin=subprocess.PIPE)
+        tone = [int(12000 * math.sin(2 * math.pi * 1000 * i / rate)) for i in range(rate // 1000)]
+
+        def run():
+            t = time.time()
+            while True:
+                delay = t - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                samples = bytearray()
+                for i in range(chunk):
+                    ms = int((t + i / rate) * 1000)
+                    value = tone[i % len(tone)] if ms % 1000 < 100 else 0
+                    samples += struct.pack("<h", value)
+                try:
+                    pacat.stdin.write(samples)
+                    pacat.stdin.flush()
+                except OSError:
+                    return
+                t += chunk / rate
 
         threading.Thread(target=run, daemon=True).start()
 
