@@ -18,6 +18,13 @@
 #   lipsync  (GLASS_MODES=lipsync) a flash and a 1 kHz beep at each whole
 #            second, the beep played into the agent's microphone (ALSA `pulse`,
 #            a PulseAudio null sink's monitor): beep heard minus flash seen
+#   loss     (GLASS_MODES=loss, RELAY_LOSS=5) Janus in a network namespace of
+#            its own behind a relay (tests/browser/relay.py) that drops
+#            RELAY_LOSS % of the agent's RTP and delays the rest by 0 to
+#            RELAY_JITTER_MS (30) ms; Chromium's freezes, frames decoded, NACKs,
+#            PLIs and concealed audio over GLASS_LOSS_S (60) s. Use
+#            VIDEO_SOURCE=test (the in-process encoder answers keyframe
+#            requests) and VIDEO_RTCP_PORT=0 for "without keyframe requests".
 # It runs in the browser test's network namespace (tests/browser/run.sh).
 # GLASS_STRICT=1 fails when a goal is missed (p95 <= 80 ms, join median <=
 # 500 ms, re-open <= 1 s). The load of the machine is printed with the result:
@@ -34,6 +41,9 @@ export STANDIN_PATTERN=stamp STANDIN_STAMP_LOG="$SCRATCH/stamps.log"
 # VIDEO_SOURCE=test: the agent's own x264enc on the test pattern (no stamps:
 # for join and reopen only), which makes a keyframe when a viewer asks.
 export VIDEO_SOURCE=${VIDEO_SOURCE:-libcamera} VIDEO_FRAMERATE=30 VIDEO_BITRATE_KBPS=800
+if [[ -n "${RELAY_LOSS:-}" ]]; then
+  export JANUS_ADDR=10.77.0.2 JANUS_PEER=10.77.0.1
+fi
 if [[ ",${GLASS_MODES:-}," == *,lipsync,* ]]; then
   export MIC_DEVICE=pulse STANDIN_BEEP_SINK=speaker
 fi

@@ -14,7 +14,8 @@
 # for the benches: VIDEO_SOURCE (default test; `libcamera` runs rpicam-vid from
 # PATH, e.g. the stand-in), VIDEO_FRAMERATE (15), VIDEO_BITRATE_KBPS (800),
 # MIC_DEVICE (default test; an ALSA device such as `pulse`), VIDEO_RTCP_PORT
-# (default 8006; 0: no keyframe requests reach the agent).
+# (default 8006; 0: no keyframe requests reach the agent), STREAM_HOST
+# (default: Janus's host; the loss bench's relay).
 set -euo pipefail
 : "${WORK:?}" "${JANUS_URL:?}" "${ROOM:?}"
 REPO=${REPO:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -58,6 +59,7 @@ id = $ROOM
 check_interval_ms = 500
 viewer_url = "http://127.0.0.2:8000/?r={room}"
 [stream]
+host = "${STREAM_HOST:-}"
 video_port = 5004
 audio_port = 5006
 video_rtcp_port = ${VIDEO_RTCP_PORT:-8006}

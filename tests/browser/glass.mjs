@@ -18,6 +18,10 @@
 //            whole second; the page hears the beep (Web Audio, the time it is
 //            played) and sees the flash (the frame's display time): audio minus
 //            video, per flash
+//   loss     for GLASS_LOSS_S seconds (default 60), with the relay of the loss
+//            bench in front of Janus: what Chromium's getStats says of the
+//            video (frames decoded, freezes, NACKs, PLIs) and the audio
+//            (concealed samples), per minute
 // Each result is a PASS line with the figures (FAIL when a goal is missed
 // with GLASS_STRICT=1), and one `RESULT {json}` line for scripts.
 import { execFileSync } from 'node:child_process';
@@ -35,6 +39,7 @@ const REOPENS = Number(process.env.GLASS_REOPENS || 5);
 const STRICT = process.env.GLASS_STRICT === '1';
 const STAMP_LOG = process.env.STANDIN_STAMP_LOG;
 const LIPSYNC_S = Number(process.env.GLASS_LIPSYNC_S || 30);
+const LOSS_S = Number(process.env.GLASS_LOSS_S || 60);
 
 // Runs in the page before its scripts: notes when `watch` is sent and
 // measures every presented frame (stamp, clock, and the frame's metadata).
@@ -288,7 +293,61 @@ async function lipsync() {
     `audio jitter buffer ${neteq === null ? 'n/a' : neteq.toFixed(0) + ' ms'} on average`;
 }
 
-const MEASURES = { latency, join, reopen, lipsync };
+// The inbound-rtp stats of the page's streaming PeerConnection, by kind.
+function inbound(page) {
+  return page.evaluate(async () => {
+    const out = {};
+    for (const pc of window.__glass.pcs) {
+      for (const r of (await pc.getStats()).values()) {
+        if (r.type === 'inbound-rtp' && !out[r.kind] && r.packetsReceived > 0) out[r.kind] = r;
+      }
+    }
+    return out;
+  });
+}
+
+async function loss() {
+  const page = await openViewer();
+  await waitFor('the page live', async () => (await page.evaluate(() => window.viewerState)) === 'live', 30000);
+  await sleep(2000);
+  const a = await inbound(page);
+  const agentBefore = videoCounters();
+  await sleep(LOSS_S * 1000);
+  const b = await inbound(page);
+  const agentAfter = videoCounters();
+  await page.close();
+  const d = (kind, key) => ((b[kind] && b[kind][key]) || 0) - ((a[kind] && a[kind][key]) || 0);
+  const perMinute = (x) => (x * 60) / LOSS_S;
+  const fps = Number(process.env.VIDEO_FRAMERATE || 30);
+  const r = {
+    seconds: LOSS_S,
+    frames_decoded_share: d('video', 'framesDecoded') / (fps * LOSS_S),
+    freezes_per_minute: perMinute(d('video', 'freezeCount')),
+    frozen_s_per_minute: perMinute(d('video', 'totalFreezesDuration')),
+    video_packets_lost: d('video', 'packetsLost'),
+    video_packets_received: d('video', 'packetsReceived'),
+    nacks: d('video', 'nackCount'),
+    plis: d('video', 'pliCount'),
+    audio_concealed_share: d('audio', 'concealedSamples') / Math.max(1, d('audio', 'totalSamplesReceived')),
+    agent_keyframes: {
+      sent: (agentAfter.keyframes?.sent ?? 0) - (agentBefore.keyframes?.sent ?? 0),
+      requests: (agentAfter.keyframes?.requests ?? 0) - (agentBefore.keyframes?.requests ?? 0),
+    },
+  };
+  results.loss = r;
+  const pct = (x) => `${(100 * x).toFixed(1)} %`;
+  const line = `over ${LOSS_S} s: ${pct(r.frames_decoded_share)} of ${fps * LOSS_S} frames decoded, ` +
+    `${r.freezes_per_minute.toFixed(1)} freezes and ${r.frozen_s_per_minute.toFixed(1)} s frozen per minute; ` +
+    `video packets lost ${r.video_packets_lost} of ${r.video_packets_lost + r.video_packets_received}, ` +
+    `${r.nacks} NACKs, ${r.plis} PLIs; agent: ${r.agent_keyframes.requests} keyframe requests, ` +
+    `${r.agent_keyframes.sent} keyframes sent; audio concealed ${pct(r.audio_concealed_share)}`;
+  if (STRICT && (r.frames_decoded_share < 0.9 || r.frozen_s_per_minute > 1)) {
+    throw new Error(`${line} (goal: >= 90 % decoded, <= 1 s frozen per minute)`);
+  }
+  return line;
+}
+
+const MEASURES = { latency, join, reopen, lipsync, loss };
 try {
   for (const mode of MODES) {
     if (!MEASURES[mode]) throw new Error(`GLASS_MODES: unknown mode ${mode}`);

@@ -66,9 +66,11 @@ fi
 # ============================ inside the namespace ============================
 WORK=$(mktemp -d /tmp/browser-e2e.XXXXXX)
 export WORK REPO
-export JANUS_URL="http://127.0.0.1:8088/janus"
+# JANUS_ADDR (the loss bench): Janus in a namespace of its own (janus.sh).
+JANUS_HOST=${JANUS_ADDR:-127.0.0.1}
+export JANUS_URL="http://$JANUS_HOST:8088/janus"
 # Admin API and secret of the shipped conf/janus (janus.transport.http.jcfg, janus.jcfg).
-export ADMIN_URL="http://127.0.0.1:7088/admin"
+export ADMIN_URL="http://$JANUS_HOST:7088/admin"
 export ADMIN_SECRET=$(sed -n 's/^\s*admin_secret\s*=\s*"\(.*\)".*/\1/p' "$REPO/conf/janus/janus.jcfg")
 export ROOM=4556
 RESULTS="$WORK/results"
@@ -78,6 +80,10 @@ fail_step() { echo "FAIL $1" | tee -a "$RESULTS"; echo "!!! $1" >&2; }
 
 cleanup() {
   bash "$HERE/broadcaster.sh" stop >/dev/null 2>&1 || true
+  if [[ -f "$WORK/relay.pid" ]]; then
+    kill "$(cat "$WORK/relay.pid")" 2>/dev/null && sleep 0.5
+    cat "$WORK/relay.log" 2>/dev/null || true
+  fi
   bash "$HERE/janus.sh" stop >/dev/null 2>&1 || true
   if [[ "${KEEP:-}" == 1 ]]; then echo "(kept $WORK)"; else rm -rf "$WORK"; fi
 }
@@ -116,6 +122,17 @@ cp "$REPO"/deploy/web/{index.html,viewer.js,config.js} "$WEB/"
 cp /usr/share/javascript/janus-gateway/janus.js "$WEB/janus.js"
 cp /usr/share/javascript/webrtc-adapter/adapter.js "$WEB/adapter.js"
 export WEB_ROOT="$WEB"
+
+if [[ -n "${RELAY_LOSS:-}" ]]; then
+  # The loss bench: the agent sends to a lossy relay here, which sends on to
+  # Janus (its own namespace); keyframe requests come back through it untouched.
+  echo "== relay: ${RELAY_LOSS} % loss, 0-${RELAY_JITTER_MS:-30} ms jitter on RTP to Janus"
+  python3 "$HERE/relay.py" --listen 127.0.0.1 --to "${JANUS_ADDR:?}" --via "${JANUS_PEER:?}" \
+    --ports 5004,5006,8006 --lossy 5004,5006 --loss "$RELAY_LOSS" --jitter "${RELAY_JITTER_MS:-30}" \
+    --seed "${RELAY_SEED:-1}" >"$WORK/relay.log" 2>&1 &
+  echo $! >"$WORK/relay.pid"
+  export STREAM_HOST=127.0.0.1
+fi
 
 echo "== broadcaster start"
 if ! bash "$HERE/broadcaster.sh" start; then fail_step "broadcaster starts"; finish; fi
