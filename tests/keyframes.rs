@@ -2,14 +2,17 @@
 //! mountpoint would be (its video RTP and RTCP ports on loopback; nothing
 //! answers at `janus.url`, and the agent streams regardless), waits for the
 //! agent's sender reports, and sends a PLI back to where they come from, as
-//! Janus does when a viewer starts watching or loses packets.
+//! Janus does when a viewer starts watching or loses packets. And a real
+//! Janus: a mountpoint an earlier version made, without the RTCP port, is
+//! replaced by one with it.
 
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{ports, wait_for, Agent};
+use common::janus::Janus;
+use common::{no_media_config, ports, wait_for, Agent, Extra};
 
 /// The agent with the test pattern (x264enc in-process, a keyframe every
 /// 2 s), video only, sending to `base` (RTP) and `base + 2` (RTCP).
@@ -116,4 +119,51 @@ fn a_keyframe_request_brings_a_keyframe_at_once() {
         (video_counter(&agent, "requests") == 1 && video_counter(&agent, "sent") > before)
             .then_some(())
     });
+}
+
+/// The value of `key` (a port) in the `[stream]` lines of `config`.
+fn port_in(config: &str, key: &str) -> u64 {
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(" = ")?.parse().ok())
+        .unwrap_or_else(|| panic!("{key} in the config"))
+}
+
+#[test]
+fn a_mountpoint_without_the_rtcp_port_is_replaced_by_one_with_it() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let secret = "kf-secret";
+    let config = no_media_config(&janus.url(), 1800, secret, ports(1), Extra::default());
+    let (video, audio) = (
+        port_in(&config, "video_port"),
+        port_in(&config, "audio_port"),
+    );
+    let rtcp = port_in(&config, "video_rtcp_port");
+    // As an agent before stream.video_rtcp_port made it: its ports, its
+    // secret, no RTCP port.
+    let created = probe.streaming(serde_json::json!({
+        "request": "create", "type": "rtp", "id": 1800, "secret": secret,
+        "media": [
+            { "type": "video", "mid": "v", "port": video, "pt": 96, "codec": "h264" },
+            { "type": "audio", "mid": "a", "port": audio, "pt": 111, "codec": "opus" }
+        ]
+    }));
+    assert_eq!(created["streaming"], "created", "{created}");
+    let agent = Agent::start(&config);
+    wait_for(
+        Duration::from_secs(10),
+        "the mountpoint with its RTCP port",
+        || {
+            probe
+                .mountpoint(1800, secret)
+                .and_then(|m| m["media"][0]["rtcpport"].as_u64())
+                .filter(|p| *p == rtcp)
+        },
+    );
+    assert!(
+        agent.log().contains("another video RTCP port"),
+        "{}",
+        agent.log()
+    );
 }

@@ -113,13 +113,10 @@ impl MountpointInfo {
         !self.media.is_empty() && self.media.iter().all(|m| m.port.is_some())
     }
 
-    /// Whether the mountpoint listens where `spec` says, the video's RTCP
-    /// port included (ports Janus did not show never match).
+    /// Whether the mountpoint listens where `spec` says (ports Janus did
+    /// not show never match).
     pub fn fits(&self, spec: &MountpointSpec<'_>) -> bool {
-        let rtcp = self
-            .medium(Medium::Video.name())
-            .is_some_and(|m| m.rtcpport == spec.video_rtcp);
-        rtcp && [(Medium::Video, spec.video.0), (Medium::Audio, spec.audio.0)]
+        [(Medium::Video, spec.video.0), (Medium::Audio, spec.audio.0)]
             .into_iter()
             .all(|(medium, port)| {
                 self.medium(medium.name())
@@ -134,6 +131,13 @@ impl MountpointInfo {
         self.medium(Medium::Video.name())
             .and_then(|m| m.fmtp.as_deref())
             .is_none_or(|offered| offered == fmtp)
+    }
+
+    /// Whether the mountpoint's video RTCP port is the one `spec` says (or
+    /// none, as `spec`): one made before `stream.video_rtcp_port` has none.
+    pub fn feeds_back(&self, spec: &MountpointSpec<'_>) -> bool {
+        self.medium(Medium::Video.name())
+            .is_some_and(|m| m.rtcpport == spec.video_rtcp)
     }
 
     /// Time since Janus last received `medium`, if it reports one.
@@ -279,12 +283,13 @@ pub(super) mod tests {
             ..spec()
         };
         assert!(!info.fits(&moved));
-        // One an earlier agent made, without the RTCP port, is replaced.
+        // Told apart from one without the RTCP port (an earlier agent's).
+        assert!(info.feeds_back(&spec()));
         let no_rtcp = MountpointSpec {
             video_rtcp: None,
             ..spec()
         };
-        assert!(!info.fits(&no_rtcp));
+        assert!(info.fits(&no_rtcp) && !info.feeds_back(&no_rtcp));
     }
 
     #[test]

@@ -236,6 +236,13 @@ impl Janus {
                 );
                 Fit::WrongLevel
             }
+            None if !info.feeds_back(&self.mountpoint_spec()) => {
+                log::info!(
+                    "mountpoint {} has another video RTCP port than stream.video_rtcp_port: replacing it",
+                    room.id
+                );
+                Fit::NoFeedback
+            }
             None => Fit::Matches,
         })
     }
