@@ -91,12 +91,15 @@ pub enum Owner {
 pub enum Fit {
     /// It is: use it.
     Matches,
-    /// It is the agent's, but SRTP is on and it was not made by this run,
-    /// so its key is unknown: replace it.
     /// It is the agent's, but offers viewers another H.264 level than
     /// `[video]` sends (an earlier run with other settings): replace it.
     WrongLevel,
+    /// It is the agent's, but SRTP is on and it was not made by this run,
+    /// so its key is unknown: replace it.
     UnknownKey,
+    /// It is the agent's, but its video RTCP port is not
+    /// `stream.video_rtcp_port` (made before there was one): replace it.
+    NoFeedback,
     /// It is not provably the agent's: leave it alone.
     Foreign(Foreign),
 }

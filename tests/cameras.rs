@@ -201,7 +201,7 @@ fn standins_write_the_level_the_encoder_was_given() {
     assert_eq!(sps_level(&out.stdout), Some(40));
 }
 
-/// Video only, from `source`, to a mountpoint `room` on ports `base`, `base + 1`.
+/// Video only, from `source`, to a mountpoint `room` on ports `base` to `base + 2`.
 fn config(janus: &Janus, room: u64, source: &str, base: u16) -> String {
     format!(
         r#"
@@ -214,6 +214,7 @@ check_interval_ms = 500
 [stream]
 video_port = {base}
 audio_port = {audio}
+video_rtcp_port = {rtcp}
 stall_timeout_ms = 2000
 [speaker]
 enabled = false
@@ -228,16 +229,17 @@ bitrate_kbps = 300
 "#,
         url = janus.url(),
         audio = base + 1,
+        rtcp = base + 2,
     )
 }
 
 /// Starts an agent on `source` with the stand-ins and waits until Janus
 /// receives its video.
 fn stream_through(janus: &Janus, standins: &StandIns, room: u64, source: &str) -> Agent {
-    stream_on(janus, standins, room, source, ports(2))
+    stream_on(janus, standins, room, source, ports(3))
 }
 
-/// [`stream_through`] with the mountpoint on ports `base`, `base + 1`.
+/// [`stream_through`] with the mountpoint on ports `base` to `base + 2`.
 fn stream_on(janus: &Janus, standins: &StandIns, room: u64, source: &str, base: u16) -> Agent {
     let env = standins.env();
     let agent = Agent::start_with(&config(janus, room, source, base), &env_refs(&env, &[]));
@@ -290,7 +292,7 @@ fn a_pi_4_streams_through_rpicam_vid() {
     let probe = janus.probe();
     // A mountpoint left by an earlier version, offering level 3.1: the
     // agent must replace it, not adopt it.
-    let base = ports(2);
+    let base = ports(3);
     let created = probe.streaming(serde_json::json!({
         "request": "create", "type": "rtp", "id": 1700, "secret": SECRET,
         "media": [
@@ -374,7 +376,7 @@ fn a_pi_4_is_not_asked_more_than_its_encoder_does() {
     let janus = Janus::start();
     let pi4 = StandIns::install(Machine::Pi4, "1.6.0");
     let env = pi4.env();
-    let config = config(&janus, 1730, "libcamera", ports(2))
+    let config = config(&janus, 1730, "libcamera", ports(3))
         .replace("bitrate_kbps = 300", "bitrate_kbps = 30000");
     let agent = Agent::start_with(&config, &env_refs(&env, &[]));
     let line = agent.wait_log(

@@ -19,10 +19,10 @@ const SECRET: &str = "media-secret";
 
 /// Media settings for the agent: test sources, speaker on `pulse`.
 fn config(janus: &Janus, room: u64, video: &str, extra: &str) -> String {
-    config_at(janus, room, video, ports(3), extra)
+    config_at(janus, room, video, ports(4), extra)
 }
 
-/// [`config`] with video, audio and speaker on ports `base`, `base + 1`, `base + 2`.
+/// [`config`] with video, audio, speaker and video RTCP on ports `base` to `base + 3`.
 fn config_at(janus: &Janus, room: u64, video: &str, base: u16, extra: &str) -> String {
     format!(
         r#"
@@ -36,6 +36,7 @@ allow_rtp_participants = true
 [stream]
 video_port = {v}
 audio_port = {a}
+video_rtcp_port = {r}
 stall_timeout_ms = 1000
 [speaker]
 port = {s}
@@ -55,6 +56,7 @@ device = "test"
         v = base,
         a = base + 1,
         s = base + 2,
+        r = base + 3,
     )
 }
 
@@ -517,7 +519,7 @@ fn longest_base64_run(text: &str) -> usize {
 fn srtp_media_reaches_janus_and_plain_rtp_is_refused() {
     let janus = Janus::start();
     let probe = janus.probe();
-    let base = ports(3);
+    let base = ports(4);
     let room = 600;
     // A plain-RTP mountpoint left by an earlier run: its key (none) is not
     // the agent's, so the agent must replace it.

@@ -77,7 +77,8 @@ fn existing_room_and_mountpoint_are_adopted() {
     let created = probe.streaming(json!({
         "request": "create", "type": "rtp", "id": 777, "secret": SECRET, "description": LEFT,
         "media": [
-            { "type": "video", "mid": "v", "port": port("video_port"), "pt": 96, "codec": "h264" },
+            { "type": "video", "mid": "v", "port": port("video_port"), "pt": 96, "codec": "h264",
+              "rtcpport": port("video_rtcp_port") },
             { "type": "audio", "mid": "a", "port": port("audio_port"), "pt": 111, "codec": "opus" }
         ]
     }));
@@ -201,12 +202,13 @@ fn unreachable_janus_is_retried_until_it_appears() {
     let janus_later = || Janus::start();
     let speaker = ports(1);
     let closed = ports(1);
-    let media = ports(2);
+    let media = ports(3);
     let config = format!(
         "[janus]\nurl = \"http://127.0.0.1:{closed}/janus\"\n[room]\nid = 6161\nsecret = \"{SECRET}\"\n\
-         [stream]\nvideo_port = {media}\naudio_port = {}\n\
+         [stream]\nvideo_port = {media}\naudio_port = {}\nvideo_rtcp_port = {}\n\
          [speaker]\nport = {speaker}\nenabled = false\n[video]\nsource = \"none\"\n[microphone]\nenabled = false\n",
-        media + 1
+        media + 1,
+        media + 2
     );
     let mut agent = Agent::start(&config);
     let log = agent.wait_log(Duration::from_secs(3), "cannot reach Janus");

@@ -8,20 +8,23 @@
 //   "connecting"  reaching Janus / negotiating / waiting for video frames,
 //   "live"        video frames are arriving,
 //   "closed"      the room or mountpoint does not exist (the broadcast is
-//                 closed); the page checks again every RETRY_MS and goes live
+//                 closed); the page asks every CLOSED_POLL_MS whether the
+//                 mountpoint is back (one small `info` request) and goes live
 //                 by itself when the broadcast comes back,
 //   "pin"         the broadcast needs a PIN (missing or wrong),
 //   "error"       the page cannot start at all (bad URL, no WebRTC).
 //
 // Query parameters: r (room id, required), pin, janus (REST URL), name
-// (display name), muted=1 (join with the microphone off), debug=1 (janus.js
-// logging). Defaults come from config.js (window.BROADCAST_CONFIG).
+// (display name), muted=1 (join with the microphone off), delay=MS (the
+// most the browser may delay video to smooth out jitter; default 0, `auto`:
+// the browser's choice), debug=1 (janus.js logging). Defaults come from config.js (window.BROADCAST_CONFIG).
 //
 // Plain ES2017, no build step; needs adapter.js and janus.js loaded first.
 (function () {
   'use strict';
 
-  const RETRY_MS = 2000;          // retry period while closed / server down
+  const RETRY_MS = 2000;          // retry period after a failure / while the server is down
+  const CLOSED_POLL_MS = 400;     // while closed: how often to ask whether the broadcast is back
   const CONNECT_TIMEOUT_MS = 20000; // a media attempt that is not live by then is redone
   const STALL_MS = 4000;          // no video frame for this long while live: "connecting"
 
@@ -49,6 +52,12 @@
   const roomId = /^\d+$/.test(roomParam || '') ? parseInt(roomParam, 10) : null;
   let pin = params.get('pin') || null;
   let micMuted = params.get('muted') === '1';
+  // delay=MS: the most the browser may hold video back to smooth out network
+  // jitter; by default 0: each frame is shown as soon as it is decoded (the
+  // lowest latency; on a jittery network motion is less even). delay=auto:
+  // the browser's own choice.
+  const delayParam = params.get('delay') || '0';
+  const playoutDelay = /^\d+$/.test(delayParam) ? parseInt(delayParam, 10) : null;
 
   // ---- page elements -------------------------------------------------------
 
@@ -128,6 +137,7 @@
   function sessionLost(why) {
     console.warn('[viewer] session lost: ' + why);
     stopMedia();
+    stopReopenPoll();
     const old = janus;
     janus = null;
     sessionSeq++;
@@ -151,6 +161,7 @@
   function startMedia() {
     clearTimeout(mediaTimer);
     stopMedia();
+    stopReopenPoll();
     if (!janus) return;
     const m = {
       streaming: null,
@@ -241,15 +252,60 @@
     pttBtn.disabled = true;
   }
 
-  // Ends the current attempt and starts another after RETRY_MS, showing
-  // `state` (or keeping the current one when null) with `detail`.
+  // Ends the current attempt and starts another after RETRY_MS (closed: as
+  // soon as the broadcast is back), showing `state` (or keeping the current
+  // one when null) with `detail`.
   function retryMedia(state, detail) {
     stopMedia();
     if (state) setState(state, detail);
     else if (window.viewerState === 'live') setState('connecting', detail);
     else setState(window.viewerState, window.viewerState === 'closed' ? null : detail);
     clearTimeout(mediaTimer);
-    mediaTimer = setTimeout(() => { if (janus) startMedia(); }, RETRY_MS);
+    if (window.viewerState === 'closed') pollReopen();
+    else mediaTimer = setTimeout(() => { if (janus) startMedia(); }, RETRY_MS);
+  }
+
+  // ---- waiting for a closed broadcast --------------------------------------
+  // One Streaming handle asks `info` every CLOSED_POLL_MS: a single small
+  // request, where a media attempt would take six. The moment the mountpoint
+  // exists, a media attempt starts.
+
+  let reopenPoll = null; // { handle, timer } while closed
+
+  function pollReopen() {
+    stopReopenPoll();
+    if (!janus) return;
+    const p = { handle: null, timer: null };
+    reopenPoll = p;
+    const ask = () => {
+      if (reopenPoll !== p) return;
+      p.handle.send({
+        message: { request: 'info', id: roomId },
+        success: (data) => {
+          if (reopenPoll !== p) return;
+          if (data && data.info) startMedia();
+          else p.timer = setTimeout(ask, CLOSED_POLL_MS);
+        },
+        error: (e) => { if (reopenPoll === p) sessionLost('request failed (' + e + ')'); },
+      });
+    };
+    janus.attach({
+      plugin: 'janus.plugin.streaming',
+      success: (handle) => {
+        if (reopenPoll !== p) { handle.detach(); return; }
+        p.handle = handle;
+        ask();
+      },
+      error: (err) => { if (reopenPoll === p) sessionLost('cannot attach to the Streaming plugin: ' + err); },
+    });
+  }
+
+  function stopReopenPoll() {
+    const p = reopenPoll;
+    reopenPoll = null;
+    if (!p) return;
+    clearTimeout(p.timer);
+    if (p.handle) { try { p.handle.detach(); } catch (e) { /* ignore */ } }
   }
 
   // A request could not even be sent: usually the session is gone (Janus restarted).
@@ -268,6 +324,7 @@
   function needPin(m, wrong) {
     if (media !== m) return;
     stopMedia();
+    stopReopenPoll();
     clearTimeout(mediaTimer);
     setState('pin', wrong ? 'wrong PIN: try again' : 'this broadcast needs a PIN');
     pinError.textContent = wrong ? 'wrong PIN' : '';
@@ -302,6 +359,11 @@
         success: (answer) => {
           if (media !== m) return;
           m.streaming.send({ message: { request: 'start' }, jsep: answer, error: (e) => requestFailed(m, e) });
+          if (playoutDelay !== null) {
+            // The playout-delay RTP extension (the mountpoint offers it), in 10 ms units.
+            const delay = Math.round(playoutDelay / 10);
+            m.streaming.send({ message: { request: 'configure', mid: 'v', min_delay: 0, max_delay: delay } });
+          }
         },
         error: (err) => { if (media === m) retryMedia(null, 'WebRTC error: ' + err); },
       });

@@ -19,6 +19,11 @@ pub struct StreamSettings {
     pub video_port: u16,
     /// The mountpoint's Opus port.
     pub audio_port: u16,
+    /// The mountpoint's port for the video's RTCP, both ways: the agent's
+    /// sender reports go there, and from it Janus passes viewers' keyframe
+    /// requests back to the Pi. 0: no RTCP (viewers wait for the next
+    /// keyframe the camera makes on its own).
+    pub video_rtcp_port: u16,
     /// A capture pipeline that sends nothing for this long has stalled and
     /// is restarted (`stall_timeout_ms`).
     #[serde(rename = "stall_timeout_ms", with = "duration::millis")]
@@ -39,6 +44,7 @@ impl Default for StreamSettings {
             host: String::new(),
             video_port: 8004,
             audio_port: 8005,
+            video_rtcp_port: 8006,
             stall_timeout: Duration::from_millis(5000),
             janus_media_timeout: Duration::from_millis(10_000),
             srtp: false,

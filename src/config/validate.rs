@@ -110,6 +110,14 @@ impl Settings {
                 "must differ from stream.video_port".into(),
             ));
         }
+        if stream.video_rtcp_port != 0
+            && [stream.video_port, stream.audio_port].contains(&stream.video_rtcp_port)
+        {
+            return Err((
+                "stream.video_rtcp_port",
+                "must differ from stream.video_port and stream.audio_port (0 turns it off)".into(),
+            ));
+        }
         check_millis(
             "stream.stall_timeout_ms",
             stream.stall_timeout,
@@ -385,6 +393,11 @@ mod tests {
     fn port_out_of_range_is_named() {
         refused("[stream]\nvideo_port = 70000\n", "stream.video_port: ");
         refused_naming("[speaker]\nport = 0\n", "speaker.port");
+        refused_naming(
+            "[stream]\nvideo_rtcp_port = 8005\n",
+            "stream.video_rtcp_port",
+        );
+        assert!(load("[stream]\nvideo_rtcp_port = 0\n").is_ok());
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub struct MountpointSpec<'a> {
     pub srtp: Option<&'a SrtpKey>,
     /// UDP port for H.264 and its payload type.
     pub video: (u16, u8),
+    /// UDP port for the video's RTCP (`rtcpport`): Janus sends viewers'
+    /// keyframe requests (PLI) back to where the sender reports come from.
+    pub video_rtcp: Option<u16>,
     /// The H.264 level the camera sends, advertised to viewers.
     pub video_level: Level,
     /// UDP port for Opus and its payload type.
@@ -60,9 +63,13 @@ pub struct MountpointSpec<'a> {
 
 impl MountpointSpec<'_> {
     fn media(&self) -> Value {
+        let mut video = json!({ "type": "video", "mid": "v", "port": self.video.0,
+            "pt": self.video.1, "codec": "h264", "fmtp": h264_fmtp(self.video_level) });
+        if let (Some(port), Some(map)) = (self.video_rtcp, video.as_object_mut()) {
+            map.insert("rtcpport".into(), Value::from(port));
+        }
         json!([
-            { "type": "video", "mid": "v", "port": self.video.0, "pt": self.video.1,
-              "codec": "h264", "fmtp": h264_fmtp(self.video_level) },
+            video,
             // The microphone's Opus carries in-band FEC: browsers use it
             // to rebuild a lost packet from the next one.
             { "type": "audio", "mid": "a", "port": self.audio.0, "pt": self.audio.1,
@@ -80,6 +87,9 @@ pub struct MediaInfo {
     /// The bound port; reported only to a request that gave the secret (or when there is none).
     #[serde(default)]
     pub port: Option<u16>,
+    /// The bound RTCP port, when there is one (shown as `port` is).
+    #[serde(default)]
+    pub rtcpport: Option<u16>,
     /// Time since the last packet, or since creation when none arrived yet.
     #[serde(default)]
     pub age_ms: Option<u64>,
@@ -128,6 +138,13 @@ impl MountpointInfo {
             .is_none_or(|offered| offered == fmtp)
     }
 
+    /// Whether the mountpoint's video RTCP port is the one `spec` says (or
+    /// none, as `spec`): one made before `stream.video_rtcp_port` has none.
+    pub fn feeds_back(&self, spec: &MountpointSpec<'_>) -> bool {
+        self.medium(Medium::Video.name())
+            .is_some_and(|m| m.rtcpport == spec.video_rtcp)
+    }
+
     /// Time since Janus last received `medium`, if it reports one.
     pub fn age(&self, medium: Medium) -> Option<Duration> {
         self.medium(medium.name())?
@@ -157,6 +174,9 @@ impl<'a> Streaming<'a> {
             "id": spec.id,
             "description": spec.description,
             "media": spec.media(),
+            // Lets a viewer ask for its playout delay (the page asks for
+            // none: see deploy/web/viewer.js).
+            "playoutdelay_ext": true,
         });
         insert_secret(&mut body, "secret", spec.secret);
         insert_secret(&mut body, "pin", spec.pin);
@@ -240,6 +260,7 @@ pub(super) mod tests {
             admin_key: None,
             srtp: None,
             video: (8004, 96),
+            video_rtcp: Some(8006),
             video_level: Level::L4,
             audio: (8005, 111),
         }
@@ -249,7 +270,8 @@ pub(super) mod tests {
     fn info_from_janus_1_1_2() {
         let info: MountpointInfo = serde_json::from_value(json!({
             "id": 4556, "media": [
-                {"mindex": 0, "type": "video", "mid": "v", "port": 8004, "age_ms": 12},
+                {"mindex": 0, "type": "video", "mid": "v", "port": 8004, "rtcpport": 8006,
+                 "age_ms": 12},
                 {"mindex": 1, "type": "audio", "mid": "a", "port": 8005, "age_ms": 30}
             ]
         }))
@@ -266,6 +288,13 @@ pub(super) mod tests {
             ..spec()
         };
         assert!(!info.fits(&moved));
+        // Told apart from one without the RTCP port (an earlier agent's).
+        assert!(info.feeds_back(&spec()));
+        let no_rtcp = MountpointSpec {
+            video_rtcp: None,
+            ..spec()
+        };
+        assert!(info.fits(&no_rtcp) && !info.feeds_back(&no_rtcp));
     }
 
     #[test]
@@ -273,7 +302,8 @@ pub(super) mod tests {
         // As Janus 1.1.2 reports a mountpoint an earlier version made.
         let info: MountpointInfo = serde_json::from_value(json!({
             "id": 4556, "media": [
-                {"mindex": 0, "type": "video", "mid": "v", "port": 8004, "codec": "h264",
+                {"mindex": 0, "type": "video", "mid": "v", "port": 8004, "rtcpport": 8006,
+                 "codec": "h264",
                  "fmtp": "profile-level-id=42e01f;packetization-mode=1"},
                 {"mindex": 1, "type": "audio", "mid": "a", "port": 8005, "codec": "opus"}
             ]
@@ -296,6 +326,7 @@ pub(super) mod tests {
             media[0]["fmtp"],
             "profile-level-id=42e028;packetization-mode=1"
         );
+        assert_eq!(media[0]["rtcpport"], 8006);
         assert_eq!(media[1]["port"], 8005);
         assert_eq!(media[1]["pt"], 111);
     }

@@ -15,7 +15,11 @@
 //! Both share one tail ([`Capture`]): with `stream.srtp`, an `srtpenc` keyed
 //! with the mountpoint's key sits between the payloader and `udpsink`; with
 //! `recording.enabled`, a `tee` before the payloader feeds the recorder (see
-//! `recorder.rs`).
+//! `recorder.rs`). The video's payloader feeds an RTP session that exchanges
+//! RTCP with the mountpoint (`stream.video_rtcp_port`, not with SRTP), so
+//! that viewers' keyframe requests reach the encoder (see `feedback.rs`).
+//! Camera programs behind a pipe cannot take a request: they make a keyframe
+//! every second instead of every two.
 
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
@@ -27,6 +31,7 @@ use gstreamer::prelude::*;
 use super::camera;
 use super::devices::{self, CameraFormat, Direction};
 use super::echo;
+use super::feedback::{self, Keyframes};
 use super::recorder::Feed;
 use super::{
     assemble, caps_filter, element, Built, Flow, Helper, JanusCheck, MediaError, Recipe,
@@ -63,6 +68,8 @@ struct Capture {
     medium: Medium,
     host: String,
     port: u16,
+    /// Where the medium's RTCP goes, when it has a return path.
+    rtcp_port: Option<u16>,
     supervision: Supervision,
     recording: Option<Arc<Feed>>,
 }
@@ -76,6 +83,10 @@ impl Capture {
             port: match medium {
                 Medium::Video => stream.video_port,
                 Medium::Audio => stream.audio_port,
+            },
+            rtcp_port: match medium {
+                Medium::Video => (stream.video_rtcp_port != 0).then_some(stream.video_rtcp_port),
+                Medium::Audio => None,
             },
             supervision: Supervision {
                 srtp: stream.srtp,
@@ -106,24 +117,46 @@ impl Capture {
     /// `chain ! [tee ─> recorder] ! pay ! [srtpenc] ! udpsink`.
     fn assemble(
         &self,
-        mut chain: Vec<gst::Element>,
+        chain: Vec<gst::Element>,
         pay: gst::Element,
         srtp: Option<&SrtpKey>,
     ) -> Result<(gst::Pipeline, Flow), MediaError> {
+        self.assemble_with(chain, pay, None, srtp)
+    }
+
+    /// [`Capture::assemble`], counting the `keyframes` the payloader takes
+    /// and, when the medium has an RTCP port and no SRTP, with the RTCP
+    /// return path after the payloader (`pay ! feedback ! udpsink`).
+    fn assemble_with(
+        &self,
+        mut chain: Vec<gst::Element>,
+        pay: gst::Element,
+        keyframes: Option<&Keyframes>,
+        srtp: Option<&SrtpKey>,
+    ) -> Result<(gst::Pipeline, Flow), MediaError> {
+        let address = resolve::address(&self.host, resolve::TIMEOUT)
+            .map_err(|e| MediaError::build("stream.host", e))?;
         pay.set_property("pt", u32::from(self.medium.payload_type()));
         let tee = match &self.recording {
             Some(_) => Some(element("tee")?),
             None => None,
         };
         chain.extend(tee.clone());
-        chain.push(pay);
-        if let Some(key) = srtp {
-            chain.push(srtp_encoder(key)?);
+        if let (Some(keyframes), Some(pad)) = (keyframes, pay.static_pad("sink")) {
+            keyframes.count_sent(&pad);
         }
-        let sink = self.sink()?;
+        chain.push(pay);
+        match (srtp, self.rtcp_port, keyframes) {
+            (Some(key), _, _) => chain.push(srtp_encoder(key)?),
+            (None, Some(port), Some(keyframes)) => {
+                chain.push(feedback::bin(address, port, keyframes)?);
+            }
+            _ => {}
+        }
+        let sink = self.sink(address)?;
         let flow = sink
             .static_pad("sink")
-            .map(|pad| Flow::watch(&pad))
+            .map(|pad| Flow::watch(&pad, keyframes.cloned()))
             .ok_or_else(|| MediaError::Build("udpsink without a sink pad".into()))?;
         chain.push(sink);
         let name = match self.medium {
@@ -144,11 +177,9 @@ impl Capture {
 
     /// `udpsink` to the mountpoint's port, not synchronised to the clock: a
     /// live source already paces the stream. It gets an address, looked up
-    /// here with a time limit: given a name, `udpsink` would resolve it
-    /// itself, for as long as the resolver takes.
-    fn sink(&self) -> Result<gst::Element, MediaError> {
-        let address = resolve::address(&self.host, resolve::TIMEOUT)
-            .map_err(|e| MediaError::build("stream.host", e))?;
+    /// by the caller with a time limit: given a name, `udpsink` would
+    /// resolve it itself, for as long as the resolver takes.
+    fn sink(&self, address: std::net::IpAddr) -> Result<gst::Element, MediaError> {
         let sink = element("udpsink")?;
         sink.set_property("host", address.to_string());
         sink.set_property("port", i32::from(self.port));
@@ -244,7 +275,8 @@ impl Video {
     }
 
     /// The arguments that make the camera program write baseline H.264 to
-    /// stdout, flushed frame by frame; `machine` are the flags this machine
+    /// stdout, flushed frame by frame, a keyframe every second (it cannot
+    /// make one when a viewer asks); `machine` are the flags this machine
     /// needs (see `camera.rs`).
     fn program_args(&self, program: &str, machine: &[&str]) -> Vec<String> {
         let v = &self.settings.video;
@@ -259,7 +291,7 @@ impl Video {
             (flags.height, v.height.to_string()),
             (flags.framerate, v.framerate.to_string()),
             (flags.bitrate, (v.bitrate_kbps * 1000).to_string()),
-            (flags.keyframe_interval, (v.framerate * 2).to_string()),
+            (flags.keyframe_interval, v.framerate.max(1).to_string()),
             (flags.rotation, v.rotation.degrees().to_string()),
             (flags.level, v.h264_level().to_string()),
         ];
@@ -491,7 +523,10 @@ impl Recipe for Video {
             parse.set_property("config-interval", -1i32);
             chain.push(parse);
         }
-        let (pipeline, flow) = self.base.assemble(chain, pay, srtp)?;
+        let keyframes = Keyframes::default();
+        let (pipeline, flow) = self
+            .base
+            .assemble_with(chain, pay, Some(&keyframes), srtp)?;
         Ok(Built {
             pipeline,
             flow: Some(flow),
@@ -712,7 +747,7 @@ mod tests {
         assert_eq!(
             args,
             "-t 0 -n --inline --codec h264 --profile baseline --width 640 --height 480 \
-             --framerate 25 --bitrate 1500000 --intra 50 --rotation 180 --level 4 --hflip --flush -o -"
+             --framerate 25 --bitrate 1500000 --intra 25 --rotation 180 --level 4 --hflip --flush -o -"
         );
     }
 
@@ -734,7 +769,7 @@ mod tests {
         let args = video(90, false).program_args("raspivid", &[]).join(" ");
         assert_eq!(
             args,
-            "-t 0 -n -ih -pf baseline -w 640 -h 480 -fps 25 -b 1500000 -g 50 -rot 90 -lev 4 -fl -o -"
+            "-t 0 -n -ih -pf baseline -w 640 -h 480 -fps 25 -b 1500000 -g 25 -rot 90 -lev 4 -fl -o -"
         );
     }
 

@@ -12,6 +12,7 @@ pub mod camera;
 pub mod capture;
 pub mod devices;
 pub mod echo;
+pub mod feedback;
 pub mod recorder;
 pub mod speaker;
 pub mod supervisor;
@@ -96,21 +97,25 @@ impl MediaError {
 }
 
 /// What leaves a pipeline: the time of the last buffer, as milliseconds
-/// since `origin`, and the RTP packets counted by sequence number.
+/// since `origin`, the RTP packets counted by sequence number, and for
+/// video the keyframes.
 #[derive(Debug, Clone)]
 pub struct Flow {
     origin: Instant,
     last_ms: Arc<AtomicU64>,
     rtp: SequenceGaps,
+    keyframes: Option<feedback::Keyframes>,
 }
 
 impl Flow {
-    /// Watches the RTP packets leaving through `pad`.
-    fn watch(pad: &gst::Pad) -> Self {
+    /// Watches the RTP packets leaving through `pad`; `keyframes` are
+    /// counted elsewhere in the pipeline, if it has them.
+    fn watch(pad: &gst::Pad, keyframes: Option<feedback::Keyframes>) -> Self {
         let flow = Self {
             origin: Instant::now(),
             last_ms: Arc::default(),
             rtp: SequenceGaps::default(),
+            keyframes,
         };
         let (origin, last, rtp) = (flow.origin, Arc::clone(&flow.last_ms), flow.rtp.clone());
         pad.add_probe(
@@ -139,6 +144,11 @@ impl Flow {
     /// The RTP packets sent so far, and the gaps in their sequence numbers.
     pub fn rtp(&self) -> &SequenceGaps {
         &self.rtp
+    }
+
+    /// The keyframes sent and requested so far, for video.
+    pub fn keyframes(&self) -> Option<&feedback::Keyframes> {
+        self.keyframes.as_ref()
     }
 }
 

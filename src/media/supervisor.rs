@@ -77,6 +77,9 @@ pub struct PipelineStatus {
     /// What the pipeline runs without (a missing element), e.g. echo
     /// cancellation.
     pub without: Option<String>,
+    /// Keyframes sent and asked for in this run, for video.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keyframes: Option<KeyframeCounts>,
     /// A network problem seen while the pipeline runs fine locally
     /// ([`NO_MEDIA`]).
     pub network: Option<&'static str>,
@@ -89,6 +92,15 @@ pub struct RtpCounts {
     pub packets: u64,
     /// Gaps in their sequence numbers (packets the sender skipped).
     pub missing: u64,
+}
+
+/// Keyframes the video pipeline sent, and the requests for one it received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct KeyframeCounts {
+    /// Keyframes sent.
+    pub sent: u64,
+    /// Keyframe requests (PLI, FIR) received from Janus.
+    pub requests: u64,
 }
 
 impl RunState {
@@ -114,6 +126,7 @@ impl PipelineStatus {
             rtp: None,
             playout: None,
             without: None,
+            keyframes: None,
             network: None,
         }
     }
@@ -391,6 +404,7 @@ fn announce_running(name: &str, built: &Built, status: &watch::Sender<PipelineSt
         s.rtp = None;
         s.playout = None;
         s.without = built.without.clone();
+        s.keyframes = None;
     });
     if recovered {
         log::info!("{name} pipeline: running again");
@@ -445,10 +459,19 @@ fn publish_counts(built: &Built, status: &watch::Sender<PipelineStatus>) {
         missing: flow.rtp().missing(),
     });
     let playout = built.playout.as_ref().map(|p| p.counts());
+    let keyframes = built
+        .flow
+        .as_ref()
+        .and_then(|f| f.keyframes())
+        .map(|k| KeyframeCounts {
+            sent: k.sent(),
+            requests: k.requested(),
+        });
     status.send_if_modified(|s| {
-        let changed = s.rtp != rtp || s.playout != playout;
+        let changed = s.rtp != rtp || s.playout != playout || s.keyframes != keyframes;
         s.rtp = rtp;
         s.playout = playout;
+        s.keyframes = keyframes;
         changed
     });
 }

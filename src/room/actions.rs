@@ -242,6 +242,13 @@ impl Janus {
                 );
                 Fit::WrongLevel
             }
+            None if !info.feeds_back(&self.mountpoint_spec()) => {
+                log::info!(
+                    "mountpoint {} has another video RTCP port than stream.video_rtcp_port: replacing it",
+                    room.id
+                );
+                Fit::NoFeedback
+            }
             None => Fit::Matches,
         })
     }
@@ -532,6 +539,7 @@ impl Janus {
             admin_key: room.admin_key.as_ref(),
             srtp: None,
             video: (stream.video_port, Medium::Video.payload_type()),
+            video_rtcp: (stream.video_rtcp_port != 0).then_some(stream.video_rtcp_port),
             video_level: self.settings.video.h264_level(),
             audio: (stream.audio_port, Medium::Audio.payload_type()),
         }

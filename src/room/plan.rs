@@ -141,9 +141,9 @@ pub(super) fn next_action(
         [
             match mountpoint {
                 Presence::Unknown => Some(Action::CheckMountpoint),
-                Presence::Present(Fit::Matches | Fit::UnknownKey | Fit::WrongLevel) => {
-                    Some(Action::DestroyMountpoint)
-                }
+                Presence::Present(
+                    Fit::Matches | Fit::UnknownKey | Fit::WrongLevel | Fit::NoFeedback,
+                ) => Some(Action::DestroyMountpoint),
                 Presence::Absent | Presence::Present(Fit::Foreign(_)) => None,
             },
             match room {
@@ -187,7 +187,9 @@ fn opening(plan: Plan, observed: &Observed) -> Result<Option<Action>, Conflict> 
             Unknown => Action::CheckMountpoint,
             Absent => Action::CreateMountpoint,
             Present(Fit::Foreign(why)) => return Err(conflict("mountpoint", why)),
-            Present(Fit::UnknownKey | Fit::WrongLevel) => Action::DestroyMountpoint,
+            Present(Fit::UnknownKey | Fit::WrongLevel | Fit::NoFeedback) => {
+                Action::DestroyMountpoint
+            }
             Present(Fit::Matches) => match (observed.stale_forwarder, observed.forwarder) {
                 (Some(id), _) => Action::StopForwarder(id),
                 (None, Unknown) => Action::CheckForwarder,

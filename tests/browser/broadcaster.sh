@@ -7,9 +7,15 @@
 #   broadcaster.sh close   `broadcast-agent close` (as the Pi's close button)
 #   broadcaster.sh heard   listens on the sound card (the null sink's monitor)
 #                          for 2 s; succeeds if something was played there
+#   broadcaster.sh status  prints `broadcast-agent status --json`
 #   broadcaster.sh stop    stops the agent (SIGTERM) and PulseAudio
 # Environment: WORK (scratch folder), JANUS_URL, ROOM, REPO; AGENT (the binary,
-# default target/debug/broadcast-agent, built before entering the namespace).
+# default target/debug/broadcast-agent, built before entering the namespace);
+# for the benches: VIDEO_SOURCE (default test; `libcamera` runs rpicam-vid from
+# PATH, e.g. the stand-in), VIDEO_FRAMERATE (15), VIDEO_BITRATE_KBPS (800),
+# MIC_DEVICE (default test; an ALSA device such as `pulse`), VIDEO_RTCP_PORT
+# (default 8006; 0: no keyframe requests reach the agent), STREAM_HOST
+# (default: Janus's host; the loss bench's relay).
 set -euo pipefail
 : "${WORK:?}" "${JANUS_URL:?}" "${ROOM:?}"
 REPO=${REPO:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -53,16 +59,18 @@ id = $ROOM
 check_interval_ms = 500
 viewer_url = "http://127.0.0.2:8000/?r={room}"
 [stream]
+host = "${STREAM_HOST:-}"
 video_port = 5004
 audio_port = 5006
+video_rtcp_port = ${VIDEO_RTCP_PORT:-8006}
 [video]
-source = "test"
+source = "${VIDEO_SOURCE:-test}"
 width = 640
 height = 480
-framerate = 15
-bitrate_kbps = 800
+framerate = ${VIDEO_FRAMERATE:-15}
+bitrate_kbps = ${VIDEO_BITRATE_KBPS:-800}
 [microphone]
-device = "test"
+device = "${MIC_DEVICE:-test}"
 [speaker]
 device = "pulse"
 port = 5008
@@ -110,6 +118,7 @@ case "${1:-}" in
   start) broadcaster_start ;;
   close) broadcaster_close ;;
   heard) broadcaster_heard ;;
+  status) "$AGENT" status --json --socket "$SOCKET" ;;
   stop) broadcaster_stop ;;
-  *) echo "usage: $0 start|close|heard|stop" >&2; exit 2 ;;
+  *) echo "usage: $0 start|close|heard|status|stop" >&2; exit 2 ;;
 esac

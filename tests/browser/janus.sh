@@ -4,6 +4,10 @@
 #   janus.sh start | stop | restart
 # Meant to run inside the test's private network namespace (see run.sh), so
 # the shipped ports (HTTP 8088, admin 7088) cannot clash with anything else.
+# With JANUS_ADDR (and JANUS_PEER), Janus runs in a network namespace of its
+# own, holding JANUS_ADDR/24 on a veth pair whose other end (here) holds
+# JANUS_PEER/24, its HTTP and Admin API on all its addresses: a relay here
+# can then stand between the agent and Janus on the same ports (relay.py).
 set -euo pipefail
 : "${WORK:?WORK must name the scratch folder of the test}"
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -15,9 +19,24 @@ start() {
   if [[ ! -d "$CONF" ]]; then
     mkdir -p "$CONF"
     cp "$REPO"/conf/janus/*.jcfg "$CONF/"   # as shipped: HTTP on 127.0.0.1:8088
+    if [[ -n "${JANUS_ADDR:-}" ]]; then
+      sed -i -E 's/^(\s*(admin_)?ip) = "127.0.0.1"/\1 = "0.0.0.0"/' "$CONF/janus.transport.http.jcfg"
+    fi
   fi
-  /usr/bin/janus -F "$CONF" -o --log-stdout >>"$WORK/janus.log" 2>&1 &
-  echo $! >"$PIDFILE"
+  if [[ -n "${JANUS_ADDR:-}" ]]; then
+    # Waits for its end of the veth pair, then becomes Janus (same PID).
+    unshare -n -- bash -c 'ip link set lo up
+      for _ in $(seq 200); do ip link show vjanus1 >/dev/null 2>&1 && break; sleep 0.05; done
+      ip addr add "$0/24" dev vjanus1 && ip link set vjanus1 up && exec /usr/bin/janus -F "$1" -o --log-stdout' \
+      "$JANUS_ADDR" "$CONF" >>"$WORK/janus.log" 2>&1 &
+    echo $! >"$PIDFILE"
+    ip link add vjanus0 type veth peer name vjanus1 netns "$(cat "$PIDFILE")"
+    ip addr add "${JANUS_PEER:?}/24" dev vjanus0
+    ip link set vjanus0 up
+  else
+    /usr/bin/janus -F "$CONF" -o --log-stdout >>"$WORK/janus.log" 2>&1 &
+    echo $! >"$PIDFILE"
+  fi
   for _ in $(seq 100); do   # up to 10 s
     if curl -sf -m 1 "$JANUS_URL/info" >/dev/null; then return 0; fi
     kill -0 "$(cat "$PIDFILE")" 2>/dev/null || break

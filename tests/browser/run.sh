@@ -13,6 +13,8 @@
 #    (tests/browser/broadcaster.sh: the real broadcast-agent on test sources) and
 #    viewer.test.mjs, which serves the page, drives Chromium and records results.
 # Exits non-zero on any failure. Set KEEP=1 to keep the scratch folder.
+# The benches reuse all of this: BROWSER_SCRIPT names another driver than
+# viewer.test.mjs (in this folder), BROWSER_TIMEOUT its time limit in s.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -58,15 +60,17 @@ if [[ "${1:-}" != "--inside" ]]; then
   (cd "$HERE" && timeout 300 npm ci --no-audit --no-fund --loglevel=error) || die_setup "npm ci failed in $HERE"
 
   # ---- the rest runs in a private network namespace ----
-  exec timeout --kill-after=10 420 unshare -n -- bash "$0" --inside
+  exec timeout --kill-after=10 $((${BROWSER_TIMEOUT:-300} + 120)) unshare -n -- bash "$0" --inside
 fi
 
 # ============================ inside the namespace ============================
 WORK=$(mktemp -d /tmp/browser-e2e.XXXXXX)
 export WORK REPO
-export JANUS_URL="http://127.0.0.1:8088/janus"
+# JANUS_ADDR (the loss bench): Janus in a namespace of its own (janus.sh).
+JANUS_HOST=${JANUS_ADDR:-127.0.0.1}
+export JANUS_URL="http://$JANUS_HOST:8088/janus"
 # Admin API and secret of the shipped conf/janus (janus.transport.http.jcfg, janus.jcfg).
-export ADMIN_URL="http://127.0.0.1:7088/admin"
+export ADMIN_URL="http://$JANUS_HOST:7088/admin"
 export ADMIN_SECRET=$(sed -n 's/^\s*admin_secret\s*=\s*"\(.*\)".*/\1/p' "$REPO/conf/janus/janus.jcfg")
 export ROOM=4556
 RESULTS="$WORK/results"
@@ -76,6 +80,10 @@ fail_step() { echo "FAIL $1" | tee -a "$RESULTS"; echo "!!! $1" >&2; }
 
 cleanup() {
   bash "$HERE/broadcaster.sh" stop >/dev/null 2>&1 || true
+  if [[ -f "$WORK/relay.pid" ]]; then
+    kill "$(cat "$WORK/relay.pid")" 2>/dev/null && sleep 0.5
+    cat "$WORK/relay.log" 2>/dev/null || true
+  fi
   bash "$HERE/janus.sh" stop >/dev/null 2>&1 || true
   if [[ "${KEEP:-}" == 1 ]]; then echo "(kept $WORK)"; else rm -rf "$WORK"; fi
 }
@@ -115,15 +123,27 @@ cp /usr/share/javascript/janus-gateway/janus.js "$WEB/janus.js"
 cp /usr/share/javascript/webrtc-adapter/adapter.js "$WEB/adapter.js"
 export WEB_ROOT="$WEB"
 
+if [[ -n "${RELAY_LOSS:-}" ]]; then
+  # The loss bench: the agent sends to a lossy relay here, which sends on to
+  # Janus (its own namespace); keyframe requests come back through it untouched.
+  echo "== relay: ${RELAY_LOSS} % loss, 0-${RELAY_JITTER_MS:-30} ms jitter on RTP to Janus"
+  python3 "$HERE/relay.py" --listen 127.0.0.1 --to "${JANUS_ADDR:?}" --via "${JANUS_PEER:?}" \
+    --ports 5004,5006,8006 --lossy 5004,5006 --loss "$RELAY_LOSS" --jitter "${RELAY_JITTER_MS:-30}" \
+    --seed "${RELAY_SEED:-1}" >"$WORK/relay.log" 2>&1 &
+  echo $! >"$WORK/relay.pid"
+  export STREAM_HOST=127.0.0.1
+fi
+
 echo "== broadcaster start"
 if ! bash "$HERE/broadcaster.sh" start; then fail_step "broadcaster starts"; finish; fi
 
-echo "== viewer.test.mjs"
+SCRIPT=${BROWSER_SCRIPT:-viewer.test.mjs}
+echo "== $SCRIPT"
 export BROADCASTER="$HERE/broadcaster.sh" JANUS_CTL="$HERE/janus.sh"
 export SCREENSHOT="$REPO/deploy/web/screenshot.png"
-timeout --kill-after=5 300 node "$HERE/viewer.test.mjs"
+timeout --kill-after=5 "${BROWSER_TIMEOUT:-300}" node "$HERE/$SCRIPT"
 rc=$?
 if ((rc != 0)) && ! grep -q '^FAIL ' "$RESULTS"; then
-  fail_step "viewer.test.mjs exited with $rc without recording a failure (crash or timeout)"
+  fail_step "$SCRIPT exited with $rc without recording a failure (crash or timeout)"
 fi
 finish

@@ -5,17 +5,14 @@
 //
 // Environment (set by run.sh): WORK, WEB_ROOT, JANUS_URL, ROOM, BROADCASTER,
 // JANUS_CTL, RESULTS, SCREENSHOT, ADMIN_URL, ADMIN_SECRET.
-import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
-import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { extname, join, normalize } from 'node:path';
+import { join } from 'node:path';
+import {
+  assert, check as runCheck, env, launchChromium, record as recordLine, servePage, sleep, waitFor,
+} from './harness.mjs';
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set (run tests/browser/run.sh)`);
-  return v;
-};
 const WORK = env('WORK');
 const WEB_ROOT = env('WEB_ROOT');
 const JANUS_URL = env('JANUS_URL');
@@ -28,42 +25,17 @@ const ADMIN_URL = env('ADMIN_URL');
 const ADMIN_SECRET = env('ADMIN_SECRET');
 const VIEWER_NAME = 'e2e-viewer';
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let passed = 0;
 let failed = 0;
 
-function record(ok, name, why) {
-  const line = ok ? `PASS ${name}` : `FAIL ${name}: ${why}`;
-  console.log(line);
-  appendFileSync(RESULTS, line + '\n');
-  if (ok) passed++; else failed++;
-}
-
-// Runs one named check; an exception (or assertion) fails it.
 async function check(name, fn) {
-  try {
-    const note = await fn();
-    record(true, name + (note ? ` (${note})` : ''));
-    return true;
-  } catch (e) {
-    record(false, name, e && e.message ? e.message : String(e));
-    return false;
-  }
+  const ok = await runCheck(name, fn);
+  if (ok) passed++; else failed++;
+  return ok;
 }
 
-function assert(cond, msg) { if (!cond) throw new Error(msg); }
-
-// Polls fn() until it returns a truthy value, or throws after timeoutMs.
-async function waitFor(what, fn, timeoutMs, stepMs = 100) {
-  const t0 = Date.now();
-  let last;
-  while (Date.now() - t0 < timeoutMs) {
-    try { last = await fn(); } catch (e) { last = e; }
-    if (last && !(last instanceof Error)) return last;
-    await sleep(stepMs);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}` +
-    (last instanceof Error ? ` (last error: ${last.message})` : ''));
+function record(ok, name, why) {
+  if (recordLine(ok, name, why)) passed++; else failed++;
 }
 
 function broadcaster(cmd) {
@@ -119,43 +91,10 @@ async function bridgeBytesIn(display) {
   return null;
 }
 
-// ---- a static file server for the page (any static server would do) ----
+// ---- the page and the browser ----
 
-const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.png': 'image/png' };
-// config.js as the deployment edits it: this test's Janus is the page's server.
-const CONFIG_JS = `window.BROADCAST_CONFIG = { janus: ${JSON.stringify(JANUS_URL)}, iceServers: [] };`;
-const server = createServer((req, res) => {
-  const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
-  if (path === '/config.js') {
-    res.writeHead(200, { 'Content-Type': 'text/javascript' });
-    res.end(CONFIG_JS);
-    return;
-  }
-  const file = join(WEB_ROOT, path === '/' ? 'index.html' : path);
-  try {
-    const body = readFileSync(file);
-    res.writeHead(200, { 'Content-Type': TYPES[extname(file)] || 'application/octet-stream' });
-    res.end(body);
-  } catch {
-    res.writeHead(404); res.end('not found');
-  }
-});
-await new Promise((r) => server.listen(0, '127.0.0.1', r));
-const PAGE_BASE = `http://127.0.0.1:${server.address().port}/index.html`;
-
-// ---- the browser ----
-
-const browser = await chromium.launchPersistentContext(mkdtempSync(join(WORK, 'chromium-')), {
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  timeout: 30000,
-  viewport: { width: 1000, height: 760 },
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-  ],
-});
+const { server, base: PAGE_BASE } = await servePage(WEB_ROOT, JANUS_URL);
+const browser = await launchChromium(WORK);
 const pageErrors = [];
 const consoleLog = [];
 
@@ -212,6 +151,14 @@ try {
     return `time to video ${Date.now() - t0} ms from navigation`;
   });
   await check('video plays (videoWidth > 0, frames and currentTime advancing)', () => assertVideoAdvancing(page));
+  await check("the viewer's keyframe request reached the agent (status --json keyframes)", async () => {
+    // Janus passes a PLI on when a viewer starts, to the address the
+    // agent's RTCP comes from (stream.video_rtcp_port).
+    const status = JSON.parse(execFileSync('bash', [BROADCASTER, 'status'], { timeout: 30000 }));
+    const video = (status.pipelines || []).find((p) => p.name === 'video') || {};
+    assert(video.keyframes && video.keyframes.requests > 0, `video keyframes: ${JSON.stringify(video.keyframes)}`);
+    return JSON.stringify(video.keyframes);
+  });
 
   // 2. Talk-back: the fake microphone is a participant of the room, not muted.
   await check('talk-back: viewer joined the AudioBridge room, not muted', async () => {
@@ -264,14 +211,17 @@ try {
     return `${ms} ms`;
   });
 
-  // 4. It comes back: video again, without a reload.
-  await check('re-opened broadcast goes live again without a reload', async () => {
+  // 4. It comes back: video again, without a reload, within 3 s (the
+  //    bench's goal is 1 s: benches/glass_to_glass.sh; the page used to take 4-5 s).
+  await check('re-opened broadcast goes live again without a reload, within 3 s', async () => {
     const t = Date.now();
     broadcaster('start');
     await waitState(page, 'live', 20000);
+    const ms = Date.now() - t;
     const marker = await page.evaluate(() => window.__noReloadMarker);
     assert(marker === 42, 'the page was reloaded');
-    return `${Date.now() - t} ms after re-creation`;
+    assert(ms <= 3000, `live ${ms} ms after re-creation`);
+    return `${ms} ms after re-creation`;
   });
   await check('video plays again after re-open', () => assertVideoAdvancing(page));
   await check('talk-back re-joined after re-open', async () => { await waitParticipant(ROOM, false, 10000); });

@@ -64,7 +64,7 @@ pub fn no_media_config(
     speaker_port: u16,
     extra: Extra<'_>,
 ) -> String {
-    let media = ports(2);
+    let media = ports(3);
     format!(
         r#"
 [janus]
@@ -78,6 +78,7 @@ check_interval_ms = 500
 [stream]
 video_port = {media}
 audio_port = {audio}
+video_rtcp_port = {rtcp}
 [speaker]
 enabled = false
 port = {speaker_port}
@@ -90,6 +91,7 @@ enabled = false
         janus = extra.janus,
         room_lines = extra.room,
         audio = media + 1,
+        rtcp = media + 2,
         rest = extra.rest,
     )
 }

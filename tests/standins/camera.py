@@ -37,7 +37,12 @@ Environment:
   STANDIN_FRAME_LOG            append "frame monotonic_ns bytes" per frame written, and put the
                                frame's number in an SEI NAL at its start (for benches/flush_latency.py)
   STANDIN_IGNORE_FLUSH         act as if --flush / -fl were not given (what an agent without them gets)
-  STANDIN_PATTERN              videotestsrc's pattern (default ball, a still scene; snow fills the bitrate)
+  STANDIN_PATTERN              videotestsrc's pattern (default ball, a still scene; snow fills the bitrate),
+                               or `stamp`: frames that carry their capture time in the pixels (see
+                               StampedPicture; for benches/glass_to_glass.sh)
+  STANDIN_STAMP_LOG            with `stamp`: append "stamp_ms written_ms" per frame written (wall clock)
+  STANDIN_BEEP_SINK            with `stamp`: play a 1 kHz beep into this PulseAudio sink (pacat) for the
+                               100 ms after each whole second, with the flash (lip sync)
 """
 import ctypes
 import json
@@ -311,8 +316,10 @@ def stream(run, width, height, fps, kbps, intra, rotation, hflip, vflip,
     options = [o for o in (x264_options, f"level={level / 10}" if level else "") if o]
     options = f"option-string={':'.join(options)}" if options else ""
     key = f"key-int-max={intra}" if intra else ""
+    pattern = os.environ.get("STANDIN_PATTERN", "ball")
+    stamped = StampedPicture(width, height, fps) if pattern == "stamp" else None
     description = " ! ".join([
-        f"videotestsrc is-live=true pattern={os.environ.get('STANDIN_PATTERN', 'ball')}",
+        stamped.source() if stamped else f"videotestsrc is-live=true pattern={pattern}",
         f"video/x-raw,width={width},height={height},framerate={round(fps)}/1",
         *flips,
         f"x264enc {x264} aud=false bitrate={max(kbps, 1)} {key} {options}",
@@ -322,6 +329,10 @@ def stream(run, width, height, fps, kbps, intra, rotation, hflip, vflip,
     pipeline = Gst.parse_launch(description)
     out = pipeline.get_by_name("out")
     pipeline.set_state(Gst.State.PLAYING)
+    if stamped:
+        stamped.start(Gst, pipeline.get_by_name("src"))
+        if os.environ.get("STANDIN_BEEP_SINK"):
+            stamped.beep(os.environ["STANDIN_BEEP_SINK"])
     write = Writer(writer)
     frames = FrameLog()
     start, seq = time.monotonic(), 0
@@ -340,9 +351,116 @@ def stream(run, width, height, fps, kbps, intra, rotation, hflip, vflip,
         data = frames.mark(seq, data)
         write(data)
         frames.written(seq, len(data))
+        if stamped:
+            stamped.written()
         seq += 1
     write.close()
     pipeline.set_state(Gst.State.NULL)
+
+
+class StampedPicture:
+    """Frames that carry their capture time (STANDIN_PATTERN=stamp).
+
+    Each I420 frame is made when the "sensor" takes it, paced by the wall
+    clock at the frame rate, and carries that moment (CLOCK_REALTIME in ms,
+    modulo 2^32) in its top rows: 32 blocks, most significant bit first,
+    white for 1 and black for 0, in rows 0-15, and the same bits inverted
+    in rows 16-31 (a reader checks that both agree). Below: a band of fresh
+    noise in every frame (the encoder spends its whole bitrate, as on a busy
+    scene), and mid grey, which turns white for the 100 ms after each
+    whole second (the flash of the lip-sync measurement).
+    """
+
+    STAMP_ROWS = 16
+    NOISE_ROWS = 96
+
+    def __init__(self, width, height, fps):
+        self.width, self.height, self.fps = width, height, fps
+        self.block = width // 32
+        self.chroma = bytes([128]) * ((width // 2) * (height // 2) * 2)
+        rest = height - 2 * self.STAMP_ROWS - self.NOISE_ROWS
+        self.grey = bytes([128]) * (width * rest)
+        self.white = bytes([235]) * (width * rest)
+        self.pending = []
+        path = os.environ.get("STANDIN_STAMP_LOG")
+        self.log = open(path, "a", buffering=1) if path else None
+
+    def source(self):
+        caps = f"video/x-raw,format=I420,width={self.width},height={self.height},framerate={round(self.fps)}/1"
+        return f"appsrc name=src is-live=true format=time do-timestamp=true caps={caps}"
+
+    def frame(self, ms):
+        """The frame taken at wall-clock time `ms` (full, not the stamp's 32 bits)."""
+        rows = []
+        for inverted in (False, True):
+            row = b"".join(
+                bytes([235 if ((ms >> (31 - bit)) & 1) != inverted else 16]) * self.block
+                for bit in range(32)
+            )
+            row += bytes([128]) * (self.width - len(row))
+            rows.append(row * self.STAMP_ROWS)
+        rows.append(os.urandom(self.width * self.NOISE_ROWS))
+        rows.append(self.white if ms % 1000 < 100 else self.grey)
+        rows.append(self.chroma)
+        return b"".join(rows)
+
+    def start(self, gst, appsrc):
+        import threading
+
+        def run():
+            period = 1.0 / self.fps
+            due = time.time()
+            while True:
+                due += period
+                delay = due - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                ms = int(time.time() * 1000)
+                self.pending.append(ms & 0xFFFFFFFF)
+                if appsrc.emit("push-buffer", gst.Buffer.new_wrapped(self.frame(ms))) != gst.FlowReturn.OK:
+                    return
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def beep(self, sink):
+        """Plays the beep of each flash into PulseAudio `sink`: 10 ms chunks
+        paced by the wall clock, loud for the 100 ms after each whole second."""
+        import math
+        import subprocess
+        import threading
+
+        rate, chunk = 48000, 480
+        pacat = subprocess.Popen(
+            ["pacat", "--playback", "--raw", "--format=s16le", f"--rate={rate}", "--channels=1",
+             "--latency-msec=10", "-d", sink], stdin=subprocess.PIPE)
+        tone = [int(12000 * math.sin(2 * math.pi * 1000 * i / rate)) for i in range(rate // 1000)]
+
+        def run():
+            t = time.time()
+            while True:
+                delay = t - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                samples = bytearray()
+                for i in range(chunk):
+                    ms = int((t + i / rate) * 1000)
+                    value = tone[i % len(tone)] if ms % 1000 < 100 else 0
+                    samples += struct.pack("<h", value)
+                try:
+                    pacat.stdin.write(samples)
+                    pacat.stdin.flush()
+                except OSError:
+                    return
+                t += chunk / rate
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def written(self):
+        """The oldest frame not yet written left the program (x264 keeps the order)."""
+        if self.pending:
+            ms = self.pending.pop(0)
+            if self.log:
+                self.log.write(f"{ms} {int(time.time() * 1000) & 0xFFFFFFFF}\n")
 
 
 class Writer:

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Glass to glass, in a real browser: what a viewer of the Pi sees, measured.
+#
+#   bash benches/glass_to_glass.sh            (as root; about 3 minutes)
+#   GLASS_MODES=latency GLASS_FRAMES=600 bash benches/glass_to_glass.sh
+#
+# The real broadcast-agent (source = "libcamera", 640x480@30, 800 kbit/s) runs
+# the stand-in rpicam-vid of the tests (tests/standins/camera.py, as a Pi 4:
+# the hardware encoder's path, flushed frame by frame), which draws each
+# frame's capture time (wall clock, ms) into its top rows; the agent streams
+# it to a real Janus (the shipped conf/janus), and the real viewer page plays
+# it in Debian's Chromium. tests/browser/glass.mjs decodes the stamp of every
+# presented frame and reports (see its header for GLASS_* settings):
+#   latency  stamp to display: median, p95, and the shares of the camera
+#            program, the way to the browser, the jitter buffer + decode, display
+#   join     `watch` to the first presented frame over 20 fresh viewers
+#   reopen   `broadcast-agent open` to the open page's first new frame
+#   lipsync  (GLASS_MODES=lipsync) a flash and a 1 kHz beep at each whole
+#            second, the beep played into the agent's microphone (ALSA `pulse`,
+#            a PulseAudio null sink's monitor): beep heard minus flash seen
+#   loss     (GLASS_MODES=loss, RELAY_LOSS=5) Janus in a network namespace of
+#            its own behind a relay (tests/browser/relay.py) that drops
+#            RELAY_LOSS % of the agent's RTP and delays the rest by 0 to
+#            RELAY_JITTER_MS (30) ms; Chromium's freezes, frames decoded, NACKs,
+#            PLIs and concealed audio over GLASS_LOSS_S (60) s. Use
+#            VIDEO_SOURCE=test (the in-process encoder answers keyframe
+#            requests) and VIDEO_RTCP_PORT=0 for "without keyframe requests".
+# It runs in the browser test's network namespace (tests/browser/run.sh).
+# GLASS_STRICT=1 fails when a goal is missed (p95 <= 80 ms, join median <=
+# 500 ms, re-open <= 1 s). The load of the machine is printed with the result:
+# figures taken on a busy machine say so.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+SCRATCH=$(mktemp -d /tmp/glass.XXXXXX)
+trap 'rm -rf "$SCRATCH"' EXIT
+mkdir -p "$SCRATCH/bin"
+ln -s "$REPO/tests/standins/camera.py" "$SCRATCH/bin/rpicam-vid"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
+export PATH="$SCRATCH/bin:$PATH"
+export STANDIN_PATTERN=stamp STANDIN_STAMP_LOG="$SCRATCH/stamps.log"
+# VIDEO_SOURCE=test: the agent's own x264enc on the test pattern (no stamps:
+# for join and reopen only), which makes a keyframe when a viewer asks.
+export VIDEO_SOURCE=${VIDEO_SOURCE:-libcamera} VIDEO_FRAMERATE=30 VIDEO_BITRATE_KBPS=800
+if [[ -n "${RELAY_LOSS:-}" ]]; then
+  export JANUS_ADDR=10.77.0.2 JANUS_PEER=10.77.0.1
+fi
+if [[ ",${GLASS_MODES:-}," == *,lipsync,* ]]; then
+  export MIC_DEVICE=pulse STANDIN_BEEP_SINK=speaker
+fi
+export BROWSER_SCRIPT=glass.mjs BROWSER_TIMEOUT=${BROWSER_TIMEOUT:-600}
+status=0
+bash "$REPO/tests/browser/run.sh" || status=$?
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
+exit "$status"

@@ -1,0 +1,360 @@
+// Glass-to-glass measurements of the real viewer page (deploy/web) in
+// Chromium, against the real agent and Janus; run by benches/glass_to_glass.sh
+// through run.sh (BROWSER_SCRIPT=glass.mjs), with the stand-in camera program
+// drawing each frame's capture time into its pixels (STANDIN_PATTERN=stamp,
+// see tests/standins/camera.py StampedPicture).
+//
+// GLASS_MODES (comma-separated, default latency,join,reopen):
+//   latency  decodes the stamp of each presented frame (requestVideoFrameCallback)
+//            and compares it with the wall clock: median and p95 over
+//            GLASS_FRAMES frames (default 300), and where the time goes
+//   join     GLASS_JOINS fresh viewers (default 20): from the `watch` request
+//            to the first presented frame
+//   reopen   GLASS_REOPENS times (default 5): the broadcast is closed, then
+//            re-opened (`broadcast-agent open`): from the command to the page's
+//            first new frame
+//   lipsync  for GLASS_LIPSYNC_S seconds (default 30): the stand-in flashes and
+//            beeps (into the agent's microphone, STANDIN_BEEP_SINK) at each
+//            whole second; the page hears the beep (Web Audio, the time it is
+//            played) and sees the flash (the frame's display time): audio minus
+//            video, per flash
+//   loss     for GLASS_LOSS_S seconds (default 60), with the relay of the loss
+//            bench in front of Janus: what Chromium's getStats says of the
+//            video (frames decoded, freezes, NACKs, PLIs) and the audio
+//            (concealed samples), per minute
+// Each result is a PASS line with the figures (FAIL when a goal is missed
+// with GLASS_STRICT=1), and one `RESULT {json}` line for scripts.
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { check, env, launchChromium, servePage, sleep, waitFor } from './harness.mjs';
+
+const WORK = env('WORK');
+const JANUS_URL = env('JANUS_URL');
+const ROOM = Number(env('ROOM'));
+const BROADCASTER = env('BROADCASTER');
+const MODES = (process.env.GLASS_MODES || 'latency,join,reopen').split(',');
+const FRAMES = Number(process.env.GLASS_FRAMES || 300);
+const JOINS = Number(process.env.GLASS_JOINS || 20);
+const REOPENS = Number(process.env.GLASS_REOPENS || 5);
+const STRICT = process.env.GLASS_STRICT === '1';
+const STAMP_LOG = process.env.STANDIN_STAMP_LOG;
+const LIPSYNC_S = Number(process.env.GLASS_LIPSYNC_S || 30);
+const LOSS_S = Number(process.env.GLASS_LOSS_S || 60);
+
+// Runs in the page before its scripts: notes when `watch` is sent and
+// measures every presented frame (stamp, clock, and the frame's metadata).
+function measurer() {
+  const g = { watchAt: null, frames: [], firstFrameAt: null, keep: false, pcs: [] };
+  window.__glass = g;
+  const RealPC = window.RTCPeerConnection;
+  window.RTCPeerConnection = function (...args) {
+    const pc = new RealPC(...args);
+    g.pcs.push(pc);
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = RealPC.prototype;
+  Object.setPrototypeOf(window.RTCPeerConnection, RealPC); // its static methods
+  const realFetch = window.fetch.bind(window);
+  window.fetch = (url, options) => {
+    if (g.watchAt === null && options && /"request":"watch"/.test(options.body || '')) {
+      g.watchAt = performance.now();
+    }
+    return realFetch(url, options);
+  };
+  const canvas = document.createElement('canvas');
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  // The stamp: 32 blocks in rows 0-15, inverted in rows 16-31; both must agree.
+  function stamp(video) {
+    const w = video.videoWidth, h = video.videoHeight;
+    if (!w) return { ms: null, flash: false };
+    canvas.width = w; canvas.height = 33;
+    ctx.drawImage(video, 0, 0, w, 32, 0, 0, w, 32);
+    ctx.drawImage(video, 0, h - 8, w, 1, 0, 32, w, 1);
+    const d = ctx.getImageData(0, 0, w, 33).data;
+    const block = Math.floor(w / 32);
+    let ms = 0;
+    for (let bit = 0; bit < 32; bit++) {
+      const x = bit * block + (block >> 1);
+      const one = d[(8 * w + x) * 4] > 128;
+      const inverted = d[(24 * w + x) * 4] > 128;
+      if (one === inverted) return { ms: null, flash: false };
+      ms = ms * 2 + (one ? 1 : 0);
+    }
+    return { ms, flash: d[(32 * w + (w >> 1)) * 4] > 200 };
+  }
+  const wall = (t) => t + performance.timeOrigin + (Date.now() - (performance.timeOrigin + performance.now()));
+  function onFrame(now, md) {
+    const video = document.getElementById('video');
+    if (g.firstFrameAt === null) g.firstFrameAt = now;
+    if (g.keep) {
+      const s = stamp(video);
+      g.frames.push({
+        stamp: s.ms, flash: s.flash, display: wall(md.expectedDisplayTime),
+        presented: wall(md.presentationTime), received: md.receiveTime ? wall(md.receiveTime) : null,
+        decode: md.processingDuration ? md.processingDuration * 1000 : null,
+      });
+    }
+    video.requestVideoFrameCallback(onFrame);
+  }
+  document.addEventListener('DOMContentLoaded', () => {
+    document.getElementById('video').requestVideoFrameCallback(onFrame);
+  });
+  // Beep onsets: the wall-clock time the first loud sample is played.
+  g.onsets = [];
+  g.listen = () => {
+    const ctx = new AudioContext({ sampleRate: 48000 });
+    const stream = new MediaStream(document.getElementById('video').srcObject.getAudioTracks());
+    const source = ctx.createMediaStreamSource(stream);
+    const node = ctx.createScriptProcessor(256, 1, 1);
+    let quietSince = 0;
+    node.onaudioprocess = (e) => {
+      const data = e.inputBuffer.getChannelData(0);
+      const loud = data.findIndex((x) => Math.abs(x) > 0.1);
+      if (loud < 0) { quietSince += data.length; return; }
+      if (quietSince > 48000 * 0.5) {
+        // The block holds the latest samples: the loud one came in
+        // (length - loud) samples before now, and is heard after the
+        // context's output latency. (Mapping e.playbackTime through
+        // getOutputTimestamp() was tried: with headless Chromium's fake audio
+        // output it drifted by seconds a minute.)
+        const arrived = performance.now() - ((data.length - loud) * 1000) / ctx.sampleRate;
+        const latency = ((ctx.baseLatency || 0) + (ctx.outputLatency || 0)) * 1000;
+        g.onsets.push(wall(arrived + latency));
+        g.outputLatency = latency;
+      }
+      quietSince = 0;
+    };
+    source.connect(node);
+    node.connect(ctx.destination);
+    return ctx.state;
+  };
+}
+
+// Milliseconds from a 32-bit millisecond stamp to wall-clock time `t`.
+const since = (stampMs, t) => {
+  let d = (Math.round(t) % 2 ** 32) - stampMs;
+  if (d < -(2 ** 31)) d += 2 ** 32;
+  return d;
+};
+
+function stats(values) {
+  const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (!v.length) return null;
+  const at = (q) => v[Math.min(v.length - 1, Math.floor(q * v.length))];
+  return { n: v.length, median: at(0.5), p95: at(0.95), min: v[0], max: v[v.length - 1] };
+}
+
+const fmt = (s) => (s ? `median ${s.median.toFixed(0)} ms, p95 ${s.p95.toFixed(0)} ms` : 'n/a');
+
+function broadcaster(cmd) {
+  execFileSync('bash', [BROADCASTER, cmd], { stdio: 'inherit', timeout: 30000 });
+}
+
+// The video pipeline's counters in `broadcast-agent status --json`.
+function videoCounters() {
+  const status = JSON.parse(execFileSync('bash', [BROADCASTER, 'status'], { timeout: 30000 }));
+  const video = (status.pipelines || []).find((p) => p.name === 'video') || {};
+  return { rtp: video.rtp, keyframes: video.keyframes };
+}
+
+const { server, base } = await servePage(env('WEB_ROOT'), JANUS_URL);
+const browser = await launchChromium(WORK, ['--autoplay-policy=no-user-gesture-required']);
+const DELAY = process.env.GLASS_DELAY; // the page's delay= (ms), if set
+const query = `r=${ROOM}&janus=${encodeURIComponent(JANUS_URL)}&name=glass&muted=1` +
+  (DELAY !== undefined ? `&delay=${DELAY}` : '');
+const results = {};
+
+async function openViewer() {
+  const page = await browser.newPage();
+  page.setDefaultTimeout(15000);
+  await page.addInitScript(measurer);
+  await page.goto(`${base}?${query}`, { timeout: 15000 });
+  return page;
+}
+
+// The camera program's share: from the stamp to writing the frame to stdout.
+function cameraProgram() {
+  if (!STAMP_LOG) return null;
+  try {
+    const lines = readFileSync(STAMP_LOG, 'utf8').trim().split('\n').slice(-FRAMES);
+    return stats(lines.map((l) => { const [s, w] = l.split(' ').map(Number); return since(s, w); }));
+  } catch { return null; }
+}
+
+async function latency() {
+  const page = await openViewer();
+  await waitFor('the page live', async () => (await page.evaluate(() => window.viewerState)) === 'live', 30000);
+  await sleep(3000); // past the start-up: the jitter buffer settles
+  await page.evaluate(() => { window.__glass.keep = true; });
+  await waitFor(`${FRAMES} stamped frames`, () => page.evaluate(
+    (n) => window.__glass.frames.filter((f) => f.stamp !== null).length >= n, FRAMES), FRAMES * 100 + 20000, 500);
+  const frames = (await page.evaluate(() => window.__glass.frames)).filter((f) => f.stamp !== null).slice(0, FRAMES);
+  const unreadable = await page.evaluate(() => window.__glass.frames.filter((f) => f.stamp === null).length);
+  await page.close();
+  const r = {
+    frames: frames.length,
+    unreadable,
+    glass_to_glass: stats(frames.map((f) => since(f.stamp, f.display))),
+    to_receive: stats(frames.map((f) => (f.received ? since(f.stamp, f.received) : NaN))),
+    receive_to_presented: stats(frames.map((f) => (f.received ? f.presented - f.received : NaN))),
+    decode: stats(frames.map((f) => f.decode ?? NaN)),
+    presented_to_display: stats(frames.map((f) => f.display - f.presented)),
+    camera_program: cameraProgram(),
+  };
+  results.latency = r;
+  const ok = r.glass_to_glass && (!STRICT || r.glass_to_glass.p95 <= 80);
+  if (!ok) throw new Error(`glass to glass ${fmt(r.glass_to_glass)} (goal p95 <= 80 ms)`);
+  return `glass to glass ${fmt(r.glass_to_glass)} over ${r.frames} frames (${unreadable} unreadable); ` +
+    `camera program ${fmt(r.camera_program)}; stamp to last packet received ${fmt(r.to_receive)}; ` +
+    `received to presented ${fmt(r.receive_to_presented)} (decode ${fmt(r.decode)}); ` +
+    `presented to display ${fmt(r.presented_to_display)}`;
+}
+
+async function join() {
+  const times = [];
+  for (let i = 0; i < JOINS; i++) {
+    const page = await openViewer();
+    const ms = await waitFor('a first frame', () => page.evaluate(() => {
+      const g = window.__glass;
+      return g.firstFrameAt !== null && g.watchAt !== null ? g.firstFrameAt - g.watchAt : null;
+    }), 20000, 20);
+    times.push(ms);
+    await page.close();
+    // Janus passes on at most one keyframe request a second: joins a second
+    // apart are what independent viewers see.
+    await sleep(1000);
+  }
+  const s = stats(times);
+  results.join = { ...s, all: times.map(Math.round), agent: videoCounters() };
+  if (STRICT && s.median > 500) throw new Error(`watch to first frame ${fmt(s)} (goal median <= 500 ms)`);
+  return `watch to first frame over ${s.n} joins: ${fmt(s)}, max ${s.max.toFixed(0)} ms; ` +
+    `agent: ${JSON.stringify(results.join.agent)}`;
+}
+
+async function reopen() {
+  const page = await openViewer();
+  await waitFor('the page live', async () => (await page.evaluate(() => window.viewerState)) === 'live', 30000);
+  const times = [];
+  for (let i = 0; i < REOPENS; i++) {
+    broadcaster('close');
+    await waitFor('"closed"', async () => (await page.evaluate(() => window.viewerState)) === 'closed', 10000, 50);
+    await sleep(1000);
+    await page.evaluate(() => { window.__glass.firstFrameAt = null; });
+    const t0 = await page.evaluate(() => performance.now());
+    broadcaster('start');
+    const first = await waitFor('a new frame', () => page.evaluate(() => window.__glass.firstFrameAt), 30000, 20);
+    times.push(first - t0);
+  }
+  await page.close();
+  const s = stats(times);
+  results.reopen = { ...s, all: times.map(Math.round) };
+  if (STRICT && s.median > 1000) throw new Error(`re-open to video ${fmt(s)} (goal <= 1000 ms)`);
+  return `re-open (broadcast-agent open) to the first new frame over ${s.n} re-opens: ${fmt(s)}, max ${s.max.toFixed(0)} ms`;
+}
+
+// The full wall-clock ms of a 32-bit stamp, taken near wall-clock time `t`.
+const unwrap = (stampMs, t) => stampMs + Math.round((t - stampMs) / 2 ** 32) * 2 ** 32;
+
+async function lipsync() {
+  const page = await openViewer();
+  await waitFor('the page live', async () => (await page.evaluate(() => window.viewerState)) === 'live', 30000);
+  const state = await page.evaluate(() => window.__glass.listen());
+  await page.evaluate(() => { window.__glass.keep = true; });
+  await sleep(LIPSYNC_S * 1000);
+  const { frames, onsets } = await page.evaluate(() => ({ frames: window.__glass.frames, onsets: window.__glass.onsets }));
+  // Chromium's audio jitter buffer (NetEq), on average over the run.
+  const neteq = await page.evaluate(async () => {
+    const pcs = window.__glass.pcs || [];
+    for (const pc of pcs) {
+      for (const r of (await pc.getStats()).values()) {
+        if (r.type === 'inbound-rtp' && r.kind === 'audio' && r.jitterBufferEmittedCount) {
+          return (1000 * r.jitterBufferDelay) / r.jitterBufferEmittedCount;
+        }
+      }
+    }
+    return null;
+  });
+  await page.close();
+  // Each flash's first frame, and the beep heard nearest to it.
+  const offsets = [];
+  frames.forEach((f, i) => {
+    if (!f.flash || f.stamp === null || (i > 0 && frames[i - 1].flash)) return;
+    const event = Math.floor(unwrap(f.stamp, f.display) / 1000) * 1000;
+    const heard = onsets.find((a) => a >= event && a < event + 1000);
+    if (heard !== undefined) offsets.push(heard - f.display);
+  });
+  const s = stats(offsets);
+  const intervals = stats(onsets.slice(1).map((a, i) => a - onsets[i]));
+  results.lipsync = { audio_context: state, neteq_ms: neteq, beep_intervals: intervals, flashes: frames.filter((f, i) => f.flash && !(i > 0 && frames[i - 1].flash)).length, beeps: onsets.length, audio_minus_video: s, all: offsets.map(Math.round) };
+  if (!s) throw new Error(`no flash paired with a beep (${onsets.length} beeps heard, AudioContext ${state})`);
+  if (STRICT && Math.abs(s.median) > 80) throw new Error(`audio minus video ${fmt(s)} (goal within 80 ms)`);
+  return `audio minus video over ${s.n} flashes: ${fmt(s)}, min ${s.min.toFixed(0)} ms, max ${s.max.toFixed(0)} ms ` +
+    `(positive: sound after picture); beeps heard ${fmt(intervals)} apart (sent 1000 ms apart); ` +
+    `audio jitter buffer ${neteq === null ? 'n/a' : neteq.toFixed(0) + ' ms'} on average`;
+}
+
+// The inbound-rtp stats of the page's streaming PeerConnection, by kind.
+function inbound(page) {
+  return page.evaluate(async () => {
+    const out = {};
+    for (const pc of window.__glass.pcs) {
+      for (const r of (await pc.getStats()).values()) {
+        if (r.type === 'inbound-rtp' && !out[r.kind] && r.packetsReceived > 0) out[r.kind] = r;
+      }
+    }
+    return out;
+  });
+}
+
+async function loss() {
+  const page = await openViewer();
+  await waitFor('the page live', async () => (await page.evaluate(() => window.viewerState)) === 'live', 30000);
+  await sleep(2000);
+  const a = await inbound(page);
+  const agentBefore = videoCounters();
+  await sleep(LOSS_S * 1000);
+  const b = await inbound(page);
+  const agentAfter = videoCounters();
+  await page.close();
+  const d = (kind, key) => ((b[kind] && b[kind][key]) || 0) - ((a[kind] && a[kind][key]) || 0);
+  const perMinute = (x) => (x * 60) / LOSS_S;
+  const fps = Number(process.env.VIDEO_FRAMERATE || 30);
+  const r = {
+    seconds: LOSS_S,
+    frames_decoded_share: d('video', 'framesDecoded') / (fps * LOSS_S),
+    freezes_per_minute: perMinute(d('video', 'freezeCount')),
+    frozen_s_per_minute: perMinute(d('video', 'totalFreezesDuration')),
+    video_packets_lost: d('video', 'packetsLost'),
+    video_packets_received: d('video', 'packetsReceived'),
+    nacks: d('video', 'nackCount'),
+    plis: d('video', 'pliCount'),
+    audio_concealed_share: d('audio', 'concealedSamples') / Math.max(1, d('audio', 'totalSamplesReceived')),
+    agent_keyframes: {
+      sent: (agentAfter.keyframes?.sent ?? 0) - (agentBefore.keyframes?.sent ?? 0),
+      requests: (agentAfter.keyframes?.requests ?? 0) - (agentBefore.keyframes?.requests ?? 0),
+    },
+  };
+  results.loss = r;
+  const pct = (x) => `${(100 * x).toFixed(1)} %`;
+  const line = `over ${LOSS_S} s: ${pct(r.frames_decoded_share)} of ${fps * LOSS_S} frames decoded, ` +
+    `${r.freezes_per_minute.toFixed(1)} freezes and ${r.frozen_s_per_minute.toFixed(1)} s frozen per minute; ` +
+    `video packets lost ${r.video_packets_lost} of ${r.video_packets_lost + r.video_packets_received}, ` +
+    `${r.nacks} NACKs, ${r.plis} PLIs; agent: ${r.agent_keyframes.requests} keyframe requests, ` +
+    `${r.agent_keyframes.sent} keyframes sent; audio concealed ${pct(r.audio_concealed_share)}`;
+  if (STRICT && (r.frames_decoded_share < 0.9 || r.frozen_s_per_minute > 1)) {
+    throw new Error(`${line} (goal: >= 90 % decoded, <= 1 s frozen per minute)`);
+  }
+  return line;
+}
+
+const MEASURES = { latency, join, reopen, lipsync, loss };
+try {
+  for (const mode of MODES) {
+    if (!MEASURES[mode]) throw new Error(`GLASS_MODES: unknown mode ${mode}`);
+    await check(`glass: ${mode}`, MEASURES[mode]);
+  }
+} finally {
+  console.log('RESULT ' + JSON.stringify(results));
+  await browser.close().catch(() => {});
+  server.close();
+}
