@@ -160,6 +160,7 @@ allow_rtp_participants = true
 [stream]
 video_port = {base}
 audio_port = {audio}
+video_rtcp_port = 0
 [speaker]
 port = {speaker}
 device = "pulse"

@@ -98,6 +98,7 @@ allow_rtp_participants = true
 [stream]
 video_port = {media}
 audio_port = {audio}
+video_rtcp_port = 0
 [speaker]
 device = "pulse"
 port = {speaker_port}
