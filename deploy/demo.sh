@@ -63,8 +63,12 @@ if ! aplay -l 2>/dev/null | grep -q '^card'; then
 fi
 
 echo "== viewer page on http://127.0.0.1:8000/"
-mkdir -p "$WORK/web"
+mkdir -p "$WORK/web" "$WORK/state"
 cp deploy/web/{index.html,viewer.js,config.js} "$WORK/web/"
+# The page talks to the demo's Janus directly (no reverse proxy here); the
+# viewer URL's ?janus= must name a server config.js lists.
+sed -i 's#^  janus: "/janus",#  janus: "http://127.0.0.1:8088/janus",#' "$WORK/web/config.js"
+grep -q '"http://127.0.0.1:8088/janus"' "$WORK/web/config.js" || { echo "demo: cannot point config.js at Janus" >&2; exit 1; }
 cp /usr/share/javascript/janus-gateway/janus.js "$WORK/web/janus.js"
 cp /usr/share/javascript/webrtc-adapter/adapter.js "$WORK/web/adapter.js"
 python3 -m http.server 8000 --bind 127.0.0.1 --directory "$WORK/web" >"$WORK/web.log" 2>&1 &
@@ -88,6 +92,7 @@ device = "test"
 device = "$speaker"
 [control]
 socket = "$WORK/agent.sock"
+state_dir = "$WORK/state"
 TOML
 echo "== broadcast-agent (config: $WORK/agent.toml)"
 "$AGENT" run --config "$WORK/agent.toml" &
