@@ -147,20 +147,13 @@ fn echo_path(pulse: &Pulse, drift_ppm: u32) {
 /// The agent: speaker on `speaker`, microphone on `echo`'s monitor,
 /// recording what it sends.
 fn agent(janus: &Janus, pulse: &Pulse, room: u64, dir: &Path, echo_cancel: bool) -> Agent {
-    let base = ports(3);
+    let base = ports(4);
+    let sections = common::Extra {
+        room: "allow_rtp_participants = true",
+        ..common::Extra::default()
+    };
     let config = format!(
-        r#"
-[janus]
-url = "{url}"
-[room]
-id = {room}
-secret = "{SECRET}"
-check_interval_ms = 500
-allow_rtp_participants = true
-[stream]
-video_port = {base}
-audio_port = {audio}
-video_rtcp_port = 0
+        r#"{head}
 [speaker]
 port = {speaker}
 device = "pulse"
@@ -176,9 +169,8 @@ enabled = true
 dir = "{dir}"
 segment_s = 600
 "#,
-        url = janus.url(),
-        audio = base + 1,
-        speaker = base + 2,
+        head = common::config_head(&janus.url(), room, SECRET, base, sections),
+        speaker = base + 3,
         dir = dir.display(),
     );
     let server = pulse.server();

@@ -203,19 +203,12 @@ fn standins_write_the_level_the_encoder_was_given() {
 
 /// Video only, from `source`, to a mountpoint `room` on ports `base` to `base + 2`.
 fn config(janus: &Janus, room: u64, source: &str, base: u16) -> String {
+    let sections = common::Extra {
+        stream: "stall_timeout_ms = 2000",
+        ..common::Extra::default()
+    };
     format!(
-        r#"
-[janus]
-url = "{url}"
-[room]
-id = {room}
-secret = "{SECRET}"
-check_interval_ms = 500
-[stream]
-video_port = {base}
-audio_port = {audio}
-video_rtcp_port = {rtcp}
-stall_timeout_ms = 2000
+        r#"{head}
 [speaker]
 enabled = false
 [microphone]
@@ -227,9 +220,7 @@ height = 240
 framerate = 15
 bitrate_kbps = 300
 "#,
-        url = janus.url(),
-        audio = base + 1,
-        rtcp = base + 2,
+        head = common::config_head(&janus.url(), room, SECRET, base, sections),
     )
 }
 

@@ -22,22 +22,16 @@ fn config(janus: &Janus, room: u64, video: &str, extra: &str) -> String {
     config_at(janus, room, video, ports(4), extra)
 }
 
-/// [`config`] with video, audio, speaker and video RTCP on ports `base` to `base + 3`.
+/// [`config`] with video, audio and video RTCP on ports `base` to
+/// `base + 2`, the speaker on `base + 3`.
 fn config_at(janus: &Janus, room: u64, video: &str, base: u16, extra: &str) -> String {
+    let sections = common::Extra {
+        room: "allow_rtp_participants = true",
+        stream: "stall_timeout_ms = 1000",
+        ..common::Extra::default()
+    };
     format!(
-        r#"
-[janus]
-url = "{url}"
-[room]
-id = {room}
-secret = "{SECRET}"
-check_interval_ms = 500
-allow_rtp_participants = true
-[stream]
-video_port = {v}
-audio_port = {a}
-video_rtcp_port = {r}
-stall_timeout_ms = 1000
+        r#"{head}
 [speaker]
 port = {s}
 device = "pulse"
@@ -52,11 +46,8 @@ bitrate_kbps = 300
 device = "test"
 {extra}
 "#,
-        url = janus.url(),
-        v = base,
-        a = base + 1,
-        s = base + 2,
-        r = base + 3,
+        head = common::config_head(&janus.url(), room, SECRET, base, sections),
+        s = base + 3,
     )
 }
 
@@ -139,7 +130,7 @@ fn only_the_room_is_heard(room: u64, from: &str, extra: &str) {
     let janus = Janus::start();
     let pulse = Pulse::start();
     let probe = janus.probe();
-    let base = ports(3);
+    let base = ports(4);
     let config = config_at(&janus, room, "none", base, "").replace(
         "stall_timeout_ms = 1000",
         &format!("stall_timeout_ms = 1000\n{extra}"),
@@ -149,7 +140,7 @@ fn only_the_room_is_heard(room: u64, from: &str, extra: &str) {
     wait_for(Duration::from_secs(3), "the forwarder", || {
         (!probe.forwarders(room, SECRET).is_empty()).then_some(())
     });
-    let _stranger = Sender::stranger(1500, base + 2, from);
+    let _stranger = Sender::stranger(1500, base + 3, from);
     std::thread::sleep(Duration::from_millis(1500));
     // Alone, anything on the sound card is the stranger.
     let samples = pulse.record(Duration::from_millis(1500));

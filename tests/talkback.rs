@@ -85,20 +85,12 @@ const SETTINGS: [Setting; 4] = [
 ];
 
 fn config(janus: &Janus, room: u64, speaker_port: u16, s: &Setting) -> String {
-    let media = ports(2);
+    let sections = common::Extra {
+        room: "allow_rtp_participants = true",
+        ..common::Extra::default()
+    };
     format!(
-        r#"
-[janus]
-url = "{url}"
-[room]
-id = {room}
-secret = "{SECRET}"
-check_interval_ms = 500
-allow_rtp_participants = true
-[stream]
-video_port = {media}
-audio_port = {audio}
-video_rtcp_port = 0
+        r#"{head}
 [speaker]
 device = "pulse"
 port = {speaker_port}
@@ -111,8 +103,7 @@ source = "none"
 [microphone]
 enabled = false
 "#,
-        url = janus.url(),
-        audio = media + 1,
+        head = common::config_head(&janus.url(), room, SECRET, ports(3), sections),
         latency = s.latency_ms,
         buffer = s.buffer_ms,
         prebuffering = s.room_prebuffering,

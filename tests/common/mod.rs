@@ -51,8 +51,43 @@ pub struct Extra<'a> {
     pub janus: &'a str,
     /// More `[room]` keys.
     pub room: &'a str,
+    /// More `[stream]` keys.
+    pub stream: &'a str,
     /// Whole sections after the others.
     pub rest: &'a str,
+}
+
+/// The sections every test agent's configuration starts with: `[janus]` on
+/// the test's Janus, `[room]` with a secret and a quick check interval,
+/// `[stream]` with video, audio and video RTCP on `base`, `base + 1`,
+/// `base + 2`, each with `extra`'s lines (`extra.rest` is the caller's to
+/// place).
+pub fn config_head(janus_url: &str, id: u64, secret: &str, base: u16, extra: Extra<'_>) -> String {
+    let Extra {
+        janus,
+        room,
+        stream,
+        ..
+    } = extra;
+    format!(
+        r#"
+[janus]
+url = "{janus_url}"
+{janus}
+[room]
+id = {id}
+secret = "{secret}"
+check_interval_ms = 500
+{room}
+[stream]
+video_port = {base}
+audio_port = {audio}
+video_rtcp_port = {rtcp}
+{stream}
+"#,
+        audio = base + 1,
+        rtcp = base + 2,
+    )
 }
 
 /// An agent configuration for a test that needs no media: no video, the
@@ -64,21 +99,9 @@ pub fn no_media_config(
     speaker_port: u16,
     extra: Extra<'_>,
 ) -> String {
-    let media = ports(3);
+    let head = config_head(janus_url, room, secret, ports(3), extra);
     format!(
-        r#"
-[janus]
-url = "{janus_url}"
-{janus}
-[room]
-id = {room}
-secret = "{secret}"
-check_interval_ms = 500
-{room_lines}
-[stream]
-video_port = {media}
-audio_port = {audio}
-video_rtcp_port = {rtcp}
+        r#"{head}
 [speaker]
 enabled = false
 port = {speaker_port}
@@ -88,10 +111,6 @@ source = "none"
 enabled = false
 {rest}
 "#,
-        janus = extra.janus,
-        room_lines = extra.room,
-        audio = media + 1,
-        rtcp = media + 2,
         rest = extra.rest,
     )
 }
