@@ -411,11 +411,8 @@ mod tests {
         room.media_age.video_ms = Some(1500);
         let status = AgentStatus {
             version: "1.0 \"x\"",
-            phase: room.phase(),
-            room,
-            pipelines: vec![PipelineStatus::stopped("video")],
             uptime_s: 3,
-            viewer_url: None,
+            ..AgentStatus::of(room, vec![PipelineStatus::stopped("video")])
         };
         let text = render(&status, &Tally::default());
         for line in [

@@ -83,6 +83,19 @@ pub enum Led {
 }
 
 impl AgentStatus {
+    /// A status of `room` and `pipelines` at start-up, for tests.
+    #[cfg(test)]
+    pub(crate) fn of(room: RoomState, pipelines: Vec<PipelineStatus>) -> Self {
+        Self {
+            version: "0",
+            phase: room.phase(),
+            room,
+            pipelines,
+            uptime_s: 0,
+            viewer_url: None,
+        }
+    }
+
     fn pipelines_ok(&self) -> bool {
         self.pipelines.iter().all(|p| p.state == RunState::Running)
     }
@@ -226,14 +239,7 @@ mod tests {
             cause: "connection refused".into(),
             class: crate::state::ErrorClass::Unreachable,
         });
-        let status = AgentStatus {
-            version: "0",
-            phase: room.phase(),
-            room,
-            pipelines: vec![PipelineStatus::stopped("video")],
-            uptime_s: 0,
-            viewer_url: None,
-        };
+        let status = AgentStatus::of(room, vec![PipelineStatus::stopped("video")]);
         assert_eq!(
             status.line(),
             "waiting for Janus: connection refused | video stopped"
@@ -250,14 +256,7 @@ mod tests {
         room.room = crate::state::Presence::Present(crate::state::Owner::Foreign(
             crate::state::Foreign::OtherSecret,
         ));
-        let status = AgentStatus {
-            version: "0",
-            phase: room.phase(),
-            room,
-            pipelines: Vec::new(),
-            uptime_s: 0,
-            viewer_url: None,
-        };
+        let status = AgentStatus::of(room, Vec::new());
         assert_eq!(status.line(), "conflict: room 4556 is not this agent's");
         let text = status.text();
         assert!(text.contains("room 4556: conflict"), "{text}");

@@ -108,25 +108,29 @@ fn read_boundaries(standins: &StandIns, program: &str, args: &[&str]) -> (Vec<us
     (reads, ends)
 }
 
-#[test]
-fn standins_buffer_stdout_unless_flushed() {
-    let pi4 = StandIns::install(Machine::Pi4, "1.6.0");
-    // 320x240 at 300 kbit/s: frames of ~2.5 kB, smaller than the 4 kB buffer.
-    let base = [
+/// rpicam-vid flags for `ms` of 320x240 at 15 fps.
+fn small_stream(ms: &'static str) -> [&'static str; 8] {
+    [
         "-t",
-        "2000",
+        ms,
         "--width",
         "320",
         "--height",
         "240",
         "--framerate",
         "15",
-        "--bitrate",
-        "300000",
-        "--inline",
-        "-o",
-        "-",
-    ];
+    ]
+}
+
+#[test]
+fn standins_buffer_stdout_unless_flushed() {
+    let pi4 = StandIns::install(Machine::Pi4, "1.6.0");
+    // 320x240 at 300 kbit/s: frames of ~2.5 kB, smaller than the 4 kB buffer.
+    let base = [
+        &small_stream("2000")[..],
+        &["--bitrate", "300000", "--inline", "-o", "-"],
+    ]
+    .concat();
     let (reads, frames) = read_boundaries(&pi4, "rpicam-vid", &base);
     let (last, whole) = reads.split_last().expect("some output");
     assert!(
@@ -163,18 +167,7 @@ fn sps_level(stream: &[u8]) -> Option<u8> {
 #[test]
 fn standins_write_the_level_the_encoder_was_given() {
     let pi4 = StandIns::install(Machine::Pi4, "1.6.0");
-    let small = [
-        "-t",
-        "1000",
-        "--width",
-        "320",
-        "--height",
-        "240",
-        "--framerate",
-        "15",
-        "-o",
-        "-",
-    ];
+    let small = [&small_stream("1000")[..], &["-o", "-"]].concat();
     // The hardware's default is level 4, whatever the size.
     let out = run(&pi4, "rpicam-vid", &small);
     assert_eq!(sps_level(&out.stdout), Some(40));
