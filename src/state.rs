@@ -313,6 +313,8 @@ pub struct RoomState {
     pub room: Presence<Owner>,
     /// The Streaming mountpoint.
     pub mountpoint: Presence<Fit>,
+    /// Whether the room's audio is forwarded to the Pi (`speaker.enabled`).
+    pub forwarding: bool,
     /// The forwarder of the room's audio to the Pi.
     pub forwarder: Presence<u64>,
     /// Where and how that forwarder sends, while the agent has one.
@@ -340,6 +342,7 @@ impl RoomState {
             session: false,
             room: Presence::Unknown,
             mountpoint: Presence::Unknown,
+            forwarding: true,
             forwarder: Presence::Unknown,
             forward: None,
             media_age: MediaAge::default(),
@@ -376,7 +379,7 @@ impl RoomState {
         }
         let live = matches!(self.room, Presence::Present(Owner::Us))
             && matches!(self.mountpoint, Presence::Present(Fit::Matches))
-            && matches!(self.forwarder, Presence::Present(_));
+            && (!self.forwarding || matches!(self.forwarder, Presence::Present(_)));
         match (self.desired, live) {
             (Desired::Open, true) => Phase::Live,
             (Desired::Open, false) => Phase::Opening,
@@ -399,6 +402,10 @@ mod tests {
         state.mountpoint = Present(Fit::Matches);
         state.forwarder = Present(3);
         assert_eq!(state.phase(), Phase::Live);
+        state.forwarder = Presence::Absent;
+        assert_eq!(state.phase(), Phase::Opening);
+        state.forwarding = false;
+        assert_eq!(state.phase(), Phase::Live, "without a speaker");
         state.mountpoint = Present(Fit::Foreign(Foreign::OtherPorts));
         assert_eq!(state.phase(), Phase::Conflict);
         let conflict = state.conflict().expect("a conflict");

@@ -178,7 +178,10 @@ impl AgentStatus {
             if r.session { "yes" } else { "no" },
             r.room.label(),
             r.mountpoint.label(),
-            r.forwarder.label()
+            match r.forwarding {
+                true => r.forwarder.label(),
+                false => "off (no speaker)",
+            }
         );
         if let (Some(video), Some(audio)) = (r.media_age.video_ms, r.media_age.audio_ms) {
             let _ = writeln!(

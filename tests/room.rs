@@ -206,7 +206,7 @@ fn unreachable_janus_is_retried_until_it_appears() {
     let config = format!(
         "[janus]\nurl = \"http://127.0.0.1:{closed}/janus\"\n[room]\nid = 6161\nsecret = \"{SECRET}\"\n\
          [stream]\nvideo_port = {media}\naudio_port = {}\nvideo_rtcp_port = {}\n\
-         [speaker]\nport = {speaker}\nenabled = false\n[video]\nsource = \"none\"\n[microphone]\nenabled = false\n",
+         [speaker]\nport = {speaker}\ndevice = \"null\"\n[video]\nsource = \"none\"\n[microphone]\nenabled = false\n",
         media + 1,
         media + 2
     );
@@ -540,4 +540,50 @@ fn without_a_room_secret_the_agent_warns_at_start() {
     let agent = Agent::start(&config);
     let log = agent.wait_log(Duration::from_secs(3), "room.secret");
     assert!(log.contains("anybody"), "{log}");
+}
+
+#[test]
+fn without_a_speaker_the_room_forwards_nothing_to_the_pi() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let speaker = ports(1);
+    let room = 7410;
+    // An earlier run with the speaker on left the room and its forwarder
+    // to the Pi; someone else forwards the room to a port of theirs.
+    let created = probe.audiobridge(json!({
+        "request": "create", "room": room, "secret": SECRET, "sampling_rate": 48000
+    }));
+    assert_eq!(created["audiobridge"], "created", "{created}");
+    let forward = |port: u16| {
+        let reply = probe.audiobridge(json!({
+            "request": "rtp_forward", "room": room, "secret": SECRET,
+            "host": "127.0.0.1", "port": port, "codec": "opus", "ptype": 100
+        }));
+        reply["stream_id"].as_u64().expect("stream id")
+    };
+    let ours = forward(speaker);
+    let theirs = forward(ports(1));
+    let agent = Agent::start_with(
+        &config(&janus, room, speaker),
+        &[("BROADCAST_AGENT__SPEAKER__ENABLED", "false")],
+    );
+    wait_for(Duration::from_secs(3), "the Pi's forwarder stopped", || {
+        let list = probe.forwarders(room, SECRET);
+        (!list.iter().any(|f| f["stream_id"] == ours)).then_some(())
+    });
+    assert!(
+        probe.mountpoint(room, SECRET).is_some(),
+        "the mountpoint is up"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let list = probe.forwarders(room, SECRET);
+    assert_eq!(
+        list.len(),
+        1,
+        "only someone else's forwarder stays: {list:?}"
+    );
+    assert_eq!(list[0]["stream_id"], theirs);
+    assert_eq!(agent.status_json()["phase"], "live");
+    let text = agent.status_text();
+    assert!(text.contains("forwarder off (no speaker)"), "{text}");
 }

@@ -38,6 +38,7 @@ impl Janus {
             // The idle timeout needs the count, and so do the metrics.
             count_participants: room.idle_timeout.is_some() || self.settings.metrics.enabled(),
             chat: room.chat,
+            speaker: self.settings.speaker.enabled,
         };
         for _ in 0..MAX_ACTIONS_PER_PASS {
             let Some(action) = next_action(goal, plan, observed).map_err(PassError::Conflict)?

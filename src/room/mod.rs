@@ -166,6 +166,7 @@ fn spawn_with_deadline(
     let (events, inbox) = mpsc::channel(32);
     let initial = RoomState {
         closed_by,
+        forwarding: settings.speaker.enabled,
         ..RoomState::new(settings.room.id, desired)
     };
     let (state, published) = watch::channel(initial);
@@ -505,6 +506,7 @@ impl Reconciler {
             room_id: self.room_id(),
             desired: self.desired,
             session: observed.session.is_some(),
+            forwarding: self.janus.settings.speaker.enabled,
             room: observed.room,
             mountpoint: observed.mountpoint,
             forwarder: observed.forwarder,

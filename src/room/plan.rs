@@ -111,6 +111,8 @@ pub(super) struct Plan {
     pub(super) count_participants: bool,
     /// Keep a chat (TextRoom room) with the room.
     pub(super) chat: bool,
+    /// Forward the room's audio to the speaker (else no forwarder of ours).
+    pub(super) speaker: bool,
 }
 
 /// The next step from `observed` towards `goal`: `None` when they match,
@@ -190,21 +192,27 @@ fn opening(plan: Plan, observed: &Observed) -> Result<Option<Action>, Conflict> 
             Present(Fit::UnknownKey | Fit::WrongLevel | Fit::NoFeedback) => {
                 Action::DestroyMountpoint
             }
-            Present(Fit::Matches) => match (observed.stale_forwarder, observed.forwarder) {
-                (Some(id), _) => Action::StopForwarder(id),
-                (None, Unknown) => Action::CheckForwarder,
-                (None, Absent) => Action::CreateForwarder,
-                (None, Present(_)) if plan.chat && observed.chat != Present(Owner::Us) => {
-                    return opening_chat(plan, observed.chat)
-                }
-                (None, Present(_))
-                    if plan.count_participants && observed.participants == Unknown =>
-                {
-                    Action::CountParticipants
-                }
-                (None, Present(_)) => return Ok(None),
-            },
+            Present(Fit::Matches) => return opening_extras(plan, observed),
         },
+    }))
+}
+
+/// The steps towards an open room once room and mountpoint are ours and
+/// fit: the forwarder (or none, without a speaker), the chat, the count.
+fn opening_extras(plan: Plan, observed: &Observed) -> Result<Option<Action>, Conflict> {
+    use Presence::{Absent, Present, Unknown};
+    Ok(Some(match (observed.stale_forwarder, observed.forwarder) {
+        (Some(id), _) => Action::StopForwarder(id),
+        (None, Unknown) => Action::CheckForwarder,
+        (None, Absent) if plan.speaker => Action::CreateForwarder,
+        (None, Present(id)) if !plan.speaker => Action::StopForwarder(id),
+        _ if plan.chat && observed.chat != Present(Owner::Us) => {
+            return opening_chat(plan, observed.chat)
+        }
+        _ if plan.count_participants && observed.participants == Unknown => {
+            Action::CountParticipants
+        }
+        _ => return Ok(None),
     }))
 }
 
@@ -260,6 +268,7 @@ mod tests {
         destroy_on_close: true,
         count_participants: false,
         chat: false,
+        speaker: true,
     };
     const CHAT: Plan = Plan {
         chat: true,
@@ -325,6 +334,26 @@ mod tests {
             }
         }
         steps
+    }
+
+    #[test]
+    fn without_a_speaker_the_room_opens_with_no_forwarder() {
+        let quiet = Plan {
+            speaker: false,
+            ..DESTROY
+        };
+        let ready = seen(OURS, Present(Fit::Matches), Unknown);
+        assert_eq!(
+            next(Goal::Open, quiet, &ready),
+            Some(Action::CheckForwarder)
+        );
+        let left_behind = seen(OURS, Present(Fit::Matches), Present(4));
+        assert_eq!(
+            plan_from(Goal::Open, quiet, left_behind),
+            [Action::StopForwarder(4)]
+        );
+        let done = seen(OURS, Present(Fit::Matches), Absent);
+        assert_eq!(next(Goal::Open, quiet, &done), None);
     }
 
     #[test]

@@ -90,8 +90,9 @@ video_rtcp_port = {rtcp}
     )
 }
 
-/// An agent configuration for a test that needs no media: no video, the
-/// microphone and speaker off, stream ports of its own, a quick check interval.
+/// An agent configuration for a test that needs no media: no video, no
+/// microphone, a speaker playing into ALSA's `null` device (so the room's
+/// audio is forwarded), stream ports of its own, a quick check interval.
 pub fn no_media_config(
     janus_url: &str,
     room: u64,
@@ -103,7 +104,7 @@ pub fn no_media_config(
     format!(
         r#"{head}
 [speaker]
-enabled = false
+device = "null"
 port = {speaker_port}
 [video]
 source = "none"
