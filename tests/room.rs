@@ -363,6 +363,22 @@ fn one_forwarder_whatever_the_speaker_host_spelling() {
     }
 }
 
+/// Creates AudioBridge room `room` as an earlier run would have, and
+/// returns a way to forward it: `(host, port)` to the new forwarder's id.
+fn room_with_forwarders(probe: &common::janus::Probe, room: u64) -> impl Fn(&str, u16) -> u64 + '_ {
+    let created = probe.audiobridge(json!({
+        "request": "create", "room": room, "secret": SECRET, "sampling_rate": 48000
+    }));
+    assert_eq!(created["audiobridge"], "created", "{created}");
+    move |host, port| {
+        let reply = probe.audiobridge(json!({
+            "request": "rtp_forward", "room": room, "secret": SECRET,
+            "host": host, "port": port, "codec": "opus", "ptype": 100
+        }));
+        reply["stream_id"].as_u64().expect("stream id")
+    }
+}
+
 #[test]
 fn the_forwarder_to_an_old_address_is_stopped() {
     let janus = Janus::start();
@@ -371,17 +387,7 @@ fn the_forwarder_to_an_old_address_is_stopped() {
     let room = 7400;
     // An earlier run, when the Pi had another address (127.0.0.2), left the
     // room with its forwarder; someone else forwards to a port of theirs.
-    let created = probe.audiobridge(json!({
-        "request": "create", "room": room, "secret": SECRET, "sampling_rate": 48000
-    }));
-    assert_eq!(created["audiobridge"], "created", "{created}");
-    let forward = |host: &str, port: u16| {
-        let reply = probe.audiobridge(json!({
-            "request": "rtp_forward", "room": room, "secret": SECRET,
-            "host": host, "port": port, "codec": "opus", "ptype": 100
-        }));
-        reply["stream_id"].as_u64().expect("stream id")
-    };
+    let forward = room_with_forwarders(&probe, room);
     let old = forward("127.0.0.2", speaker);
     let theirs_port = ports(1);
     let theirs = forward("127.0.0.3", theirs_port);
@@ -550,19 +556,9 @@ fn without_a_speaker_the_room_forwards_nothing_to_the_pi() {
     let room = 7410;
     // An earlier run with the speaker on left the room and its forwarder
     // to the Pi; someone else forwards the room to a port of theirs.
-    let created = probe.audiobridge(json!({
-        "request": "create", "room": room, "secret": SECRET, "sampling_rate": 48000
-    }));
-    assert_eq!(created["audiobridge"], "created", "{created}");
-    let forward = |port: u16| {
-        let reply = probe.audiobridge(json!({
-            "request": "rtp_forward", "room": room, "secret": SECRET,
-            "host": "127.0.0.1", "port": port, "codec": "opus", "ptype": 100
-        }));
-        reply["stream_id"].as_u64().expect("stream id")
-    };
-    let ours = forward(speaker);
-    let theirs = forward(ports(1));
+    let forward = room_with_forwarders(&probe, room);
+    let ours = forward("127.0.0.1", speaker);
+    let theirs = forward("127.0.0.1", ports(1));
     let agent = Agent::start_with(
         &config(&janus, room, speaker),
         &[("BROADCAST_AGENT__SPEAKER__ENABLED", "false")],
