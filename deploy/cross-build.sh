@@ -79,17 +79,7 @@ set_target_vars() {  # sets DEB_ARCH GNU_TYPE QEMU for $1
 
 # --- host packages / rust targets --------------------------------------------
 ensure_host_packages() {
-    local missing=() p
-    for p in $HOST_PACKAGES; do
-        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || missing+=("$p")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    log "installing host packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! $SUDO apt-get install -y -q "${missing[@]}"; then
-        $SUDO apt-get update -q
-        $SUDO apt-get install -y -q "${missing[@]}"
-    fi
+    bash "$here/ensure-packages.sh" --with-recommends $HOST_PACKAGES
 }
 ensure_rust_target() {
     rustup target list --installed 2>/dev/null | grep -qx "$1" && return 0

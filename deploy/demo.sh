@@ -14,10 +14,7 @@ DURATION=0
 [[ "${1:-}" == "--for" ]] && DURATION=${2:?--for needs seconds}
 
 bash deploy/install-deps.sh
-for p in libjs-janus-gateway libjs-webrtc-adapter python3; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
-    || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$p" >/dev/null
-done
+bash deploy/ensure-packages.sh libjs-janus-gateway libjs-webrtc-adapter python3
 echo "== building broadcast-agent"
 cargo build --locked --release --quiet
 AGENT="$REPO/target/release/broadcast-agent"

@@ -125,14 +125,7 @@ trap 'exit 130' INT TERM
 
 # --- host packages -------------------------------------------------------------------
 ensure_host_packages() {
-    local missing=() p
-    for p in $HOST_PACKAGES; do
-        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || missing+=("$p")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    log "installing host packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q "${missing[@]}" || { apt-get update -q && apt-get install -y -q "${missing[@]}"; }
+    bash "$repo/deploy/ensure-packages.sh" --with-recommends $HOST_PACKAGES
 }
 
 # --- per-target facts ---------------------------------------------------------------
