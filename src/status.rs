@@ -190,22 +190,7 @@ impl AgentStatus {
             );
         }
         for p in &self.pipelines {
-            let _ = write!(
-                out,
-                "  {}: {} (restarts {})",
-                p.name,
-                p.state.label(),
-                p.restarts
-            );
-            match &p.last_error {
-                Some(e) => {
-                    let _ = writeln!(out, ": {e}");
-                }
-                None => out.push('\n'),
-            }
-            if let Some(without) = &p.without {
-                let _ = writeln!(out, "    running without {without}");
-            }
+            pipeline_text(&mut out, p);
         }
         if let Some(note) = self.network() {
             let _ = writeln!(out, "  network: {note}");
@@ -222,6 +207,26 @@ impl AgentStatus {
             uptime(Duration::from_secs(self.uptime_s))
         );
         out
+    }
+}
+
+/// One pipeline's lines of [`AgentStatus::text`].
+fn pipeline_text(out: &mut String, p: &PipelineStatus) {
+    let _ = write!(
+        out,
+        "  {}: {} (restarts {})",
+        p.name,
+        p.state.label(),
+        p.restarts
+    );
+    match &p.last_error {
+        Some(e) => {
+            let _ = writeln!(out, ": {e}");
+        }
+        None => out.push('\n'),
+    }
+    if let Some(without) = &p.without {
+        let _ = writeln!(out, "    running without {without}");
     }
 }
 
