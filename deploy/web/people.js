@@ -13,7 +13,7 @@
 // a SIP/RTP gateway) is shown as it is, with the "guest" avatar.
 //
 // The list (#people) holds one <li> per AudioBridge participant, with
-// data-id, data-name, data-avatar, data-talking="true|false" and data-self
+// data-id, data-name, data-avatar, data-talking="true|false", data-muted and data-self
 // on the viewer's own entry, plus a first entry for the Pi (the broadcaster
 // is not an AudioBridge participant: it sends to the mountpoint and hears
 // the room through a forwarder). Names are set with textContent only.
@@ -143,6 +143,12 @@
       return li;
     }
 
+    function show(li) {
+      const on = li.dataset.heard === 'true' && li.dataset.muted !== 'true';
+      li.dataset.talking = String(on);
+      li.querySelector('.talk-label').textContent = on ? 'talking' : '';
+    }
+
     function fill(li, display, extra) {
       const who = parseDisplay(display);
       li.dataset.name = who.name;
@@ -157,6 +163,7 @@
           const li = entry(p.id);
           // A plain-RTP participant (a gateway) may come without a display.
           fill(li, p.display || 'RTP participant ' + p.id, p.id === selfId ? ' (you)' : '');
+          if (typeof p.muted === 'boolean') this.muted(p.id, p.muted);
           if (typeof p.talking === 'boolean') this.talking(p.id, p.talking);
         }
       },
@@ -174,8 +181,16 @@
       talking(id, on) {
         const li = entries.get(id);
         if (!li) return;
-        li.dataset.talking = String(on);
-        li.querySelector('.talk-label').textContent = on ? 'talking' : '';
+        li.dataset.heard = String(on);
+        show(li);
+      },
+      // Janus drops a muted participant's audio before it measures it, so
+      // its last `talking` stands while muted: a muted one is shown silent.
+      muted(id, on) {
+        const li = entries.get(id);
+        if (!li) return;
+        li.dataset.muted = String(on);
+        show(li);
       },
       clear() {
         for (const li of entries.values()) li.remove();

@@ -402,6 +402,7 @@
       m.joined = true;
       m.myId = msg.id;
       people.self(msg.id, displayName());
+      people.muted(msg.id, micMuted);
       sendMicrophone(m, true);
     }
     if (msg.participants) updateParticipants(m, msg.participants);
@@ -480,6 +481,7 @@
     const m = media;
     if (m && m.bridge && m.joined) {
       m.bridge.send({ message: { request: 'configure', muted: muted } });
+      people.muted(m.myId, muted);
     }
     setTalkState(null);
   }

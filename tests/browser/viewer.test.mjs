@@ -260,8 +260,10 @@ async function chatChecks(first) {
       return true;
     };
     await waitFor('talking indicator on', talking(true), 8000, 50);
-    // Muted on Janus, the tone counts as silence: the indicator goes off,
-    // and on again with the mic.
+    const before = (await participants(ROOM)).find((p) => nameOf(p.display) === SECOND_NAME);
+    assert(before && before.talking === true, `Janus listparticipants: ${JSON.stringify(before)}`);
+    // Muted, it is shown silent (Janus drops muted audio before measuring
+    // it, so its talking state stands), and talking again with the mic on.
     let t = Date.now();
     await pageB.click('#mic');
     await waitFor('talking indicator off with the mic off', talking(false), 8000, 50);
