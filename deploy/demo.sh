@@ -61,7 +61,7 @@ fi
 
 echo "== viewer page on http://127.0.0.1:8000/"
 mkdir -p "$WORK/web" "$WORK/state"
-cp deploy/web/{index.html,viewer.js,config.js} "$WORK/web/"
+cp -r deploy/web/{index.html,viewer.js,people.js,chat.js,config.js,avatars} "$WORK/web/"
 # The page talks to the demo's Janus directly (no reverse proxy here); the
 # viewer URL's ?janus= must name a server config.js lists.
 sed -i 's#^  janus: "/janus",#  janus: "http://127.0.0.1:8088/janus",#' "$WORK/web/config.js"

@@ -147,6 +147,43 @@ pub struct Forward {
     pub key: Option<SrtpKey>,
 }
 
+/// The room's chat (`room.chat`): a TextRoom room with the room's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chat {
+    /// Not wanted (`room.chat = false`).
+    Off,
+    /// Wanted, but Janus refuses to attach its TextRoom plugin (not
+    /// loaded, or the token may not use it): the room runs without chat.
+    Unavailable,
+    /// Wanted: whether the TextRoom room exists, and whose it is.
+    On(Presence<Owner>),
+}
+
+impl Chat {
+    /// The chat in one lowercase word, as `status` shows it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Unavailable => "unavailable",
+            Self::On(presence) => presence.label(),
+        }
+    }
+
+    /// Why the room has no chat though one is wanted, and the fix.
+    pub fn trouble(&self) -> Option<&'static str> {
+        (*self == Self::Unavailable).then_some(
+            "Janus refuses to attach janus.plugin.textroom (not loaded, or the token may not use it): \
+             the room runs without chat; load libjanus_textroom.so on Janus (conf/janus does) or set room.chat = false",
+        )
+    }
+}
+
+impl Serialize for Chat {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.label())
+    }
+}
+
 /// Time since Janus last received each medium, as its `info` reports it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct MediaAge {
@@ -317,6 +354,8 @@ pub struct RoomState {
     pub forwarding: bool,
     /// The forwarder of the room's audio to the Pi.
     pub forwarder: Presence<u64>,
+    /// The room's chat.
+    pub chat: Chat,
     /// Where and how that forwarder sends, while the agent has one.
     pub forward: Option<Forward>,
     /// What Janus last said about the media it receives.
@@ -344,6 +383,7 @@ impl RoomState {
             mountpoint: Presence::Unknown,
             forwarding: true,
             forwarder: Presence::Unknown,
+            chat: Chat::Off,
             forward: None,
             media_age: MediaAge::default(),
             participants: None,

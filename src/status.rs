@@ -174,15 +174,19 @@ impl AgentStatus {
         }
         let _ = writeln!(
             out,
-            "  janus: session {} | room {} | mountpoint {} | forwarder {}",
+            "  janus: session {} | room {} | mountpoint {} | forwarder {} | chat {}",
             if r.session { "yes" } else { "no" },
             r.room.label(),
             r.mountpoint.label(),
             match r.forwarding {
                 true => r.forwarder.label(),
                 false => "off (no speaker)",
-            }
+            },
+            r.chat.label()
         );
+        if let Some(trouble) = r.chat.trouble() {
+            let _ = writeln!(out, "  chat: {trouble}");
+        }
         if let (Some(video), Some(audio)) = (r.media_age.video_ms, r.media_age.audio_ms) {
             let _ = writeln!(
                 out,

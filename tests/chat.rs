@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::janus::Janus;
+use common::janus::{Janus, JanusConfig};
 use common::{no_media_config, ports, wait_for, Agent, Extra};
 use serde_json::json;
 
@@ -75,4 +75,39 @@ fn a_chat_room_someone_else_holds_is_left_alone() {
     // Still theirs, still there.
     let edit = probe.textroom(json!({ "request": "edit", "room": 82, "secret": "theirs" }));
     assert_eq!(edit["textroom"], "edited", "{edit}");
+}
+
+#[test]
+fn without_the_textroom_plugin_the_room_runs_without_chat() {
+    let janus = Janus::start_with(JanusConfig {
+        without_textroom: true,
+        ..JanusConfig::default()
+    });
+    let probe = janus.probe();
+    // `chat` is on by default.
+    let speaker = ports(1);
+    let agent = Agent::start(&no_media_config(
+        &janus.url(),
+        83,
+        SECRET,
+        speaker,
+        Extra::default(),
+    ));
+    probe.wait_all_present(83, SECRET, speaker, Duration::from_secs(5));
+    let status = agent.status_json();
+    assert_eq!(status["room"]["chat"], "unavailable", "{status}");
+    assert!(
+        agent.status_text().contains("room runs without chat"),
+        "{}",
+        agent.status_text()
+    );
+    // Closed and opened again on the same session: still no chat, said once.
+    for command in ["close", "open"] {
+        let (status, _, err) = agent.control(&[command]);
+        assert!(status.success(), "{err}");
+        probe.wait_room(83, SECRET, command == "open");
+    }
+    probe.wait_all_present(83, SECRET, speaker, Duration::from_secs(5));
+    let warnings = agent.warnings("janus.plugin.textroom");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
 }

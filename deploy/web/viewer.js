@@ -15,11 +15,16 @@
 //   "error"       the page cannot start at all (bad URL, no WebRTC).
 //
 // Query parameters: r (room id, required), pin, janus (REST URL), name
-// (display name), muted=1 (join with the microphone off), delay=MS (the
+// (display name; else the one remembered), muted=1 (join with the microphone off), delay=MS (the
 // most the browser may delay video to smooth out jitter; default 0, `auto`:
 // the browser's choice), debug=1 (janus.js logging). Defaults come from config.js (window.BROADCAST_CONFIG).
 //
-// Plain ES2017, no build step; needs adapter.js and janus.js loaded first.
+// The room's chat (chat.js) and who is in it (people.js) follow the media
+// attempt: each attempt joins the chat, and its AudioBridge events feed the
+// participant list (joined, leaving, talking / stopped-talking).
+//
+// Plain ES2017, no build step; needs adapter.js, janus.js, people.js and
+// chat.js loaded first.
 (function () {
   'use strict';
 
@@ -72,6 +77,11 @@
   const micBtn = $('mic');
   const pttBtn = $('ptt');
   const nameInput = $('name');
+  const People = window.BroadcastPeople;
+  const people = People.participantList($('people'));
+  const chat = window.BroadcastChat.create({
+    panel: $('chat'), log: $('chat-log'), form: $('chat-form'), input: $('chat-input'), status: $('chat-status'),
+  });
   const talkStateEl = $('talk-state');
   const pinForm = $('pin-form');
   const pinInput = $('pin');
@@ -101,6 +111,8 @@
     overlayEl.textContent = detail || (STATE_TEXT[state] + (state === 'closed' ? ': waiting for it to start again…' : '…'));
     detailEl.textContent = detail || '';
     pinForm.hidden = state !== 'pin';
+    people.broadcaster(state === 'live');
+    chat.pageState(state);
   }
 
   // ---- Janus session --------------------------------------------------------
@@ -180,6 +192,7 @@
     m.watchdog = setTimeout(() => {
       if (current() && window.viewerState !== 'live') retryMedia(null, 'no video yet, trying again…');
     }, CONNECT_TIMEOUT_MS);
+    chat.start(janus, roomId, pin, displayName());
 
     janus.attach({
       plugin: 'janus.plugin.streaming',
@@ -244,6 +257,8 @@
       try { handle.hangup(); } catch (e) { /* ignore */ }
       try { handle.detach(); } catch (e) { /* ignore */ }
     }
+    chat.stop();
+    people.clear();
     video.srcObject = null;
     roomAudio.srcObject = null;
     lastFrameAt = 0;
@@ -385,10 +400,16 @@
     if (msg.audiobridge === 'joined' && msg.id && !m.joined) {
       // We are in the room: send the microphone.
       m.joined = true;
+      m.myId = msg.id;
+      people.self(msg.id, displayName());
+      people.muted(msg.id, micMuted);
       sendMicrophone(m, true);
     }
     if (msg.participants) updateParticipants(m, msg.participants);
     if (msg.audiobridge === 'event' && (msg.leaving || msg.kicked)) removeParticipant(m, msg.leaving || msg.kicked);
+    if (msg.audiobridge === 'talking' || msg.audiobridge === 'stopped-talking') {
+      people.talking(msg.id, msg.audiobridge === 'talking');
+    }
   }
 
   // What we ask of the viewer's microphone: the browser removes the room's
@@ -426,12 +447,14 @@
 
   function updateParticipants(m, list) {
     m.participants = m.participants || {};
-    for (const p of list) m.participants[p.id] = p;
+    for (const p of list) if (p.id !== m.myId) m.participants[p.id] = p;
+    people.update(list);
     setTalkState(null);
   }
 
   function removeParticipant(m, id) {
     if (m.participants) delete m.participants[id];
+    people.remove(id);
     setTalkState(null);
   }
 
@@ -458,6 +481,7 @@
     const m = media;
     if (m && m.bridge && m.joined) {
       m.bridge.send({ message: { request: 'configure', muted: muted } });
+      people.muted(m.myId, muted);
     }
     setTalkState(null);
   }
@@ -484,17 +508,19 @@
   pttBtn.addEventListener('keydown', (ev) => { if (ev.key === ' ' || ev.key === 'Enter') pttDown(ev); });
   pttBtn.addEventListener('keyup', (ev) => { if (ev.key === ' ' || ev.key === 'Enter') pttUp(); });
 
-  // Display name: remembered in localStorage; sent to the room on change.
-  function displayName() {
-    return (nameInput.value || '').trim() || 'viewer';
-  }
-  nameInput.value = params.get('name') || localStorage.getItem('broadcast-viewer-name')
-    || 'viewer-' + Math.floor(Math.random() * 9000 + 1000);
-  nameInput.addEventListener('change', () => {
-    localStorage.setItem('broadcast-viewer-name', displayName());
+  // Name and avatar (people.js): remembered in localStorage, sent to the
+  // room and the chat as one display string on change.
+  const identity = People.identityControls(nameInput, $('avatars'), params.get('name'), () => {
     const m = media;
-    if (m && m.bridge && m.joined) m.bridge.send({ message: { request: 'configure', display: displayName() } });
+    if (m && m.bridge && m.joined) {
+      m.bridge.send({ message: { request: 'configure', display: displayName() } });
+      people.self(m.myId, displayName());
+    }
+    chat.rename(displayName());
   });
+  function displayName() {
+    return People.encodeDisplay(identity);
+  }
 
   // Sound: the video (and room mix) start muted so autoplay is allowed;
   // the button toggles both.

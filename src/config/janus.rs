@@ -122,7 +122,8 @@ pub struct RoomSettings {
     #[serde(rename = "max_duration_s", with = "duration::seconds_or_never")]
     pub max_duration: Option<Duration>,
     /// Give the room a chat: a TextRoom room with the same id, secret and
-    /// pin (Janus must load the TextRoom plugin). Off by default.
+    /// pin. On by default; on a Janus without the TextRoom plugin the room
+    /// runs without chat (status says so).
     pub chat: bool,
 }
 
@@ -144,7 +145,7 @@ impl Default for RoomSettings {
             viewer_url: String::new(),
             idle_timeout: None,
             max_duration: None,
-            chat: false,
+            chat: true,
         }
     }
 }

@@ -37,6 +37,15 @@ pub fn is_refused(error: &JanusError) -> bool {
 /// Sampling rate of the room: Opus's native 48 kHz.
 const SAMPLING_RATE: u32 = 48_000;
 
+/// Who is talking (`audiolevel_event`): Janus averages the level browsers
+/// put in each packet (RFC 6464, 0 = loudest .. 127 = silence, in -dBov)
+/// over this many packets (20 ms each: half a second) ...
+const TALK_WINDOW_PACKETS: u32 = 25;
+/// ... and tells everyone in the room `talking` when the average is below
+/// this (louder than -40 dBov), `stopped-talking` when it is no longer.
+/// Janus's default, 25, misses quiet speakers.
+const TALK_LEVEL: u32 = 40;
+
 /// What the agent asks the room to be.
 #[derive(Debug)]
 pub struct RoomSpec<'a> {
@@ -132,6 +141,9 @@ impl<'a> AudioBridge<'a> {
             "is_private": true,
             "allow_rtp_participants": room.allow_rtp_participants,
             "default_prebuffering": room.prebuffering,
+            "audiolevel_event": true,
+            "audio_active_packets": TALK_WINDOW_PACKETS,
+            "audio_level_average": TALK_LEVEL,
         });
         insert_secret(&mut body, "secret", room.secret);
         insert_secret(&mut body, "pin", room.pin);

@@ -15,7 +15,7 @@ use crate::janus::audiobridge::{self, AudioBridge, Created, ForwardTarget, Forwa
 use crate::janus::longpoll::{self, CurrentSession};
 use crate::janus::streaming::{self, MountpointInfo, MountpointSpec, Streaming};
 use crate::janus::textroom::{self, ChatSpec, TextRoom};
-use crate::janus::Client;
+use crate::janus::{Client, Handle, SessionId};
 use crate::rtp::{Medium, SPEAKER_PAYLOAD_TYPE};
 use crate::secret::SrtpKey;
 use crate::state::{Fit, Foreign, Forward, MediaAge, Owner, Presence};
@@ -32,15 +32,16 @@ impl Janus {
     /// Performs actions until `observed` matches `goal`, or one fails.
     pub(super) fn converge(&self, goal: Goal, observed: &mut Observed) -> Result<(), PassError> {
         let room = &self.settings.room;
-        let plan = Plan {
-            id: room.id,
-            destroy_on_close: room.destroy_on_close,
-            // The idle timeout needs the count, and so do the metrics.
-            count_participants: room.idle_timeout.is_some() || self.settings.metrics.enabled(),
-            chat: room.chat,
-            speaker: self.settings.speaker.enabled,
-        };
         for _ in 0..MAX_ACTIONS_PER_PASS {
+            let plan = Plan {
+                id: room.id,
+                destroy_on_close: room.destroy_on_close,
+                // The idle timeout needs the count, and so do the metrics.
+                count_participants: room.idle_timeout.is_some() || self.settings.metrics.enabled(),
+                // A session without the TextRoom plugin runs the room without chat.
+                chat: room.chat && observed.session.is_none_or(|s| s.textroom.is_some()),
+                speaker: self.settings.speaker.enabled,
+            };
             let Some(action) = next_action(goal, plan, observed).map_err(PassError::Conflict)?
             else {
                 return Ok(());
@@ -421,7 +422,7 @@ impl Janus {
             audiobridge: self.client.attach(id, audiobridge::PLUGIN)?,
             streaming: self.client.attach(id, streaming::PLUGIN)?,
             textroom: match self.settings.room.chat {
-                true => Some(self.client.attach(id, textroom::PLUGIN)?),
+                true => self.attach_chat(id)?,
                 false => None,
             },
         };
@@ -439,6 +440,19 @@ impl Janus {
         .map_err(PassError::LongPoll)?;
         log::info!("Janus session {} created at {}", id.0, self.client.url());
         Ok(session)
+    }
+
+    /// Attaches the TextRoom plugin; `None` when this Janus offers none
+    /// (the published state says so, and the room runs without chat).
+    fn attach_chat(&self, id: SessionId) -> Result<Option<Handle>, PassError> {
+        match self.client.attach(id, textroom::PLUGIN) {
+            Ok(handle) => Ok(Some(handle)),
+            Err(e) if textroom::is_unavailable(&e) => {
+                log::debug!("Janus session {}: no TextRoom: {e}", id.0);
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn room_spec(&self) -> RoomSpec<'_> {

@@ -41,11 +41,11 @@ use crate::config::Settings;
 use crate::janus::longpoll::{CurrentSession, PollEvent};
 use crate::janus::Client;
 use crate::owner::Choice;
-use crate::state::{CloseReason, Desired, Failure, Phase, Presence, RoomState};
+use crate::state::{Chat, CloseReason, Desired, Failure, Phase, Presence, RoomState};
 
 use actions::Janus;
 pub use error::PassError;
-use plan::{Goal, Observed};
+use plan::{Goal, Observed, Session};
 use timers::Timers;
 
 /// Retries while Janus cannot be reached: it is back within a second of
@@ -510,6 +510,11 @@ impl Reconciler {
             room: observed.room,
             mountpoint: observed.mountpoint,
             forwarder: observed.forwarder,
+            chat: match observed.session {
+                _ if !self.janus.settings.room.chat => Chat::Off,
+                Some(Session { textroom: None, .. }) => Chat::Unavailable,
+                _ => Chat::On(observed.chat),
+            },
             forward: observed.forward,
             media_age: observed.media_age,
             participants: match observed.participants {
@@ -524,6 +529,9 @@ impl Reconciler {
         self.state.send_if_modified(|current| {
             if *current == next {
                 return false;
+            }
+            if let (Some(trouble), true) = (next.chat.trouble(), current.chat != next.chat) {
+                log::warn!("room {room_id}: chat: {trouble}");
             }
             let (was, is) = (current.phase(), next.phase());
             if was != is {

@@ -48,7 +48,9 @@ export async function waitFor(what, fn, timeoutMs, stepMs = 100) {
     (last instanceof Error ? ` (last error: ${last.message})` : ''));
 }
 
-const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.png': 'image/png' };
+const TYPES = {
+  '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.png': 'image/png', '.svg': 'image/svg+xml',
+};
 
 /**
  * Serves $WEB_ROOT (the page), with config.js as a deployment edits it:

@@ -118,7 +118,7 @@ if ! bash "$HERE/janus.sh" start; then fail_step "Janus starts"; finish; fi
 echo "== web root (page + janus.js + adapter.js)"
 WEB="$WORK/web"
 mkdir -p "$WEB"
-cp "$REPO"/deploy/web/{index.html,viewer.js,config.js} "$WEB/"
+cp -r "$REPO"/deploy/web/{index.html,viewer.js,people.js,chat.js,config.js,avatars} "$WEB/"
 cp /usr/share/javascript/janus-gateway/janus.js "$WEB/janus.js"
 cp /usr/share/javascript/webrtc-adapter/adapter.js "$WEB/adapter.js"
 export WEB_ROOT="$WEB"

@@ -24,6 +24,11 @@ const SCREENSHOT = env('SCREENSHOT');
 const ADMIN_URL = env('ADMIN_URL');
 const ADMIN_SECRET = env('ADMIN_SECRET');
 const VIEWER_NAME = 'e2e-viewer';
+// The second viewer's name: markup in it must show as text.
+const SECOND_NAME = 'Bea <i>B</i>';
+
+// The name in an AudioBridge display "[avatar] name" (deploy/web/people.js).
+const nameOf = (display) => (/^\[[a-z]+\] ([\s\S]*)$/.exec(display || '') || [null, display])[1];
 
 let passed = 0;
 let failed = 0;
@@ -83,7 +88,7 @@ async function bridgeBytesIn(display) {
     for (const hid of handles) {
       const info = (await admin(`/${sid}/${hid}`, { janus: 'handle_info' })).info || {};
       const ps = info.plugin_specific || {};
-      if (info.plugin !== 'janus.plugin.audiobridge' || ps.display !== display) continue;
+      if (info.plugin !== 'janus.plugin.audiobridge' || nameOf(ps.display) !== display) continue;
       const media = Object.values((info.webrtc && info.webrtc.media) || {});
       return media.reduce((n, m) => n + ((m.stats && m.stats.in && m.stats.in.bytes) || 0), 0);
     }
@@ -135,8 +140,159 @@ async function assertVideoAdvancing(page) {
 async function waitParticipant(room, wantMuted, timeoutMs) {
   return waitFor(`participant "${VIEWER_NAME}" muted=${wantMuted} in room ${room}`, async () => {
     const list = await participants(room);
-    return list.find((p) => p.display === VIEWER_NAME && p.muted === wantMuted && p.setup !== false);
+    return list.find((p) => nameOf(p.display) === VIEWER_NAME && p.muted === wantMuted && p.setup !== false);
   }, timeoutMs, 250);
+}
+
+// ---- chat, names, avatars, talking (two viewers) ----
+
+const chatState = (p) => p.evaluate(() => window.chatState);
+
+async function waitChat(p, want, timeoutMs) {
+  await waitFor(`chat state "${want}" (now "${await chatState(p).catch(() => '?')}")`,
+    async () => (await chatState(p)) === want && (await p.getAttribute('#chat', 'data-state')) === want,
+    timeoutMs, 50);
+}
+
+// Sends `text` from page `from`; returns the ms until page `to` shows it
+// (both clocks are this machine's). A MutationObserver on `to` notes the
+// time each message is added.
+async function chatDelay(from, to, text) {
+  await to.evaluate(() => {
+    if (window.__chatSeen) return;
+    window.__chatSeen = {};
+    new MutationObserver(() => {
+      for (const e of document.querySelectorAll('#chat-log .text')) {
+        if (!(e.textContent in window.__chatSeen)) window.__chatSeen[e.textContent] = Date.now();
+      }
+    }).observe(document.getElementById('chat-log'), { childList: true });
+  });
+  const sentAt = await from.evaluate((t) => {
+    document.getElementById('chat-input').value = t;
+    const at = Date.now();
+    document.getElementById('chat-form').requestSubmit();
+    return at;
+  }, text);
+  const seenAt = await waitFor(`"${text}" at the other viewer`,
+    () => to.evaluate((t) => window.__chatSeen[t], text), 5000, 20);
+  return seenAt - sentAt;
+}
+
+// 1 s of a steady 440 Hz tone at -12 dBFS (48 kHz, 16-bit mono WAV), which
+// Chromium loops as its fake microphone: speech-like loudness, all the time.
+function writeTone(path) {
+  const rate = 48000;
+  const samples = new Int16Array(rate);
+  for (let i = 0; i < rate; i++) samples[i] = Math.round(0.25 * 32767 * Math.sin(2 * Math.PI * 440 * i / rate));
+  const header = Buffer.alloc(44);
+  header.write('RIFF', 0); header.writeUInt32LE(36 + samples.byteLength, 4); header.write('WAVE', 8);
+  header.write('fmt ', 12); header.writeUInt32LE(16, 16); header.writeUInt16LE(1, 20); header.writeUInt16LE(1, 22);
+  header.writeUInt32LE(rate, 24); header.writeUInt32LE(rate * 2, 28); header.writeUInt16LE(2, 32);
+  header.writeUInt16LE(16, 34); header.write('data', 36); header.writeUInt32LE(samples.byteLength, 40);
+  writeFileSync(path, Buffer.concat([header, Buffer.from(samples.buffer)]));
+}
+
+// The entry for `name` in page `p`'s participant list: { avatar, talking, self }.
+const listed = (p, name) => p.evaluate((n) => {
+  const li = [...document.querySelectorAll('#people li')].find((e) => e.dataset.name === n);
+  return li && { avatar: li.dataset.avatar, talking: li.dataset.talking === 'true', self: li.dataset.self === 'true' };
+}, name);
+
+async function chatChecks(first) {
+  const tone = join(WORK, 'tone.wav');
+  writeTone(tone);
+  const browserB = await launchChromium(WORK, [`--use-file-for-fake-audio-capture=${tone}`]);
+  const pageB = await browserB.newPage();
+  pageB.setDefaultTimeout(15000);
+  pageB.on('pageerror', (e) => pageErrors.push('second viewer: ' + e.message));
+  pageB.on('console', (m) => consoleLog.push(`[B ${m.type()}] ${m.text()}`));
+  await pageB.goto(`${PAGE_BASE}?r=${ROOM}&janus=${encodeURIComponent(JANUS_URL)}`, { timeout: 15000 });
+  // Names and avatars picked in the page, as a viewer does.
+  await first.click('.avatar-choice[data-avatar="fox"]');
+  await pageB.fill('#name', SECOND_NAME);
+  await pageB.dispatchEvent('#name', 'change');
+  await pageB.click('.avatar-choice[data-avatar="owl"]');
+
+  await check('chat: both viewers join the chat room', async () => {
+    for (const p of [first, pageB]) await waitChat(p, 'open', 15000);
+  });
+  await check('chat: a message from one viewer is shown at the other within 1 s', async () => {
+    const delays = [];
+    for (let i = 0; i < 5; i++) delays.push(await chatDelay(i % 2 ? pageB : first, i % 2 ? first : pageB, `hello ${i} ${Date.now()}`));
+    assert(Math.max(...delays) <= 1000, `delays ${delays.join(', ')} ms`);
+    return `delays ${delays.join(', ')} ms`;
+  });
+  await check("chat: messages show the sender's name, avatar and time", async () => {
+    const entry = await pageB.evaluate(() => {
+      const li = [...document.querySelectorAll('#chat-log li')].pop();
+      return { name: li.querySelector('.name').textContent, img: li.querySelector('img').getAttribute('src'),
+        time: li.querySelector('time').textContent };
+    });
+    assert(entry.name === VIEWER_NAME && entry.img === 'avatars/fox.svg' && /\d\d:\d\d/.test(entry.time),
+      JSON.stringify(entry));
+    return JSON.stringify(entry);
+  });
+  await check('chat: HTML in a message is shown as text and creates no element', async () => {
+    const evil = `<img src=x onerror="window.__pwned=1"><b>bold</b> ${Date.now()}`;
+    await chatDelay(first, pageB, evil);
+    for (const p of [first, pageB]) {
+      const r = await p.evaluate((t) => ({
+        text: [...document.querySelectorAll('#chat-log .text')].some((e) => e.textContent === t),
+        elements: document.querySelectorAll('#chat-log .text *, #chat-log b, #chat-log img:not(.avatar)').length,
+        pwned: window.__pwned,
+      }), evil);
+      assert(r.text && r.elements === 0 && r.pwned === undefined, JSON.stringify(r));
+    }
+  });
+  await check('both viewers see each other in the room with their names and avatars', async () => {
+    const want = [[first, SECOND_NAME, 'owl'], [pageB, VIEWER_NAME, 'fox'], [first, VIEWER_NAME, 'fox'],
+      [pageB, SECOND_NAME, 'owl']];
+    for (const [p, name, avatar] of want) {
+      await waitFor(`"${name}" with avatar ${avatar} listed`, async () => (await listed(p, name) || {}).avatar === avatar, 5000);
+    }
+    assert((await listed(first, VIEWER_NAME)).self && (await listed(pageB, SECOND_NAME)).self, 'own entry not marked');
+    assert(await first.evaluate(() => !document.querySelector('#people i')), 'markup in a name became an element');
+    assert(await first.isVisible('#people li[data-id="pi"]'), 'no entry for the Pi');
+  });
+  await check('talking: the viewer whose microphone plays a tone is shown talking, at both viewers', async () => {
+    const talking = (want) => async () => {
+      for (const p of [first, pageB]) if ((await listed(p, SECOND_NAME) || {}).talking !== want) return false;
+      return true;
+    };
+    await waitFor('talking indicator on', talking(true), 8000, 50);
+    const before = (await participants(ROOM)).find((p) => nameOf(p.display) === SECOND_NAME);
+    assert(before && before.talking === true, `Janus listparticipants: ${JSON.stringify(before)}`);
+    // Muted, it is shown silent (Janus drops muted audio before measuring
+    // it, so its talking state stands), and talking again with the mic on.
+    let t = Date.now();
+    await pageB.click('#mic');
+    await waitFor('talking indicator off with the mic off', talking(false), 8000, 50);
+    const off = Date.now() - t;
+    t = Date.now();
+    await pageB.click('#mic');
+    await waitFor('talking indicator on with the mic on', talking(true), 8000, 50);
+    const on = Date.now() - t;
+    const janus = (await participants(ROOM)).find((p) => nameOf(p.display) === SECOND_NAME);
+    assert(janus && janus.talking === true, `Janus listparticipants: ${JSON.stringify(janus)}`);
+    // Chromium's own fake microphone (a short beep twice a second) stays
+    // below the room's threshold.
+    const beep = await listed(pageB, VIEWER_NAME);
+    return `off ${off} ms after mic off, on ${on} ms after mic on; the beeping viewer ${beep.talking ? 'IS' : 'is not'} shown talking`;
+  });
+  await check('name and avatar survive a reload; the chat replays its history', async () => {
+    await pageB.reload({ timeout: 15000 });
+    await waitChat(pageB, 'open', 15000);
+    const r = await pageB.evaluate(() => ({
+      name: document.getElementById('name').value,
+      avatar: document.querySelector('.avatar-choice[aria-checked="true"]').dataset.avatar,
+      history: [...document.querySelectorAll('#chat-log .text')].filter((e) => e.textContent.startsWith('hello ')).length,
+    }));
+    assert(r.name === SECOND_NAME && r.avatar === 'owl', JSON.stringify(r));
+    assert(r.history === 5, `history replayed ${r.history} of the 5 messages`);
+    await waitFor('the reloaded viewer listed again', async () => (await listed(first, SECOND_NAME) || {}).avatar === 'owl', 10000);
+    return JSON.stringify(r);
+  });
+  return { browser: browserB, page: pageB };
 }
 
 const viewerQuery = `r=${ROOM}&janus=${encodeURIComponent(JANUS_URL)}&name=${VIEWER_NAME}`;
@@ -195,10 +351,14 @@ try {
     await waitParticipant(ROOM, false, 5000);
   });
 
+  // 2b. A second viewer (its own browser, so its own localStorage, and a
+  //     fake microphone playing a steady tone): chat, names, avatars, talking.
+  const second = await chatChecks(page);
+
   if (live) {
     await check('screenshot of the live page', async () => {
       await sleep(500);
-      await page.screenshot({ path: SCREENSHOT });
+      await page.screenshot({ path: SCREENSHOT, fullPage: true });
       return SCREENSHOT;
     });
   }
@@ -209,6 +369,9 @@ try {
     broadcaster('close');
     const ms = await waitState(page, 'closed', 5000);
     return `${ms} ms`;
+  });
+  await check('chat shows "closed" on both viewers when the broadcast closes', async () => {
+    for (const p of [page, second.page]) await waitChat(p, 'closed', 5000);
   });
 
   // 4. It comes back: video again, without a reload, within 3 s (the
@@ -225,6 +388,11 @@ try {
   });
   await check('video plays again after re-open', () => assertVideoAdvancing(page));
   await check('talk-back re-joined after re-open', async () => { await waitParticipant(ROOM, false, 10000); });
+  await check('chat works again after re-open (a message reaches the other viewer)', async () => {
+    for (const p of [page, second.page]) await waitChat(p, 'open', 10000);
+    const ms = await chatDelay(second.page, page, 'back again ' + Date.now());
+    return `${ms} ms`;
+  });
 
   // 5. Janus restarts (rooms and sessions are lost): the page re-creates its
   //    session and goes live once the broadcaster has re-created the broadcast.
@@ -239,6 +407,11 @@ try {
     return `live ${Date.now() - t} ms after re-creation`;
   });
   await check('video plays after the Janus restart', () => assertVideoAdvancing(page));
+  await check('chat recovers after the Janus restart', async () => {
+    for (const p of [page, second.page]) await waitChat(p, 'open', 15000);
+    return `${await chatDelay(page, second.page, 'after restart ' + Date.now())} ms`;
+  });
+  await second.browser.close().catch(() => {});
 
   // 6. A room that does not exist shows "closed" (and keeps checking).
   await check('unknown room shows "closed"', async () => {

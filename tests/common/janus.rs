@@ -29,6 +29,8 @@ pub struct JanusConfig {
     /// Make that certificate with [`bare_certificate`] instead: a CA
     /// certificate without subjectAltName, as people make them.
     pub https_cert_bare: bool,
+    /// Do not load the TextRoom plugin (as a Janus set up before the chat).
+    pub without_textroom: bool,
 }
 
 /// Makes a self-signed certificate (`name.pem`) and its key (`name.key`)
@@ -182,6 +184,9 @@ impl Janus {
         }
         if self.config.token_auth {
             core.push(("#token_auth = true", "token_auth = true".into()));
+        }
+        if self.config.without_textroom {
+            core.push(("disable = \"", "disable = \"libjanus_textroom.so,".into()));
         }
         rewrite("janus.jcfg", &core);
         let mut http = vec![
@@ -349,12 +354,13 @@ impl Probe {
         let session_url = format!("{}/{}", self.url, self.session);
         let attach = |plugin: &str| {
             let attached = self.core(&session_url, json!({ "janus": "attach", "plugin": plugin }));
-            attached["data"]["id"].as_u64().expect("probe handle")
+            attached["data"]["id"].as_u64()
         };
         let (audiobridge, streaming, textroom) = (
-            attach("janus.plugin.audiobridge"),
-            attach("janus.plugin.streaming"),
-            attach("janus.plugin.textroom"),
+            attach("janus.plugin.audiobridge").expect("probe handle"),
+            attach("janus.plugin.streaming").expect("probe handle"),
+            // None on a Janus started `without_textroom`: TextRoom requests fail.
+            attach("janus.plugin.textroom").unwrap_or(0),
         );
         self.audiobridge = audiobridge;
         self.streaming = streaming;

@@ -1,0 +1,250 @@
+// The viewer page's chat panel: a Janus TextRoom room with the broadcast's
+// id (the agent makes it with the room, `[room] chat`), reached over a
+// WebRTC data channel of its own handle.
+//
+// One connection per media attempt of viewer.js: start() attaches the
+// TextRoom plugin, answers its offer (a data channel only) and joins the
+// room with a random username and the viewer's display ("[avatar] name",
+// see people.js); Janus replays the room's last messages (its `history`)
+// before it confirms the join. stop() ends it. The panel (#chat) shows one
+// of these states in data-state and window.chatState:
+//   "off"          not connected (the page is connecting, or has no room),
+//   "connecting"   joining; also while the room is not there yet (the agent
+//                  makes the chat last): the join is retried,
+//   "open"         joined: messages can be sent,
+//   "closed"       the broadcast (and with it the chat room) is closed,
+//   "unavailable"  this server or broadcast has no chat (no TextRoom plugin,
+//                  no chat room after a while, a PIN refused); still retried.
+// Every name and message is shown with textContent, never parsed as HTML;
+// messages are cut to MESSAGE_MAX characters, and the panel keeps the last
+// LOG_MAX of them.
+//
+// Plain ES2017, no build step; needs janus.js and people.js; defines
+// window.BroadcastChat.
+(function () {
+  'use strict';
+
+  const MESSAGE_MAX = 500;   // characters of one message, sent and shown
+  const LOG_MAX = 200;       // messages kept in the panel
+  const JOIN_RETRY_MS = 500; // while the chat room is not there (yet)
+  const NO_CHAT_AFTER = 10;  // failed joins before saying the broadcast has no chat
+
+  // TextRoom error codes (over the data channel).
+  const NO_SUCH_ROOM = 417;
+  const UNAUTHORIZED = 419;
+  const USERNAME_EXISTS = 420;
+
+  const People = window.BroadcastPeople;
+
+  /**
+   * The panel in `els` ({ panel, log, form, input, status }). Returns
+   * { start(janus, room, pin, display), stop(), rename(display),
+   *   pageState(state) }.
+   */
+  function create(els) {
+    let conn = null;           // the current connection, or null
+    const names = new Map();   // username -> display, of those in the room
+
+    function setState(state, text) {
+      window.chatState = state;
+      els.panel.dataset.state = state;
+      els.status.textContent = text;
+      const open = state === 'open';
+      els.input.disabled = !open;
+      els.form.querySelector('button').disabled = !open;
+    }
+
+    function start(janus, room, pin, display) {
+      stop();
+      const c = {
+        room, pin, display, handle: null, joined: false, failures: 0, timer: null,
+        username: 'v' + Math.random().toString(36).slice(2, 12), seq: 0, pending: {},
+      };
+      conn = c;
+      const current = () => conn === c;
+      setState('connecting', 'chat: connecting…');
+      janus.attach({
+        plugin: 'janus.plugin.textroom',
+        success: (handle) => {
+          if (!current()) { handle.detach(); return; }
+          c.handle = handle;
+          handle.send({ message: { request: 'setup' } });
+        },
+        // No TextRoom on this Janus: the rest of the page works without it.
+        error: (err) => { if (current()) setState('unavailable', 'chat: this server has no chat (' + err + ')'); },
+        onmessage: (msg, jsep) => {
+          if (!current()) return;
+          if (msg.error) setState('unavailable', 'chat: ' + msg.error);
+          if (jsep) answer(c, jsep);
+        },
+        ondataopen: () => { if (current()) join(c, true); },
+        ondata: (data) => { if (current()) onData(c, data); },
+        oncleanup: () => {
+          if (current() && window.chatState === 'open') setState('connecting', 'chat: connection lost…');
+        },
+      });
+    }
+
+    function answer(c, jsep) {
+      c.handle.createAnswer({
+        jsep: jsep,
+        tracks: [{ type: 'data' }],
+        success: (ours) => { if (conn === c) c.handle.send({ message: { request: 'ack' }, jsep: ours }); },
+        error: (err) => { if (conn === c) setState('unavailable', 'chat: WebRTC error: ' + err); },
+      });
+    }
+
+    // Sends `body` over the data channel; `reply` gets Janus's answer.
+    function request(c, body, reply) {
+      const transaction = 't' + (++c.seq);
+      c.pending[transaction] = reply || (() => {});
+      c.handle.data({
+        text: JSON.stringify(Object.assign({ transaction: transaction, room: c.room }, body)),
+        error: (err) => { if (conn === c) console.warn('[chat] send failed: ' + err); },
+      });
+    }
+
+    // Joins the room; with `history`, the log is cleared for Janus's replay.
+    function join(c, history) {
+      clearTimeout(c.timer);
+      const body = { textroom: 'join', username: c.username, display: c.display, history: history };
+      if (c.pin) body.pin = c.pin;
+      if (history) clearLog();
+      request(c, body, (reply) => {
+        if (reply.textroom === 'success') {
+          c.joined = true;
+          c.failures = 0;
+          names.clear();
+          names.set(c.username, c.display);
+          for (const p of reply.participants || []) names.set(p.username, p.display || p.username);
+          setState('open', 'chat: ' + names.size + ' here');
+          return;
+        }
+        c.failures++;
+        if (reply.error_code === USERNAME_EXISTS) c.username += 'x';
+        if (reply.error_code === UNAUTHORIZED) {
+          setState('unavailable', 'chat: the PIN was refused');
+        } else if (c.failures >= NO_CHAT_AFTER) {
+          setState('unavailable', 'chat: this broadcast has no chat (' + (reply.error || reply.error_code) + ')');
+        } else if (reply.error_code === NO_SUCH_ROOM) {
+          setState('connecting', 'chat: waiting for the chat room…');
+        }
+        c.timer = setTimeout(() => { if (conn === c) join(c, history); },
+          c.failures >= NO_CHAT_AFTER ? 4 * JOIN_RETRY_MS : JOIN_RETRY_MS);
+      });
+    }
+
+    function onData(c, data) {
+      let msg;
+      try { msg = JSON.parse(data); } catch (e) { return; }
+      if (!msg || typeof msg !== 'object') return;
+      const waiting = msg.transaction && c.pending[msg.transaction];
+      if (waiting) {
+        delete c.pending[msg.transaction];
+        waiting(msg);
+        return;
+      }
+      switch (msg.textroom) {
+        case 'message':
+          return show(msg.from, msg.display || names.get(msg.from), msg.text, msg.date, msg.from === c.username);
+        case 'announcement':
+          return show(null, null, msg.text, msg.date, false);
+        case 'join':
+          names.set(msg.username, msg.display || msg.username);
+          return setState('open', 'chat: ' + names.size + ' here');
+        case 'leave':
+        case 'kicked':
+          names.delete(msg.username);
+          return c.joined && setState('open', 'chat: ' + names.size + ' here');
+        case 'destroyed':
+          c.joined = false;
+          return setState('closed', 'chat: closed with the broadcast');
+        default:
+      }
+    }
+
+    // Appends one message to the log, as text.
+    function show(from, display, text, date, self) {
+      const who = from === null ? { avatar: 'pi', name: 'announcement' } : People.parseDisplay(display || from);
+      const li = document.createElement('li');
+      li.dataset.from = from || '';
+      li.dataset.name = who.name;
+      if (self) li.dataset.self = 'true';
+      li.appendChild(People.avatarImage(who.avatar));
+      const when = parseDate(date);
+      const time = document.createElement('time');
+      time.dateTime = when.toISOString();
+      time.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+      const name = document.createElement('span');
+      name.className = 'name';
+      name.textContent = who.name;
+      const body = document.createElement('span');
+      body.className = 'text';
+      const t = String(text == null ? '' : text);
+      body.textContent = t.length > MESSAGE_MAX ? t.slice(0, MESSAGE_MAX) + '…' : t;
+      li.append(time, name, body);
+      const atBottom = els.log.scrollHeight - els.log.scrollTop - els.log.clientHeight < 40;
+      els.log.appendChild(li);
+      while (els.log.children.length > LOG_MAX) els.log.firstChild.remove();
+      if (atBottom || self) els.log.scrollTop = els.log.scrollHeight;
+    }
+
+    // Janus's "%FT%T%z" (e.g. 2026-12-01T14:55:00+0100); now if unreadable.
+    function parseDate(date) {
+      const d = new Date(String(date || '').replace(/([+-]\d\d)(\d\d)$/, '$1:$2'));
+      return isNaN(d.getTime()) ? new Date() : d;
+    }
+
+    function clearLog() {
+      while (els.log.firstChild) els.log.firstChild.remove();
+    }
+
+    // Ends the connection (the page's media attempt ended).
+    function stop() {
+      const c = conn;
+      conn = null;
+      if (!c) return;
+      clearTimeout(c.timer);
+      if (c.handle) {
+        try { c.handle.hangup(); } catch (e) { /* ignore */ }
+        try { c.handle.detach(); } catch (e) { /* ignore */ }
+      }
+      names.clear();
+      setState('off', 'chat: not connected');
+    }
+
+    // The viewer's name or avatar changed: leave and join again under it.
+    function rename(display) {
+      const c = conn;
+      if (!c) return;
+      c.display = display;
+      if (!c.joined) return;
+      c.joined = false;
+      request(c, { textroom: 'leave' }, () => { if (conn === c) join(c, false); });
+    }
+
+    // Shows the page's state while the chat is not connected.
+    function pageState(state) {
+      if (conn) return;
+      if (state === 'closed') setState('closed', 'chat: closed, with the broadcast');
+      else if (state === 'pin') setState('off', 'chat: enter the PIN first');
+      else setState('off', 'chat: not connected');
+    }
+
+    els.form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const c = conn;
+      const text = els.input.value.trim().slice(0, MESSAGE_MAX);
+      if (!c || !c.joined || !text) return;
+      els.input.value = '';
+      request(c, { textroom: 'message', text: text }, (reply) => {
+        if (reply.textroom !== 'success') els.status.textContent = 'chat: not sent (' + (reply.error || '?') + ')';
+      });
+    });
+    els.input.maxLength = MESSAGE_MAX;
+    setState('off', 'chat: not connected');
+    return { start, stop, rename, pageState };
+  }
+
+  window.BroadcastChat = { create, MESSAGE_MAX };
+})();

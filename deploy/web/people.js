@@ -1,0 +1,223 @@
+// Who is who on the viewer page: the viewer's own name and avatar, and the
+// list of who is in the room with who is talking.
+//
+// Identity: a display name (at most NAME_MAX characters) and an avatar from
+// AVATARS (the files avatars/<id>.svg next to the page; nothing is fetched
+// from elsewhere), remembered in localStorage ("broadcast-viewer-name",
+// "broadcast-viewer-avatar"). On Janus both travel as ONE display string,
+// the AudioBridge `display` and the TextRoom `display` alike:
+//
+//     "[<avatar id>] <name>"        e.g. "[fox] Ann"
+//
+// parseDisplay() reads it back; a display in any other form (another client,
+// a SIP/RTP gateway) is shown as it is, with the "guest" avatar.
+//
+// The list (#people) holds one <li> per AudioBridge participant, with
+// data-id, data-name, data-avatar, data-talking="true|false", data-muted and data-self
+// on the viewer's own entry, plus a first entry for the Pi (the broadcaster
+// is not an AudioBridge participant: it sends to the mountpoint and hears
+// the room through a forwarder). Names are set with textContent only.
+//
+// Plain ES2017, no build step; defines window.BroadcastPeople.
+(function () {
+  'use strict';
+
+  const AVATARS = ['fox', 'cat', 'owl', 'frog', 'bear', 'robot'];
+  const NAME_MAX = 40;
+  const NAME_KEY = 'broadcast-viewer-name';
+  const AVATAR_KEY = 'broadcast-viewer-avatar';
+
+  function cleanName(name) {
+    return String(name || '').replace(/\s+/g, ' ').trim().slice(0, NAME_MAX);
+  }
+
+  /** The display string Janus carries for `identity` ({ name, avatar }). */
+  function encodeDisplay(identity) {
+    return '[' + identity.avatar + '] ' + identity.name;
+  }
+
+  /** { name, avatar } from a display string of any form. */
+  function parseDisplay(display) {
+    const m = /^\[([a-z]+)\] ([\s\S]+)$/.exec(display || '');
+    if (m && AVATARS.includes(m[1])) return { avatar: m[1], name: cleanName(m[2]) || 'viewer' };
+    return { avatar: 'guest', name: cleanName(display) || 'guest' };
+  }
+
+  /** A new <img> of avatar `id` (one of AVATARS, "guest" or "pi"). */
+  function avatarImage(id) {
+    const img = document.createElement('img');
+    img.className = 'avatar';
+    img.src = 'avatars/' + id + '.svg';
+    img.alt = '';
+    img.width = 28;
+    img.height = 28;
+    return img;
+  }
+
+  // ---- the viewer's identity ------------------------------------------------
+
+  function storedIdentity(nameParam) {
+    let avatar = null;
+    let name = null;
+    try {
+      avatar = localStorage.getItem(AVATAR_KEY);
+      name = localStorage.getItem(NAME_KEY);
+    } catch (e) { /* storage disabled: a fresh identity each visit */ }
+    return {
+      name: cleanName(nameParam) || cleanName(name) || 'viewer-' + Math.floor(Math.random() * 9000 + 1000),
+      avatar: AVATARS.includes(avatar) ? avatar : AVATARS[Math.floor(Math.random() * AVATARS.length)],
+    };
+  }
+
+  function saveIdentity(identity) {
+    try {
+      localStorage.setItem(NAME_KEY, identity.name);
+      localStorage.setItem(AVATAR_KEY, identity.avatar);
+    } catch (e) { /* not remembered, still used */ }
+  }
+
+  /**
+   * The name input and avatar picker: fills them from storage (or `?name=`),
+   * and calls onChange(identity) after each change the viewer makes.
+   */
+  function identityControls(nameInput, picker, nameParam, onChange) {
+    const identity = storedIdentity(nameParam);
+    nameInput.maxLength = NAME_MAX;
+    nameInput.value = identity.name;
+    const buttons = AVATARS.map((id) => {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'avatar-choice';
+      b.dataset.avatar = id;
+      b.title = id;
+      b.setAttribute('role', 'radio');
+      b.setAttribute('aria-label', id);
+      b.appendChild(avatarImage(id));
+      b.addEventListener('click', () => { identity.avatar = id; changed(); });
+      picker.appendChild(b);
+      return b;
+    });
+    const show = () => {
+      for (const b of buttons) b.setAttribute('aria-checked', String(b.dataset.avatar === identity.avatar));
+    };
+    const changed = () => {
+      identity.name = cleanName(nameInput.value) || identity.name;
+      nameInput.value = identity.name;
+      saveIdentity(identity);
+      show();
+      onChange(identity);
+    };
+    nameInput.addEventListener('change', changed);
+    show();
+    return identity;
+  }
+
+  // ---- who is in the room ----------------------------------------------------
+
+  /**
+   * The participant list in `listEl`. Fed with AudioBridge events: update()
+   * with a `participants` array, remove(id), talking(id, on), self(id,
+   * display), clear(); broadcaster(on) shows or hides the Pi's entry.
+   */
+  function participantList(listEl) {
+    const entries = new Map(); // participant id -> <li>
+    let selfId = null;
+    let piEntry = null;
+
+    function entry(id) {
+      let li = entries.get(id);
+      if (!li) {
+        li = document.createElement('li');
+        li.dataset.id = String(id);
+        li.dataset.talking = 'false';
+        li.appendChild(avatarImage('guest'));
+        const name = document.createElement('span');
+        name.className = 'name';
+        li.appendChild(name);
+        const talk = document.createElement('span');
+        talk.className = 'talk-label';
+        li.appendChild(talk);
+        entries.set(id, li);
+        listEl.appendChild(li);
+      }
+      return li;
+    }
+
+    function show(li) {
+      const on = li.dataset.heard === 'true' && li.dataset.muted !== 'true';
+      li.dataset.talking = String(on);
+      li.querySelector('.talk-label').textContent = on ? 'talking' : '';
+    }
+
+    function fill(li, display, extra) {
+      const who = parseDisplay(display);
+      li.dataset.name = who.name;
+      li.dataset.avatar = who.avatar;
+      li.querySelector('img').src = 'avatars/' + who.avatar + '.svg';
+      li.querySelector('.name').textContent = who.name + (extra || '');
+    }
+
+    return {
+      update(list) {
+        for (const p of list) {
+          const li = entry(p.id);
+          // A plain-RTP participant (a gateway) may come without a display.
+          fill(li, p.display || 'RTP participant ' + p.id, p.id === selfId ? ' (you)' : '');
+          if (typeof p.muted === 'boolean') this.muted(p.id, p.muted);
+          if (typeof p.talking === 'boolean') this.talking(p.id, p.talking);
+        }
+      },
+      self(id, display) {
+        selfId = id;
+        const li = entry(id);
+        li.dataset.self = 'true';
+        fill(li, display, ' (you)');
+      },
+      remove(id) {
+        const li = entries.get(id);
+        if (li) li.remove();
+        entries.delete(id);
+      },
+      talking(id, on) {
+        const li = entries.get(id);
+        if (!li) return;
+        li.dataset.heard = String(on);
+        show(li);
+      },
+      // Janus drops a muted participant's audio before it measures it, so
+      // its last `talking` stands while muted: a muted one is shown silent.
+      muted(id, on) {
+        const li = entries.get(id);
+        if (!li) return;
+        li.dataset.muted = String(on);
+        show(li);
+      },
+      clear() {
+        for (const li of entries.values()) li.remove();
+        entries.clear();
+        selfId = null;
+      },
+      broadcaster(on) {
+        if (on && !piEntry) {
+          piEntry = document.createElement('li');
+          piEntry.dataset.id = 'pi';
+          piEntry.dataset.name = 'The Pi (broadcaster)';
+          piEntry.dataset.avatar = 'pi';
+          piEntry.appendChild(avatarImage('pi'));
+          const name = document.createElement('span');
+          name.className = 'name';
+          name.textContent = 'The Pi (broadcaster)';
+          piEntry.appendChild(name);
+          listEl.insertBefore(piEntry, listEl.firstChild);
+        } else if (!on && piEntry) {
+          piEntry.remove();
+          piEntry = null;
+        }
+      },
+    };
+  }
+
+  window.BroadcastPeople = {
+    AVATARS, NAME_MAX, encodeDisplay, parseDisplay, avatarImage, identityControls, participantList,
+  };
+})();
