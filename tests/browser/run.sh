@@ -34,18 +34,8 @@ if [[ "${1:-}" != "--inside" ]]; then
             gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
             gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-alsa fonts-dejavu-core
             pulseaudio pulseaudio-utils libasound2-plugins python3)
-  missing=()
-  for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
-  if ((${#missing[@]})); then
-    echo "== installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    timeout 600 apt-get update -q >/dev/null || die_setup "apt-get update failed"
-    timeout 900 apt-get install -y -q --no-install-recommends "${missing[@]}" \
-      || die_setup "apt-get install ${missing[*]} failed"
-  fi
+  command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
+  bash "$REPO/deploy/ensure-packages.sh" "${packages[@]}" || die_setup "installing ${packages[*]} failed"
   for f in /usr/bin/chromium /usr/bin/janus /usr/share/javascript/janus-gateway/janus.js \
            /usr/share/javascript/webrtc-adapter/adapter.js; do
     [[ -e "$f" ]] || die_setup "$f is missing after install"
