@@ -7,7 +7,8 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{created, exists_flag, ignore_code, insert_secret, Client, Handle, JanusError};
+use super::rooms::RoomPlugin;
+use super::{created, ignore_code, insert_secret, Client, Handle, JanusError};
 use crate::secret::{Secret, SrtpKey};
 
 /// The plugin's package name, for `attach`.
@@ -23,15 +24,6 @@ pub mod code {
     pub const MISSING_ELEMENT: u16 = 483;
     /// Wrong secret.
     pub const UNAUTHORIZED: u16 = 489;
-}
-
-/// Whether `error` is Janus refusing the secret given for a room (wrong or
-/// missing).
-pub fn is_refused(error: &JanusError) -> bool {
-    matches!(
-        error.code(),
-        Some(code::UNAUTHORIZED | code::MISSING_ELEMENT)
-    )
 }
 
 /// Sampling rate of the room: Opus's native 48 kHz.
@@ -155,18 +147,6 @@ impl<'a> AudioBridge<'a> {
         created(self.request(body), code::ROOM_EXISTS)
     }
 
-    /// Whether the room exists.
-    pub fn exists(&self, room: u64) -> Result<bool, JanusError> {
-        exists_flag(&self.request(json!({ "request": "exists", "room": room }))?)
-    }
-
-    /// Destroys the room; a room that is already gone is not an error.
-    pub fn destroy(&self, room: u64, secret: Option<&Secret>) -> Result<(), JanusError> {
-        let mut body = json!({ "request": "destroy", "room": room });
-        insert_secret(&mut body, "secret", secret);
-        ignore_code(self.request(body), code::NO_SUCH_ROOM)
-    }
-
     /// Starts forwarding the room's mix as Opus RTP to `target` (SRTP with
     /// `srtp`); returns the forwarder's stream id. `admin_key` is needed
     /// with `lock_rtp_forward`.
@@ -232,17 +212,6 @@ impl<'a> AudioBridge<'a> {
             .map_err(|e| JanusError::Protocol(format!("listforwarders: {e}")))
     }
 
-    /// Whether the room is guarded by a secret: Janus refuses a made-up one.
-    /// A room without a secret obeys anybody, so it proves nothing.
-    pub fn is_guarded(&self, room: u64) -> Result<bool, JanusError> {
-        let made_up = Secret::new(format!("not-the-secret-{:016x}", rand::random::<u64>()));
-        match self.list_forwarders(room, made_up.as_ref()) {
-            Ok(_) => Ok(false),
-            Err(e) if is_refused(&e) => Ok(true),
-            Err(e) => Err(e),
-        }
-    }
-
     /// How many participants (browsers and plain-RTP) are in the room.
     pub fn count_participants(&self, room: u64) -> Result<usize, JanusError> {
         let data = self.request(json!({ "request": "listparticipants", "room": room }))?;
@@ -255,9 +224,20 @@ impl<'a> AudioBridge<'a> {
                 ))
             })
     }
+}
+
+impl RoomPlugin for AudioBridge<'_> {
+    const NO_SUCH_ROOM: u16 = code::NO_SUCH_ROOM;
+    const REFUSED: [u16; 2] = [code::UNAUTHORIZED, code::MISSING_ELEMENT];
+    /// The room's forwarders: listing them needs the secret.
+    type Proof = Vec<Forwarder>;
 
     fn request(&self, body: Value) -> Result<Value, JanusError> {
         self.client.plugin_request(self.handle, PLUGIN, body)
+    }
+
+    fn control(&self, room: u64, secret: Option<&Secret>) -> Result<Vec<Forwarder>, JanusError> {
+        self.list_forwarders(room, secret)
     }
 }
 

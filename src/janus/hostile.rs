@@ -24,6 +24,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 
 use super::audiobridge::{AudioBridge, ForwardTarget, RoomSpec};
+use super::rooms::RoomPlugin;
 use super::streaming::Streaming;
 use super::*;
 use crate::config::JanusSettings;

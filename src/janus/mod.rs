@@ -13,6 +13,7 @@ pub mod audiobridge;
 #[cfg(test)]
 mod hostile;
 pub mod longpoll;
+pub mod rooms;
 pub mod streaming;
 pub mod textroom;
 mod tls;

@@ -5,7 +5,8 @@
 use serde_json::{json, Value};
 
 use super::audiobridge::Created;
-use super::{created, exists_flag, ignore_code, insert_secret, Client, Handle, JanusError};
+use super::rooms::RoomPlugin;
+use super::{created, insert_secret, Client, Handle, JanusError};
 use crate::secret::Secret;
 
 /// The plugin's package name, for `attach`.
@@ -35,14 +36,6 @@ const PLUGIN_NOT_FOUND: u16 = 460;
 pub fn is_unavailable(error: &JanusError) -> bool {
     matches!(error, JanusError::Core { code, .. }
         if *code == PLUGIN_NOT_FOUND || *code == super::code::PLUGIN_ATTACH)
-}
-
-/// Whether `error` is Janus refusing the secret given for a room.
-pub fn is_refused(error: &JanusError) -> bool {
-    matches!(
-        error.code(),
-        Some(code::UNAUTHORIZED | code::MISSING_ELEMENT)
-    )
 }
 
 /// What the agent asks the chat room to be.
@@ -86,37 +79,21 @@ impl<'a> TextRoom<'a> {
         insert_secret(&mut body, "admin_key", room.admin_key);
         created(self.request(body), code::ROOM_EXISTS)
     }
+}
 
-    /// Whether the room exists.
-    pub fn exists(&self, room: u64) -> Result<bool, JanusError> {
-        exists_flag(&self.request(json!({ "request": "exists", "room": room }))?)
-    }
-
-    /// Destroys the room; a room that is already gone is not an error.
-    pub fn destroy(&self, room: u64, secret: Option<&Secret>) -> Result<(), JanusError> {
-        let mut body = json!({ "request": "destroy", "room": room });
-        insert_secret(&mut body, "secret", secret);
-        ignore_code(self.request(body), code::NO_SUCH_ROOM)
-    }
-
-    /// Proves `secret` controls the room: an `edit` that changes nothing.
-    pub fn control(&self, room: u64, secret: Option<&Secret>) -> Result<(), JanusError> {
-        let mut body = json!({ "request": "edit", "room": room });
-        insert_secret(&mut body, "secret", secret);
-        self.request(body).map(drop)
-    }
-
-    /// Whether the room is guarded by a secret: Janus refuses a made-up one.
-    pub fn is_guarded(&self, room: u64) -> Result<bool, JanusError> {
-        let made_up = Secret::new(format!("not-the-secret-{:016x}", rand::random::<u64>()));
-        match self.control(room, made_up.as_ref()) {
-            Ok(()) => Ok(false),
-            Err(e) if is_refused(&e) => Ok(true),
-            Err(e) => Err(e),
-        }
-    }
+impl RoomPlugin for TextRoom<'_> {
+    const NO_SUCH_ROOM: u16 = code::NO_SUCH_ROOM;
+    const REFUSED: [u16; 2] = [code::UNAUTHORIZED, code::MISSING_ELEMENT];
+    type Proof = ();
 
     fn request(&self, body: Value) -> Result<Value, JanusError> {
         self.client.plugin_request(self.handle, PLUGIN, body)
+    }
+
+    /// An `edit` that changes nothing.
+    fn control(&self, room: u64, secret: Option<&Secret>) -> Result<(), JanusError> {
+        let mut body = json!({ "request": "edit", "room": room });
+        insert_secret(&mut body, "secret", secret);
+        self.request(body).map(drop)
     }
 }

@@ -13,6 +13,7 @@ use super::{Event, MAX_ACTIONS_PER_PASS};
 use crate::config::Settings;
 use crate::janus::audiobridge::{self, AudioBridge, Created, ForwardTarget, Forwarder, RoomSpec};
 use crate::janus::longpoll::{self, CurrentSession};
+use crate::janus::rooms::{Holding, RoomPlugin};
 use crate::janus::streaming::{self, MountpointInfo, MountpointSpec, Streaming};
 use crate::janus::textroom::{self, ChatSpec, TextRoom};
 use crate::janus::{Client, Handle, SessionId};
@@ -118,27 +119,17 @@ impl Janus {
         observed: &mut Observed,
     ) -> Result<(), PassError> {
         let room = &self.settings.room;
-        if !bridge.exists(room.id)? {
-            self.room_gone(observed);
-            return Ok(());
-        }
-        let list = match bridge.list_forwarders(room.id, room.secret.as_ref()) {
-            Ok(list) => list,
-            Err(e) if e.code() == Some(audiobridge::code::NO_SUCH_ROOM) => {
+        let list = match bridge.holding(room.id, room.secret.as_ref())? {
+            Holding::Ours(list) => list,
+            Holding::Absent => {
                 self.room_gone(observed);
                 return Ok(());
             }
-            Err(e) if audiobridge::is_refused(&e) => {
-                observed.room = Presence::Present(Owner::Foreign(Foreign::OtherSecret));
+            other => {
+                observed.room = presence(&other);
                 return Ok(());
             }
-            Err(e) => return Err(e.into()),
         };
-        // Without room.secret nothing can be proven (warned at start).
-        if room.secret.is_some() && !bridge.is_guarded(room.id)? {
-            observed.room = Presence::Present(Owner::Foreign(Foreign::NoSecret));
-            return Ok(());
-        }
         observed.room = Presence::Present(Owner::Us);
         self.record_forwarders(&list, observed)
     }
@@ -508,23 +499,7 @@ impl Janus {
     /// and a made-up secret does not.
     fn check_chat(&self, chat: &TextRoom<'_>) -> Result<Presence<Owner>, PassError> {
         let room = &self.settings.room;
-        if !chat.exists(room.id)? {
-            return Ok(Presence::Absent);
-        }
-        match chat.control(room.id, room.secret.as_ref()) {
-            Ok(()) => {}
-            Err(e) if textroom::is_refused(&e) => {
-                return Ok(Presence::Present(Owner::Foreign(Foreign::OtherSecret)))
-            }
-            Err(e) if e.code() == Some(textroom::code::NO_SUCH_ROOM) => {
-                return Ok(Presence::Absent)
-            }
-            Err(e) => return Err(e.into()),
-        }
-        if room.secret.is_some() && !chat.is_guarded(room.id)? {
-            return Ok(Presence::Present(Owner::Foreign(Foreign::NoSecret)));
-        }
-        Ok(Presence::Present(Owner::Us))
+        Ok(presence(&chat.holding(room.id, room.secret.as_ref())?))
     }
 
     fn chat_spec(&self) -> ChatSpec<'_> {
@@ -639,4 +614,14 @@ fn local_address_towards(host: &str) -> Result<IpAddr, PassError> {
     let socket = UdpSocket::bind(bind).map_err(unroutable)?;
     socket.connect((target, 9)).map_err(unroutable)?;
     Ok(socket.local_addr().map_err(unroutable)?.ip().to_canonical())
+}
+
+/// A room check's finding, as the state shows it.
+fn presence<P>(holding: &Holding<P>) -> Presence<Owner> {
+    Presence::Present(match holding {
+        Holding::Absent => return Presence::Absent,
+        Holding::Ours(_) => Owner::Us,
+        Holding::OtherSecret => Owner::Foreign(Foreign::OtherSecret),
+        Holding::NoSecret => Owner::Foreign(Foreign::NoSecret),
+    })
 }
