@@ -540,14 +540,16 @@ fn soak_janus_and_camera_killed_janus_slow_udp_dropped() {
     );
 
     // A firewall: UDP to Janus dropped.
+    let before = restarts(&agent);
     link.cut_media(true);
     std::thread::sleep(drop);
     link.cut_media(false);
     let udp_back = media_since(&probe, 320, Instant::now(), Duration::from_secs(15));
     println!(
-        "soak: media at Janus after UDP to Janus was dropped for {} s: {} ms",
+        "soak: media at Janus after UDP to Janus was dropped for {} s: {} ms (restarts {before:?} → {:?})",
         drop.as_secs(),
-        udp_back.as_millis()
+        udp_back.as_millis(),
+        restarts(&agent)
     );
     usage.push(("after all faults".into(), threads_and_rss(agent.pid())));
     println!("soak: (when, (threads, RSS KiB)): {usage:?}");
