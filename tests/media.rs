@@ -488,15 +488,15 @@ fn media_since(probe: &Probe, room: u64, since: Instant, timeout: Duration) -> D
 /// The soak, with the agent behind a [`Link`]: Janus killed and the camera
 /// program killed, round after round (`SOAK_ROUNDS`, 3 by default; the long
 /// form is 20) at varying moments; then Janus restarted while each of its
-/// replies is held `SOAK_DELAY_MS` (500; long form 2000), and UDP to Janus
-/// dropped for `SOAK_DROP_S` (3; long form 20). Afterwards exactly one
+/// replies is held `SOAK_DELAY_MS` (300; long form 2000), and UDP to Janus
+/// dropped for `SOAK_DROP_S` (2; long form 20). Afterwards exactly one
 /// session, room, mountpoint and forwarder on Janus, media flowing, and the
 /// agent's threads and memory not growing.
 #[test]
 fn soak_janus_and_camera_killed_janus_slow_udp_dropped() {
     let rounds = soak_setting("SOAK_ROUNDS", 3);
-    let delay = Duration::from_millis(soak_setting("SOAK_DELAY_MS", 500));
-    let drop = Duration::from_secs(soak_setting("SOAK_DROP_S", 3));
+    let delay = Duration::from_millis(soak_setting("SOAK_DELAY_MS", 300));
+    let drop = Duration::from_secs(soak_setting("SOAK_DROP_S", 2));
     let mut janus = Janus::start();
     let (base, link) = linked(&janus);
     let (agent, _pulse, _bin, mut camera) = fake_camera_agent(&janus, 320, base, Some(&link));
