@@ -9,7 +9,6 @@
 use std::fs::File;
 use std::net::{TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::time::Duration;
 
 use super::proxy::{DelayProxy, UdpRelay};
@@ -27,12 +26,7 @@ impl Netns {
             // SAFETY: unshare only changes this thread's namespaces.
             let unshared = unsafe { libc::unshare(libc::CLONE_NEWNET) };
             assert_eq!(unshared, 0, "unshare(CLONE_NEWNET) (needs root)");
-            // A child spawned from this thread starts in its namespace.
-            let up = Command::new("ip")
-                .args(["link", "set", "lo", "up"])
-                .status()
-                .expect("run ip (iproute2)");
-            assert!(up.success(), "ip link set lo up");
+            loopback_up();
             File::open("/proc/thread-self/ns/net").expect("open the namespace")
         })
         .join()
@@ -48,6 +42,25 @@ impl Netns {
         let out = f();
         enter(&home);
         out
+    }
+}
+
+/// Sets this thread's namespace's `lo` up (as `ip link set lo up`).
+fn loopback_up() {
+    // SAFETY: a plain socket for the interface ioctls, closed below; the
+    // request is zeroed, named "lo", and read back before it is changed.
+    unsafe {
+        let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(socket >= 0, "a socket for the interface ioctls");
+        let mut request: libc::ifreq = std::mem::zeroed();
+        for (to, from) in request.ifr_name.iter_mut().zip(b"lo\0") {
+            *to = *from as libc::c_char;
+        }
+        let read = libc::ioctl(socket, libc::SIOCGIFFLAGS, &mut request);
+        request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        let set = libc::ioctl(socket, libc::SIOCSIFFLAGS, &request);
+        libc::close(socket);
+        assert!(read == 0 && set == 0, "set lo up (needs root)");
     }
 }
 
