@@ -6,67 +6,18 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::janus::Janus;
+use common::proxy::DelayProxy;
 use common::{
     no_media_config, ports, repo, run_agent, scratch, wait_for, write_private, Agent, Extra,
 };
 
 const SECRET: &str = "flaky-secret";
-
-/// A TCP proxy that holds each burst of bytes from the client for `delay`
-/// before passing it on: every Janus request is answered that much later.
-struct DelayProxy {
-    port: u16,
-}
-
-impl DelayProxy {
-    fn start(upstream: u16, delay: Duration) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-        let port = listener.local_addr().expect("addr").port();
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
-                    continue;
-                };
-                let (client2, server2) = (
-                    client.try_clone().expect("clone"),
-                    server.try_clone().expect("clone"),
-                );
-                std::thread::spawn(move || pipe(client, server, Some(delay)));
-                std::thread::spawn(move || pipe(server2, client2, None));
-            }
-        });
-        Self { port }
-    }
-}
-
-/// Copies `from` to `to`; with `delay`, holds each burst (bytes after a
-/// quiet spell) that long first.
-fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Option<Duration>) {
-    let mut buf = [0u8; 16 * 1024];
-    let mut last = Instant::now() - Duration::from_secs(1);
-    while let Ok(n) = from.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        if let Some(delay) = delay {
-            if last.elapsed() > Duration::from_millis(100) {
-                std::thread::sleep(delay);
-            }
-            last = Instant::now();
-        }
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown(Shutdown::Write);
-}
 
 /// Collects sd-notify datagrams in the background.
 fn notify_socket() -> (tempfile::TempDir, String, UnixDatagram) {
@@ -85,14 +36,7 @@ fn notify_socket() -> (tempfile::TempDir, String, UnixDatagram) {
 #[test]
 fn a_slow_janus_never_trips_the_watchdog() {
     let janus = Janus::start();
-    let upstream: u16 = janus
-        .url()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .expect("Janus port");
-    let proxy = DelayProxy::start(upstream, Duration::from_secs(2));
+    let proxy = DelayProxy::start(janus.port, Duration::from_secs(2));
     let url = format!("http://127.0.0.1:{}/janus", proxy.port);
     let (_dir, path, socket) = notify_socket();
     let config = no_media_config(&url, 61, SECRET, ports(1), Extra::default());
@@ -119,14 +63,18 @@ fn a_slow_janus_never_trips_the_watchdog() {
     let gaps: Vec<_> = pings.windows(2).map(|w| w[1] - w[0]).collect();
     let longest = gaps.iter().max().copied().unwrap_or_default();
     println!(
-        "slow Janus (2 s per request): {} watchdog pings in 60 s, longest gap {} ms, live after {:?}",
+        "slow Janus (2 s per request): {} watchdog pings in 60 s, longest gap {} ms, live after {:?}, {} requests held",
         pings.len() - 1,
         longest.as_millis(),
-        live
+        live,
+        proxy.held()
     );
     assert!(longest < Duration::from_secs(10), "gaps {gaps:?}");
     assert!(pings.len() > 10, "{} pings", pings.len());
-    assert!(live.is_some(), "never live: {}", agent.log());
+    let live = live.unwrap_or_else(|| panic!("never live: {}", agent.log()));
+    // A session, the room and the mountpoint take at least three requests
+    // one after another: every one of them was held.
+    assert!(live >= Duration::from_secs(6), "live after {live:?}");
 }
 
 /// `TimeoutStopSec` of the shipped unit.

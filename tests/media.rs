@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::camera::{env_refs, Machine, StandIns};
 use common::janus::{Janus, Probe};
+use common::netns::Link;
 use common::pulse::{tone_share, Pulse};
 use common::{ports, scratch, signal, wait_for, Agent};
 
@@ -19,12 +20,12 @@ const SECRET: &str = "media-secret";
 
 /// Media settings for the agent: test sources, speaker on `pulse`.
 fn config(janus: &Janus, room: u64, video: &str, extra: &str) -> String {
-    config_at(janus, room, video, ports(4), extra)
+    config_at(&janus.url(), room, video, ports(4), extra)
 }
 
-/// [`config`] with video, audio and video RTCP on ports `base` to
-/// `base + 2`, the speaker on `base + 3`.
-fn config_at(janus: &Janus, room: u64, video: &str, base: u16, extra: &str) -> String {
+/// [`config`] for the Janus at `url` with video, audio and video RTCP on
+/// ports `base` to `base + 2`, the speaker on `base + 3`.
+fn config_at(url: &str, room: u64, video: &str, base: u16, extra: &str) -> String {
     let sections = common::Extra {
         room: "allow_rtp_participants = true",
         stream: "stall_timeout_ms = 1000",
@@ -46,7 +47,7 @@ bitrate_kbps = 300
 device = "test"
 {extra}
 "#,
-        head = common::config_head(&janus.url(), room, SECRET, base, sections),
+        head = common::config_head(url, room, SECRET, base, sections),
         s = base + 3,
     )
 }
@@ -131,7 +132,7 @@ fn only_the_room_is_heard(room: u64, from: &str, extra: &str) {
     let pulse = Pulse::start();
     let probe = janus.probe();
     let base = ports(4);
-    let config = config_at(&janus, room, "none", base, "").replace(
+    let config = config_at(&janus.url(), room, "none", base, "").replace(
         "stall_timeout_ms = 1000",
         &format!("stall_timeout_ms = 1000\n{extra}"),
     );
@@ -198,14 +199,32 @@ fn srtp_over_plain_http_to_another_machine_is_a_config_error() {
 /// receives its video; returns what must live as long as the test, and the
 /// camera's pid.
 fn agent_with_fake_camera(janus: &Janus, room: u64) -> (Agent, Pulse, StandIns, u32) {
+    fake_camera_agent(janus, room, ports(4), None)
+}
+
+/// The agent's ports from `base` (see [`config_at`]), behind a [`Link`] of
+/// their own to `janus`.
+fn linked(janus: &Janus) -> (u16, Link) {
+    let base = ports(4);
+    let link = Link::new(janus.port, &[base, base + 1, base + 2], Some(base + 3));
+    (base, link)
+}
+
+/// [`agent_with_fake_camera`] on ports from `base`, behind `link` if given.
+fn fake_camera_agent(
+    janus: &Janus,
+    room: u64,
+    base: u16,
+    link: Option<&Link>,
+) -> (Agent, Pulse, StandIns, u32) {
     let pulse = Pulse::start();
     let standins = StandIns::install(Machine::Pi4, "1.6.0");
     let env = standins.env();
     let server = pulse.server();
-    let agent = Agent::start_with(
-        &config(janus, room, "libcamera", ""),
-        &env_refs(&env, &[("PULSE_SERVER", &server)]),
-    );
+    let url = link.map_or_else(|| janus.url(), Link::url);
+    let config = config_at(&url, room, "libcamera", base, "");
+    let start = || Agent::start_with(&config, &env_refs(&env, &[("PULSE_SERVER", &server)]));
+    let agent = link.map_or_else(start, |link| link.netns.run(start));
     std::thread::sleep(Duration::from_secs(2));
     wait_media(&janus.probe(), room, "video", Duration::from_secs(5));
     let camera = camera_pid(&agent);
@@ -242,15 +261,23 @@ fn a_killed_camera_program_is_back_within_two_seconds() {
 
 /// Restarts per pipeline, from `status --json`.
 fn restarts(agent: &Agent) -> Vec<(String, u64)> {
-    let (_, out, _) = agent.control(&["status", "--json"]);
-    let status: serde_json::Value = serde_json::from_str(&out).expect("status --json is JSON");
+    pipelines(agent)
+        .into_iter()
+        .map(|(name, restarts, _)| (name, restarts))
+        .collect()
+}
+
+/// Name, restarts and network note of each pipeline, from `status --json`.
+fn pipelines(agent: &Agent) -> Vec<(String, u64, Option<String>)> {
+    let status = agent.status_json();
     status["pipelines"]
         .as_array()
         .expect("pipelines")
         .iter()
         .map(|p| {
             let name = p["name"].as_str().unwrap_or_default().to_owned();
-            (name, p["restarts"].as_u64().unwrap_or(u64::MAX))
+            let network = p["network"].as_str().map(str::to_owned);
+            (name, p["restarts"].as_u64().unwrap_or(u64::MAX), network)
         })
         .collect()
 }
@@ -307,6 +334,112 @@ fn a_flapping_camera_is_back_within_a_second_every_time() {
     );
 }
 
+/// What the status says while Janus receives nothing from a running
+/// pipeline.
+const NO_MEDIA: &str = "no media reaching Janus";
+
+/// The pipelines that send to Janus, and whether each carries `note`.
+fn noted(agent: &Agent, note: Option<&str>) -> bool {
+    pipelines(agent)
+        .iter()
+        .filter(|(name, _, _)| name == "video" || name == "microphone")
+        .all(|(_, _, network)| network.as_deref() == note)
+}
+
+/// How many log lines above debug level contain `needle`.
+fn log_lines(agent: &Agent, needle: &str) -> usize {
+    agent
+        .log()
+        .lines()
+        .filter(|l| l.contains(needle) && !l.contains(" DEBUG "))
+        .count()
+}
+
+/// UDP to Janus dropped (a firewall) while the pipelines run fine: after a
+/// bounded number of restarts they keep running and the status says
+/// `network: no media reaching Janus`, logged once; no more restarts while
+/// nothing arrives; once UDP passes again the note clears, logged once, and
+/// media is live at Janus. The agent runs behind a [`Link`] whose relay
+/// drops everything.
+#[test]
+fn udp_to_janus_dropped_is_reported_not_restarted_forever() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let pulse = Pulse::start();
+    let (base, link) = linked(&janus);
+    // Janus must receive within 2 s: a restart every ~2 s while it does not.
+    let period = Duration::from_secs(2);
+    let config = config_at(&link.url(), 330, "test", base, "").replace(
+        "stall_timeout_ms = 1000",
+        "stall_timeout_ms = 1000\njanus_media_timeout_ms = 2000",
+    );
+    let agent = link
+        .netns
+        .run(|| Agent::start_with(&config, &[("PULSE_SERVER", &pulse.server())]));
+    std::thread::sleep(Duration::from_secs(2));
+    wait_media(&probe, 330, "video", Duration::from_secs(5));
+    wait_media(&probe, 330, "audio", Duration::from_secs(2));
+    let before = restarts(&agent);
+
+    link.cut_media(true);
+    let cut = Instant::now();
+    wait_for(Duration::from_secs(30), "the network note", || {
+        noted(&agent, Some(NO_MEDIA)).then_some(())
+    });
+    let reported = cut.elapsed();
+    let at_note = restarts(&agent);
+    let grown: Vec<_> = at_note
+        .iter()
+        .zip(&before)
+        .map(|((name, now), (_, then))| (name.clone(), now - then))
+        .collect();
+    for (name, more) in &grown {
+        let bounded = if name == "video" || name == "microphone" {
+            (1..=3).contains(more)
+        } else {
+            *more == 0
+        };
+        assert!(bounded, "restarts while UDP was dropped: {grown:?}");
+    }
+    let (_, text, _) = agent.control(&["status"]);
+    assert!(text.contains(&format!("network: {NO_MEDIA}")), "{text}");
+    // Kept running: no restart over two more periods.
+    std::thread::sleep(period * 2 + Duration::from_millis(500));
+    assert_eq!(restarts(&agent), at_note, "restarted while noted");
+    assert!(noted(&agent, Some(NO_MEDIA)));
+
+    link.cut_media(false);
+    let resumed = Instant::now();
+    wait_for(Duration::from_secs(5), "the note to clear", || {
+        noted(&agent, None).then_some(())
+    });
+    let cleared = resumed.elapsed();
+    for kind in ["video", "audio"] {
+        wait_for(Duration::from_secs(3), "media from after the drop", || {
+            probe
+                .media_age(330, SECRET, kind)
+                .filter(|age| u128::from(*age) < resumed.elapsed().as_millis())
+        });
+    }
+    assert_eq!(restarts(&agent), at_note, "restarted after the drop");
+    println!(
+        "UDP to Janus dropped: noted after {} ms and {grown:?} restarts; \
+         cleared {} ms after UDP passed again",
+        reported.as_millis(),
+        cleared.as_millis()
+    );
+    for name in ["video", "microphone"] {
+        for line in [
+            format!("{name} pipeline: Janus has received no"),
+            format!("{name} pipeline: running again"),
+            format!("{name} pipeline: network: {NO_MEDIA}"),
+            format!("{name} pipeline: media reaches Janus again"),
+        ] {
+            assert_eq!(log_lines(&agent, &line), 1, "{line}:\n{}", agent.log());
+        }
+    }
+}
+
 /// Threads and resident memory (KiB) of a process.
 fn threads_and_rss(pid: u32) -> (u64, u64) {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -320,26 +453,60 @@ fn threads_and_rss(pid: u32) -> (u64, u64) {
     (field("Threads:"), field("VmRSS:"))
 }
 
-/// The soak: Janus killed and the camera program killed, round after round
-/// (`SOAK_ROUNDS`, 3 by default; the long form is 20), at varying moments.
-/// Afterwards exactly one session, room, mountpoint and forwarder on Janus,
-/// media flowing, and the agent's threads and memory not growing.
-#[test]
-fn soak_janus_and_camera_killed_again_and_again() {
-    let rounds: u64 = std::env::var("SOAK_ROUNDS")
+/// A setting of the soak from the environment, or its short-form default.
+fn soak_setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(default)
+}
+
+/// Prints the median and maximum of `times`.
+fn summary(what: &str, times: &mut [Duration]) {
+    times.sort();
+    println!(
+        "soak: {what}: median {} ms, max {} ms ({} times)",
+        times[times.len() / 2].as_millis(),
+        times[times.len() - 1].as_millis(),
+        times.len()
+    );
+}
+
+/// Waits until Janus receives video and audio sent after `since`; returns
+/// how long after `since`.
+fn media_since(probe: &Probe, room: u64, since: Instant, timeout: Duration) -> Duration {
+    for kind in ["video", "audio"] {
+        wait_for(timeout, &format!("{kind} at Janus again"), || {
+            probe
+                .media_age(room, SECRET, kind)
+                .filter(|age| u128::from(*age) < since.elapsed().as_millis())
+        });
+    }
+    since.elapsed()
+}
+
+/// The soak, with the agent behind a [`Link`]: Janus killed and the camera
+/// program killed, round after round (`SOAK_ROUNDS`, 3 by default; the long
+/// form is 20) at varying moments; then Janus restarted while each of its
+/// replies is held `SOAK_DELAY_MS` (300; long form 2000), and UDP to Janus
+/// dropped for `SOAK_DROP_S` (2; long form 20). Afterwards exactly one
+/// session, room, mountpoint and forwarder on Janus, media flowing, and the
+/// agent's threads and memory not growing.
+#[test]
+fn soak_janus_and_camera_killed_janus_slow_udp_dropped() {
+    let rounds = soak_setting("SOAK_ROUNDS", 3);
+    let delay = Duration::from_millis(soak_setting("SOAK_DELAY_MS", 300));
+    let drop = Duration::from_secs(soak_setting("SOAK_DROP_S", 2));
     let mut janus = Janus::start();
-    let (agent, _pulse, _bin, mut camera) = agent_with_fake_camera(&janus, 320);
+    let (base, link) = linked(&janus);
+    let (agent, _pulse, _bin, mut camera) = fake_camera_agent(&janus, 320, base, Some(&link));
     let (mut janus_back, mut camera_back) = (Vec::new(), Vec::new());
     let mut usage = Vec::new();
-    let mut probe = janus.probe();
     for round in 1..=rounds {
         std::thread::sleep(Duration::from_millis(300 + (round * 811) % 1700));
         janus.restart();
         let answered = Instant::now();
-        probe = janus.probe();
+        let probe = janus.probe();
         wait_media(&probe, 320, "video", Duration::from_secs(10));
         janus_back.push(answered.elapsed());
         std::thread::sleep(Duration::from_millis(1000 + (round * 577) % 2000));
@@ -347,24 +514,46 @@ fn soak_janus_and_camera_killed_again_and_again() {
         camera = new;
         camera_back.push(recovered);
         if round == 1 || round == 5 || round == rounds {
-            usage.push((round, threads_and_rss(agent.pid())));
+            usage.push((format!("round {round}"), threads_and_rss(agent.pid())));
         }
     }
-    let summary = |what: &str, times: &mut Vec<Duration>| {
-        times.sort();
-        println!(
-            "soak: {what}: median {} ms, max {} ms ({} times)",
-            times[times.len() / 2].as_millis(),
-            times[times.len() - 1].as_millis(),
-            times.len()
-        );
-    };
     summary("media at Janus after Janus restarted", &mut janus_back);
     summary(
         "video at Janus after the camera was killed",
         &mut camera_back,
     );
-    println!("soak: (round, (threads, RSS KiB)): {usage:?}");
+
+    // A slow Janus: every reply held, and Janus restarted meanwhile.
+    link.api.set_delay(delay);
+    let held = link.api.held();
+    janus.restart();
+    let answered = Instant::now();
+    let probe = janus.probe();
+    wait_media(&probe, 320, "video", Duration::from_secs(90));
+    let slow_back = media_since(&probe, 320, answered, Duration::from_secs(10));
+    link.api.set_delay(Duration::ZERO);
+    println!(
+        "soak: media at Janus after Janus restarted, each reply held {} ms: {} ms ({} requests held)",
+        delay.as_millis(),
+        slow_back.as_millis(),
+        link.api.held() - held
+    );
+
+    // A firewall: UDP to Janus dropped.
+    let before = restarts(&agent);
+    link.cut_media(true);
+    std::thread::sleep(drop);
+    link.cut_media(false);
+    let udp_back = media_since(&probe, 320, Instant::now(), Duration::from_secs(15));
+    println!(
+        "soak: media at Janus after UDP to Janus was dropped for {} s: {} ms (restarts {before:?} → {:?})",
+        drop.as_secs(),
+        udp_back.as_millis(),
+        restarts(&agent)
+    );
+    usage.push(("after all faults".into(), threads_and_rss(agent.pid())));
+    println!("soak: (when, (threads, RSS KiB)): {usage:?}");
+
     // The probe's own session aside.
     let seen = || {
         (
@@ -523,7 +712,7 @@ fn srtp_media_reaches_janus_and_plain_rtp_is_refused() {
     }));
     assert_eq!(created["streaming"], "created", "{created}");
     // Video only: the audio port stays free for the plain sender below.
-    let config = config_at(&janus, room, "test", base, "")
+    let config = config_at(&janus.url(), room, "test", base, "")
         .replace(
             "stall_timeout_ms = 1000",
             "stall_timeout_ms = 1000\nsrtp = true",

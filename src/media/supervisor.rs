@@ -183,8 +183,7 @@ pub async fn supervise(
         let previous_error = status.borrow().last_error.clone();
         set(RunState::Starting, previous_error);
         let started = Instant::now();
-        let tolerate = no_media >= NO_MEDIA_RESTARTS;
-        let failure = match run_once(&recipe, &mut room, &status, tolerate).await {
+        let failure = match run_once(&recipe, &mut room, &status, no_media).await {
             Ok(()) => {
                 backoff.reset();
                 continue;
@@ -199,7 +198,9 @@ pub async fn supervise(
             backoff.reset();
         }
         let delay = backoff.next_delay();
-        report(name, &failure.error, delay, &status);
+        // Janus still receives nothing: a retry, not news.
+        let repeated = no_media > 1;
+        report(name, &failure.error, delay, &status, repeated);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             closed = room.wait_for(|s| !s.wants_open()) => if closed.is_err() { return },
@@ -207,15 +208,17 @@ pub async fn supervise(
     }
 }
 
-/// Publishes a failure; logs it when it differs from the last one.
+/// Publishes a failure; logs it unless it is `repeated` or the same as the
+/// last one.
 fn report(
     name: &str,
     failure: &MediaError,
     delay: Duration,
     status: &watch::Sender<PipelineStatus>,
+    repeated: bool,
 ) {
     let message = failure.to_string();
-    if status.borrow().last_error.as_deref() != Some(message.as_str()) {
+    if !repeated && status.borrow().last_error.as_deref() != Some(message.as_str()) {
         log::warn!(
             "{name} pipeline: {message}; restarting in {} ms",
             delay.as_millis()
@@ -294,21 +297,24 @@ impl Inputs {
 }
 
 /// Builds, starts and watches the pipeline once. `Ok` means it was stopped
-/// because the room was closed; `Err` says why it failed. With `tolerate`,
-/// Janus receiving nothing is reported, not a failure.
+/// because the room was closed; `Err` says why it failed. After
+/// `no_media` restarts for Janus receiving nothing, a restart is news only
+/// the first time, and from [`NO_MEDIA_RESTARTS`] on that is reported, not
+/// a failure.
 async fn run_once(
     recipe: &Arc<dyn Recipe>,
     room: &mut watch::Receiver<RoomState>,
     status: &watch::Sender<PipelineStatus>,
-    tolerate: bool,
+    no_media: u32,
 ) -> Result<(), RunFailure> {
+    let tolerate = no_media >= NO_MEDIA_RESTARTS;
     recipe.preflight()?;
     let supervision = recipe.supervision();
     let Some(inputs) = Inputs::wait(&supervision, room).await else {
         return Ok(());
     };
     let (mut built, mut failed) = build_and_start(recipe, inputs.key).await?;
-    announce_running(recipe.name(), &built, status);
+    announce_running(recipe.name(), &built, status, no_media > 1);
     let playing_since = Instant::now();
     let delivered = |built: &Built| {
         playing_since.elapsed() >= DELIVERED_RUN
@@ -396,7 +402,13 @@ fn start(built: &Built) -> Result<mpsc::UnboundedReceiver<MediaError>, MediaErro
     Ok(failed)
 }
 
-fn announce_running(name: &str, built: &Built, status: &watch::Sender<PipelineStatus>) {
+/// Publishes a started pipeline; logs it, at debug level when `quiet`.
+fn announce_running(
+    name: &str,
+    built: &Built,
+    status: &watch::Sender<PipelineStatus>,
+    quiet: bool,
+) {
     let recovered = status.borrow().last_error.is_some();
     status.send_modify(|s| {
         s.state = RunState::Running;
@@ -406,7 +418,9 @@ fn announce_running(name: &str, built: &Built, status: &watch::Sender<PipelineSt
         s.without = built.without.clone();
         s.keyframes = None;
     });
-    if recovered {
+    if quiet {
+        log::debug!("{name} pipeline: running again (Janus to receive it)");
+    } else if recovered {
         log::info!("{name} pipeline: running again");
     } else {
         log::info!("{name} pipeline: running");

@@ -6,6 +6,8 @@
 
 pub mod camera;
 pub mod janus;
+pub mod netns;
+pub mod proxy;
 pub mod pulse;
 
 use std::fs;
