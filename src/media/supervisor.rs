@@ -183,7 +183,7 @@ pub async fn supervise(
         let previous_error = status.borrow().last_error.clone();
         set(RunState::Starting, previous_error);
         let started = Instant::now();
-        let failure = match run_once(&recipe, &mut room, &status, no_media).await {
+        let failure = match run_once(&recipe, &mut room, &status, &mut no_media).await {
             Ok(()) => {
                 backoff.reset();
                 continue;
@@ -298,23 +298,22 @@ impl Inputs {
 
 /// Builds, starts and watches the pipeline once. `Ok` means it was stopped
 /// because the room was closed; `Err` says why it failed. After
-/// `no_media` restarts for Janus receiving nothing, a restart is news only
-/// the first time, and from [`NO_MEDIA_RESTARTS`] on that is reported, not
-/// a failure.
+/// `no_media` restarts in a row for Janus receiving nothing, a restart is
+/// news only the first time, and from [`NO_MEDIA_RESTARTS`] on that is
+/// reported, not a failure; once Janus receives, the count starts again.
 async fn run_once(
     recipe: &Arc<dyn Recipe>,
     room: &mut watch::Receiver<RoomState>,
     status: &watch::Sender<PipelineStatus>,
-    no_media: u32,
+    no_media: &mut u32,
 ) -> Result<(), RunFailure> {
-    let tolerate = no_media >= NO_MEDIA_RESTARTS;
     recipe.preflight()?;
     let supervision = recipe.supervision();
     let Some(inputs) = Inputs::wait(&supervision, room).await else {
         return Ok(());
     };
     let (mut built, mut failed) = build_and_start(recipe, inputs.key).await?;
-    announce_running(recipe.name(), &built, status, no_media > 1);
+    announce_running(recipe.name(), &built, status, *no_media > 1);
     let playing_since = Instant::now();
     let delivered = |built: &Built| {
         playing_since.elapsed() >= DELIVERED_RUN
@@ -329,12 +328,15 @@ async fn run_once(
             _ = check.tick() => {
                 publish_counts(&built, status);
                 match health(&mut built, &supervision, room, playing_since) {
-                    Err(MediaError::NotReceived { .. }) if tolerate => {
+                    Err(MediaError::NotReceived { .. }) if *no_media >= NO_MEDIA_RESTARTS => {
                         network(recipe.name(), status, Some(NO_MEDIA));
                         continue;
                     }
                     Err(error) => error,
                     Ok(()) => {
+                        if received(&supervision, &room.borrow()) {
+                            *no_media = 0;
+                        }
                         network(recipe.name(), status, None);
                         continue;
                     }
@@ -465,6 +467,17 @@ fn starved(check: &JanusCheck, state: &RoomState) -> bool {
             .media_age
             .of(check.medium)
             .is_some_and(|age| age > check.within)
+}
+
+/// Whether Janus, by its last report, receives the medium the pipeline
+/// sends.
+fn received(supervision: &Supervision, state: &RoomState) -> bool {
+    supervision.janus.as_ref().is_some_and(|check| {
+        state
+            .media_age
+            .of(check.medium)
+            .is_some_and(|age| age <= check.within)
+    })
 }
 
 fn publish_counts(built: &Built, status: &watch::Sender<PipelineStatus>) {
@@ -626,6 +639,15 @@ mod tests {
         )
         .await
         .expect("the note goes within 2 s")
+        .expect("status published");
+        // A later outage is a new one: restarted again, within bounds.
+        room_tx.send_modify(|s| s.media_age.video_ms = Some(60_000));
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            status_rx.wait_for(|s| s.restarts > NO_MEDIA_RESTARTS),
+        )
+        .await
+        .expect("restarted for the new outage within 10 s")
         .expect("status published");
         drop(room_tx);
         let _ = supervisor.await;
