@@ -41,14 +41,23 @@ export STANDIN_PATTERN=stamp STANDIN_STAMP_LOG="$SCRATCH/stamps.log"
 # VIDEO_SOURCE=test: the agent's own x264enc on the test pattern (no stamps:
 # for join and reopen only), which makes a keyframe when a viewer asks.
 export VIDEO_SOURCE=${VIDEO_SOURCE:-libcamera} VIDEO_FRAMERATE=30 VIDEO_BITRATE_KBPS=800
+lipsync=
+if [[ ",${GLASS_MODES:-}," == *,lipsync,* ]]; then
+  lipsync=1
+  export MIC_DEVICE=pulse STANDIN_BEEP_SINK=speaker
+  # What the agent sends, recorded on its way to Janus by the relay (no loss,
+  # no jitter unless asked): the lip sync at the RTP level, without a browser.
+  export RELAY_LOSS=${RELAY_LOSS:-0} RELAY_JITTER_MS=${RELAY_JITTER_MS:-0} RELAY_RECORD=${RELAY_RECORD:-$SCRATCH/rtp.rec}
+fi
 if [[ -n "${RELAY_LOSS:-}" ]]; then
   export JANUS_ADDR=10.77.0.2 JANUS_PEER=10.77.0.1
-fi
-if [[ ",${GLASS_MODES:-}," == *,lipsync,* ]]; then
-  export MIC_DEVICE=pulse STANDIN_BEEP_SINK=speaker
 fi
 export BROWSER_SCRIPT=glass.mjs BROWSER_TIMEOUT=${BROWSER_TIMEOUT:-600}
 status=0
 bash "$REPO/tests/browser/run.sh" || status=$?
+if [[ -n "$lipsync" ]]; then
+  echo "== lip sync at the RTP level (tests/browser/rtp_lipsync.py)"
+  /usr/bin/python3 "$REPO/tests/browser/rtp_lipsync.py" "$RELAY_RECORD" || status=1
+fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 exit "$status"

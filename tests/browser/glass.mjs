@@ -126,6 +126,8 @@ function measurer() {
     };
     source.connect(node);
     node.connect(ctx.destination);
+    g.audioContext = ctx;
+    g.clocks = () => ({ context: ctx.currentTime * 1000, now: performance.now() });
     return ctx.state;
   };
 }
@@ -260,21 +262,25 @@ async function lipsync() {
   await waitFor('the page live', async () => (await page.evaluate(() => window.viewerState)) === 'live', 30000);
   const state = await page.evaluate(() => window.__glass.listen());
   await page.evaluate(() => { window.__glass.keep = true; });
+  // The browser's own clocks over the run: the AudioContext's (which paces
+  // the Web Audio callbacks the beeps are timed in) and what Chromium's
+  // audio receiver (NetEq) put out, against the page's clock.
+  const before = { clocks: await page.evaluate(() => window.__glass.clocks()), audio: (await inbound(page)).audio };
   await sleep(LIPSYNC_S * 1000);
+  const after = { clocks: await page.evaluate(() => window.__glass.clocks()), audio: (await inbound(page)).audio };
   const { frames, onsets } = await page.evaluate(() => ({ frames: window.__glass.frames, onsets: window.__glass.onsets }));
-  // Chromium's audio jitter buffer (NetEq), on average over the run.
-  const neteq = await page.evaluate(async () => {
-    const pcs = window.__glass.pcs || [];
-    for (const pc of pcs) {
-      for (const r of (await pc.getStats()).values()) {
-        if (r.type === 'inbound-rtp' && r.kind === 'audio' && r.jitterBufferEmittedCount) {
-          return (1000 * r.jitterBufferDelay) / r.jitterBufferEmittedCount;
-        }
-      }
-    }
-    return null;
-  });
   await page.close();
+  const a = after.audio || {}, b = before.audio || {};
+  const neteq = a.jitterBufferEmittedCount ? (1000 * a.jitterBufferDelay) / a.jitterBufferEmittedCount : null;
+  const wallMs = after.clocks.now - before.clocks.now;
+  const browserClocks = {
+    context_ms_per_s: (1000 * (after.clocks.context - before.clocks.context)) / wallMs,
+    neteq_samples_per_s: (1000 * ((a.totalSamplesReceived || 0) - (b.totalSamplesReceived || 0))) / wallMs,
+    packets_per_s: (1000 * ((a.packetsReceived || 0) - (b.packetsReceived || 0))) / wallMs,
+    concealed_samples: (a.concealedSamples || 0) - (b.concealedSamples || 0),
+    inserted_for_deceleration: (a.insertedSamplesForDeceleration || 0) - (b.insertedSamplesForDeceleration || 0),
+    removed_for_acceleration: (a.removedSamplesForAcceleration || 0) - (b.removedSamplesForAcceleration || 0),
+  };
   // Each flash's first frame, and the beep heard nearest to it.
   const offsets = [];
   frames.forEach((f, i) => {
@@ -285,12 +291,14 @@ async function lipsync() {
   });
   const s = stats(offsets);
   const intervals = stats(onsets.slice(1).map((a, i) => a - onsets[i]));
-  results.lipsync = { audio_context: state, neteq_ms: neteq, beep_intervals: intervals, flashes: frames.filter((f, i) => f.flash && !(i > 0 && frames[i - 1].flash)).length, beeps: onsets.length, audio_minus_video: s, all: offsets.map(Math.round) };
+  results.lipsync = { audio_context: state, neteq_ms: neteq, browser_clocks: browserClocks, beep_intervals: intervals, flashes: frames.filter((f, i) => f.flash && !(i > 0 && frames[i - 1].flash)).length, beeps: onsets.length, audio_minus_video: s, all: offsets.map(Math.round) };
   if (!s) throw new Error(`no flash paired with a beep (${onsets.length} beeps heard, AudioContext ${state})`);
   if (STRICT && Math.abs(s.median) > 80) throw new Error(`audio minus video ${fmt(s)} (goal within 80 ms)`);
   return `audio minus video over ${s.n} flashes: ${fmt(s)}, min ${s.min.toFixed(0)} ms, max ${s.max.toFixed(0)} ms ` +
     `(positive: sound after picture); beeps heard ${fmt(intervals)} apart (sent 1000 ms apart); ` +
-    `audio jitter buffer ${neteq === null ? 'n/a' : neteq.toFixed(0) + ' ms'} on average`;
+    `audio jitter buffer ${neteq === null ? 'n/a' : neteq.toFixed(0) + ' ms'} on average; ` +
+    `browser clocks per wall second: AudioContext ${browserClocks.context_ms_per_s.toFixed(1)} ms, ` +
+    `NetEq out ${browserClocks.neteq_samples_per_s.toFixed(0)} samples, ${browserClocks.packets_per_s.toFixed(1)} packets in`;
 }
 
 // The inbound-rtp stats of the page's streaming PeerConnection, by kind.

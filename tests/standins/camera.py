@@ -41,8 +41,9 @@ Environment:
                                or `stamp`: frames that carry their capture time in the pixels (see
                                StampedPicture; for benches/glass_to_glass.sh)
   STANDIN_STAMP_LOG            with `stamp`: append "stamp_ms written_ms" per frame written (wall clock)
-  STANDIN_BEEP_SINK            with `stamp`: play a 1 kHz beep into this PulseAudio sink (pacat) for the
-                               100 ms after each whole second, with the flash (lip sync)
+  STANDIN_BEEP_SINK            with `stamp`: play a 1 kHz beep into this PulseAudio sink (pulsesink, in
+                               time with the wall clock) for the 100 ms after each whole second, with
+                               the flash (lip sync)
 """
 import ctypes
 import json
@@ -423,37 +424,61 @@ class StampedPicture:
         threading.Thread(target=run, daemon=True).start()
 
     def beep(self, sink):
-        """Plays the beep of each flash into PulseAudio `sink`: 10 ms chunks
-        paced by the wall clock, loud for the 100 ms after each whole second."""
+        """Plays the beep of each flash into PulseAudio `sink`: 1 kHz for the
+        100 ms after each whole second of the wall clock, at that moment.
+
+        The samples are made ahead of time, each carrying its wall-clock
+        moment (a realtime clock, running time 0 on a whole second), and
+        `pulsesink` plays them when that moment comes: a thread that runs
+        late (this program is busy making frames) neither delays the beep
+        nor piles up a queue that delays every later one, as writing them
+        to `pacat` as they fall due did (the beep then came later and later:
+        hundreds of ms within a minute on a loaded machine).
+        """
         import math
-        import subprocess
         import threading
 
+        from gi.repository import Gst
+
         rate, chunk = 48000, 480
-        pacat = subprocess.Popen(
-            ["pacat", "--playback", "--raw", "--format=s16le", f"--rate={rate}", "--channels=1",
-             "--latency-msec=10", "-d", sink], stdin=subprocess.PIPE)
-        tone = [int(12000 * math.sin(2 * math.pi * 1000 * i / rate)) for i in range(rate // 1000)]
+        caps = f"audio/x-raw,format=S16LE,layout=interleaved,rate={rate},channels=1"
+        pipeline = Gst.parse_launch(
+            f"appsrc name=beep is-live=true format=time caps={caps} ! "
+            f"pulsesink device={sink} sync=true processing-deadline=0"
+        )
+        clock = Gst.SystemClock(clock_type=Gst.ClockType.REALTIME)
+        pipeline.use_clock(clock)
+        pipeline.set_start_time(Gst.CLOCK_TIME_NONE)
+        base = clock.get_time() // Gst.SECOND * Gst.SECOND
+        pipeline.set_base_time(base)
+        # Each sample at its moment, not after the latency the pipeline
+        # would add (110 ms: the sink's own buffer, already ahead of time).
+        pipeline.set_latency(0)
+        src = pipeline.get_by_name("beep")
+        pipeline.set_state(Gst.State.PLAYING)
+        period = rate // 1000
+        tone = b"".join(struct.pack("<h", int(12000 * math.sin(2 * math.pi * i / period))) for i in range(period))
+        loud = tone * (rate // 10 // period)
+        silence = bytes(2 * (rate - len(loud) // 2))
+        second = loud + silence  # sample i of a second: 2 bytes at 2 * i
 
         def run():
-            t = time.time()
+            n = (clock.get_time() - base) * rate // Gst.SECOND + rate // 10
             while True:
-                delay = t - time.time()
-                if delay > 0:
-                    time.sleep(delay)
-                samples = bytearray()
-                for i in range(chunk):
-                    ms = int((t + i / rate) * 1000)
-                    value = tone[i % len(tone)] if ms % 1000 < 100 else 0
-                    samples += struct.pack("<h", value)
-                try:
-                    pacat.stdin.write(samples)
-                    pacat.stdin.flush()
-                except OSError:
+                ahead = n / rate - (clock.get_time() - base) / Gst.SECOND
+                if ahead > 0.3:
+                    time.sleep(ahead - 0.2)
+                at = n % rate
+                data = (second[2 * at:] + second)[: 2 * chunk]
+                buf = Gst.Buffer.new_wrapped(data)
+                buf.pts = n * Gst.SECOND // rate
+                buf.duration = chunk * Gst.SECOND // rate
+                if src.emit("push-buffer", buf) != Gst.FlowReturn.OK:
                     return
-                t += chunk / rate
+                n += chunk
 
         threading.Thread(target=run, daemon=True).start()
+        self.beeper = pipeline
 
     def written(self):
         """The oldest frame not yet written left the program (x264 keeps the order)."""
