@@ -15,9 +15,13 @@
 #            program, the way to the browser, the jitter buffer + decode, display
 #   join     `watch` to the first presented frame over 20 fresh viewers
 #   reopen   `broadcast-agent open` to the open page's first new frame
-#   lipsync  (GLASS_MODES=lipsync) a flash and a 1 kHz beep at each whole
-#            second, the beep played into the agent's microphone (ALSA `pulse`,
-#            a PulseAudio null sink's monitor): beep heard minus flash seen
+#   lipsync  (GLASS_MODES=lipsync, GLASS_LIPSYNC_S=60) a flash and a 1 kHz
+#            beep at each whole second, the beep played into the agent's
+#            microphone (ALSA `pulse`, a PulseAudio null sink's monitor): beep
+#            heard minus flash seen, in Chromium (from the audio track, and from
+#            Web Audio) and at the RTP level: the relay (no loss, no jitter)
+#            records what the agent sends and tests/browser/rtp_lipsync.py
+#            decodes it (RELAY_RECORD=FILE keeps the record)
 #   loss     (GLASS_MODES=loss, RELAY_LOSS=5) Janus in a network namespace of
 #            its own behind a relay (tests/browser/relay.py) that drops
 #            RELAY_LOSS % of the agent's RTP and delays the rest by 0 to

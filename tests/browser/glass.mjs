@@ -15,9 +15,12 @@
 //            first new frame
 //   lipsync  for GLASS_LIPSYNC_S seconds (default 30): the stand-in flashes and
 //            beeps (into the agent's microphone, STANDIN_BEEP_SINK) at each
-//            whole second; the page hears the beep (Web Audio, the time it is
-//            played) and sees the flash (the frame's display time): audio minus
-//            video, per flash
+//            whole second; the page hears the beep and sees the flash (the
+//            frame's display time): audio minus video, per flash. The beep is
+//            timed where the audio track delivers it (MediaStreamTrackProcessor,
+//            paced by the output that pulls the receiver) and, for comparison,
+//            in Web Audio, whose AudioContext clock in headless Chromium runs
+//            off the wall clock (2-4 % slow measured) and drifts
 //   loss     for GLASS_LOSS_S seconds (default 60), with the relay of the loss
 //            bench in front of Janus: what Chromium's getStats says of the
 //            video (frames decoded, freezes, NACKs, PLIs) and the audio
