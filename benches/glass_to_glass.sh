@@ -48,7 +48,7 @@ export VIDEO_SOURCE=${VIDEO_SOURCE:-libcamera} VIDEO_FRAMERATE=30 VIDEO_BITRATE_
 lipsync=
 if [[ ",${GLASS_MODES:-}," == *,lipsync,* ]]; then
   lipsync=1
-  export MIC_DEVICE=pulse STANDIN_BEEP_SINK=speaker
+  export MIC_DEVICE=pulse STANDIN_BEEP_SINK=speaker STANDIN_BEEP_LOG="$SCRATCH/beeps.log"
   # What the agent sends, recorded on its way to Janus by the relay (no loss,
   # no jitter unless asked): the lip sync at the RTP level, without a browser.
   export RELAY_LOSS=${RELAY_LOSS:-0} RELAY_JITTER_MS=${RELAY_JITTER_MS:-0} RELAY_RECORD=${RELAY_RECORD:-$SCRATCH/rtp.rec}
@@ -61,7 +61,7 @@ status=0
 bash "$REPO/tests/browser/run.sh" || status=$?
 if [[ -n "$lipsync" ]]; then
   echo "== lip sync at the RTP level (tests/browser/rtp_lipsync.py)"
-  /usr/bin/python3 "$REPO/tests/browser/rtp_lipsync.py" "$RELAY_RECORD" || status=1
+  /usr/bin/python3 "$REPO/tests/browser/rtp_lipsync.py" "$RELAY_RECORD" --beep-log "$STANDIN_BEEP_LOG" || status=1
 fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 exit "$status"

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Lip sync and clock rates of what the agent sends, read from its RTP.
 
-    rtp_lipsync.py RECORD [--video-port 5004] [--audio-port 5006] [--json]
+    rtp_lipsync.py RECORD [--beep-log FILE] [--video-port 5004] [--audio-port 5006] [--json]
 
 RECORD is what tests/browser/relay.py --record wrote: every RTP packet the agent
 sent towards Janus, with its wall-clock arrival time at the relay. The stand-in
@@ -20,7 +20,10 @@ browser in the way:
   which is what the viewers of a Janus mountpoint get (Janus does not pass
   the sender reports on, so a browser cannot align the streams itself);
 - each stream's own delay from its event (flash frame: from the stamp in its
-  pixels; beep: from the whole second), so that a drift shows in which one.
+  pixels; beep: from the whole second), so that a drift shows in which one;
+  with --beep-log (the stand-in's STANDIN_BEEP_LOG: when each beep reached the
+  PulseAudio monitor the agent's microphone reads), when the beep reached the
+  microphone and the agent's own share (microphone to packet).
 """
 import argparse
 import json
@@ -231,7 +234,13 @@ def stats(values):
             "max_abs": max(abs(x) for x in v)}
 
 
-def analyse(record, video_port, audio_port):
+def heard_at(path):
+    """The stand-in's beep log: wall-clock seconds of each beep at the monitor."""
+    with open(path) as f:
+        return [float(line) / 1000 for line in f if line.strip()]
+
+
+def analyse(record, video_port, audio_port, beep_log=None):
     ports = read_record(record)
     video = parse_stream(ports.get(video_port, []), 90000)
     audio = parse_stream(ports.get(audio_port, []), 48000)
@@ -247,6 +256,9 @@ def analyse(record, video_port, audio_port):
         "steps": dict(sorted({s: steps.count(s) for s in set(steps)}.items())),
         "samples_per_packet": dict(sorted({s: held.count(s) for s in set(held)}.items())),
     }
+    # Steps that differ from the samples the packet before held (the first
+    # step left out: the stream's start).
+    r["audio_ts_jumps"] = sum(1 for step, n in list(zip(steps, held))[1:] if step != n)
     span = audio[-1].arrival - audio[0].arrival
     r["audio_samples_per_s_sent"] = sum(held[:-1]) / span if span else None
     frames = video_frames(video)
@@ -264,23 +276,48 @@ def analyse(record, video_port, audio_port):
     for p, i in onsets:
         taken = p.arrival - (opus_samples(p.payload) - i) / 48000
         beeps.setdefault(int(taken), p)
+    heard = heard_at(beep_log) if beep_log else []
     rows = []
     for second, (full, v_arrival) in sorted(flashes.items()):
         p = beeps.get(second)
         if p is None:
             continue
-        rows.append({
+        row = {
             "second": second,
             "audio_minus_video_ms": (p.arrival - v_arrival) * 1000,
             "video_delay_ms": v_arrival * 1000 - full,
             "audio_delay_ms": (p.arrival - second) * 1000,
-        })
+        }
+        mic = [t for t in heard if second - 0.2 <= t < second + 0.9]
+        if mic:
+            row["at_microphone_ms"] = (mic[0] - second) * 1000
+            row["microphone_to_packet_ms"] = (p.arrival - mic[0]) * 1000
+        rows.append(row)
     r["flashes"], r["beeps"], r["pairs"] = len(flashes), len(onsets), len(rows)
     r["audio_minus_video"] = stats([x["audio_minus_video_ms"] for x in rows])
     r["video_delay"] = stats([x["video_delay_ms"] for x in rows])
     r["audio_delay"] = stats([x["audio_delay_ms"] for x in rows])
+    if beep_log:
+        r["beep_at_microphone"] = stats([x["at_microphone_ms"] for x in rows if "at_microphone_ms" in x])
+        r["microphone_to_packet"] = stats([x["microphone_to_packet_ms"] for x in rows if "microphone_to_packet_ms" in x])
     r["rows"] = [{k: round(v, 1) for k, v in x.items()} for x in rows]
     return r
+
+
+def summary(r):
+    """One line for people."""
+    def ms(x):
+        return f"median {x['median']:.0f} ms, p95 {x['p95']:.0f} ms" if x else "n/a"
+
+    avm = r["audio_minus_video"]
+    line = (f"RTP lip sync over {r['pairs']} flashes: audio minus video {ms(avm)}, min {avm['min']:.0f} ms, "
+            f"max {avm['max']:.0f} ms, max |offset| {avm['max_abs']:.0f} ms (positive: sound after picture); "
+            f"video {ms(r['video_delay'])} after its stamp, audio {ms(r['audio_delay'])} after the second")
+    if "beep_at_microphone" in r:
+        line += (f" (beep at the microphone {ms(r['beep_at_microphone'])}, "
+                 f"microphone to packet {ms(r['microphone_to_packet'])})")
+    return line + (f"; RTP clocks: video {r['video_rtp_per_s']:.1f}/s, audio {r['audio_rtp_per_s']:.1f}/s; "
+                   f"audio timestamp jumps (steps other than the packet's samples): {r['audio_ts_jumps']}")
 
 
 def main():
@@ -288,11 +325,17 @@ def main():
     ap.add_argument("record")
     ap.add_argument("--video-port", type=int, default=5004)
     ap.add_argument("--audio-port", type=int, default=5006)
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--beep-log")
+    ap.add_argument("--json", action="store_true", help="everything, per flash too, as JSON only")
     a = ap.parse_args()
     Gst.init(None)
-    r = analyse(a.record, a.video_port, a.audio_port)
-    print(json.dumps(r, indent=1 if a.json else None))
+    r = analyse(a.record, a.video_port, a.audio_port, a.beep_log)
+    if a.json:
+        print(json.dumps(r, indent=1))
+        return 0
+    print(summary(r))
+    r.pop("rows")
+    print("RTP_RESULT " + json.dumps(r))
     return 0
 
 

@@ -44,6 +44,8 @@ Environment:
   STANDIN_BEEP_SINK            with `stamp`: play a 1 kHz beep into this PulseAudio sink (pulsesink, in
                                time with the wall clock) for the 100 ms after each whole second, with
                                the flash (lip sync)
+  STANDIN_BEEP_LOG             with STANDIN_BEEP_SINK: append the wall-clock time (ms) each beep is
+                               heard at the sink's monitor (parec), what a microphone there records
 """
 import ctypes
 import json
@@ -334,6 +336,8 @@ def stream(run, width, height, fps, kbps, intra, rotation, hflip, vflip,
         stamped.start(Gst, pipeline.get_by_name("src"))
         if os.environ.get("STANDIN_BEEP_SINK"):
             stamped.beep(os.environ["STANDIN_BEEP_SINK"])
+            if os.environ.get("STANDIN_BEEP_LOG"):
+                hear_beeps(os.environ["STANDIN_BEEP_SINK"], os.environ["STANDIN_BEEP_LOG"])
     write = Writer(writer)
     frames = FrameLog()
     start, seq = time.monotonic(), 0
@@ -357,6 +361,39 @@ def stream(run, width, height, fps, kbps, intra, rotation, hflip, vflip,
         seq += 1
     write.close()
     pipeline.set_state(Gst.State.NULL)
+
+
+def hear_beeps(sink, path):
+    """Logs when each beep reaches PulseAudio `sink`'s monitor, read by
+    `parec` in 10 ms blocks: the first loud sample after 0.5 s of quiet,
+    at the block's arrival less the samples after it (wall clock, ms)."""
+    import array
+    import subprocess
+    import threading
+
+    rate = 48000
+    parec = subprocess.Popen(
+        ["parec", "-d", f"{sink}.monitor", "--raw", "--format=s16le", f"--rate={rate}", "--channels=1",
+         "--latency-msec=10"], stdout=subprocess.PIPE)
+    log = open(path, "a", buffering=1)
+
+    def run():
+        quiet = 0
+        while True:
+            data = os.read(parec.stdout.fileno(), rate // 100 * 2)
+            if not data:
+                return
+            now = time.time()
+            samples = array.array("h", data[: len(data) // 2 * 2])
+            for i, value in enumerate(samples):
+                if abs(value) < 3000:
+                    quiet += 1
+                    continue
+                if quiet > rate // 2:
+                    log.write(f"{(now - (len(samples) - i) / rate) * 1000:.1f}\n")
+                quiet = 0
+
+    threading.Thread(target=run, daemon=True).start()
 
 
 class StampedPicture:
