@@ -15,9 +15,13 @@
 #            program, the way to the browser, the jitter buffer + decode, display
 #   join     `watch` to the first presented frame over 20 fresh viewers
 #   reopen   `broadcast-agent open` to the open page's first new frame
-#   lipsync  (GLASS_MODES=lipsync) a flash and a 1 kHz beep at each whole
-#            second, the beep played into the agent's microphone (ALSA `pulse`,
-#            a PulseAudio null sink's monitor): beep heard minus flash seen
+#   lipsync  (GLASS_MODES=lipsync, GLASS_LIPSYNC_S=60) a flash and a 1 kHz
+#            beep at each whole second, the beep played into the agent's
+#            microphone (ALSA `pulse`, a PulseAudio null sink's monitor): beep
+#            heard minus flash seen, in Chromium (from the audio track, and from
+#            Web Audio) and at the RTP level: the relay (no loss, no jitter)
+#            records what the agent sends and tests/browser/rtp_lipsync.py
+#            decodes it (RELAY_RECORD=FILE keeps the record)
 #   loss     (GLASS_MODES=loss, RELAY_LOSS=5) Janus in a network namespace of
 #            its own behind a relay (tests/browser/relay.py) that drops
 #            RELAY_LOSS % of the agent's RTP and delays the rest by 0 to
@@ -41,14 +45,23 @@ export STANDIN_PATTERN=stamp STANDIN_STAMP_LOG="$SCRATCH/stamps.log"
 # VIDEO_SOURCE=test: the agent's own x264enc on the test pattern (no stamps:
 # for join and reopen only), which makes a keyframe when a viewer asks.
 export VIDEO_SOURCE=${VIDEO_SOURCE:-libcamera} VIDEO_FRAMERATE=30 VIDEO_BITRATE_KBPS=800
+lipsync=
+if [[ ",${GLASS_MODES:-}," == *,lipsync,* ]]; then
+  lipsync=1
+  export MIC_DEVICE=pulse STANDIN_BEEP_SINK=speaker STANDIN_BEEP_LOG="$SCRATCH/beeps.log"
+  # What the agent sends, recorded on its way to Janus by the relay (no loss,
+  # no jitter unless asked): the lip sync at the RTP level, without a browser.
+  export RELAY_LOSS=${RELAY_LOSS:-0} RELAY_JITTER_MS=${RELAY_JITTER_MS:-0} RELAY_RECORD=${RELAY_RECORD:-$SCRATCH/rtp.rec}
+fi
 if [[ -n "${RELAY_LOSS:-}" ]]; then
   export JANUS_ADDR=10.77.0.2 JANUS_PEER=10.77.0.1
-fi
-if [[ ",${GLASS_MODES:-}," == *,lipsync,* ]]; then
-  export MIC_DEVICE=pulse STANDIN_BEEP_SINK=speaker
 fi
 export BROWSER_SCRIPT=glass.mjs BROWSER_TIMEOUT=${BROWSER_TIMEOUT:-600}
 status=0
 bash "$REPO/tests/browser/run.sh" || status=$?
+if [[ -n "$lipsync" ]]; then
+  echo "== lip sync at the RTP level (tests/browser/rtp_lipsync.py)"
+  /usr/bin/python3 "$REPO/tests/browser/rtp_lipsync.py" "$RELAY_RECORD" --beep-log "$STANDIN_BEEP_LOG" || status=1
+fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 exit "$status"

@@ -15,9 +15,12 @@
 //            first new frame
 //   lipsync  for GLASS_LIPSYNC_S seconds (default 30): the stand-in flashes and
 //            beeps (into the agent's microphone, STANDIN_BEEP_SINK) at each
-//            whole second; the page hears the beep (Web Audio, the time it is
-//            played) and sees the flash (the frame's display time): audio minus
-//            video, per flash
+//            whole second; the page hears the beep and sees the flash (the
+//            frame's display time): audio minus video, per flash. The beep is
+//            timed where the audio track delivers it (MediaStreamTrackProcessor,
+//            paced by the output that pulls the receiver) and, for comparison,
+//            in Web Audio, whose AudioContext clock in headless Chromium runs
+//            off the wall clock (2-4 % slow measured) and drifts
 //   loss     for GLASS_LOSS_S seconds (default 60), with the relay of the loss
 //            bench in front of Janus: what Chromium's getStats says of the
 //            video (frames decoded, freezes, NACKs, PLIs) and the audio
@@ -99,33 +102,65 @@ function measurer() {
   document.addEventListener('DOMContentLoaded', () => {
     document.getElementById('video').requestVideoFrameCallback(onFrame);
   });
-  // Beep onsets: the wall-clock time the first loud sample is played.
-  g.onsets = [];
+  // Beep onsets: the wall-clock time the first loud sample is played,
+  // from blocks of samples that came in `now` and end with the latest.
+  function onsetFinder(rate) {
+    let quietSince = 0;
+    const out = [];
+    return {
+      out,
+      feed(data, now, latency) {
+        const loud = data.findIndex((x) => Math.abs(x) > 0.1);
+        if (loud < 0) { quietSince += data.length; return; }
+        if (quietSince > rate * 0.5) out.push(wall(now - ((data.length - loud) * 1000) / rate + latency));
+        quietSince = 0;
+      },
+    };
+  }
+  // The audio track's own samples as Chromium's receiver puts them out
+  // (MediaStreamTrackProcessor): paced by the audio output that pulls the
+  // receiver, not by an AudioContext's clock.
+  g.listenTrack = () => {
+    if (!window.MediaStreamTrackProcessor) return 'no MediaStreamTrackProcessor';
+    const track = document.getElementById('video').srcObject.getAudioTracks()[0];
+    const reader = new MediaStreamTrackProcessor({ track }).readable.getReader();
+    let finder = null;
+    g.trackOnsets = [];
+    (async () => {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        const now = performance.now();
+        finder = finder || onsetFinder(value.sampleRate);
+        g.trackOnsets = finder.out;
+        const data = new Float32Array(value.numberOfFrames);
+        value.copyTo(data, { planeIndex: 0, format: 'f32-planar' });
+        value.close();
+        finder.feed(data, now, 0);
+      }
+    })();
+    return 'reading';
+  };
   g.listen = () => {
     const ctx = new AudioContext({ sampleRate: 48000 });
     const stream = new MediaStream(document.getElementById('video').srcObject.getAudioTracks());
     const source = ctx.createMediaStreamSource(stream);
     const node = ctx.createScriptProcessor(256, 1, 1);
-    let quietSince = 0;
+    const finder = onsetFinder(ctx.sampleRate);
+    g.onsets = finder.out;
     node.onaudioprocess = (e) => {
-      const data = e.inputBuffer.getChannelData(0);
-      const loud = data.findIndex((x) => Math.abs(x) > 0.1);
-      if (loud < 0) { quietSince += data.length; return; }
-      if (quietSince > 48000 * 0.5) {
-        // The block holds the latest samples: the loud one came in
-        // (length - loud) samples before now, and is heard after the
-        // context's output latency. (Mapping e.playbackTime through
-        // getOutputTimestamp() was tried: with headless Chromium's fake audio
-        // output it drifted by seconds a minute.)
-        const arrived = performance.now() - ((data.length - loud) * 1000) / ctx.sampleRate;
-        const latency = ((ctx.baseLatency || 0) + (ctx.outputLatency || 0)) * 1000;
-        g.onsets.push(wall(arrived + latency));
-        g.outputLatency = latency;
-      }
-      quietSince = 0;
+      // The block holds the latest samples, heard after the context's
+      // output latency. (Mapping e.playbackTime through getOutputTimestamp()
+      // was tried: with headless Chromium's fake audio output it drifted by
+      // seconds a minute.)
+      const latency = ((ctx.baseLatency || 0) + (ctx.outputLatency || 0)) * 1000;
+      g.outputLatency = latency;
+      finder.feed(e.inputBuffer.getChannelData(0), performance.now(), latency);
     };
     source.connect(node);
     node.connect(ctx.destination);
+    g.audioContext = ctx;
+    g.clocks = () => ({ context: ctx.currentTime * 1000, now: performance.now() });
     return ctx.state;
   };
 }
@@ -255,27 +290,9 @@ async function reopen() {
 // The full wall-clock ms of a 32-bit stamp, taken near wall-clock time `t`.
 const unwrap = (stampMs, t) => stampMs + Math.round((t - stampMs) / 2 ** 32) * 2 ** 32;
 
-async function lipsync() {
-  const page = await openViewer();
-  await waitFor('the page live', async () => (await page.evaluate(() => window.viewerState)) === 'live', 30000);
-  const state = await page.evaluate(() => window.__glass.listen());
-  await page.evaluate(() => { window.__glass.keep = true; });
-  await sleep(LIPSYNC_S * 1000);
-  const { frames, onsets } = await page.evaluate(() => ({ frames: window.__glass.frames, onsets: window.__glass.onsets }));
-  // Chromium's audio jitter buffer (NetEq), on average over the run.
-  const neteq = await page.evaluate(async () => {
-    const pcs = window.__glass.pcs || [];
-    for (const pc of pcs) {
-      for (const r of (await pc.getStats()).values()) {
-        if (r.type === 'inbound-rtp' && r.kind === 'audio' && r.jitterBufferEmittedCount) {
-          return (1000 * r.jitterBufferDelay) / r.jitterBufferEmittedCount;
-        }
-      }
-    }
-    return null;
-  });
-  await page.close();
-  // Each flash's first frame, and the beep heard nearest to it.
+// Beep heard minus flash seen, per flash: each flash's first frame and the
+// beep onset heard in the second it shows.
+function pairFlashes(frames, onsets) {
   const offsets = [];
   frames.forEach((f, i) => {
     if (!f.flash || f.stamp === null || (i > 0 && frames[i - 1].flash)) return;
@@ -283,14 +300,57 @@ async function lipsync() {
     const heard = onsets.find((a) => a >= event && a < event + 1000);
     if (heard !== undefined) offsets.push(heard - f.display);
   });
-  const s = stats(offsets);
-  const intervals = stats(onsets.slice(1).map((a, i) => a - onsets[i]));
-  results.lipsync = { audio_context: state, neteq_ms: neteq, beep_intervals: intervals, flashes: frames.filter((f, i) => f.flash && !(i > 0 && frames[i - 1].flash)).length, beeps: onsets.length, audio_minus_video: s, all: offsets.map(Math.round) };
-  if (!s) throw new Error(`no flash paired with a beep (${onsets.length} beeps heard, AudioContext ${state})`);
-  if (STRICT && Math.abs(s.median) > 80) throw new Error(`audio minus video ${fmt(s)} (goal within 80 ms)`);
-  return `audio minus video over ${s.n} flashes: ${fmt(s)}, min ${s.min.toFixed(0)} ms, max ${s.max.toFixed(0)} ms ` +
-    `(positive: sound after picture); beeps heard ${fmt(intervals)} apart (sent 1000 ms apart); ` +
-    `audio jitter buffer ${neteq === null ? 'n/a' : neteq.toFixed(0) + ' ms'} on average`;
+  return { ...stats(offsets), all: offsets.map(Math.round) };
+}
+
+// The browser's own clocks between two snapshots: the AudioContext's (which
+// paces the Web Audio callbacks) and what the audio receiver (NetEq) put out.
+function browserClocks(before, after) {
+  const a = after.audio || {}, b = before.audio || {};
+  const d = (key) => (a[key] || 0) - (b[key] || 0);
+  const wallMs = after.clocks.now - before.clocks.now;
+  return {
+    context_ms_per_s: (1000 * (after.clocks.context - before.clocks.context)) / wallMs,
+    neteq_samples_per_s: (1000 * d('totalSamplesReceived')) / wallMs,
+    packets_per_s: (1000 * d('packetsReceived')) / wallMs,
+    neteq_ms: a.jitterBufferEmittedCount ? (1000 * a.jitterBufferDelay) / a.jitterBufferEmittedCount : null,
+    concealed_samples: d('concealedSamples'),
+    inserted_for_deceleration: d('insertedSamplesForDeceleration'),
+    removed_for_acceleration: d('removedSamplesForAcceleration'),
+  };
+}
+
+async function lipsync() {
+  const page = await openViewer();
+  await waitFor('the page live', async () => (await page.evaluate(() => window.viewerState)) === 'live', 30000);
+  const state = await page.evaluate(() => window.__glass.listen());
+  const track = await page.evaluate(() => window.__glass.listenTrack());
+  await page.evaluate(() => { window.__glass.keep = true; });
+  const snapshot = async () => ({ clocks: await page.evaluate(() => window.__glass.clocks()), audio: (await inbound(page)).audio });
+  const before = await snapshot();
+  await sleep(LIPSYNC_S * 1000);
+  const after = await snapshot();
+  const { frames, onsets, trackOnsets } = await page.evaluate(() => ({
+    frames: window.__glass.frames, onsets: window.__glass.onsets, trackOnsets: window.__glass.trackOnsets || [],
+  }));
+  await page.close();
+  const clocks = browserClocks(before, after);
+  const r = {
+    audio_context: state, track_reader: track, browser_clocks: clocks,
+    flashes: frames.filter((f, i) => f.flash && !(i > 0 && frames[i - 1].flash)).length,
+    web_audio: { beeps: onsets.length, intervals: stats(onsets.slice(1).map((a, i) => a - onsets[i])), ...pairFlashes(frames, onsets) },
+    track: { beeps: trackOnsets.length, ...pairFlashes(frames, trackOnsets) },
+  };
+  results.lipsync = r;
+  const main = r.track.n ? r.track : r.web_audio;
+  if (!main.n) throw new Error(`no flash paired with a beep (${onsets.length} beeps heard, AudioContext ${state})`);
+  if (STRICT && Math.abs(main.median) > 80) throw new Error(`audio minus video ${fmt(main)} (goal within 80 ms)`);
+  const line = (x) => (x.n ? `${fmt(x)}, min ${x.min.toFixed(0)} ms, max ${x.max.toFixed(0)} ms over ${x.n} flashes` : 'n/a');
+  return `audio minus video (positive: sound after picture), beeps from the audio track: ${line(r.track)}; ` +
+    `from Web Audio: ${line(r.web_audio)}; audio jitter buffer ` +
+    `${clocks.neteq_ms === null ? 'n/a' : clocks.neteq_ms.toFixed(0) + ' ms'} on average; browser clocks per wall ` +
+    `second: AudioContext ${clocks.context_ms_per_s.toFixed(1)} ms, NetEq out ${clocks.neteq_samples_per_s.toFixed(0)} ` +
+    `samples, ${clocks.packets_per_s.toFixed(1)} packets in`;
 }
 
 // The inbound-rtp stats of the page's streaming PeerConnection, by kind.

@@ -30,6 +30,11 @@ start() {
       ip addr add "$0/24" dev vjanus1 && ip link set vjanus1 up && exec /usr/bin/janus -F "$1" -o --log-stdout' \
       "$JANUS_ADDR" "$CONF" >>"$WORK/janus.log" 2>&1 &
     echo $! >"$PIDFILE"
+    # Only once it has its own namespace: before, the far end would land here.
+    for _ in $(seq 200); do
+      [[ "$(readlink "/proc/$(cat "$PIDFILE")/ns/net")" != "$(readlink /proc/self/ns/net)" ]] && break
+      sleep 0.01
+    done
     ip link add vjanus0 type veth peer name vjanus1 netns "$(cat "$PIDFILE")"
     ip addr add "${JANUS_PEER:?}/24" dev vjanus0
     ip link set vjanus0 up

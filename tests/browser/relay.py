@@ -10,13 +10,20 @@ requests) goes back to the last sender. Packets to a --lossy port are dropped
 with probability --loss % and delayed by 0 to --jitter ms, uniformly (so they
 may arrive out of order, as on Wi-Fi); the way back is never touched. Prints
 one line of counts per port when stopped (SIGTERM/SIGINT).
+
+--record FILE (or RELAY_RECORD in the environment) also writes every packet that
+reaches the relay on its way to Janus, dropped or not, as it arrives: a header
+struct "<dHH" (wall-clock arrival time in s, port, length), then the packet.
+tests/browser/rtp_lipsync.py reads it (the lip-sync bench's RTP-level figure).
 """
 import argparse
 import heapq
+import os
 import random
 import selectors
 import signal
 import socket
+import struct
 import sys
 import time
 
@@ -31,6 +38,7 @@ def main():
     ap.add_argument("--loss", type=float, default=0.0)
     ap.add_argument("--jitter", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--record", default=os.environ.get("RELAY_RECORD"))
     a = ap.parse_args()
     rng = random.Random(a.seed)
     lossy = {int(p) for p in a.lossy.split(",") if p}
@@ -45,6 +53,7 @@ def main():
         sel.register(inbound, selectors.EVENT_READ, ("up", state))
         sel.register(outbound, selectors.EVENT_READ, ("down", state))
         counts[port] = {"up": 0, "dropped": 0, "down": 0}
+    record = open(a.record, "wb") if a.record else None
     queue = []  # (due, seq, socket, data, address)
     seq = 0
     running = [True]
@@ -67,6 +76,8 @@ def main():
                 continue
             st["peer"] = address
             c["up"] += 1
+            if record:
+                record.write(struct.pack("<dHH", time.time(), st["port"], len(data)) + data)
             delay = 0.0
             if st["port"] in lossy:
                 if rng.random() * 100 < a.loss:
@@ -79,6 +90,8 @@ def main():
         while queue and queue[0][0] <= now:
             _, _, sock, data, address = heapq.heappop(queue)
             sock.sendto(data, address)
+    if record:
+        record.close()
     for port, c in counts.items():
         print(f"relay port {port}: {c['up']} up, {c['dropped']} dropped, {c['down']} back", flush=True)
     return 0

@@ -41,8 +41,11 @@ Environment:
                                or `stamp`: frames that carry their capture time in the pixels (see
                                StampedPicture; for benches/glass_to_glass.sh)
   STANDIN_STAMP_LOG            with `stamp`: append "stamp_ms written_ms" per frame written (wall clock)
-  STANDIN_BEEP_SINK            with `stamp`: play a 1 kHz beep into this PulseAudio sink (pacat) for the
-                               100 ms after each whole second, with the flash (lip sync)
+  STANDIN_BEEP_SINK            with `stamp`: play a 1 kHz beep into this PulseAudio sink (pulsesink, in
+                               time with the wall clock) for the 100 ms after each whole second, with
+                               the flash (lip sync)
+  STANDIN_BEEP_LOG             with STANDIN_BEEP_SINK: append the wall-clock time (ms) each beep is
+                               heard at the sink's monitor (parec), what a microphone there records
 """
 import ctypes
 import json
@@ -333,6 +336,8 @@ def stream(run, width, height, fps, kbps, intra, rotation, hflip, vflip,
         stamped.start(Gst, pipeline.get_by_name("src"))
         if os.environ.get("STANDIN_BEEP_SINK"):
             stamped.beep(os.environ["STANDIN_BEEP_SINK"])
+            if os.environ.get("STANDIN_BEEP_LOG"):
+                hear_beeps(os.environ["STANDIN_BEEP_SINK"], os.environ["STANDIN_BEEP_LOG"])
     write = Writer(writer)
     frames = FrameLog()
     start, seq = time.monotonic(), 0
@@ -356,6 +361,39 @@ def stream(run, width, height, fps, kbps, intra, rotation, hflip, vflip,
         seq += 1
     write.close()
     pipeline.set_state(Gst.State.NULL)
+
+
+def hear_beeps(sink, path):
+    """Logs when each beep reaches PulseAudio `sink`'s monitor, read by
+    `parec` in 10 ms blocks: the first loud sample after 0.5 s of quiet,
+    at the block's arrival less the samples after it (wall clock, ms)."""
+    import array
+    import subprocess
+    import threading
+
+    rate = 48000
+    parec = subprocess.Popen(
+        ["parec", "-d", f"{sink}.monitor", "--raw", "--format=s16le", f"--rate={rate}", "--channels=1",
+         "--latency-msec=10"], stdout=subprocess.PIPE)
+    log = open(path, "a", buffering=1)
+
+    def run():
+        quiet = 0
+        while True:
+            data = os.read(parec.stdout.fileno(), rate // 100 * 2)
+            if not data:
+                return
+            now = time.time()
+            samples = array.array("h", data[: len(data) // 2 * 2])
+            for i, value in enumerate(samples):
+                if abs(value) < 3000:
+                    quiet += 1
+                    continue
+                if quiet > rate // 2:
+                    log.write(f"{(now - (len(samples) - i) / rate) * 1000:.1f}\n")
+                quiet = 0
+
+    threading.Thread(target=run, daemon=True).start()
 
 
 class StampedPicture:
@@ -423,37 +461,61 @@ class StampedPicture:
         threading.Thread(target=run, daemon=True).start()
 
     def beep(self, sink):
-        """Plays the beep of each flash into PulseAudio `sink`: 10 ms chunks
-        paced by the wall clock, loud for the 100 ms after each whole second."""
+        """Plays the beep of each flash into PulseAudio `sink`: 1 kHz for the
+        100 ms after each whole second of the wall clock, at that moment.
+
+        The samples are made ahead of time, each carrying its wall-clock
+        moment (a realtime clock, running time 0 on a whole second), and
+        `pulsesink` plays them when that moment comes: a thread that runs
+        late (this program is busy making frames) neither delays the beep
+        nor piles up a queue that delays every later one, as writing them
+        to `pacat` as they fall due did (the beep then came later and later:
+        hundreds of ms within a minute on a loaded machine).
+        """
         import math
-        import subprocess
         import threading
 
+        from gi.repository import Gst
+
         rate, chunk = 48000, 480
-        pacat = subprocess.Popen(
-            ["pacat", "--playback", "--raw", "--format=s16le", f"--rate={rate}", "--channels=1",
-             "--latency-msec=10", "-d", sink], stdin=subprocess.PIPE)
-        tone = [int(12000 * math.sin(2 * math.pi * 1000 * i / rate)) for i in range(rate // 1000)]
+        caps = f"audio/x-raw,format=S16LE,layout=interleaved,rate={rate},channels=1"
+        pipeline = Gst.parse_launch(
+            f"appsrc name=beep is-live=true format=time caps={caps} ! "
+            f"pulsesink device={sink} sync=true processing-deadline=0"
+        )
+        clock = Gst.SystemClock(clock_type=Gst.ClockType.REALTIME)
+        pipeline.use_clock(clock)
+        pipeline.set_start_time(Gst.CLOCK_TIME_NONE)
+        base = clock.get_time() // Gst.SECOND * Gst.SECOND
+        pipeline.set_base_time(base)
+        # Each sample at its moment, not after the latency the pipeline
+        # would add (110 ms: the sink's own buffer, already ahead of time).
+        pipeline.set_latency(0)
+        src = pipeline.get_by_name("beep")
+        pipeline.set_state(Gst.State.PLAYING)
+        period = rate // 1000
+        tone = b"".join(struct.pack("<h", int(12000 * math.sin(2 * math.pi * i / period))) for i in range(period))
+        loud = tone * (rate // 10 // period)
+        silence = bytes(2 * (rate - len(loud) // 2))
+        second = loud + silence  # sample i of a second: 2 bytes at 2 * i
 
         def run():
-            t = time.time()
+            n = (clock.get_time() - base) * rate // Gst.SECOND + rate // 10
             while True:
-                delay = t - time.time()
-                if delay > 0:
-                    time.sleep(delay)
-                samples = bytearray()
-                for i in range(chunk):
-                    ms = int((t + i / rate) * 1000)
-                    value = tone[i % len(tone)] if ms % 1000 < 100 else 0
-                    samples += struct.pack("<h", value)
-                try:
-                    pacat.stdin.write(samples)
-                    pacat.stdin.flush()
-                except OSError:
+                ahead = n / rate - (clock.get_time() - base) / Gst.SECOND
+                if ahead > 0.3:
+                    time.sleep(ahead - 0.2)
+                at = n % rate
+                data = (second[2 * at:] + second)[: 2 * chunk]
+                buf = Gst.Buffer.new_wrapped(data)
+                buf.pts = n * Gst.SECOND // rate
+                buf.duration = chunk * Gst.SECOND // rate
+                if src.emit("push-buffer", buf) != Gst.FlowReturn.OK:
                     return
-                t += chunk / rate
+                n += chunk
 
         threading.Thread(target=run, daemon=True).start()
+        self.beeper = pipeline
 
     def written(self):
         """The oldest frame not yet written left the program (x264 keeps the order)."""
