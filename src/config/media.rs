@@ -304,6 +304,12 @@ pub struct MicrophoneSettings {
     pub noise_suppression: bool,
     /// Adjust the level automatically (adaptive digital gain).
     pub gain_control: bool,
+    /// How much later than the speaker's own account (`echo_delay_ms`) its
+    /// sound reaches the microphone: the echo canceller's reference is
+    /// shifted by this much. The canceller finds echoes that arrive a few
+    /// to about 45 ms after the shifted reference (measured). Default 0.
+    #[serde(rename = "echo_delay_ms", with = "duration::millis")]
+    pub echo_delay: Duration,
 }
 
 impl Default for MicrophoneSettings {
@@ -315,6 +321,7 @@ impl Default for MicrophoneSettings {
             echo_cancel: None,
             noise_suppression: true,
             gain_control: true,
+            echo_delay: Duration::ZERO,
         }
     }
 }

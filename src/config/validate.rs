@@ -8,6 +8,10 @@ use super::janus::url_host;
 use super::{duration, Settings, VideoSettings, VideoSource};
 use crate::h264;
 
+/// The longest `microphone.echo_delay_ms`: the speaker pipeline's segment
+/// is moved by it, and nobody's echo path is longer.
+const ECHO_DELAY_MAX_MS: u64 = 500;
+
 impl Settings {
     /// Checks what types alone cannot; the error names the key.
     pub(super) fn validate(&self) -> Result<(), (&'static str, String)> {
@@ -148,6 +152,12 @@ impl Settings {
         )?;
         check_device("speaker.device", &self.speaker.device)?;
         check_device("microphone.device", &self.microphone.device)?;
+        check_millis(
+            "microphone.echo_delay_ms",
+            self.microphone.echo_delay,
+            0,
+            ECHO_DELAY_MAX_MS,
+        )?;
         check_range(
             "microphone.bitrate_kbps",
             self.microphone.bitrate_kbps.into(),
@@ -491,6 +501,10 @@ mod tests {
         refused_naming(
             "[recording]\nenabled = true\nsegment_s = 1\n",
             "recording.segment_s: 1 is out of range 2..=86400",
+        );
+        refused_naming(
+            "[microphone]\necho_delay_ms = 501\n",
+            "microphone.echo_delay_ms: 501 is out of range 0..=500",
         );
     }
 

@@ -660,6 +660,11 @@ impl Recipe for Microphone {
         } else {
             let src = element("alsasrc")?;
             src.set_property("device", &mic.device);
+            // Time stamps from the pipeline's clock: the echo canceller lines
+            // the microphone up with the speaker by them. A driver's own
+            // (ALSA's `pulse` plugin: wall-clock time) would be decades off
+            // the shared system clock, and the reference never found.
+            src.set_property("use-driver-timestamps", false);
             src
         };
         let caps = gst::Caps::builder("audio/x-raw")

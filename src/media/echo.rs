@@ -15,6 +15,7 @@
 //! converges within 2 s at 32 kHz and not within 10 s at 48 kHz.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -58,15 +59,35 @@ pub fn probe() -> Result<gst::Element, MediaError> {
 
 /// The process's probe, taken out of the pipeline it was in (which must be
 /// stopped: its supervisor drops a pipeline before building the next), to
-/// go into a new speaker pipeline.
-pub fn take_probe() -> Result<gst::Element, MediaError> {
+/// go into a new speaker pipeline; it takes what passes through as played
+/// `delay` later than the speaker pipeline says (`microphone.echo_delay_ms`).
+pub fn take_probe(delay: Duration) -> Result<gst::Element, MediaError> {
     let probe = probe()?;
     if let Some(bin) = probe.parent().and_then(|p| p.downcast::<gst::Bin>().ok()) {
         let _ = probe.set_state(gst::State::Null);
         bin.remove(&probe)
             .map_err(|e| MediaError::build("cannot take the echo probe back", e))?;
     }
+    shift(&probe, delay)?;
     Ok(probe)
+}
+
+/// Moves the running time `probe` sees `delay` later, and back by as much
+/// on its way out: the reference moves, what the speaker plays does not.
+/// The probe reckons a sample played at its running time plus the
+/// pipeline's latency, which leaves out an echo path the sound card does
+/// not report (a loopback, a Bluetooth speaker); the canceller only finds
+/// an echo up to about 45 ms after that.
+fn shift(probe: &gst::Element, delay: Duration) -> Result<(), MediaError> {
+    // Validated to at most 500 ms.
+    let ns = i64::try_from(delay.as_nanos()).unwrap_or(i64::MAX);
+    for (name, offset) in [("sink", ns), ("src", -ns)] {
+        probe
+            .static_pad(name)
+            .ok_or_else(|| MediaError::Build(format!("the echo probe has no {name} pad")))?
+            .set_offset(offset);
+    }
+    Ok(())
 }
 
 /// Puts `pipeline` on the clock and base time every echo-cancelling

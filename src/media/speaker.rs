@@ -145,7 +145,10 @@ impl Recipe for Speaker {
         ]);
         let echo = self.feeds_echo_canceller();
         if echo {
-            chain.extend([caps_filter(echo::caps())?, echo::take_probe()?]);
+            chain.extend([
+                caps_filter(echo::caps())?,
+                echo::take_probe(self.settings.microphone.echo_delay)?,
+            ]);
         }
         chain.extend([
             element("audioconvert")?,
