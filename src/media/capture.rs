@@ -324,6 +324,30 @@ impl Video {
             .build()
     }
 
+    /// The Pi camera through rpicamsrc, which encodes on the GPU itself.
+    fn rpicamsrc(&self) -> Result<Vec<gst::Element>, MediaError> {
+        let v = &self.settings.video;
+        let src = element("rpicamsrc")?;
+        src.set_property(
+            "bitrate",
+            i32::try_from(v.bitrate_kbps * 1000).unwrap_or(i32::MAX),
+        );
+        src.set_property("preview", false);
+        src.set_property("rotation", dimension(v.rotation.degrees()));
+        src.set_property("hflip", v.hflip);
+        src.set_property("vflip", v.vflip);
+        src.set_property("keyframe-interval", dimension(v.framerate * 2));
+        // SPS/PPS before every keyframe: a viewer joining later can decode.
+        src.set_property("inline-headers", true);
+        let caps = gst::Caps::builder("video/x-h264")
+            .field("width", dimension(v.width))
+            .field("height", dimension(v.height))
+            .field("framerate", gst::Fraction::new(dimension(v.framerate), 1))
+            .field("profile", "constrained-baseline")
+            .build();
+        Ok(vec![src, caps_filter(caps)?, element("h264parse")?])
+    }
+
     /// `videoflip`s for rotation and mirroring, for sources that do not do it themselves.
     fn flips(&self) -> Result<Vec<gst::Element>, MediaError> {
         use crate::config::Rotation;
@@ -482,27 +506,7 @@ impl Recipe for Video {
                 chain.extend(self.encoder()?);
                 chain
             }
-            VideoSource::Rpicamsrc => {
-                let src = element("rpicamsrc")?;
-                src.set_property(
-                    "bitrate",
-                    i32::try_from(v.bitrate_kbps * 1000).unwrap_or(i32::MAX),
-                );
-                src.set_property("preview", false);
-                src.set_property("rotation", dimension(v.rotation.degrees()));
-                src.set_property("hflip", v.hflip);
-                src.set_property("vflip", v.vflip);
-                src.set_property("keyframe-interval", dimension(v.framerate * 2));
-                // SPS/PPS before every keyframe: a viewer joining later can decode.
-                src.set_property("inline-headers", true);
-                let caps = gst::Caps::builder("video/x-h264")
-                    .field("width", dimension(v.width))
-                    .field("height", dimension(v.height))
-                    .field("framerate", gst::Fraction::new(dimension(v.framerate), 1))
-                    .field("profile", "constrained-baseline")
-                    .build();
-                vec![src, caps_filter(caps)?, element("h264parse")?]
-            }
+            VideoSource::Rpicamsrc => self.rpicamsrc()?,
             VideoSource::Raspivid | VideoSource::Libcamera => {
                 let (candidates, package) = self.program().ok_or_else(|| {
                     MediaError::Build("piped source without a camera program".into())
