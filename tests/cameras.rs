@@ -234,7 +234,7 @@ fn stream_on(janus: &Janus, standins: &StandIns, room: u64, source: &str, base: 
     });
     // age_ms counts from creation while nothing arrived: judge after 2 s.
     std::thread::sleep(Duration::from_millis(2100).saturating_sub(started.elapsed()));
-    wait_for(Duration::from_secs(8), "video at Janus", || {
+    wait_for(Duration::from_secs(15), "video at Janus", || {
         probe
             .media_age(room, SECRET, "video")
             .filter(|age| *age < 500)
