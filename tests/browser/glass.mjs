@@ -371,6 +371,7 @@ function inbound(page) {
     for (const pc of window.__glass.pcs) {
       for (const r of (await pc.getStats()).values()) {
         if (r.type === 'inbound-rtp' && !out[r.kind] && r.packetsReceived > 0) out[r.kind] = r;
+        if (r.type === 'media-playout' && !out.playout) out.playout = r; // the audio output's own delay
       }
     }
     return out;
@@ -452,6 +453,8 @@ async function watchWith(delay) {
     audio_buffer_ms: bufferMs(a.audio, b.audio),
     audio_buffer_target_ms: bufferMs(a.audio, b.audio, 'jitterBufferTargetDelay'),
     audio_buffer_minimum_ms: bufferMs(a.audio, b.audio, 'jitterBufferMinimumDelay'),
+    audio_output_ms: d('playout', 'totalSamplesCount') > 0
+      ? (1000 * d('playout', 'totalPlayoutDelay')) / d('playout', 'totalSamplesCount') : null,
     video_buffer_ms: bufferMs(a.video, b.video),
     video_buffer_target_ms: bufferMs(a.video, b.video, 'jitterBufferTargetDelay'),
     video_freezes: d('video', 'freezeCount'),

@@ -289,11 +289,13 @@ def analyse(record, video_port, audio_port, beep_log=None):
             full = ms + round((arrival * 1000 - ms) / 2**32) * 2**32
             flashes.setdefault(full // 1000, (full, arrival))
     # Each beep by the whole second it started on: its onset sample was
-    # taken (n - i) samples before its packet's last, which left last.
+    # taken (n - i) samples before its packet's last, which left last. A
+    # beep may reach the microphone a little before its second (seen: up to
+    # 30 ms): counted from 0.2 s before it.
     beeps = {}
     for p, i in onsets:
         taken = p.arrival - (opus_samples(p.payload) - i) / 48000
-        beeps.setdefault(int(taken), p)
+        beeps.setdefault(int(taken + 0.2), p)
     heard = heard_at(beep_log) if beep_log else []
     rows = []
     for second, (full, v_arrival) in sorted(flashes.items()):
