@@ -388,10 +388,11 @@
   // much. How long video may be held back is set with the mountpoint's
   // playout-delay RTP extension (Janus `configure` min_delay / max_delay, in
   // 10 ms units):
-  //   sync   (default) holds video by what the audio buffer needs beyond
+  //   sync   (default) holds video by what the audio needs beyond
   //          SYNC_LEAD_MS (the sound may come that much after the picture),
   //          at most SYNC_MAX_HOLD_MS, re-read from getStats every second
-  //          (the audio buffer's mean delay over the last SYNC_WINDOW s);
+  //          (the audio jitter buffer's and output's mean delay over the
+  //          last SYNC_WINDOW s);
   //          nothing while the audio buffer is short: the lowest latency
   //          that keeps lip sync (README "Glass to glass": the figures)
   //   0      never: each frame is shown when decoded (the lowest latency)
@@ -403,7 +404,7 @@
   const SYNC_MAX_HOLD_MS = 100;
   const SYNC_WINDOW = 5;      // s (checks) the audio buffer's delay is averaged over
   const SYNC_STEP_MS = 20;    // a smaller change of the hold is not sent
-  window.viewerPlayout = { mode: delayParam, holdMs: null, audioBufferMs: null };
+  window.viewerPlayout = { mode: delayParam, holdMs: null, audioBufferMs: null, audioOutputMs: null };
 
   function configurePlayout(m, minMs, maxMs) {
     m.streaming.send({
@@ -417,22 +418,30 @@
     const playout = window.viewerPlayout;
     playout.holdMs = 0;
     configurePlayout(m, 0, 0);
-    const samples = []; // the audio receiver's [jitterBufferDelay s, emitted count], one per check
+    // Per check: the audio receiver's [jitterBufferDelay s, emitted count] and
+    // the audio output's [totalPlayoutDelay s, samples] (0 where the browser
+    // does not report it): the sound is heard after both.
+    const samples = [];
+    const mean = (a, b, i) => (b[i + 1] > a[i + 1] ? (1000 * (b[i] - a[i])) / (b[i + 1] - a[i + 1]) : 0);
     m.playoutTimer = setInterval(async () => {
       const pc = m.streaming && m.streaming.webrtcStuff && m.streaming.webrtcStuff.pc;
       if (media !== m || !pc) return;
-      let audio = null;
+      let audio = null, output = {};
       try {
-        (await pc.getStats()).forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'audio') audio = r; });
+        (await pc.getStats()).forEach((r) => {
+          if (r.type === 'inbound-rtp' && r.kind === 'audio') audio = r;
+          if (r.type === 'media-playout') output = r;
+        });
       } catch (e) { return; }
       if (media !== m || !audio || !audio.jitterBufferEmittedCount) return;
-      samples.push([audio.jitterBufferDelay, audio.jitterBufferEmittedCount]);
+      samples.push([audio.jitterBufferDelay, audio.jitterBufferEmittedCount,
+        output.totalPlayoutDelay || 0, output.totalSamplesCount || 0]);
       if (samples.length <= SYNC_WINDOW) return;
-      const [d0, n0] = samples.shift();
-      const [d1, n1] = samples[samples.length - 1];
-      if (n1 <= n0) return;
-      playout.audioBufferMs = (1000 * (d1 - d0)) / (n1 - n0);
-      const want = Math.min(SYNC_MAX_HOLD_MS, Math.max(0, Math.round((playout.audioBufferMs - SYNC_LEAD_MS) / 10) * 10));
+      const first = samples.shift(), last = samples[samples.length - 1];
+      playout.audioBufferMs = mean(first, last, 0);
+      playout.audioOutputMs = mean(first, last, 2);
+      const late = playout.audioBufferMs + playout.audioOutputMs - SYNC_LEAD_MS;
+      const want = Math.min(SYNC_MAX_HOLD_MS, Math.max(0, Math.round(late / 10) * 10));
       if (Math.abs(want - playout.holdMs) < SYNC_STEP_MS) return;
       playout.holdMs = want;
       configurePlayout(m, want, want);
