@@ -22,6 +22,14 @@
 #            Web Audio) and at the RTP level: the relay (no loss, no jitter)
 #            records what the agent sends and tests/browser/rtp_lipsync.py
 #            decodes it (RELAY_RECORD=FILE keeps the record)
+#   compare  (GLASS_MODES=compare) the page's `delay=` choices side by side
+#            in one session, with the lipsync set-up: for each of GLASS_DELAYS
+#            (default `default,0,auto`; `default` is the page without delay=),
+#            GLASS_ROUNDS (2) fresh viewers of GLASS_COMPARE_S (60) s each:
+#            glass to glass, audio minus video, Chromium's audio concealed
+#            samples per minute and both jitter buffers' mean delay; then the
+#            RTP-level lip sync and the microphone's timestamp jumps of the
+#            whole session
 #   loss     (GLASS_MODES=loss, RELAY_LOSS=5) Janus in a network namespace of
 #            its own behind a relay (tests/browser/relay.py) that drops
 #            RELAY_LOSS % of the agent's RTP and delays the rest by 0 to
@@ -46,7 +54,7 @@ export STANDIN_PATTERN=stamp STANDIN_STAMP_LOG="$SCRATCH/stamps.log"
 # for join and reopen only), which makes a keyframe when a viewer asks.
 export VIDEO_SOURCE=${VIDEO_SOURCE:-libcamera} VIDEO_FRAMERATE=30 VIDEO_BITRATE_KBPS=800
 lipsync=
-if [[ ",${GLASS_MODES:-}," == *,lipsync,* ]]; then
+if [[ ",${GLASS_MODES:-}," == *,lipsync,* || ",${GLASS_MODES:-}," == *,compare,* ]]; then
   lipsync=1
   export MIC_DEVICE=pulse STANDIN_BEEP_SINK=speaker STANDIN_BEEP_LOG="$SCRATCH/beeps.log"
   # What the agent sends, recorded on its way to Janus by the relay (no loss,
@@ -56,7 +64,7 @@ fi
 if [[ -n "${RELAY_LOSS:-}" ]]; then
   export JANUS_ADDR=10.77.0.2 JANUS_PEER=10.77.0.1
 fi
-export BROWSER_SCRIPT=glass.mjs BROWSER_TIMEOUT=${BROWSER_TIMEOUT:-600}
+export BROWSER_SCRIPT=glass.mjs BROWSER_TIMEOUT=${BROWSER_TIMEOUT:-1800}
 status=0
 bash "$REPO/tests/browser/run.sh" || status=$?
 if [[ -n "$lipsync" ]]; then

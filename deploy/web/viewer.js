@@ -15,9 +15,10 @@
 //   "error"       the page cannot start at all (bad URL, no WebRTC).
 //
 // Query parameters: r (room id, required), pin, janus (REST URL), name
-// (display name; else the one remembered), muted=1 (join with the microphone off), delay=MS (the
-// most the browser may delay video to smooth out jitter; default 0, `auto`:
-// the browser's choice), debug=1 (janus.js logging). Defaults come from config.js (window.BROADCAST_CONFIG).
+// (display name; else the one remembered), muted=1 (join with the microphone off), delay= (how
+// long the browser may hold video back: `sync`, the default, holds it just enough for lip sync
+// with the Pi's audio; `0` never; MS at most MS; `auto` the browser's own choice; see "playout
+// delay" below), debug=1 (janus.js logging). Defaults come from config.js (window.BROADCAST_CONFIG).
 //
 // The room's chat (chat.js) and who is in it (people.js) follow the media
 // attempt: each attempt joins the chat, and its AudioBridge events feed the
@@ -57,12 +58,8 @@
   const roomId = /^\d+$/.test(roomParam || '') ? parseInt(roomParam, 10) : null;
   let pin = params.get('pin') || null;
   let micMuted = params.get('muted') === '1';
-  // delay=MS: the most the browser may hold video back to smooth out network
-  // jitter; by default 0: each frame is shown as soon as it is decoded (the
-  // lowest latency; on a jittery network motion is less even). delay=auto:
-  // the browser's own choice.
-  const delayParam = params.get('delay') || '0';
-  const playoutDelay = /^\d+$/.test(delayParam) ? parseInt(delayParam, 10) : null;
+  // delay= (see "playout delay" below): `sync` (the default), `0`, MS or `auto`.
+  const delayParam = params.get('delay') || 'sync';
 
   // ---- page elements -------------------------------------------------------
 
@@ -252,6 +249,7 @@
     media = null;
     if (!m) return;
     clearTimeout(m.watchdog);
+    clearInterval(m.playoutTimer);
     for (const handle of [m.streaming, m.bridge]) {
       if (!handle) continue;
       try { handle.hangup(); } catch (e) { /* ignore */ }
@@ -374,15 +372,80 @@
         success: (answer) => {
           if (media !== m) return;
           m.streaming.send({ message: { request: 'start' }, jsep: answer, error: (e) => requestFailed(m, e) });
-          if (playoutDelay !== null) {
-            // The playout-delay RTP extension (the mountpoint offers it), in 10 ms units.
-            const delay = Math.round(playoutDelay / 10);
-            m.streaming.send({ message: { request: 'configure', mid: 'v', min_delay: 0, max_delay: delay } });
-          }
+          startPlayout(m);
         },
         error: (err) => { if (media === m) retryMedia(null, 'WebRTC error: ' + err); },
       });
     }
+  }
+
+  // ---- playout delay (lip sync against latency) -----------------------------
+  //
+  // Janus relays the Pi's audio and video as they arrive, and the browser
+  // plays each after its own jitter buffer: video within a few ms, audio
+  // after NetEq's buffer (55-115 ms measured in Chromium on a lossless
+  // network). Shown at once, the picture runs ahead of the sound by about that
+  // much. How long video may be held back is set with the mountpoint's
+  // playout-delay RTP extension (Janus `configure` min_delay / max_delay, in
+  // 10 ms units):
+  //   sync   (default) holds video by what the audio needs beyond
+  //          SYNC_LEAD_MS (the sound may come that much after the picture),
+  //          at most SYNC_MAX_HOLD_MS, re-read from getStats every second
+  //          (the audio jitter buffer's and output's mean delay over the
+  //          last SYNC_WINDOW s);
+  //          nothing while the audio buffer is short: the lowest latency
+  //          that keeps lip sync (README "Glass to glass": the figures)
+  //   0      never: each frame is shown when decoded (the lowest latency)
+  //   MS     at most MS ms (min 0, max MS: Chromium lines video up with
+  //          audio within that bound, and smooths jitter)
+  //   auto   no extension: the browser's own choice (it lines video up with
+  //          audio fully)
+  const SYNC_LEAD_MS = 45;
+  const SYNC_MAX_HOLD_MS = 100;
+  const SYNC_WINDOW = 5;      // s (checks) the audio buffer's delay is averaged over
+  const SYNC_STEP_MS = 20;    // a smaller change of the hold is not sent
+  window.viewerPlayout = { mode: delayParam, holdMs: null, audioBufferMs: null, audioOutputMs: null };
+
+  function configurePlayout(m, minMs, maxMs) {
+    m.streaming.send({
+      message: { request: 'configure', mid: 'v', min_delay: Math.round(minMs / 10), max_delay: Math.round(maxMs / 10) },
+    });
+  }
+
+  function startPlayout(m) {
+    if (/^\d+$/.test(delayParam)) configurePlayout(m, 0, parseInt(delayParam, 10));
+    if (delayParam !== 'sync') return;
+    const playout = window.viewerPlayout;
+    playout.holdMs = 0;
+    configurePlayout(m, 0, 0);
+    // Per check: the audio receiver's [jitterBufferDelay s, emitted count] and
+    // the audio output's [totalPlayoutDelay s, samples] (0 where the browser
+    // does not report it): the sound is heard after both.
+    const samples = [];
+    const mean = (a, b, i) => (b[i + 1] > a[i + 1] ? (1000 * (b[i] - a[i])) / (b[i + 1] - a[i + 1]) : 0);
+    m.playoutTimer = setInterval(async () => {
+      const pc = m.streaming && m.streaming.webrtcStuff && m.streaming.webrtcStuff.pc;
+      if (media !== m || !pc) return;
+      let audio = null, output = {};
+      try {
+        (await pc.getStats()).forEach((r) => {
+          if (r.type === 'inbound-rtp' && r.kind === 'audio') audio = r;
+          if (r.type === 'media-playout') output = r;
+        });
+      } catch (e) { return; }
+      if (media !== m || !audio || !audio.jitterBufferEmittedCount) return;
+      samples.push([audio.jitterBufferDelay, audio.jitterBufferEmittedCount,
+        output.totalPlayoutDelay || 0, output.totalSamplesCount || 0]);
+      if (samples.length <= SYNC_WINDOW) return;
+      const first = samples.shift(), last = samples[samples.length - 1];
+      playout.audioBufferMs = mean(first, last, 0);
+      playout.audioOutputMs = mean(first, last, 2);
+      const late = playout.audioBufferMs + playout.audioOutputMs - SYNC_LEAD_MS;
+      const want = Math.min(SYNC_MAX_HOLD_MS, Math.max(0, Math.round(late / 10) * 10));
+      if (Math.abs(want - playout.holdMs) < SYNC_STEP_MS) return;
+      playout.holdMs = want;
+      configurePlayout(m, want, want);
+    }, 1000);
   }
 
   // ---- AudioBridge plugin (talk-back) --------------------------------------

@@ -21,6 +21,14 @@
 //            paced by the output that pulls the receiver) and, for comparison,
 //            in Web Audio, whose AudioContext clock in headless Chromium runs
 //            off the wall clock (2-4 % slow measured) and drifts
+//   compare  the page's playout-delay choices side by side, in one session:
+//            for each of GLASS_DELAYS (comma-separated `delay=` values, `default`
+//            for none; default `default,0,auto`), GLASS_ROUNDS times (default
+//            2, interleaved), a fresh viewer watches for GLASS_COMPARE_S s
+//            (default 60; the lipsync set-up: flashes and beeps) and reports
+//            glass to glass, audio minus video, and from getStats over that
+//            window: audio concealed samples per minute, the audio and video
+//            jitter buffers' mean delay (jitterBufferDelay / EmittedCount)
 //   loss     for GLASS_LOSS_S seconds (default 60), with the relay of the loss
 //            bench in front of Janus: what Chromium's getStats says of the
 //            video (frames decoded, freezes, NACKs, PLIs) and the audio
@@ -43,6 +51,9 @@ const STRICT = process.env.GLASS_STRICT === '1';
 const STAMP_LOG = process.env.STANDIN_STAMP_LOG;
 const LIPSYNC_S = Number(process.env.GLASS_LIPSYNC_S || 30);
 const LOSS_S = Number(process.env.GLASS_LOSS_S || 60);
+const DELAYS = (process.env.GLASS_DELAYS || 'default,0,auto').split(',');
+const ROUNDS = Number(process.env.GLASS_ROUNDS || 2);
+const COMPARE_S = Number(process.env.GLASS_COMPARE_S || 60);
 
 // Runs in the page before its scripts: notes when `watch` is sent and
 // measures every presented frame (stamp, clock, and the frame's metadata).
@@ -195,15 +206,15 @@ function videoCounters() {
 const { server, base } = await servePage(env('WEB_ROOT'), JANUS_URL);
 const browser = await launchChromium(WORK, ['--autoplay-policy=no-user-gesture-required']);
 const DELAY = process.env.GLASS_DELAY; // the page's delay= (ms), if set
-const query = `r=${ROOM}&janus=${encodeURIComponent(JANUS_URL)}&name=glass&muted=1` +
-  (DELAY !== undefined ? `&delay=${DELAY}` : '');
+const query = (delay) => `r=${ROOM}&janus=${encodeURIComponent(JANUS_URL)}&name=glass&muted=1` +
+  (delay !== undefined && delay !== 'default' ? `&delay=${delay}` : '');
 const results = {};
 
-async function openViewer() {
+async function openViewer(delay = DELAY) {
   const page = await browser.newPage();
   page.setDefaultTimeout(15000);
   await page.addInitScript(measurer);
-  await page.goto(`${base}?${query}`, { timeout: 15000 });
+  await page.goto(`${base}?${query(delay)}`, { timeout: 15000 });
   return page;
 }
 
@@ -360,6 +371,7 @@ function inbound(page) {
     for (const pc of window.__glass.pcs) {
       for (const r of (await pc.getStats()).values()) {
         if (r.type === 'inbound-rtp' && !out[r.kind] && r.packetsReceived > 0) out[r.kind] = r;
+        if (r.type === 'media-playout' && !out.playout) out.playout = r; // the audio output's own delay
       }
     }
     return out;
@@ -407,7 +419,67 @@ async function loss() {
   return line;
 }
 
-const MEASURES = { latency, join, reopen, lipsync, loss };
+// Mean delay (ms) of a jitter buffer between two inbound-rtp snapshots.
+function bufferMs(a = {}, b = {}, key = 'jitterBufferDelay') {
+  const n = (b.jitterBufferEmittedCount || 0) - (a.jitterBufferEmittedCount || 0);
+  return n > 0 ? (1000 * ((b[key] || 0) - (a[key] || 0))) / n : null;
+}
+
+// One viewer with the page's `delay=` set to `delay`, watched for COMPARE_S s.
+async function watchWith(delay) {
+  const page = await openViewer(delay);
+  await waitFor('the page live', async () => (await page.evaluate(() => window.viewerState)) === 'live', 30000);
+  await page.evaluate(() => window.__glass.listenTrack());
+  await sleep(5000); // past the start-up: the jitter buffers settle
+  await page.evaluate(() => { window.__glass.keep = true; });
+  const a = await inbound(page);
+  await sleep(COMPARE_S * 1000);
+  const b = await inbound(page);
+  const { frames, trackOnsets, playout } = await page.evaluate(() => ({
+    frames: window.__glass.frames, trackOnsets: window.__glass.trackOnsets || [], playout: window.viewerPlayout,
+  }));
+  await page.close();
+  const stamped = frames.filter((f) => f.stamp !== null);
+  const d = (kind, key) => ((b[kind] && b[kind][key]) || 0) - ((a[kind] && a[kind][key]) || 0);
+  const perMinute = (x) => (x * 60000) / ((b.audio?.timestamp || 0) - (a.audio?.timestamp || 0) || COMPARE_S * 1000);
+  const av = pairFlashes(frames, trackOnsets);
+  return {
+    delay,
+    playout, // the page's own view at the end (delay=sync: the video hold it chose)
+    glass_to_glass: stats(stamped.map((f) => since(f.stamp, f.display))),
+    audio_minus_video: { n: av.n, median: av.median, p95: av.p95, min: av.min, max: av.max },
+    audio_concealed_per_min: perMinute(d('audio', 'concealedSamples')),
+    audio_concealment_events_per_min: perMinute(d('audio', 'concealmentEvents')),
+    audio_buffer_ms: bufferMs(a.audio, b.audio),
+    audio_buffer_target_ms: bufferMs(a.audio, b.audio, 'jitterBufferTargetDelay'),
+    audio_buffer_minimum_ms: bufferMs(a.audio, b.audio, 'jitterBufferMinimumDelay'),
+    audio_output_ms: d('playout', 'totalSamplesCount') > 0
+      ? (1000 * d('playout', 'totalPlayoutDelay')) / d('playout', 'totalSamplesCount') : null,
+    video_buffer_ms: bufferMs(a.video, b.video),
+    video_buffer_target_ms: bufferMs(a.video, b.video, 'jitterBufferTargetDelay'),
+    video_freezes: d('video', 'freezeCount'),
+  };
+}
+
+async function compare() {
+  const rows = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const delay of DELAYS) {
+      const r = await watchWith(delay);
+      rows.push(r);
+      console.log('COMPARE ' + JSON.stringify(r));
+    }
+  }
+  results.compare = rows;
+  const num = (x, digits = 0) => (Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
+  return rows.map((r) => `delay=${r.delay}${r.playout && r.playout.holdMs !== null ? ` (hold ${r.playout.holdMs} ms)` : ''}: glass to glass ${fmt(r.glass_to_glass)}; audio minus video ` +
+    `${fmt(r.audio_minus_video.n ? r.audio_minus_video : null)} over ${r.audio_minus_video.n || 0} flashes; ` +
+    `audio buffer ${num(r.audio_buffer_ms)} ms (target ${num(r.audio_buffer_target_ms)}), video buffer ` +
+    `${num(r.video_buffer_ms)} ms (target ${num(r.video_buffer_target_ms)}); concealed ` +
+    `${num(r.audio_concealed_per_min)} samples/min`).join(' | ');
+}
+
+const MEASURES = { latency, join, reopen, lipsync, loss, compare };
 try {
   for (const mode of MODES) {
     if (!MEASURES[mode]) throw new Error(`GLASS_MODES: unknown mode ${mode}`);

@@ -23,7 +23,12 @@ browser in the way:
   pixels; beep: from the whole second), so that a drift shows in which one;
   with --beep-log (the stand-in's STANDIN_BEEP_LOG: when each beep reached the
   PulseAudio monitor the agent's microphone reads), when the beep reached the
-  microphone and the agent's own share (microphone to packet).
+  microphone and the agent's own share (microphone to packet);
+- what a receiver's audio jitter buffer sees: each packet's arrival minus its
+  RTP time, relative to the earliest such packet in the 2 s before it
+  (Chromium's NetEq looks at the same "relative delay"): p50/p95/max, and the
+  gaps between packets. A burst of packets, or a timestamp jump, shows here
+  as delay the receiver must buffer.
 """
 import argparse
 import json
@@ -234,6 +239,16 @@ def stats(values):
             "max_abs": max(abs(x) for x in v)}
 
 
+def relative_delay(packets, window_s=2.0):
+    """Arrival minus RTP time (ms), above the least of the window before."""
+    out, recent = [], []
+    for p in packets:
+        d = p.arrival * 1000 - p.ext / 48
+        recent = [(t, x) for t, x in recent if p.arrival - t <= window_s] + [(p.arrival, d)]
+        out.append(d - min(x for _, x in recent))
+    return stats(out)
+
+
 def heard_at(path):
     """The stand-in's beep log: wall-clock seconds of each beep at the monitor."""
     with open(path) as f:
@@ -259,6 +274,9 @@ def analyse(record, video_port, audio_port, beep_log=None):
     # Steps that differ from the samples the packet before held (the first
     # step left out: the stream's start).
     r["audio_ts_jumps"] = sum(1 for step, n in list(zip(steps, held))[1:] if step != n)
+    r["audio_relative_delay"] = relative_delay(audio)
+    gaps = [(b.arrival - a.arrival) * 1000 for a, b in zip(audio, audio[1:])]
+    r["audio_gap_ms"] = stats(gaps)
     span = audio[-1].arrival - audio[0].arrival
     r["audio_samples_per_s_sent"] = sum(held[:-1]) / span if span else None
     frames = video_frames(video)
@@ -271,11 +289,13 @@ def analyse(record, video_port, audio_port, beep_log=None):
             full = ms + round((arrival * 1000 - ms) / 2**32) * 2**32
             flashes.setdefault(full // 1000, (full, arrival))
     # Each beep by the whole second it started on: its onset sample was
-    # taken (n - i) samples before its packet's last, which left last.
+    # taken (n - i) samples before its packet's last, which left last. A
+    # beep may reach the microphone a little before its second (seen: up to
+    # 30 ms): counted from 0.2 s before it.
     beeps = {}
     for p, i in onsets:
         taken = p.arrival - (opus_samples(p.payload) - i) / 48000
-        beeps.setdefault(int(taken), p)
+        beeps.setdefault(int(taken + 0.2), p)
     heard = heard_at(beep_log) if beep_log else []
     rows = []
     for second, (full, v_arrival) in sorted(flashes.items()):
@@ -317,7 +337,10 @@ def summary(r):
         line += (f" (beep at the microphone {ms(r['beep_at_microphone'])}, "
                  f"microphone to packet {ms(r['microphone_to_packet'])})")
     return line + (f"; RTP clocks: video {r['video_rtp_per_s']:.1f}/s, audio {r['audio_rtp_per_s']:.1f}/s; "
-                   f"audio timestamp jumps (steps other than the packet's samples): {r['audio_ts_jumps']}")
+                   f"audio timestamp jumps (steps other than the packet's samples): {r['audio_ts_jumps']}; "
+                   f"audio relative delay (what a jitter buffer must hold) {ms(r['audio_relative_delay'])}, "
+                   f"max {r['audio_relative_delay']['max']:.0f} ms; gaps between audio packets "
+                   f"{ms(r['audio_gap_ms'])}, max {r['audio_gap_ms']['max']:.0f} ms")
 
 
 def main():
