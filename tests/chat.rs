@@ -86,7 +86,7 @@ fn without_the_textroom_plugin_the_room_runs_without_chat() {
     let probe = janus.probe();
     // `chat` is on by default.
     let speaker = ports(1);
-    let agent = Agent::start(&no_media_config(
+    let mut agent = Agent::start(&no_media_config(
         &janus.url(),
         83,
         SECRET,
@@ -110,4 +110,15 @@ fn without_the_textroom_plugin_the_room_runs_without_chat() {
     probe.wait_all_present(83, SECRET, speaker, Duration::from_secs(5));
     let warnings = agent.warnings("janus.plugin.textroom");
     assert_eq!(warnings.len(), 1, "{warnings:?}");
+    // Stopping cleans up in one go and leaves no session behind.
+    assert!(agent.stop(Duration::from_secs(10)).success());
+    assert!(probe.nothing_left(83, SECRET));
+    let incomplete = agent.warnings("clean-up incomplete");
+    assert!(incomplete.is_empty(), "{incomplete:?}");
+    let left: Vec<_> = janus
+        .sessions()
+        .into_iter()
+        .filter(|s| *s != probe.session())
+        .collect();
+    assert!(left.is_empty(), "Janus still holds sessions {left:?}");
 }

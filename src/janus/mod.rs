@@ -39,12 +39,14 @@ const LONG_POLL_HOLD: Duration = Duration::from_secs(30);
 pub mod code {
     /// The request lacks a valid `apisecret` or `token`.
     pub const UNAUTHORIZED: u16 = 403;
-    /// The plugin cannot be attached: not loaded, or the token may not use it.
-    pub const PLUGIN_ATTACH: u16 = 405;
+    /// The token may not use the plugin it asked to attach.
+    pub const UNAUTHORIZED_PLUGIN: u16 = 405;
     /// The session does not exist (expired, destroyed, or Janus restarted).
     pub const SESSION_NOT_FOUND: u16 = 458;
     /// The plugin handle does not exist.
     pub const HANDLE_NOT_FOUND: u16 = 459;
+    /// `attach` to a plugin this Janus has not loaded.
+    pub const PLUGIN_NOT_FOUND: u16 = 460;
 }
 
 /// What went wrong talking to Janus.
@@ -122,7 +124,10 @@ impl JanusError {
     /// machine's clock before NTP) pass by themselves: retried quickly.
     pub fn needs_operator(&self) -> bool {
         match self {
-            Self::Core { code, .. } => *code == code::UNAUTHORIZED || *code == code::PLUGIN_ATTACH,
+            Self::Core { code, .. } => matches!(
+                *code,
+                code::UNAUTHORIZED | code::UNAUTHORIZED_PLUGIN | code::PLUGIN_NOT_FOUND
+            ),
             Self::Http { status, .. } => !matches!(status, 502..=504),
             Self::Tls { clock, .. } => !clock,
             Self::Plugin { .. } => true,
@@ -137,9 +142,10 @@ fn core_hint(code: u16) -> &'static str {
         code::UNAUTHORIZED => {
             "; check janus.api_secret / janus.token against the api_secret / tokens Janus has"
         }
-        code::PLUGIN_ATTACH => {
-            "; Janus must load the AudioBridge and Streaming plugins, and janus.token must be allowed to use them"
+        code::UNAUTHORIZED_PLUGIN => {
+            "; janus.token must be allowed to use the AudioBridge and Streaming plugins"
         }
+        code::PLUGIN_NOT_FOUND => "; Janus must load the AudioBridge and Streaming plugins",
         _ => "",
     }
 }
@@ -617,11 +623,17 @@ mod tests {
         assert!(denied
             .to_string()
             .contains("check janus.api_secret / janus.token"));
-        let no_plugin = JanusError::Core {
-            code: code::PLUGIN_ATTACH,
+        let not_allowed = JanusError::Core {
+            code: code::UNAUTHORIZED_PLUGIN,
             reason: String::new(),
         };
-        assert!(no_plugin.needs_operator());
+        assert!(not_allowed.needs_operator());
+        let not_loaded = JanusError::Core {
+            code: code::PLUGIN_NOT_FOUND,
+            reason: String::new(),
+        };
+        assert!(not_loaded.needs_operator());
+        assert!(not_loaded.to_string().contains("must load the AudioBridge"));
     }
 
     /// A reverse proxy answering for a restarting Janus, and a clock not set

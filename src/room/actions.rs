@@ -40,7 +40,7 @@ impl Janus {
                 // The idle timeout needs the count, and so do the metrics.
                 count_participants: room.idle_timeout.is_some() || self.settings.metrics.enabled(),
                 // A session without the TextRoom plugin runs the room without chat.
-                chat: room.chat && observed.session.is_none_or(|s| s.textroom.is_some()),
+                chat: room.chat && observed.session.is_none_or(|s| s.has_chat()),
                 speaker: self.settings.speaker.enabled,
             };
             let Some(action) = next_action(goal, plan, observed).map_err(PassError::Conflict)?
@@ -104,6 +104,11 @@ impl Janus {
             Action::DestroySession => {
                 self.current.set(None);
                 observed.session = None;
+                // Without TextRoom there was no chat to check: a session
+                // made only to check it would be destroyed again, and so on.
+                if !session.has_chat() {
+                    observed.chat = Presence::Absent;
+                }
                 self.client.destroy_session(session.id)?;
                 log::debug!("Janus session {} destroyed", session.id.0);
             }

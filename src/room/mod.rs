@@ -45,7 +45,7 @@ use crate::state::{Chat, CloseReason, Desired, Failure, Phase, Presence, RoomSta
 
 use actions::Janus;
 pub use error::PassError;
-use plan::{Goal, Observed, Session};
+use plan::{Goal, Observed};
 use timers::Timers;
 
 /// Retries while Janus cannot be reached: it is back within a second of
@@ -512,7 +512,7 @@ impl Reconciler {
             forwarder: observed.forwarder,
             chat: match observed.session {
                 _ if !self.janus.settings.room.chat => Chat::Off,
-                Some(Session { textroom: None, .. }) => Chat::Unavailable,
+                Some(session) if !session.has_chat() => Chat::Unavailable,
                 _ => Chat::On(observed.chat),
             },
             forward: observed.forward,

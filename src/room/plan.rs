@@ -16,6 +16,14 @@ pub struct Session {
     pub(super) textroom: Option<Handle>,
 }
 
+impl Session {
+    /// Whether this session can keep a chat: it has a TextRoom handle
+    /// (none without `room.chat`, or on a Janus without the plugin).
+    pub(super) fn has_chat(&self) -> bool {
+        self.textroom.is_some()
+    }
+}
+
 /// What the agent last saw on Janus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Observed {
@@ -206,11 +214,13 @@ fn opening_extras(plan: Plan, observed: &Observed) -> Result<Option<Action>, Con
         (None, Unknown) => Action::CheckForwarder,
         (None, Absent) if plan.speaker => Action::CreateForwarder,
         (None, Present(id)) if !plan.speaker => Action::StopForwarder(id),
-        _ if plan.chat && observed.chat != Present(Owner::Us) => {
-            return opening_chat(plan, observed.chat)
-        }
+        // The count first: a chat that cannot be made (someone else's
+        // text room) must not stop the idle timeout.
         _ if plan.count_participants && observed.participants == Unknown => {
             Action::CountParticipants
+        }
+        _ if plan.chat && observed.chat != Present(Owner::Us) => {
+            return opening_chat(plan, observed.chat)
         }
         _ => return Ok(None),
     }))
@@ -334,6 +344,22 @@ mod tests {
             }
         }
         steps
+    }
+
+    #[test]
+    fn a_chat_room_of_someone_else_does_not_stop_the_count() {
+        let counting = Plan {
+            count_participants: true,
+            ..CHAT
+        };
+        let mut live = seen(OURS, Present(Fit::Matches), Present(1));
+        live.chat = Present(Owner::Foreign(Foreign::OtherSecret));
+        assert_eq!(
+            next(Goal::Open, counting, &live),
+            Some(Action::CountParticipants)
+        );
+        live.participants = Present(2);
+        assert!(next_action(Goal::Open, counting, &live).is_err());
     }
 
     #[test]
