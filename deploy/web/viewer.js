@@ -87,7 +87,7 @@
   }) : nothing;
   if (!People || chat === nothing) {
     console.warn('[viewer] people.js or chat.js not loaded: no chat and no participant list (see README.md)');
-    $('room-panel').hidden = true;
+    $('room-panel').style.display = 'none'; // (its CSS display beats `hidden`)
   }
   const talkStateEl = $('talk-state');
   const pinForm = $('pin-form');
