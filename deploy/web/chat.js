@@ -2,19 +2,23 @@
 // id (the agent makes it with the room, `[room] chat`), reached over a
 // WebRTC data channel of its own handle.
 //
-// One connection per media attempt of viewer.js: start() attaches the
+// viewer.js calls start() when it is in the room (the Janus session is up
+// and the broadcast there) and stop() when it leaves it. start() attaches the
 // TextRoom plugin, answers its offer (a data channel only) and joins the
 // room with a random username and the viewer's display ("[avatar] name",
 // see people.js); Janus replays the room's last messages (its `history`)
-// before it confirms the join. stop() ends it. The panel (#chat) shows one
-// of these states in data-state and window.chatState:
+// before it confirms the join. A connection that fails (attach refused, a
+// setup error, WebRTC error, the PeerConnection hung up) is redone after
+// RESTART_MIN_MS, doubling up to RESTART_MAX_MS while it keeps failing. The
+// panel (#chat) shows one of these states in data-state and window.chatState:
 //   "off"          not connected (the page is connecting, or has no room),
 //   "connecting"   joining; also while the room is not there yet (the agent
 //                  makes the chat last): the join is retried,
 //   "open"         joined: messages can be sent,
 //   "closed"       the broadcast (and with it the chat room) is closed,
 //   "unavailable"  this server or broadcast has no chat (no TextRoom plugin,
-//                  no chat room after a while, a PIN refused); still retried.
+//                  no chat room after a while, a PIN refused); still retried
+//                  (the join, or the whole connection) until stop().
 // Every name and message is shown with textContent, never parsed as HTML;
 // messages are cut to MESSAGE_MAX characters, and the panel keeps the last
 // LOG_MAX of them.
@@ -28,6 +32,8 @@
   const LOG_MAX = 200;       // messages kept in the panel
   const JOIN_RETRY_MS = 500; // while the chat room is not there (yet)
   const NO_CHAT_AFTER = 10;  // failed joins before saying the broadcast has no chat
+  const RESTART_MIN_MS = 1000;  // a failed connection is redone after this,
+  const RESTART_MAX_MS = 30000; // doubled per failure up to this
 
   // TextRoom error codes (over the data channel).
   const NO_SUCH_ROOM = 417;
@@ -42,8 +48,11 @@
    *   pageState(state) }.
    */
   function create(els) {
-    let conn = null;           // the current connection, or null
+    let target = null;         // { janus, room, pin, display } between start() and stop()
+    let conn = null;           // the current connection (or the pending restart's), or null
+    let restartMs = RESTART_MIN_MS;
     const names = new Map();   // username -> display, of those in the room
+    const live = (c) => conn === c && !c.failed; // false once `c` is stopped or failed
 
     function setState(state, text) {
       window.chatState = state;
@@ -56,14 +65,22 @@
 
     function start(janus, room, pin, display) {
       stop();
+      target = { janus, room, pin, display };
+      restartMs = RESTART_MIN_MS;
+      connect();
+    }
+
+    // A new connection to `target`.
+    function connect() {
       const c = {
-        room, pin, display, handle: null, joined: false, failures: 0, timer: null,
-        username: 'v' + Math.random().toString(36).slice(2, 12), seq: 0, pending: {},
+        room: target.room, pin: target.pin, display: target.display, handle: null, joined: false,
+        failures: 0, timer: null, username: 'v' + Math.random().toString(36).slice(2, 12), seq: 0, pending: {},
+        failed: false,
       };
       conn = c;
-      const current = () => conn === c;
+      const current = () => live(c);
       setState('connecting', 'chat: connecting…');
-      janus.attach({
+      target.janus.attach({
         plugin: 'janus.plugin.textroom',
         success: (handle) => {
           if (!current()) { handle.detach(); return; }
@@ -71,26 +88,41 @@
           handle.send({ message: { request: 'setup' } });
         },
         // No TextRoom on this Janus: the rest of the page works without it.
-        error: (err) => { if (current()) setState('unavailable', 'chat: this server has no chat (' + err + ')'); },
+        error: (err) => { if (current()) fail(c, 'unavailable', 'this server has no chat (' + err + ')'); },
         onmessage: (msg, jsep) => {
           if (!current()) return;
-          if (msg.error) setState('unavailable', 'chat: ' + msg.error);
-          if (jsep) answer(c, jsep);
+          if (msg.error) fail(c, 'unavailable', msg.error);
+          else if (jsep) answer(c, jsep);
         },
         ondataopen: () => { if (current()) join(c, true); },
         ondata: (data) => { if (current()) onData(c, data); },
-        oncleanup: () => {
-          if (current() && window.chatState === 'open') setState('connecting', 'chat: connection lost…');
-        },
+        oncleanup: () => { if (current()) fail(c, 'connecting', 'connection lost'); },
       });
+    }
+
+    // Connection `c` cannot go on: drops it and connects again after restartMs.
+    function fail(c, state, why) {
+      c.failed = true;
+      c.joined = false;
+      clearTimeout(c.timer);
+      hangUp(c);
+      setState(state, 'chat: ' + why + '; trying again in ' + Math.round(restartMs / 1000) + ' s');
+      c.timer = setTimeout(() => { if (conn === c) connect(); }, restartMs);
+      restartMs = Math.min(2 * restartMs, RESTART_MAX_MS);
+    }
+
+    function hangUp(c) {
+      if (!c.handle) return;
+      try { c.handle.hangup(); } catch (e) { /* ignore */ }
+      try { c.handle.detach(); } catch (e) { /* ignore */ }
     }
 
     function answer(c, jsep) {
       c.handle.createAnswer({
         jsep: jsep,
         tracks: [{ type: 'data' }],
-        success: (ours) => { if (conn === c) c.handle.send({ message: { request: 'ack' }, jsep: ours }); },
-        error: (err) => { if (conn === c) setState('unavailable', 'chat: WebRTC error: ' + err); },
+        success: (ours) => { if (live(c)) c.handle.send({ message: { request: 'ack' }, jsep: ours }); },
+        error: (err) => { if (live(c)) fail(c, 'unavailable', 'WebRTC error: ' + err); },
       });
     }
 
@@ -114,6 +146,7 @@
         if (reply.textroom === 'success') {
           c.joined = true;
           c.failures = 0;
+          restartMs = RESTART_MIN_MS;
           names.clear();
           names.set(c.username, c.display);
           for (const p of reply.participants || []) names.set(p.username, p.display || p.username);
@@ -129,7 +162,7 @@
         } else if (reply.error_code === NO_SUCH_ROOM) {
           setState('connecting', 'chat: waiting for the chat room…');
         }
-        c.timer = setTimeout(() => { if (conn === c) join(c, history); },
+        c.timer = setTimeout(() => { if (live(c)) join(c, history); },
           c.failures >= NO_CHAT_AFTER ? 4 * JOIN_RETRY_MS : JOIN_RETRY_MS);
       });
     }
@@ -199,16 +232,14 @@
       while (els.log.firstChild) els.log.firstChild.remove();
     }
 
-    // Ends the connection (the page's media attempt ended).
+    // Ends the connection (the page left the room) and any pending restart.
     function stop() {
       const c = conn;
       conn = null;
+      target = null;
       if (!c) return;
       clearTimeout(c.timer);
-      if (c.handle) {
-        try { c.handle.hangup(); } catch (e) { /* ignore */ }
-        try { c.handle.detach(); } catch (e) { /* ignore */ }
-      }
+      hangUp(c);
       names.clear();
       setState('off', 'chat: not connected');
     }
@@ -217,6 +248,7 @@
     function rename(display) {
       const c = conn;
       if (!c) return;
+      target.display = display;
       c.display = display;
       if (!c.joined) return;
       c.joined = false;

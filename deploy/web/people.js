@@ -56,6 +56,9 @@
 
   // ---- the viewer's identity ------------------------------------------------
 
+  // The remembered identity (`?name=` before the remembered name); what is
+  // not remembered yet is made up at random and remembered at once, so the
+  // next visit is the same person.
   function storedIdentity(nameParam) {
     let avatar = null;
     let name = null;
@@ -63,17 +66,22 @@
       avatar = localStorage.getItem(AVATAR_KEY);
       name = localStorage.getItem(NAME_KEY);
     } catch (e) { /* storage disabled: a fresh identity each visit */ }
-    return {
+    const identity = {
       name: cleanName(nameParam) || cleanName(name) || 'viewer-' + Math.floor(Math.random() * 9000 + 1000),
       avatar: AVATARS.includes(avatar) ? avatar : AVATARS[Math.floor(Math.random() * AVATARS.length)],
     };
+    if (!cleanName(name) && !cleanName(nameParam)) remember(NAME_KEY, identity.name);
+    if (avatar !== identity.avatar) remember(AVATAR_KEY, identity.avatar);
+    return identity;
+  }
+
+  function remember(key, value) {
+    try { localStorage.setItem(key, value); } catch (e) { /* not remembered, still used */ }
   }
 
   function saveIdentity(identity) {
-    try {
-      localStorage.setItem(NAME_KEY, identity.name);
-      localStorage.setItem(AVATAR_KEY, identity.avatar);
-    } catch (e) { /* not remembered, still used */ }
+    remember(NAME_KEY, identity.name);
+    remember(AVATAR_KEY, identity.avatar);
   }
 
   /**

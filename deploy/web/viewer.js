@@ -20,12 +20,15 @@
 // with the Pi's audio; `0` never; MS at most MS; `auto` the browser's own choice; see "playout
 // delay" below), debug=1 (janus.js logging). Defaults come from config.js (window.BROADCAST_CONFIG).
 //
-// The room's chat (chat.js) and who is in it (people.js) follow the media
-// attempt: each attempt joins the chat, and its AudioBridge events feed the
-// participant list (joined, leaving, talking / stopped-talking).
+// Two parts with lives of their own (see "the room" and "media attempt"):
+// being in the room (talk-back, the chat (chat.js), and who is in it
+// (people.js), fed by the AudioBridge events: joined, leaving, talking /
+// stopped-talking) lasts while the session is up and the broadcast is there;
+// the video is a media attempt, redone on its own while it does not play.
 //
-// Plain ES2017, no build step; needs adapter.js, janus.js, people.js and
-// chat.js loaded first.
+// Plain ES2017, no build step; needs adapter.js and janus.js loaded first,
+// and people.js and chat.js for the name, avatar, participant list and chat
+// (without them the page plays and talks back, with none of those).
 (function () {
   'use strict';
 
@@ -74,11 +77,18 @@
   const micBtn = $('mic');
   const pttBtn = $('ptt');
   const nameInput = $('name');
+  // people.js and chat.js may be missing (an install that copied only
+  // index.html and viewer.js): then every people/chat call does nothing.
   const People = window.BroadcastPeople;
-  const people = People.participantList($('people'));
-  const chat = window.BroadcastChat.create({
+  const nothing = new Proxy({}, { get: () => () => {} });
+  const people = People ? People.participantList($('people')) : nothing;
+  const chat = window.BroadcastChat && People ? window.BroadcastChat.create({
     panel: $('chat'), log: $('chat-log'), form: $('chat-form'), input: $('chat-input'), status: $('chat-status'),
-  });
+  }) : nothing;
+  if (!People || chat === nothing) {
+    console.warn('[viewer] people.js or chat.js not loaded: no chat and no participant list (see README.md)');
+    $('room-panel').style.display = 'none'; // (its CSS display beats `hidden`)
+  }
   const talkStateEl = $('talk-state');
   const pinForm = $('pin-form');
   const pinInput = $('pin');
@@ -132,7 +142,7 @@
       // The REST long-poll keeps the session alive; failed polls report an error.
       success: () => {
         if (seq !== sessionSeq) return;
-        startMedia();
+        startBroadcast();
       },
       error: (err) => {
         if (seq !== sessionSeq) return;
@@ -146,6 +156,7 @@
   function sessionLost(why) {
     console.warn('[viewer] session lost: ' + why);
     stopMedia();
+    leaveRoom();
     stopReopenPoll();
     const old = janus;
     janus = null;
@@ -159,12 +170,98 @@
     sessionTimer = setTimeout(connectSession, RETRY_MS);
   }
 
-  // ---- media attempt -----------------------------------------------------
-  // A media attempt = one Streaming handle watching the mountpoint plus one
-  // AudioBridge handle in the room. Any end of it (closed broadcast, failed
-  // ICE, timeout) drops both handles and, after RETRY_MS, starts a new one.
+  // Joins the room and starts a media attempt (the session is up, the
+  // broadcast is, or may be, there).
+  function startBroadcast() {
+    enterRoom();
+    startMedia();
+  }
 
-  let media = null;      // the current attempt: { streaming, bridge, stream, ... }
+  // ---- the room: talk-back, who is in it, chat -------------------------------
+  // In the room = one AudioBridge handle (the viewer's microphone, the room's
+  // mix, and the participant list fed by its events) plus the chat. Entered
+  // once the session is up; left only when the session is lost, a PIN is
+  // needed or the broadcast closes, never when the video is retried (a
+  // broadcast without video, a camera restarting, a video that does not
+  // decode here). A failed AudioBridge PeerConnection is redone by itself
+  // after RETRY_MS; the chat recovers by itself (chat.js).
+
+  let inRoom = false;
+  let talk = null;      // the AudioBridge handle's state: { bridge, joined, myId, participants, hasMic, roomStream }
+  let talkTimer = null; // pending AudioBridge retry
+
+  function enterRoom() {
+    if (inRoom || !janus) return;
+    inRoom = true;
+    chat.start(janus, roomId, pin, displayName());
+    startTalk();
+  }
+
+  function leaveRoom() {
+    inRoom = false;
+    clearTimeout(talkTimer);
+    stopTalk();
+    chat.stop();
+    people.clear();
+  }
+
+  function startTalk() {
+    if (!inRoom || !janus) return;
+    const t = { bridge: null, joined: false, roomStream: new MediaStream() };
+    talk = t;
+    const current = () => talk === t; // false once this handle is over
+    janus.attach({
+      plugin: 'janus.plugin.audiobridge',
+      success: (handle) => {
+        if (!current()) { handle.detach(); return; }
+        t.bridge = handle;
+        const join = { request: 'join', room: roomId, display: displayName(), muted: micMuted };
+        if (pin) join.pin = pin;
+        handle.send({ message: join, error: (e) => requestFailed(current, e) });
+      },
+      error: (err) => { if (current()) sessionLost('cannot attach to the AudioBridge plugin: ' + err); },
+      onmessage: (msg, jsep) => { if (current()) onBridgeMessage(t, msg, jsep); },
+      onremotetrack: (track, mid, on) => {
+        if (!current()) return;
+        updateTrack(t.roomStream, track, on);
+        if (roomAudio.srcObject !== t.roomStream) roomAudio.srcObject = t.roomStream;
+      },
+      iceState: (state) => { if (current() && state === 'failed') retryTalk('talk-back: connection failed, reconnecting…'); },
+      webrtcState: (up) => {
+        if (!current()) return;
+        if (up) setTalkState(null); else retryTalk('talk-back: disconnected, reconnecting…');
+      },
+      oncleanup: () => { if (current() && t.joined) retryTalk('talk-back: disconnected, reconnecting…'); },
+    });
+  }
+
+  function stopTalk() {
+    const t = talk;
+    talk = null;
+    if (t && t.bridge) {
+      try { t.bridge.hangup(); } catch (e) { /* ignore */ }
+      try { t.bridge.detach(); } catch (e) { /* ignore */ }
+    }
+    roomAudio.srcObject = null;
+    setTalkState('talk-back: not connected');
+    micBtn.disabled = true;
+    pttBtn.disabled = true;
+  }
+
+  // The AudioBridge PeerConnection failed: a new handle joins after RETRY_MS.
+  function retryTalk(text) {
+    stopTalk();
+    setTalkState(text);
+    clearTimeout(talkTimer);
+    talkTimer = setTimeout(() => { if (inRoom && !talk) startTalk(); }, RETRY_MS);
+  }
+
+  // ---- media attempt -----------------------------------------------------
+  // A media attempt = one Streaming handle watching the mountpoint (the Pi's
+  // video and audio). Any end of it (closed broadcast, failed ICE, not live
+  // after CONNECT_TIMEOUT_MS) drops it and, after RETRY_MS, starts a new one.
+
+  let media = null;      // the current attempt: { streaming, stream, ... }
   let mediaTimer = null; // pending retry
 
   function startMedia() {
@@ -174,12 +271,10 @@
     if (!janus) return;
     const m = {
       streaming: null,
-      bridge: null,
       stream: new MediaStream(),     // the mountpoint's tracks, shown by #video
-      roomStream: new MediaStream(), // the room mix, played by #room-audio
-      joined: false,
       gotOffer: false,
       watchdog: null,
+      playoutTimer: null,
     };
     media = m;
     const current = () => media === m; // false once this attempt is over
@@ -189,7 +284,6 @@
     m.watchdog = setTimeout(() => {
       if (current() && window.viewerState !== 'live') retryMedia(null, 'no video yet, trying again…');
     }, CONNECT_TIMEOUT_MS);
-    chat.start(janus, roomId, pin, displayName());
 
     janus.attach({
       plugin: 'janus.plugin.streaming',
@@ -198,7 +292,7 @@
         m.streaming = handle;
         const watch = { request: 'watch', id: roomId };
         if (pin) watch.pin = pin;
-        handle.send({ message: watch, error: (e) => requestFailed(m, e) });
+        handle.send({ message: watch, error: (e) => requestFailed(current, e) });
       },
       error: (err) => { if (current()) sessionLost('cannot attach to the Streaming plugin: ' + err); },
       onmessage: (msg, jsep) => { if (current()) onStreamingMessage(m, msg, jsep); },
@@ -218,51 +312,21 @@
         if (current() && m.gotOffer) retryMedia(null, 'video ended, checking the broadcast…');
       },
     });
-
-    janus.attach({
-      plugin: 'janus.plugin.audiobridge',
-      success: (handle) => {
-        if (!current()) { handle.detach(); return; }
-        m.bridge = handle;
-        const join = { request: 'join', room: roomId, display: displayName(), muted: micMuted };
-        if (pin) join.pin = pin;
-        handle.send({ message: join, error: (e) => requestFailed(m, e) });
-      },
-      error: (err) => { if (current()) sessionLost('cannot attach to the AudioBridge plugin: ' + err); },
-      onmessage: (msg, jsep) => { if (current()) onBridgeMessage(m, msg, jsep); },
-      onremotetrack: (track, mid, on) => {
-        if (!current()) return;
-        updateTrack(m.roomStream, track, on);
-        if (roomAudio.srcObject !== m.roomStream) roomAudio.srcObject = m.roomStream;
-      },
-      webrtcState: (up) => {
-        if (!current()) return;
-        setTalkState(up ? null : 'talk-back: disconnected');
-      },
-      oncleanup: () => { if (current()) setTalkState('talk-back: not connected'); },
-    });
   }
 
-  // Ends the current media attempt (if any): hangs up and detaches both handles.
+  // Ends the current media attempt (if any): hangs up and detaches its handle.
   function stopMedia() {
     const m = media;
     media = null;
     if (!m) return;
     clearTimeout(m.watchdog);
     clearInterval(m.playoutTimer);
-    for (const handle of [m.streaming, m.bridge]) {
-      if (!handle) continue;
-      try { handle.hangup(); } catch (e) { /* ignore */ }
-      try { handle.detach(); } catch (e) { /* ignore */ }
+    if (m.streaming) {
+      try { m.streaming.hangup(); } catch (e) { /* ignore */ }
+      try { m.streaming.detach(); } catch (e) { /* ignore */ }
     }
-    chat.stop();
-    people.clear();
     video.srcObject = null;
-    roomAudio.srcObject = null;
     lastFrameAt = 0;
-    setTalkState('talk-back: not connected');
-    micBtn.disabled = true;
-    pttBtn.disabled = true;
   }
 
   // Ends the current attempt and starts another after RETRY_MS (closed: as
@@ -280,8 +344,8 @@
 
   // ---- waiting for a closed broadcast --------------------------------------
   // One Streaming handle asks `info` every CLOSED_POLL_MS: a single small
-  // request, where a media attempt would take six. The moment the mountpoint
-  // exists, a media attempt starts.
+  // request, where joining would take several. The moment the mountpoint
+  // exists, the page joins the room and starts a media attempt.
 
   let reopenPoll = null; // { handle, timer } while closed
 
@@ -296,7 +360,7 @@
         message: { request: 'info', id: roomId },
         success: (data) => {
           if (reopenPoll !== p) return;
-          if (data && data.info) startMedia();
+          if (data && data.info) startBroadcast();
           else p.timer = setTimeout(ask, CLOSED_POLL_MS);
         },
         error: (e) => { if (reopenPoll === p) sessionLost('request failed (' + e + ')'); },
@@ -321,21 +385,21 @@
     if (p.handle) { try { p.handle.detach(); } catch (e) { /* ignore */ } }
   }
 
-  // A request could not even be sent: usually the session is gone (Janus restarted).
-  function requestFailed(m, err) {
-    if (media !== m) return;
-    sessionLost('request failed (' + err + ')');
+  // A request of the handle that `current()` is about could not even be
+  // sent: usually the session is gone (Janus restarted).
+  function requestFailed(current, err) {
+    if (current()) sessionLost('request failed (' + err + ')');
   }
 
   // The broadcast (mountpoint or room) does not exist.
-  function broadcastClosed(m, why) {
-    if (media !== m) return;
+  function broadcastClosed(why) {
     console.log('[viewer] closed: ' + why);
+    leaveRoom();
     retryMedia('closed');
   }
 
-  function needPin(m, wrong) {
-    if (media !== m) return;
+  function needPin(wrong) {
+    leaveRoom();
     stopMedia();
     stopReopenPoll();
     clearTimeout(mediaTimer);
@@ -354,14 +418,14 @@
 
   function onStreamingMessage(m, msg, jsep) {
     if (msg.error_code) {
-      if (msg.error_code === STREAMING_NO_SUCH_MOUNTPOINT) return broadcastClosed(m, msg.error);
-      if (msg.error_code === STREAMING_UNAUTHORIZED) return needPin(m, !!pin);
-      if (msg.error_code === STREAMING_MISSING_ELEMENT && /pin/i.test(msg.error || '')) return needPin(m, false);
+      if (msg.error_code === STREAMING_NO_SUCH_MOUNTPOINT) return broadcastClosed(msg.error);
+      if (msg.error_code === STREAMING_UNAUTHORIZED) return needPin(!!pin);
+      if (msg.error_code === STREAMING_MISSING_ELEMENT && /pin/i.test(msg.error || '')) return needPin(false);
       return retryMedia(null, 'streaming error ' + msg.error_code + ': ' + msg.error);
     }
     const status = msg.result && msg.result.status;
-    if (status === 'stopped') return broadcastClosed(m, 'mountpoint stopped');
-    if (msg.streaming === 'destroyed') return broadcastClosed(m, 'mountpoint destroyed');
+    if (status === 'stopped') return broadcastClosed('mountpoint stopped');
+    if (msg.streaming === 'destroyed') return broadcastClosed('mountpoint destroyed');
     if (jsep && jsep.type === 'offer') {
       // The mountpoint exists: answer receive-only and start the stream.
       m.gotOffer = true;
@@ -371,7 +435,7 @@
         tracks: [], // nothing to send; the offered audio/video are received
         success: (answer) => {
           if (media !== m) return;
-          m.streaming.send({ message: { request: 'start' }, jsep: answer, error: (e) => requestFailed(m, e) });
+          m.streaming.send({ message: { request: 'start' }, jsep: answer, error: (e) => requestFailed(() => media === m, e) });
           startPlayout(m);
         },
         error: (err) => { if (media === m) retryMedia(null, 'WebRTC error: ' + err); },
@@ -423,6 +487,7 @@
     // does not report it): the sound is heard after both.
     const samples = [];
     const mean = (a, b, i) => (b[i + 1] > a[i + 1] ? (1000 * (b[i] - a[i])) / (b[i + 1] - a[i + 1]) : 0);
+    clearInterval(m.playoutTimer); // a new offer in the same attempt: one timer
     m.playoutTimer = setInterval(async () => {
       const pc = m.streaming && m.streaming.webrtcStuff && m.streaming.webrtcStuff.pc;
       if (media !== m || !pc) return;
@@ -450,26 +515,27 @@
 
   // ---- AudioBridge plugin (talk-back) --------------------------------------
 
-  function onBridgeMessage(m, msg, jsep) {
-    if (jsep) m.bridge.handleRemoteJsep({ jsep: jsep });
+  function onBridgeMessage(t, msg, jsep) {
+    if (jsep) t.bridge.handleRemoteJsep({ jsep: jsep });
     if (msg.error_code) {
-      if (msg.error_code === AUDIOBRIDGE_NO_SUCH_ROOM) return broadcastClosed(m, msg.error);
-      if (msg.error_code === AUDIOBRIDGE_UNAUTHORIZED) return needPin(m, !!pin);
-      if (msg.error_code === AUDIOBRIDGE_MISSING_ELEMENT && /pin/i.test(msg.error || '')) return needPin(m, false);
+      if (msg.error_code === AUDIOBRIDGE_NO_SUCH_ROOM) return broadcastClosed(msg.error);
+      if (msg.error_code === AUDIOBRIDGE_UNAUTHORIZED) return needPin(!!pin);
+      if (msg.error_code === AUDIOBRIDGE_MISSING_ELEMENT && /pin/i.test(msg.error || '')) return needPin(false);
       setTalkState('talk-back error ' + msg.error_code + ': ' + msg.error);
       return;
     }
-    if (msg.audiobridge === 'destroyed') return broadcastClosed(m, 'room destroyed');
-    if (msg.audiobridge === 'joined' && msg.id && !m.joined) {
-      // We are in the room: send the microphone.
-      m.joined = true;
-      m.myId = msg.id;
+    if (msg.audiobridge === 'destroyed') return broadcastClosed('room destroyed');
+    if (msg.audiobridge === 'joined' && msg.id && !t.joined) {
+      // We are in the room (again): the list starts over from `participants`; send the microphone.
+      t.joined = true;
+      t.myId = msg.id;
+      people.clear();
       people.self(msg.id, displayName());
       people.muted(msg.id, micMuted);
-      sendMicrophone(m, true);
+      sendMicrophone(t, true);
     }
-    if (msg.participants) updateParticipants(m, msg.participants);
-    if (msg.audiobridge === 'event' && (msg.leaving || msg.kicked)) removeParticipant(m, msg.leaving || msg.kicked);
+    if (msg.participants) updateParticipants(t, msg.participants);
+    if (msg.audiobridge === 'event' && (msg.leaving || msg.kicked)) removeParticipant(t, msg.leaving || msg.kicked);
     if (msg.audiobridge === 'talking' || msg.audiobridge === 'stopped-talking') {
       people.talking(msg.id, msg.audiobridge === 'talking');
     }
@@ -481,26 +547,27 @@
   const MIC_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
 
   // Offers our audio to the room; without a usable microphone, joins listen-only.
-  function sendMicrophone(m, withMic) {
-    m.bridge.createOffer({
+  function sendMicrophone(t, withMic) {
+    const current = () => talk === t;
+    t.bridge.createOffer({
       tracks: [{ type: 'audio', capture: withMic ? MIC_CONSTRAINTS : false, recv: true }],
       success: (offer) => {
-        if (media !== m) return;
-        m.bridge.send({
+        if (!current()) return;
+        t.bridge.send({
           message: { request: 'configure', muted: micMuted, display: displayName() },
           jsep: offer,
-          error: (e) => requestFailed(m, e),
+          error: (e) => requestFailed(current, e),
         });
-        m.hasMic = withMic;
+        t.hasMic = withMic;
         micBtn.disabled = !withMic;
         pttBtn.disabled = !withMic;
         setTalkState(null);
       },
       error: (err) => {
-        if (media !== m) return;
+        if (!current()) return;
         if (withMic) {
           console.warn('[viewer] microphone unavailable: ' + err);
-          sendMicrophone(m, false);
+          sendMicrophone(t, false);
         } else {
           setTalkState('talk-back unavailable: ' + err);
         }
@@ -508,15 +575,15 @@
     });
   }
 
-  function updateParticipants(m, list) {
-    m.participants = m.participants || {};
-    for (const p of list) if (p.id !== m.myId) m.participants[p.id] = p;
+  function updateParticipants(t, list) {
+    t.participants = t.participants || {};
+    for (const p of list) if (p.id !== t.myId) t.participants[p.id] = p;
     people.update(list);
     setTalkState(null);
   }
 
-  function removeParticipant(m, id) {
-    if (m.participants) delete m.participants[id];
+  function removeParticipant(t, id) {
+    if (t.participants) delete t.participants[id];
     people.remove(id);
     setTalkState(null);
   }
@@ -524,10 +591,10 @@
   // Shows `text`, or (null) the current talk-back status.
   function setTalkState(text) {
     if (text === null) {
-      const m = media;
-      if (!m || !m.bridge) return setTalkState('talk-back: not connected');
-      const others = m.participants ? Object.keys(m.participants).length : 0;
-      text = !m.hasMic ? 'talk-back: listen only (no microphone)'
+      const t = talk;
+      if (!t || !t.bridge) return setTalkState('talk-back: not connected');
+      const others = t.participants ? Object.keys(t.participants).length : 0;
+      text = !t.hasMic ? 'talk-back: listen only (no microphone)'
         : micMuted ? 'talk-back: mic off' : 'talk-back: mic on';
       text += ' · ' + others + ' other' + (others === 1 ? '' : 's') + ' in the room';
     }
@@ -541,10 +608,10 @@
     micMuted = muted;
     micBtn.setAttribute('aria-pressed', String(!muted));
     micBtn.textContent = muted ? 'Mic off' : 'Mic on';
-    const m = media;
-    if (m && m.bridge && m.joined) {
-      m.bridge.send({ message: { request: 'configure', muted: muted } });
-      people.muted(m.myId, muted);
+    const t = talk;
+    if (t && t.bridge && t.joined) {
+      t.bridge.send({ message: { request: 'configure', muted: muted } });
+      people.muted(t.myId, muted);
     }
     setTalkState(null);
   }
@@ -573,16 +640,18 @@
 
   // Name and avatar (people.js): remembered in localStorage, sent to the
   // room and the chat as one display string on change.
-  const identity = People.identityControls(nameInput, $('avatars'), params.get('name'), () => {
-    const m = media;
-    if (m && m.bridge && m.joined) {
-      m.bridge.send({ message: { request: 'configure', display: displayName() } });
-      people.self(m.myId, displayName());
+  // Without people.js: `?name=` (or "viewer") as it is, and no name field.
+  const identity = People ? People.identityControls(nameInput, $('avatars'), params.get('name'), () => {
+    const t = talk;
+    if (t && t.bridge && t.joined) {
+      t.bridge.send({ message: { request: 'configure', display: displayName() } });
+      people.self(t.myId, displayName());
     }
     chat.rename(displayName());
-  });
+  }) : null;
+  if (!People) nameInput.parentElement.hidden = true;
   function displayName() {
-    return People.encodeDisplay(identity);
+    return People ? People.encodeDisplay(identity) : (params.get('name') || 'viewer');
   }
 
   // Sound: the video (and room mix) start muted so autoplay is allowed;
@@ -600,7 +669,8 @@
     ev.preventDefault();
     pin = pinInput.value.trim() || null;
     setState('connecting', 'joining with PIN…');
-    if (janus) startMedia(); else connectSession();
+    leaveRoom();
+    if (janus) startBroadcast(); else connectSession();
   });
 
   // ---- live detection -----------------------------------------------------------

@@ -75,25 +75,42 @@ async function participants(room) {
   return (data && data.participants) || [];
 }
 
-// Bytes Janus has received so far from the AudioBridge participant named
-// `display` (its WebRTC inbound stats, through the Admin API), or null.
-async function bridgeBytesIn(display) {
-  const admin = async (path, body) => (await fetch(ADMIN_URL + path, {
-    method: 'POST', signal: AbortSignal.timeout(5000),
-    body: JSON.stringify({ transaction: 't', admin_secret: ADMIN_SECRET, ...body }),
-  })).json();
+const admin = async (path, body) => (await fetch(ADMIN_URL + path, {
+  method: 'POST', signal: AbortSignal.timeout(5000),
+  body: JSON.stringify({ transaction: 't', admin_secret: ADMIN_SECRET, ...body }),
+})).json();
+
+// The handles ({ path, info }, through the Admin API) of the viewer page
+// whose AudioBridge participant is named `display`: its Janus session's.
+async function handlesOf(display) {
   const sessions = (await admin('', { janus: 'list_sessions' })).sessions || [];
   for (const sid of sessions) {
-    const handles = (await admin(`/${sid}`, { janus: 'list_handles' })).handles || [];
-    for (const hid of handles) {
-      const info = (await admin(`/${sid}/${hid}`, { janus: 'handle_info' })).info || {};
-      const ps = info.plugin_specific || {};
-      if (info.plugin !== 'janus.plugin.audiobridge' || nameOf(ps.display) !== display) continue;
-      const media = Object.values((info.webrtc && info.webrtc.media) || {});
-      return media.reduce((n, m) => n + ((m.stats && m.stats.in && m.stats.in.bytes) || 0), 0);
+    const handles = [];
+    for (const hid of (await admin(`/${sid}`, { janus: 'list_handles' })).handles || []) {
+      handles.push({ path: `/${sid}/${hid}`, info: (await admin(`/${sid}/${hid}`, { janus: 'handle_info' })).info || {} });
     }
+    const isViewer = (h) => h.info.plugin === 'janus.plugin.audiobridge' && nameOf((h.info.plugin_specific || {}).display) === display;
+    if (handles.some(isViewer)) return handles;
   }
-  return null;
+  return [];
+}
+
+// Bytes Janus has received so far from the AudioBridge participant named
+// `display` (its WebRTC inbound stats), or null.
+async function bridgeBytesIn(display) {
+  const bridge = (await handlesOf(display)).find((h) => h.info.plugin === 'janus.plugin.audiobridge');
+  if (!bridge) return null;
+  const media = Object.values((bridge.info.webrtc && bridge.info.webrtc.media) || {});
+  return media.reduce((n, m) => n + ((m.stats && m.stats.in && m.stats.in.bytes) || 0), 0);
+}
+
+// Janus hangs up the PeerConnection of `plugin`'s handle of viewer `display`
+// (Admin API hangup_webrtc), as when that connection fails.
+async function hangUpHandle(display, plugin) {
+  const h = (await handlesOf(display)).find((x) => x.info.plugin === plugin);
+  assert(h, `no ${plugin} handle of "${display}" in the Admin API`);
+  const reply = await admin(h.path, { janus: 'hangup_webrtc' });
+  assert(reply.janus === 'success', `hangup_webrtc: ${JSON.stringify(reply)}`);
 }
 
 // ---- the page and the browser ----
@@ -103,11 +120,13 @@ const browser = await launchChromium(WORK);
 const pageErrors = [];
 const consoleLog = [];
 
-async function openViewer(query) {
+// A new tab on the page with `query`; `setup(page)` runs before it loads.
+async function openViewer(query, setup) {
   const page = await browser.newPage();
   page.setDefaultTimeout(15000);
   page.on('pageerror', (e) => pageErrors.push(e.message));
   page.on('console', (m) => consoleLog.push(`[${m.type()}] ${m.text()}`));
+  if (setup) await setup(page);
   await page.goto(`${PAGE_BASE}?${query}`, { timeout: 15000 });
   return page;
 }
@@ -207,6 +226,17 @@ async function chatChecks(first) {
   pageB.on('pageerror', (e) => pageErrors.push('second viewer: ' + e.message));
   pageB.on('console', (m) => consoleLog.push(`[B ${m.type()}] ${m.text()}`));
   await pageB.goto(`${PAGE_BASE}?r=${ROOM}&janus=${encodeURIComponent(JANUS_URL)}`, { timeout: 15000 });
+  await check("a first visit's random name and avatar are remembered (the same after a reload)", async () => {
+    const who = () => pageB.evaluate(() => ({
+      name: document.getElementById('name').value,
+      avatar: document.querySelector('.avatar-choice[aria-checked="true"]').dataset.avatar,
+    }));
+    const a = await who();
+    await pageB.reload({ timeout: 15000 });
+    const b = await who();
+    assert(/^viewer-\d+$/.test(a.name) && JSON.stringify(a) === JSON.stringify(b), `${JSON.stringify(a)} then ${JSON.stringify(b)}`);
+    return JSON.stringify(b);
+  });
   // Names and avatars picked in the page, as a viewer does.
   await first.click('.avatar-choice[data-avatar="fox"]');
   await pageB.fill('#name', SECOND_NAME);
@@ -355,6 +385,42 @@ try {
   //     fake microphone playing a steady tone): chat, names, avatars, talking.
   const second = await chatChecks(page);
 
+  // 2c. The video connection fails while the broadcast goes on (Janus hangs
+  //     it up): only the video is redone; the room stays as it was.
+  await check('a video retry keeps the chat, the participant list and talk-back as they are', async () => {
+    const before = (await participants(ROOM)).find((p) => nameOf(p.display) === VIEWER_NAME);
+    await page.evaluate(() => {
+      const w = { chat: new Set(), noSelf: 0, log: [...document.querySelectorAll('#chat-log li')] };
+      w.timer = setInterval(() => {
+        w.chat.add(window.chatState);
+        if (!document.querySelector('#people li[data-self="true"]')) w.noSelf++;
+      }, 20);
+      window.__roomWatch = w;
+    });
+    await hangUpHandle(VIEWER_NAME, 'janus.plugin.streaming');
+    await waitFor('the video retried (state not "live")', async () => (await state(page)) !== 'live', 5000, 20);
+    await waitState(page, 'live', 20000);
+    const seen = await page.evaluate(() => {
+      const w = window.__roomWatch;
+      clearInterval(w.timer);
+      return { chat: [...w.chat], noSelf: w.noSelf, log: w.log.length, logKept: w.log.every((li) => li.isConnected) };
+    });
+    assert(seen.chat.join() === 'open', `chat states during the retry: ${seen.chat.join(', ')}`);
+    assert(seen.log > 0 && seen.logKept, `chat log cleared (${seen.log} messages before)`);
+    assert(seen.noSelf === 0, `the viewer's own entry was missing from the list ${seen.noSelf} times`);
+    const after = (await participants(ROOM)).find((p) => nameOf(p.display) === VIEWER_NAME);
+    assert(after && after.id === before.id, `talk-back re-joined: ${before.id} -> ${after && after.id}`);
+    return `chat open throughout, ${seen.log} messages kept, participant ${after.id} kept`;
+  });
+  await check('chat: a hung-up chat connection comes back by itself', async () => {
+    await hangUpHandle(VIEWER_NAME, 'janus.plugin.textroom');
+    await waitFor('chat no longer open', async () => (await chatState(page)) !== 'open', 5000, 20);
+    const t = Date.now();
+    await waitChat(page, 'open', 10000);
+    const back = Date.now() - t;
+    return `open again after ${back} ms; a message then took ${await chatDelay(second.page, page, 'reconnected ' + Date.now())} ms`;
+  });
+
   if (live) {
     await check('screenshot of the live page', async () => {
       await sleep(500);
@@ -417,6 +483,17 @@ try {
   await check('unknown room shows "closed"', async () => {
     const other = await openViewer(`r=987654&janus=${encodeURIComponent(JANUS_URL)}`);
     await waitState(other, 'closed', 10000);
+    await other.close();
+  });
+
+  // 6a. An install that copied only index.html and viewer.js (older docs):
+  //     the page still plays and talks back, without chat and people list.
+  await check('without people.js and chat.js the page still plays and talks back', async () => {
+    const other = await openViewer(`r=${ROOM}&janus=${encodeURIComponent(JANUS_URL)}&name=e2e-plain`,
+      (p) => p.route(/\/(people|chat)\.js$/, (r) => r.abort()));
+    await waitState(other, 'live', 20000);
+    await waitFor('"e2e-plain" in the room', async () => (await participants(ROOM)).some((p) => p.display === 'e2e-plain'), 10000, 250);
+    assert(await other.isHidden('#room-panel'), 'the chat / people panel is shown');
     await other.close();
   });
 
