@@ -61,6 +61,7 @@ fn wait_media(probe: &Probe, room: u64, kind: &str, timeout: Duration) {
 
 #[test]
 fn camera_and_microphone_reach_janus() {
+    let _cores = common::shared();
     let janus = Janus::start();
     let pulse = Pulse::start();
     let probe = janus.probe();
@@ -84,6 +85,7 @@ fn camera_and_microphone_reach_janus() {
 
 #[test]
 fn a_voice_in_the_room_is_heard_on_the_sound_card() {
+    let _cores = common::shared();
     let janus = Janus::start();
     let pulse = Pulse::start();
     let probe = janus.probe();
@@ -167,18 +169,21 @@ fn only_the_room_is_heard(room: u64, from: &str, extra: &str) {
 
 #[test]
 fn a_stranger_on_the_speaker_port_is_not_heard() {
+    let _cores = common::shared();
     // Janus sends from 127.0.0.1: a stranger elsewhere is dropped.
     only_the_room_is_heard(210, "127.0.0.2", "");
 }
 
 #[test]
 fn with_srtp_only_the_forwarders_key_is_heard() {
+    let _cores = common::shared();
     // Even from Janus's own address, what does not decrypt is dropped.
     only_the_room_is_heard(220, "127.0.0.1", "srtp = true");
 }
 
 #[test]
 fn srtp_over_plain_http_to_another_machine_is_a_config_error() {
+    let _cores = common::shared();
     let dir = scratch();
     let path = dir.path().join("agent.toml");
     common::write_private(
@@ -240,6 +245,7 @@ fn new_camera(agent: &Agent, old: u32, timeout: Duration) -> u32 {
 
 #[test]
 fn a_killed_camera_program_is_back_within_two_seconds() {
+    let _cores = common::shared();
     let janus = Janus::start();
     let probe = janus.probe();
     let (agent, _pulse, _bin, first) = agent_with_fake_camera(&janus, 300);
@@ -302,9 +308,12 @@ fn kill_camera_and_time(agent: &Agent, probe: &Probe, room: u64, camera: u32) ->
 /// A camera that flaps (libcamera's "frontend has timed out"): killed 20
 /// times, 1–3 s after it came back each time. Every recovery stays quick:
 /// a run that delivered media never escalates the backoff. The microphone
-/// and speaker pipelines are untouched.
+/// and speaker pipelines are untouched. It has the cores to itself: the
+/// bound is tight, and the stand-in is a Python program started anew for
+/// each recovery.
 #[test]
 fn a_flapping_camera_is_back_within_a_second_every_time() {
+    let _cores = common::alone();
     let janus = Janus::start();
     let probe = janus.probe();
     let (agent, _pulse, _bin, mut camera) = agent_with_fake_camera(&janus, 310);
@@ -363,6 +372,7 @@ fn log_lines(agent: &Agent, needle: &str) -> usize {
 /// drops everything.
 #[test]
 fn udp_to_janus_dropped_is_reported_not_restarted_forever() {
+    let _cores = common::shared();
     let janus = Janus::start();
     let probe = janus.probe();
     let pulse = Pulse::start();
@@ -494,6 +504,7 @@ fn media_since(probe: &Probe, room: u64, since: Instant, timeout: Duration) -> D
 /// agent's threads and memory not growing.
 #[test]
 fn soak_janus_and_camera_killed_janus_slow_udp_dropped() {
+    let _cores = common::shared();
     let rounds = soak_setting("SOAK_ROUNDS", 3);
     let delay = Duration::from_millis(soak_setting("SOAK_DELAY_MS", 300));
     let drop = Duration::from_secs(soak_setting("SOAK_DROP_S", 2));
@@ -585,6 +596,7 @@ fn soak_janus_and_camera_killed_janus_slow_udp_dropped() {
 
 #[test]
 fn a_stalled_camera_is_restarted() {
+    let _cores = common::shared();
     let janus = Janus::start();
     let (agent, _pulse, _bin, frozen) = agent_with_fake_camera(&janus, 400);
     // The camera hangs: alive, but writes nothing.
@@ -596,6 +608,7 @@ fn a_stalled_camera_is_restarted() {
 
 #[test]
 fn a_bad_speaker_device_is_explained_and_the_rest_keeps_running() {
+    let _cores = common::shared();
     let janus = Janus::start();
     let probe = janus.probe();
     let config = config(&janus, 500, "test", "")
@@ -697,6 +710,7 @@ fn longest_base64_run(text: &str) -> usize {
 
 #[test]
 fn srtp_media_reaches_janus_and_plain_rtp_is_refused() {
+    let _cores = common::shared();
     let janus = Janus::start();
     let probe = janus.probe();
     let base = ports(4);
@@ -833,6 +847,7 @@ fn recording_config(janus: &Janus, room: u64, dir: &std::path::Path, more: &str)
 
 #[test]
 fn recording_writes_playable_segments_within_its_budget() {
+    let _cores = common::shared();
     let janus = Janus::start();
     let probe = janus.probe();
     let dir = scratch();
@@ -896,6 +911,7 @@ fn recording_writes_playable_segments_within_its_budget() {
 
 #[test]
 fn a_failing_recorder_never_stops_the_live_stream() {
+    let _cores = common::shared();
     let janus = Janus::start();
     let probe = janus.probe();
     let dir = scratch();
@@ -953,6 +969,7 @@ fn a_failing_recorder_never_stops_the_live_stream() {
 /// decoded with GStreamer it holds both.
 #[test]
 fn janus_records_the_whole_room_into_room_dir() {
+    let _cores = common::shared();
     let janus = Janus::start();
     let probe = janus.probe();
     let rooms = scratch();

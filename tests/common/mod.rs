@@ -15,7 +15,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics with `what`
@@ -116,6 +116,21 @@ enabled = false
 "#,
         rest = extra.rest,
     )
+}
+
+/// The machine's cores, as the tests of one binary share them: a test with
+/// a tight time bound takes them [`alone`], the others [`shared`], so that
+/// no other test of its binary runs beside it (binaries run one by one).
+static CORES: RwLock<()> = RwLock::new(());
+
+/// Holds the cores for a timing-bound test until dropped.
+pub fn alone() -> RwLockWriteGuard<'static, ()> {
+    CORES.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Shares the cores with the other tests of the binary until dropped.
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    CORES.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A scratch directory removed on drop.
