@@ -232,6 +232,16 @@ fn pipeline_text(out: &mut String, p: &PipelineStatus) {
     if let Some(without) = &p.without {
         let _ = writeln!(out, "    running without {without}");
     }
+    if let Some(echo) = &p.echo {
+        let heard = echo.heard_ms.map_or("not yet heard".into(), |ms| {
+            format!("heard {ms} ms after the speaker's account")
+        });
+        let _ = writeln!(
+            out,
+            "    echo: {heard}; the canceller's reference {} ms later",
+            echo.shift_ms
+        );
+    }
 }
 
 fn uptime(d: Duration) -> String {

@@ -155,7 +155,13 @@ fn echo_path(pulse: &Pulse, drift_ppm: u32) {
 
 /// The agent: speaker on `speaker`, microphone on `echo`'s monitor,
 /// recording what it sends.
-fn agent(janus: &Janus, pulse: &Pulse, room: u64, dir: &Path, echo_cancel: bool) -> Agent {
+fn agent(
+    janus: &Janus,
+    pulse: &Pulse,
+    room: u64,
+    dir: &Path,
+    (echo_cancel, echo_delay): (bool, &str),
+) -> Agent {
     let base = ports(4);
     let sections = common::Extra {
         room: "allow_rtp_participants = true",
@@ -182,7 +188,6 @@ segment_s = 600
         head = common::config_head(&janus.url(), room, SECRET, base, sections),
         speaker = base + 3,
         dir = dir.display(),
-        echo_delay = std::env::var("ECHO_DELAY_MS").unwrap_or_else(|_| RIG_ECHO_DELAY_MS.into()),
     );
     let server = pulse.server();
     Agent::start_with(
@@ -379,7 +384,14 @@ fn run(echo_cancel: bool, drift_ppm: u32, far_delay: Option<f64>) -> Run {
     let work = scratch();
     let recordings = work.path().join("rec");
     let room = 300 + u64::from(echo_cancel) + u64::from(drift_ppm);
-    let mut agent = agent(&janus, &pulse, room, &recordings, echo_cancel);
+    let echo_delay = std::env::var("ECHO_DELAY_MS").unwrap_or_else(|_| RIG_ECHO_DELAY_MS.into());
+    let mut agent = agent(
+        &janus,
+        &pulse,
+        room,
+        &recordings,
+        (echo_cancel, &echo_delay),
+    );
     let probe = janus.probe();
     agent.wait_log(Duration::from_secs(10), "speaker pipeline: running");
     agent.wait_log(Duration::from_secs(10), "microphone pipeline: running");
@@ -393,6 +405,9 @@ fn run(echo_cancel: bool, drift_ppm: u32, far_delay: Option<f64>) -> Run {
     ));
     // The echo of the last far-end words is still on its way.
     std::thread::sleep(Duration::from_secs(1));
+    for line in agent.log().lines().filter(|l| l.contains("echo:")) {
+        println!("  agent: {line}");
+    }
     stop(&mut agent);
     let sent = decode(&recordings);
     let start = marker(&sent);
@@ -601,4 +616,95 @@ fn lost_talk_back_packets_are_concealed_and_counted() {
     let playout = &speaker["playout"];
     assert!(playout["late"].as_u64().is_some(), "{speaker}");
     assert!(playout["underruns"].as_u64().is_some(), "{speaker}");
+}
+
+/// The module-loopback of [`echo_path`], replaced by one `latency_ms` long.
+fn lengthen_echo_path(pulse: &Pulse, latency_ms: u32) {
+    let modules = pactl(pulse, &["list", "short", "modules"]);
+    let index = modules
+        .lines()
+        .find(|l| l.contains("module-loopback"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the loopback module");
+    pactl(pulse, &["unload-module", index]);
+    let latency = format!("latency_msec={latency_ms}");
+    pactl(
+        pulse,
+        &[
+            "load-module",
+            "module-loopback",
+            "source=speaker.monitor",
+            "sink=echo",
+            &latency,
+            "channels=1",
+        ],
+    );
+}
+
+/// Where the echo is, as the microphone's `status --json` says, once it
+/// has been heard and `ready` holds (within 10 s): (heard_ms, shift_ms).
+fn echo_heard(agent: &Agent, ready: impl Fn(u64) -> bool) -> Option<(u64, u64)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let status = agent.status_json();
+        let mic = status["pipelines"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == "microphone"));
+        let echo = mic.map(|m| &m["echo"]);
+        if let Some((Some(heard), Some(shift))) =
+            echo.map(|e| (e["heard_ms"].as_u64(), e["shift_ms"].as_u64()))
+        {
+            if ready(heard) {
+                return Some((heard, shift));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// The canceller only reaches echoes a few to ~45 ms after where the
+/// speaker pipeline says a sample is played; the agent finds where the echo
+/// really is (`echo_delay_auto`) and moves its reference there, and follows
+/// when the echo path changes: here it grows by 100 ms.
+#[test]
+fn the_canceller_finds_the_echo_and_follows_it() {
+    let janus = Janus::start();
+    let pulse = Pulse::start();
+    echo_path(&pulse, 0);
+    let work = scratch();
+    let room = 310;
+    let recordings = work.path().join("rec");
+    let agent = agent(&janus, &pulse, room, &recordings, (true, "0"));
+    let probe = janus.probe();
+    agent.wait_log(Duration::from_secs(10), "speaker pipeline: running");
+    agent.wait_log(Duration::from_secs(10), "microphone pipeline: running");
+    wait_for(Duration::from_secs(5), "the forwarder", || {
+        (!probe.forwarders(room, SECRET).is_empty()).then_some(())
+    });
+    let _talk = Talk::start(&pulse, &probe, room, work.path());
+    let found = echo_heard(&agent, |_| true);
+    lengthen_echo_path(&pulse, 140);
+    let followed = found.and_then(|(before, _)| echo_heard(&agent, |ms| ms >= before + 50));
+    for line in agent.log().lines().filter(|l| l.contains("echo:")) {
+        println!("  agent: {line}");
+    }
+    if found.is_none() {
+        println!("status: {}", agent.status_json());
+    }
+    let (before, shift) = found.expect("the echo heard");
+    assert!(
+        shift.abs_diff(before.saturating_sub(20)) <= 8,
+        "the reference ({shift} ms) is not on the echo ({before} ms)"
+    );
+    let (after, shift) = followed.expect("the longer echo heard");
+    assert!(
+        (50..=150).contains(&(after - before)),
+        "100 ms more echo path, found {} ms more",
+        after - before
+    );
+    assert!(
+        shift.abs_diff(after.saturating_sub(20)) <= 8,
+        "the reference ({shift} ms) did not follow the echo ({after} ms)"
+    );
 }

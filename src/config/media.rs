@@ -310,6 +310,10 @@ pub struct MicrophoneSettings {
     /// to about 45 ms after the shifted reference (measured). Default 0.
     #[serde(rename = "echo_delay_ms", with = "duration::millis")]
     pub echo_delay: Duration,
+    /// Whether the shift follows the echo as the microphone hears it
+    /// (starting from `echo_delay_ms`): measured every second by
+    /// correlating what is played with what is heard. Default true.
+    pub echo_delay_auto: bool,
 }
 
 impl Default for MicrophoneSettings {
@@ -322,6 +326,7 @@ impl Default for MicrophoneSettings {
             noise_suppression: true,
             gain_control: true,
             echo_delay: Duration::ZERO,
+            echo_delay_auto: true,
         }
     }
 }
@@ -329,6 +334,10 @@ impl Default for MicrophoneSettings {
 impl MicrophoneSettings {
     /// The `device` value that selects a test tone instead of ALSA.
     pub const TEST_DEVICE: &'static str = "test";
+
+    /// The longest `echo_delay_ms`: the speaker pipeline's segment is moved
+    /// by it, and nobody's echo path is longer.
+    pub const ECHO_DELAY_MAX: Duration = Duration::from_millis(500);
 
     /// Whether any voice processing (`webrtcdsp`) runs, given whether echo
     /// is cancelled.

@@ -5,12 +5,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::janus::url_host;
-use super::{duration, Settings, VideoSettings, VideoSource};
+use super::{duration, MicrophoneSettings, Settings, VideoSettings, VideoSource};
 use crate::h264;
-
-/// The longest `microphone.echo_delay_ms`: the speaker pipeline's segment
-/// is moved by it, and nobody's echo path is longer.
-const ECHO_DELAY_MAX_MS: u64 = 500;
 
 impl Settings {
     /// Checks what types alone cannot; the error names the key.
@@ -156,7 +152,7 @@ impl Settings {
             "microphone.echo_delay_ms",
             self.microphone.echo_delay,
             0,
-            ECHO_DELAY_MAX_MS,
+            duration::as_millis(MicrophoneSettings::ECHO_DELAY_MAX),
         )?;
         check_range(
             "microphone.bitrate_kbps",

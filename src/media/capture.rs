@@ -537,6 +537,7 @@ impl Recipe for Video {
             helper,
             playout: None,
             without: None,
+            echo: None,
         })
     }
 
@@ -605,10 +606,14 @@ impl Microphone {
             echo::probe()?;
             dsp.set_property("probe", echo::PROBE);
         }
+        let filter = caps_filter(echo::caps())?;
+        if echo_cancel {
+            echo::attach_microphone(&filter, echo::tracker(mic))?;
+        }
         Ok(vec![
             element("audioconvert")?,
             element("audioresample")?,
-            caps_filter(echo::caps())?,
+            filter,
             dsp,
         ])
     }
@@ -695,6 +700,7 @@ impl Recipe for Microphone {
             helper: None,
             playout: None,
             without: self.without_processing(),
+            echo: shares_clock.then(|| echo::tracker(mic)),
         })
     }
 

@@ -191,6 +191,8 @@ pub struct Built {
     /// What the pipeline runs without, said in the status (an element
     /// that is not installed).
     pub without: Option<String>,
+    /// The echo's delay, for the microphone when it cancels echo.
+    pub echo: Option<&'static echo::Tracker>,
 }
 
 impl Built {
@@ -202,6 +204,7 @@ impl Built {
             helper: None,
             playout: None,
             without: None,
+            echo: None,
         }
     }
 }

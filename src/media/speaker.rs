@@ -143,20 +143,21 @@ impl Recipe for Speaker {
             element("audioconvert")?,
             element("audioresample")?,
         ]);
-        let echo = self.feeds_echo_canceller();
-        if echo {
-            chain.extend([
-                caps_filter(echo::caps())?,
-                echo::take_probe(self.settings.microphone.echo_delay)?,
-            ]);
-        }
+        let echo_filter = if self.feeds_echo_canceller() {
+            let filter = caps_filter(echo::caps())?;
+            chain.extend([filter.clone(), echo::take_probe()?]);
+            Some(filter)
+        } else {
+            None
+        };
         chain.extend([
             element("audioconvert")?,
             element("audioresample")?,
             sink.clone(),
         ]);
         let pipeline = assemble("speaker", &chain)?;
-        if echo {
+        if let Some(filter) = echo_filter {
+            echo::attach_speaker(&filter, echo::tracker(&self.settings.microphone))?;
             echo::share_clock(&pipeline);
         }
         let playout = Playout::watch(jitter, &sink, self.settings.speaker.buffer)?;

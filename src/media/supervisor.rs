@@ -18,6 +18,7 @@ use gstreamer::prelude::*;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
+use super::echo::{self, EchoDelay};
 use super::speaker::PlayoutCounts;
 use super::{Built, JanusCheck, MediaError, Recipe, Supervision};
 use crate::backoff::{Backoff, Policy};
@@ -80,6 +81,9 @@ pub struct PipelineStatus {
     /// Keyframes sent and asked for in this run, for video.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keyframes: Option<KeyframeCounts>,
+    /// The echo's delay, for the microphone when it cancels echo.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub echo: Option<EchoDelay>,
     /// A network problem seen while the pipeline runs fine locally
     /// ([`NO_MEDIA`]).
     pub network: Option<&'static str>,
@@ -127,6 +131,7 @@ impl PipelineStatus {
             playout: None,
             without: None,
             keyframes: None,
+            echo: None,
             network: None,
         }
     }
@@ -417,6 +422,7 @@ fn announce_running(
         s.last_error = None;
         s.rtp = None;
         s.playout = None;
+        s.echo = None;
         s.without = built.without.clone();
         s.keyframes = None;
     });
@@ -494,11 +500,14 @@ fn publish_counts(built: &Built, status: &watch::Sender<PipelineStatus>) {
             sent: k.sent(),
             requests: k.requested(),
         });
+    let echo = built.echo.map(echo::Tracker::status);
     status.send_if_modified(|s| {
-        let changed = s.rtp != rtp || s.playout != playout || s.keyframes != keyframes;
+        let changed =
+            s.rtp != rtp || s.playout != playout || s.keyframes != keyframes || s.echo != echo;
         s.rtp = rtp;
         s.playout = playout;
         s.keyframes = keyframes;
+        s.echo = echo;
         changed
     });
 }

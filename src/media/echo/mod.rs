@@ -21,6 +21,15 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use super::{element, MediaError};
+use crate::config::MicrophoneSettings;
+
+pub mod delay;
+mod tracker;
+
+pub use tracker::{EchoDelay, Tracker};
+
+/// The longest shift of the reference (`microphone.echo_delay_ms`'s range).
+pub const MAX_SHIFT: Duration = MicrophoneSettings::ECHO_DELAY_MAX;
 
 /// The probe's name, which `webrtcdsp` looks it up by.
 pub const PROBE: &str = "broadcast-agent-echo-probe";
@@ -59,35 +68,67 @@ pub fn probe() -> Result<gst::Element, MediaError> {
 
 /// The process's probe, taken out of the pipeline it was in (which must be
 /// stopped: its supervisor drops a pipeline before building the next), to
-/// go into a new speaker pipeline; it takes what passes through as played
-/// `delay` later than the speaker pipeline says (`microphone.echo_delay_ms`).
-pub fn take_probe(delay: Duration) -> Result<gst::Element, MediaError> {
+/// go into a new speaker pipeline after `filter` ([`caps`]).
+pub fn take_probe() -> Result<gst::Element, MediaError> {
     let probe = probe()?;
     if let Some(bin) = probe.parent().and_then(|p| p.downcast::<gst::Bin>().ok()) {
         let _ = probe.set_state(gst::State::Null);
         bin.remove(&probe)
             .map_err(|e| MediaError::build("cannot take the echo probe back", e))?;
     }
-    shift(&probe, delay)?;
     Ok(probe)
 }
 
-/// Moves the running time `probe` sees `delay` later, and back by as much
-/// on its way out: the reference moves, what the speaker plays does not.
-/// The probe reckons a sample played at its running time plus the
-/// pipeline's latency, which leaves out an echo path the sound card does
-/// not report (a loopback, a Bluetooth speaker); the canceller only finds
-/// an echo up to about 45 ms after that.
-fn shift(probe: &gst::Element, delay: Duration) -> Result<(), MediaError> {
-    // Validated to at most 500 ms.
-    let ns = i64::try_from(delay.as_nanos()).unwrap_or(i64::MAX);
-    for (name, offset) in [("sink", ns), ("src", -ns)] {
-        probe
-            .static_pad(name)
-            .ok_or_else(|| MediaError::Build(format!("the echo probe has no {name} pad")))?
-            .set_offset(offset);
+/// The process's echo delay, as `microphone` starts it.
+pub fn tracker(microphone: &MicrophoneSettings) -> &'static Tracker {
+    Tracker::get(microphone.echo_delay, microphone.echo_delay_auto)
+}
+
+/// Sets up the speaker's side once `filter` is linked to the probe: the
+/// reference shifted as the tracker says, and (when it follows the echo)
+/// what is played and the pipeline's latency tapped for it.
+pub fn attach_speaker(filter: &gst::Element, tracker: &'static Tracker) -> Result<(), MediaError> {
+    apply_shift(tracker.shift())?;
+    if tracker.follows() {
+        tracker::tap(&pad(filter, "sink")?, Tracker::played, tracker);
+        tracker::tap_latency(&pad(filter, "src")?, tracker);
     }
     Ok(())
+}
+
+/// Sets up the microphone's side: what `filter` (before `webrtcdsp`) passes
+/// is tapped when the tracker follows the echo.
+pub fn attach_microphone(
+    filter: &gst::Element,
+    tracker: &'static Tracker,
+) -> Result<(), MediaError> {
+    if tracker.follows() {
+        tracker::tap(&pad(filter, "sink")?, Tracker::heard, tracker);
+    }
+    Ok(())
+}
+
+/// Moves the running time the probe sees `shift` later, and back by as
+/// much on its way out: the reference moves, what the speaker plays does
+/// not. Both offsets are on source pads, which send their segment again
+/// with the next buffer, so a move also takes effect while playing. A
+/// probe in no pipeline yet gets it when attached.
+fn apply_shift(shift: Duration) -> Result<(), MediaError> {
+    let probe = probe()?;
+    let Some(upstream) = pad(&probe, "sink")?.peer() else {
+        return Ok(());
+    };
+    // Validated and clamped to at most 500 ms.
+    let ns = i64::try_from(shift.as_nanos()).unwrap_or(i64::MAX);
+    upstream.set_offset(ns);
+    pad(&probe, "src")?.set_offset(-ns);
+    Ok(())
+}
+
+fn pad(element: &gst::Element, name: &str) -> Result<gst::Pad, MediaError> {
+    element
+        .static_pad(name)
+        .ok_or_else(|| MediaError::Build(format!("{} has no {name} pad", element.name())))
 }
 
 /// Puts `pipeline` on the clock and base time every echo-cancelling
