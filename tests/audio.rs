@@ -693,6 +693,11 @@ fn the_canceller_finds_the_echo_and_follows_it() {
         println!("status: {}", agent.status_json());
     }
     let (before, shift) = found.expect("the echo heard");
+    let text = agent.status_text();
+    assert!(
+        text.contains("echo: heard ") && text.contains("the canceller's reference "),
+        "{text}"
+    );
     assert!(
         shift.abs_diff(before.saturating_sub(20)) <= 8,
         "the reference ({shift} ms) is not on the echo ({before} ms)"
