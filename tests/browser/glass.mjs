@@ -26,9 +26,12 @@
 //            for none; default `default,0,auto`), GLASS_ROUNDS times (default
 //            2, interleaved), a fresh viewer watches for GLASS_COMPARE_S s
 //            (default 60; the lipsync set-up: flashes and beeps) and reports
-//            glass to glass, audio minus video, and from getStats over that
+//            glass to glass, audio minus video (at the track, and as heard:
+//            plus the audio output's own delay), and from getStats over that
 //            window: audio concealed samples per minute, the audio and video
-//            jitter buffers' mean delay (jitterBufferDelay / EmittedCount)
+//            jitter buffers' mean delay (jitterBufferDelay / EmittedCount);
+//            for delay=sync the holds the page chose, and per hold the p95 of
+//            the frames in the 2 s after a change to it against the others
 //   loss     for GLASS_LOSS_S seconds (default 60), with the relay of the loss
 //            bench in front of Janus: what Chromium's getStats says of the
 //            video (frames decoded, freezes, NACKs, PLIs) and the audio
