@@ -26,8 +26,9 @@
 #            in one session, with the lipsync set-up: for each of GLASS_DELAYS
 #            (default `default,0,auto`; `default` is the page without delay=),
 #            GLASS_ROUNDS (2) fresh viewers of GLASS_COMPARE_S (60) s each:
-#            glass to glass, audio minus video, Chromium's audio concealed
-#            samples per minute and both jitter buffers' mean delay; then the
+#            glass to glass, audio minus video (also as heard), Chromium's
+#            audio concealed samples per minute, both jitter buffers' mean
+#            delay and, for delay=sync, the holds the page chose; then the
 #            RTP-level lip sync and the microphone's timestamp jumps of the
 #            whole session
 #   loss     (GLASS_MODES=loss, RELAY_LOSS=5) Janus in a network namespace of

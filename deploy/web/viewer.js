@@ -453,10 +453,12 @@
   // playout-delay RTP extension (Janus `configure` min_delay / max_delay, in
   // 10 ms units):
   //   sync   (default) holds video by what the audio needs beyond
-  //          SYNC_LEAD_MS (the sound may come that much after the picture),
-  //          at most SYNC_MAX_HOLD_MS, re-read from getStats every second
-  //          (the audio jitter buffer's and output's mean delay over the
-  //          last SYNC_WINDOW s);
+  //          SYNC_LEAD_MS (the sound may come that much after the picture;
+  //          sound late is the forgiving side), at most SYNC_MAX_HOLD_MS,
+  //          re-read from getStats every second (the audio jitter buffer's
+  //          and output's mean delay over the last SYNC_WINDOW s); a new hold
+  //          is approached SYNC_RAMP_MS a second (a jump of 30 ms was seen
+  //          to delay frames shown right after it);
   //          nothing while the audio buffer is short: the lowest latency
   //          that keeps lip sync (README "Glass to glass": the figures)
   //   0      never: each frame is shown when decoded (the lowest latency)
@@ -464,11 +466,13 @@
   //          audio within that bound, and smooths jitter)
   //   auto   no extension: the browser's own choice (it lines video up with
   //          audio fully)
-  const SYNC_LEAD_MS = 45;
+  const SYNC_LEAD_MS = 60;
   const SYNC_MAX_HOLD_MS = 100;
   const SYNC_WINDOW = 5;      // s (checks) the audio buffer's delay is averaged over
-  const SYNC_STEP_MS = 20;    // a smaller change of the hold is not sent
-  window.viewerPlayout = { mode: delayParam, holdMs: null, audioBufferMs: null, audioOutputMs: null };
+  const SYNC_FIRST = 3;       // s (checks) before the first decision
+  const SYNC_STEP_MS = 20;    // a smaller change of the wanted hold is ignored
+  const SYNC_RAMP_MS = 10;    // the hold moves towards the wanted one this much a second
+  window.viewerPlayout = { mode: delayParam, holdMs: null, wantMs: null, audioBufferMs: null, audioOutputMs: null };
 
   function configurePlayout(m, minMs, maxMs) {
     m.streaming.send({
@@ -481,11 +485,13 @@
     if (delayParam !== 'sync') return;
     const playout = window.viewerPlayout;
     playout.holdMs = 0;
+    playout.wantMs = 0;
     configurePlayout(m, 0, 0);
     // Per check: the audio receiver's [jitterBufferDelay s, emitted count] and
     // the audio output's [totalPlayoutDelay s, samples] (0 where the browser
     // does not report it): the sound is heard after both.
     const samples = [];
+    let decided = false;
     const mean = (a, b, i) => (b[i + 1] > a[i + 1] ? (1000 * (b[i] - a[i])) / (b[i + 1] - a[i + 1]) : 0);
     clearInterval(m.playoutTimer); // a new offer in the same attempt: one timer
     m.playoutTimer = setInterval(async () => {
@@ -501,15 +507,20 @@
       if (media !== m || !audio || !audio.jitterBufferEmittedCount) return;
       samples.push([audio.jitterBufferDelay, audio.jitterBufferEmittedCount,
         output.totalPlayoutDelay || 0, output.totalSamplesCount || 0]);
-      if (samples.length <= SYNC_WINDOW) return;
-      const first = samples.shift(), last = samples[samples.length - 1];
+      if (samples.length > SYNC_WINDOW + 1) samples.shift();
+      if (samples.length <= SYNC_FIRST) return;
+      const first = samples[0], last = samples[samples.length - 1];
       playout.audioBufferMs = mean(first, last, 0);
       playout.audioOutputMs = mean(first, last, 2);
       const late = playout.audioBufferMs + playout.audioOutputMs - SYNC_LEAD_MS;
       const want = Math.min(SYNC_MAX_HOLD_MS, Math.max(0, Math.round(late / 10) * 10));
-      if (Math.abs(want - playout.holdMs) < SYNC_STEP_MS) return;
-      playout.holdMs = want;
-      configurePlayout(m, want, want);
+      if (Math.abs(want - playout.wantMs) >= SYNC_STEP_MS) playout.wantMs = want;
+      const ramp = decided ? SYNC_RAMP_MS : SYNC_MAX_HOLD_MS; // the first decision at once
+      decided = true;
+      const step = Math.max(-ramp, Math.min(ramp, playout.wantMs - playout.holdMs));
+      if (step === 0) return;
+      playout.holdMs += step;
+      configurePlayout(m, playout.holdMs, playout.holdMs);
     }, 1000);
   }
 

@@ -26,9 +26,12 @@
 //            for none; default `default,0,auto`), GLASS_ROUNDS times (default
 //            2, interleaved), a fresh viewer watches for GLASS_COMPARE_S s
 //            (default 60; the lipsync set-up: flashes and beeps) and reports
-//            glass to glass, audio minus video, and from getStats over that
+//            glass to glass, audio minus video (at the track, and as heard:
+//            plus the audio output's own delay), and from getStats over that
 //            window: audio concealed samples per minute, the audio and video
-//            jitter buffers' mean delay (jitterBufferDelay / EmittedCount)
+//            jitter buffers' mean delay (jitterBufferDelay / EmittedCount);
+//            for delay=sync the holds the page chose, and per hold the p95 of
+//            the frames in the 2 s after a change to it against the others
 //   loss     for GLASS_LOSS_S seconds (default 60), with the relay of the loss
 //            bench in front of Janus: what Chromium's getStats says of the
 //            video (frames decoded, freezes, NACKs, PLIs) and the audio
@@ -106,6 +109,7 @@ function measurer() {
         stamp: s.ms, flash: s.flash, display: wall(md.expectedDisplayTime),
         presented: wall(md.presentationTime), received: md.receiveTime ? wall(md.receiveTime) : null,
         decode: md.processingDuration ? md.processingDuration * 1000 : null,
+        hold: window.viewerPlayout ? window.viewerPlayout.holdMs : null, // delay=sync: the page's hold
       });
     }
     video.requestVideoFrameCallback(onFrame);
@@ -141,7 +145,10 @@ function measurer() {
       for (;;) {
         const { value, done } = await reader.read();
         if (done) return;
-        const now = performance.now();
+        // When the track delivered the block (performance.now()'s clock): a
+        // busy page reads some blocks late (up to 100-230 ms measured, p95
+        // 25-40 ms), so the time of reading would add that to some beeps.
+        const now = value.timestamp / 1000;
         finder = finder || onsetFinder(value.sampleRate);
         g.trackOnsets = finder.out;
         const data = new Float32Array(value.numberOfFrames);
@@ -425,6 +432,38 @@ function bufferMs(a = {}, b = {}, key = 'jitterBufferDelay') {
   return n > 0 ? (1000 * ((b[key] || 0) - (a[key] || 0))) / n : null;
 }
 
+// delay=sync: the holds the page chose while measured (share of frames per
+// hold), and whether a change of the hold shows in glass to glass: per hold,
+// the p95 of the frames within 2 s after a change to it against the p95 of
+// the other frames at that hold; and the longest gap between two frames shown.
+function holdChanges(frames) {
+  const share = {};
+  const after = new Set();
+  const changes = [];
+  frames.forEach((f, i) => {
+    share[f.hold] = (share[f.hold] || 0) + 1 / frames.length;
+    if (i === 0 || f.hold === frames[i - 1].hold) return;
+    changes.push(`${frames[i - 1].hold}->${f.hold}`);
+    for (let j = i; j < frames.length && frames[j].display - f.display < 2000; j++) after.add(j);
+  });
+  const p95 = (keep) => {
+    const s = stats(frames.filter((f, i) => keep(f, i)).map((f) => since(f.stamp, f.display)));
+    return s && s.n >= 10 ? Math.round(s.p95) : null;
+  };
+  const byHold = {};
+  for (const hold of Object.keys(share)) {
+    const at = (f) => String(f.hold) === hold;
+    byHold[hold] = { after_change: p95((f, i) => at(f) && after.has(i)), steady: p95((f, i) => at(f) && !after.has(i)) };
+  }
+  const gaps = frames.slice(1).map((f, i) => f.display - frames[i].display);
+  return {
+    share: Object.fromEntries(Object.entries(share).map(([k, v]) => [k, Math.round(100 * v)])),
+    changes,
+    p95_by_hold: byHold,
+    max_gap_ms: gaps.length ? Math.round(Math.max(...gaps)) : null,
+  };
+}
+
 // One viewer with the page's `delay=` set to `delay`, watched for COMPARE_S s.
 async function watchWith(delay) {
   const page = await openViewer(delay);
@@ -443,18 +482,22 @@ async function watchWith(delay) {
   const d = (kind, key) => ((b[kind] && b[kind][key]) || 0) - ((a[kind] && a[kind][key]) || 0);
   const perMinute = (x) => (x * 60000) / ((b.audio?.timestamp || 0) - (a.audio?.timestamp || 0) || COMPARE_S * 1000);
   const av = pairFlashes(frames, trackOnsets);
+  const outputMs = d('playout', 'totalSamplesCount') > 0
+    ? (1000 * d('playout', 'totalPlayoutDelay')) / d('playout', 'totalSamplesCount') : null;
   return {
     delay,
     playout, // the page's own view at the end (delay=sync: the video hold it chose)
     glass_to_glass: stats(stamped.map((f) => since(f.stamp, f.display))),
     audio_minus_video: { n: av.n, median: av.median, p95: av.p95, min: av.min, max: av.max },
+    // as heard: after the audio output's own delay too
+    audio_minus_video_heard: outputMs === null || !av.n ? null : { median: av.median + outputMs, p95: av.p95 + outputMs },
+    holds: holdChanges(stamped),
     audio_concealed_per_min: perMinute(d('audio', 'concealedSamples')),
     audio_concealment_events_per_min: perMinute(d('audio', 'concealmentEvents')),
     audio_buffer_ms: bufferMs(a.audio, b.audio),
     audio_buffer_target_ms: bufferMs(a.audio, b.audio, 'jitterBufferTargetDelay'),
     audio_buffer_minimum_ms: bufferMs(a.audio, b.audio, 'jitterBufferMinimumDelay'),
-    audio_output_ms: d('playout', 'totalSamplesCount') > 0
-      ? (1000 * d('playout', 'totalPlayoutDelay')) / d('playout', 'totalSamplesCount') : null,
+    audio_output_ms: outputMs,
     video_buffer_ms: bufferMs(a.video, b.video),
     video_buffer_target_ms: bufferMs(a.video, b.video, 'jitterBufferTargetDelay'),
     video_freezes: d('video', 'freezeCount'),
@@ -476,7 +519,10 @@ async function compare() {
     `${fmt(r.audio_minus_video.n ? r.audio_minus_video : null)} over ${r.audio_minus_video.n || 0} flashes; ` +
     `audio buffer ${num(r.audio_buffer_ms)} ms (target ${num(r.audio_buffer_target_ms)}), video buffer ` +
     `${num(r.video_buffer_ms)} ms (target ${num(r.video_buffer_target_ms)}); concealed ` +
-    `${num(r.audio_concealed_per_min)} samples/min`).join(' | ');
+    `${num(r.audio_concealed_per_min)} samples/min; as heard ${num(r.audio_minus_video_heard?.median)} ms ` +
+    `(p95 ${num(r.audio_minus_video_heard?.p95)}); holds ${JSON.stringify(r.holds.share)} % of frames, ` +
+    `changes ${r.holds.changes.join(' ') || 'none'}, p95 by hold (within 2 s after a change to it / other) ` +
+    `${JSON.stringify(r.holds.p95_by_hold)}, longest gap ${r.holds.max_gap_ms} ms`).join(' | ');
 }
 
 const MEASURES = { latency, join, reopen, lipsync, loss, compare };

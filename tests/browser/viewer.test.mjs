@@ -325,6 +325,63 @@ async function chatChecks(first) {
   return { browser: browserB, page: pageB };
 }
 
+// A viewer page that keeps its PeerConnections in window.__pcs.
+const keepPcs = (p) => p.addInitScript(() => {
+  const RealPC = window.RTCPeerConnection;
+  window.__pcs = [];
+  window.RTCPeerConnection = function (...args) { const pc = new RealPC(...args); window.__pcs.push(pc); return pc; };
+  window.RTCPeerConnection.prototype = RealPC.prototype;
+  Object.setPrototypeOf(window.RTCPeerConnection, RealPC);
+});
+
+// Page `p`: sets its audio receivers' jitterBufferTarget (the least audio
+// jitter buffer delay the page asks Chromium for) to `ms`.
+const setAudioTarget = (p, ms) => p.evaluate((target) => {
+  window.__pcs.flatMap((pc) => pc.getReceivers()).filter((r) => r.track.kind === 'audio')
+    .forEach((r) => { r.jitterBufferTarget = target; });
+}, ms);
+
+// Page `p`: the page's hold and audio buffer, and the mean target of the
+// video jitter buffer (ms) over the next second, from getStats.
+const syncState = (p) => p.evaluate(async () => {
+  const video = async () => {
+    let v = {};
+    for (const pc of window.__pcs) (await pc.getStats()).forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video') v = r; });
+    return v;
+  };
+  const a = await video();
+  await new Promise((r) => setTimeout(r, 1000));
+  const b = await video();
+  const n = b.jitterBufferEmittedCount - a.jitterBufferEmittedCount;
+  return { ...window.viewerPlayout, videoTargetMs: n > 0 ? Math.round((1000 * (b.jitterBufferTargetDelay - a.jitterBufferTargetDelay)) / n) : null };
+});
+
+// A fresh viewer: with the browser's own (short) audio buffer, then with a
+// long one (its audio receiver's jitterBufferTarget = 200 ms).
+async function syncHoldCheck() {
+  const other = await openViewer(`r=${ROOM}&janus=${encodeURIComponent(JANUS_URL)}&name=e2e-sync&muted=1`, keepPcs);
+  const playout = () => other.evaluate(() => window.viewerPlayout);
+  const say = (x) => `hold ${x.holdMs} ms, audio buffer ${Math.round(x.audioBufferMs)} ms, video buffer target ${x.videoTargetMs} ms`;
+  try {
+    await waitState(other, 'live', 20000);
+    await waitFor("the page's first decision", async () => (await playout()).audioBufferMs !== null, 10000, 250);
+    const short = await syncState(other);
+    await setAudioTarget(other, 200);
+    await waitFor('a hold of 80 ms or more, settled', async () => {
+      const x = await playout();
+      return x.holdMs >= 80 && x.holdMs === x.wantMs;
+    }, 15000, 250).catch(() => {});
+    const long = await syncState(other);
+    const seen = `short audio buffer: ${say(short)}; long: ${say(long)}`;
+    assert(long.holdMs >= 80 && long.videoTargetMs >= 50, `video not held while the audio buffer is long (${seen})`);
+    assert(short.holdMs <= long.holdMs - 30 && short.videoTargetMs <= long.videoTargetMs - 20,
+      `video held as long while the audio buffer is short (${seen})`);
+    return seen;
+  } finally {
+    await other.close();
+  }
+}
+
 const viewerQuery = `r=${ROOM}&janus=${encodeURIComponent(JANUS_URL)}&name=${VIEWER_NAME}`;
 let page;
 
@@ -486,7 +543,15 @@ try {
     await other.close();
   });
 
-  // 6a. An install that copied only index.html and viewer.js (older docs):
+  // 6a. delay=sync (the default) holds video while the audio buffer is long
+  //    and not while it is short: Chromium's audio buffer is made long from
+  //    inside the page (the audio receiver's jitterBufferTarget, as a jittery
+  //    network would), and the outcome is read where it happens: the video
+  //    jitter buffer's target in getStats, which follows the playout delay
+  //    Janus puts on the video at the page's `configure`.
+  await check('delay=sync holds video while the audio buffer is long, not while it is short', syncHoldCheck);
+
+  // 6b. An install that copied only index.html and viewer.js (older docs):
   //     the page still plays and talks back, without chat and people list.
   await check('without people.js and chat.js the page still plays and talks back', async () => {
     const other = await openViewer(`r=${ROOM}&janus=${encodeURIComponent(JANUS_URL)}&name=e2e-plain`,
@@ -497,7 +562,7 @@ try {
     await other.close();
   });
 
-  // 6b. ?janus= naming a server config.js does not list is an error, and
+  // 6c. ?janus= naming a server config.js does not list is an error, and
   //     the page sends it nothing.
   await check('a server not in config.js is refused, not contacted', async () => {
     const hits = [];
