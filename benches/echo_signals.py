@@ -17,6 +17,7 @@ how long the far end talks alone.
 import array
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -132,7 +133,10 @@ def relay(ppm, latency_ms, pad_ms):
     finally:
         log.seek(0)
         # Each underrun delays the echo by pacat's buffer: the drift is then not true.
-        print(f"relay: pacat underruns: {log.read().count('Stream underrun')}", file=sys.stderr)
+        text = log.read()
+        at = re.findall(r"Time: ([0-9.]+) sec[^T]*Stream underrun", text)
+        print(f"relay: pacat underruns: {text.count('Stream underrun')} (after {', '.join(at) or '-'} s)",
+              file=sys.stderr)
         rec.kill()
         play.kill()
 
