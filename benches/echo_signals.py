@@ -149,24 +149,25 @@ def raw(path):
 
 
 def delay(ref, echo, at, span=1.0, max_lag=1.0):
-    """ECHO's delay behind REF (samples) from the second at AT, and the normalised
+    """ECHO's delay behind REF (samples, from -MAX_LAG to +MAX_LAG s: two
+    recordings' starts differ) from the second at AT, and the normalised
     correlation there: 1 ms energies first (coarse), then the samples around it."""
     blk, i0 = 48, int(at * R)
-    n, lags = int(span * R) // blk, int(max_lag * R) // blk
+    n, lags = int(span * R) // blk, min(int(max_lag * R), i0) // blk
 
-    def env(x, count):
-        return [sum(v * v for v in x[i0 + k * blk:i0 + (k + 1) * blk]) for k in range(count)]
+    def env(x, start, count):
+        return [sum(v * v for v in x[start + k * blk:start + (k + 1) * blk]) for k in range(count)]
 
-    er, ee = env(ref, n), env(echo, n + lags)
+    er, ee = env(ref, i0, n), env(echo, i0 - lags * blk, n + 2 * lags)
     mean = sum(er) / n
     er = [v - mean for v in er]
-    coarse = max(range(lags), key=lambda L: sum(a * b for a, b in zip(er, ee[L:L + n])))
+    coarse = max(range(2 * lags), key=lambda L: sum(a * b for a, b in zip(er, ee[L:L + n]))) - lags
     seg = ref[i0:i0 + R // 4]
 
     def corr(lag):
         return sum(a * b for a, b in zip(seg, echo[i0 + lag:i0 + lag + len(seg)]))
 
-    fine = max(range(max(0, (coarse - 2) * blk), (coarse + 3) * blk), key=corr)
+    fine = max(range(max(-i0, (coarse - 2) * blk), (coarse + 3) * blk), key=corr)
     other = echo[i0 + fine:i0 + fine + len(seg)]
     norm = math.sqrt(sum(v * v for v in seg) * sum(v * v for v in other)) or 1
     return fine, corr(fine) / norm
