@@ -18,7 +18,7 @@
 //!
 //! ```text
 //! 0.0–0.3 s    near-end marker (1 kHz), to line up what is sent
-//! 1.0–8.0 s    far end alone (noise); at 7.5–7.8 s the marker again
+//! 1.0–8.0 s    far end alone (noise)
 //! 8.0–12.0 s   near end (speech) against far-end noise: double talk
 //! 12.0–16.0 s  near end (speech) against far-end speech: double talk
 //! ```
@@ -42,11 +42,6 @@ use common::{ports, repo, scratch, wait_for, Agent};
 
 const SECRET: &str = "audio-secret";
 const MARKER_HZ: f64 = 1000.0;
-const MARKER_LENGTH: f64 = 0.3;
-/// The second marker starts this long (s) before the double talk: it lines
-/// the double talk up by itself, as the agent's microphone, on a loaded
-/// machine, can lose part of a second before it (seen: 0.5 s).
-const MARKER_AHEAD: f64 = 0.5;
 /// Seconds into the timeline.
 const FAR_START: f64 = 1.0;
 /// How long the far end talks alone, by default.
@@ -180,10 +175,8 @@ fn timeline(alone: f64, far: bool) -> (Vec<i16>, Vec<i16>) {
         let from = at(talk + DOUBLE_TALK);
         far_end[from..from + words.len()].copy_from_slice(&words);
     }
-    let marker = tone(MARKER_HZ, MARKER_LENGTH, 6000.0);
+    let marker = tone(MARKER_HZ, 0.3, 6000.0);
     near[..marker.len()].copy_from_slice(&marker);
-    let second = at(talk - MARKER_AHEAD);
-    near[second..second + marker.len()].copy_from_slice(&marker);
     let words = speech(&NEAR_WORDS, 2.0 * DOUBLE_TALK, NEAR_SPEECH_DB);
     near[at(talk)..at(talk) + words.len()].copy_from_slice(&words);
     (far_end, near)
@@ -506,12 +499,11 @@ fn window(samples: &[i16], from: f64, seconds: f64) -> &[i16] {
     &samples[at(from)..at(from + seconds)]
 }
 
-/// Where (s) a 1 kHz marker starts in what was sent after `from` (to 1 ms).
-fn marker(samples: &[i16], from: f64) -> f64 {
+/// Where (s) the 1 kHz marker starts in what was sent (to 1 ms).
+fn marker(samples: &[i16]) -> f64 {
     let step = RATE as usize / 1000;
     (0..samples.len() / step)
         .map(|i| i as f64 / 1000.0)
-        .filter(|&t| t >= from)
         .find(|&t| tone_amplitude(window(samples, t, 0.02), MARKER_HZ) > 2000.0)
         .expect("the near-end marker in what the agent sent")
 }
@@ -558,7 +550,7 @@ struct Case {
 #[derive(Debug, Clone)]
 struct Run {
     /// Energy of what was sent while only the far end talked, from 2 s after
-    /// its echo began to the second marker.
+    /// its echo began.
     far_energy: f64,
     /// The same in the last [`TAIL`] s of it.
     tail_energy: f64,
@@ -618,15 +610,14 @@ fn run(case: Case, far_delay: Option<f64>) -> Run {
         println!("{}", log.trim());
     }
     let sent = decode(&recordings);
-    let start = marker(&sent, 0.0);
+    let start = marker(&sent);
     println!(
         "{case:?}: dBFS per 0.5 s from the marker: {}",
         profile(window(&sent, start, f64::INFINITY))
     );
     let far_delay = far_delay.unwrap_or_else(|| far_onset(&sent, start + 0.5) - start);
     let measured_from = start + far_delay + 2.0;
-    let second = marker(&sent, start + FAR_START + case.alone - 2.0);
-    let talk_from = second + MARKER_AHEAD;
+    let talk_from = start + FAR_START + case.alone;
     let path_delays = if case.far {
         let onset = far_onset(&read_raw(&work.path().join("speaker.raw")), 0.0);
         let times = [PATH_FROM, case.alone / 2.0, case.alone - 1.5].map(|t| onset + t);
@@ -635,8 +626,8 @@ fn run(case: Case, far_delay: Option<f64>) -> Run {
         Vec::new()
     };
     Run {
-        far_energy: energy(window(&sent, measured_from, second - measured_from)),
-        tail_energy: energy(window(&sent, second - TAIL, TAIL)),
+        far_energy: energy(window(&sent, measured_from, talk_from - measured_from)),
+        tail_energy: energy(window(&sent, talk_from - TAIL, TAIL)),
         double_talk: window(&sent, talk_from, 2.0 * DOUBLE_TALK).to_vec(),
         far_delay,
         path_delays,
