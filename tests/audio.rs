@@ -370,7 +370,8 @@ impl Talk {
             .expect("start gst-launch-1.0");
         // At real-time priority with a long buffer: a stall of the player
         // between the marker and the near end's words would move them
-        // apart (seen at load average 12: by 1 s).
+        // apart. (They did come apart at load average 8-12, by +1 s and
+        // -0.5 s; the latter, at least, is audio the agent's microphone lost.)
         let player = Command::new("chrt")
             .args([
                 "-r",
@@ -730,7 +731,7 @@ fn echo_is_cancelled_and_the_near_end_kept() {
         "without cancellation the echo is heard"
     );
     // The echo only adds to the near end: less means the runs' near ends
-    // are not lined up (a player that stalled).
+    // are not lined up (a player that stalled, audio the microphone lost).
     let lined_up = near_change(&near_alone, &off, 1);
     assert!(
         lined_up > -0.5,
