@@ -16,7 +16,7 @@ binary given:
   - idle, and under load: a stand-in camera program (gst-launch x264,
     640x480@30) and --busy busy loops.
 Prints the median, 99th percentile and largest gap, and how many gaps exceed
-60 ms, with the load average at the start of each run (other work on the
+60 ms, with the 1-minute load average at the end of each run (other work on the
 machine counts). Needs root (the packet socket) and what
 `deploy/install-deps.sh` installs; uses its own ports (Janus 18188/17188,
 RTP 18204-18207). Default agent: target/debug/broadcast-agent, built first.
@@ -221,22 +221,22 @@ def run(bench, sender, binary, mic, loaded, seconds):
         if loaded:
             load = bench.load()
         time.sleep(3)
-        start_load = loadavg()
         sender.take()
         time.sleep(seconds)
         times = sender.take()
+        end_load = loadavg()
     finally:
         stop(load + [agent])
-    return times, start_load
+    return times, end_load
 
 
-def row(label, mic, loaded, times, start_load):
+def row(label, mic, loaded, times, end_load):
     gaps = sorted((b - a) * 1000 for a, b in zip(times, times[1:]))
     if not gaps:
-        return f"| {label} | {mic} | {'load' if loaded else 'idle'} | {start_load} | 0 | - | - | - | - |"
+        return f"| {label} | {mic} | {'load' if loaded else 'idle'} | {end_load} | 0 | - | - | - | - |"
     p99 = gaps[min(len(gaps) - 1, int(0.99 * len(gaps)))]
     late = sum(g > LATE_MS for g in gaps)
-    return (f"| {label} | {mic} | {'load' if loaded else 'idle'} | {start_load} | {len(times)} "
+    return (f"| {label} | {mic} | {'load' if loaded else 'idle'} | {end_load} | {len(times)} "
             f"| {statistics.median(gaps):.1f} | {p99:.1f} | {gaps[-1]:.1f} | {late} |")
 
 
@@ -266,8 +266,8 @@ def main():
         for loaded in (False, True):
             for mic in args.mics.split(","):
                 for label, binary in binaries:
-                    times, start_load = run(bench, sender, binary, mic, loaded, args.seconds)
-                    rows.append(row(label, mic, loaded, times, start_load))
+                    times, end_load = run(bench, sender, binary, mic, loaded, args.seconds)
+                    rows.append(row(label, mic, loaded, times, end_load))
                     print(rows[-1], flush=True)
     except Timeout as e:
         log = open(os.path.join(work, "agent.log")).read().splitlines()
@@ -278,7 +278,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nGaps between consecutive audio RTP packets (20 ms Opus), {args.seconds} s per run, "
           f"{os.cpu_count()} cores; load = camera stand-in (x264 640x480@30) + {args.busy} busy loops:\n")
-    print("| agent | microphone | CPU | load avg at start | packets | median ms | p99 ms | max ms "
+    print("| agent | microphone | CPU | load avg (1 min) at end | packets | median ms | p99 ms | max ms "
           f"| gaps > {LATE_MS} ms |\n|---|---|---|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
 
