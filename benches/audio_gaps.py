@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """When the agent's audio RTP packets leave: gaps between consecutive packets.
 
-    sudo python3 benches/audio_gaps.py [--seconds 60] [--agent LABEL=PATH ...]
+    sudo python3 benches/audio_gaps.py [--seconds 60] [--rounds 1] [--busy 3] [--agent LABEL=PATH ...]
 
 Runs the real agent (microphone on, the speaker on ALSA `pulse` as on a Pi,
 no camera) against a private Janus and PulseAudio, and records the time each
@@ -14,7 +14,8 @@ binary given:
     "pulse" (ALSA `pulse` on a PulseAudio null sink's monitor, as the tests
     and the browser rig use);
   - idle, and under load: a stand-in camera program (gst-launch x264,
-    640x480@30) and --busy busy loops.
+    640x480@30) and --busy busy loops;
+--rounds times each, alternating the agents, pooled.
 Prints the median, 99th percentile and largest gap, and how many gaps exceed
 60 ms, with the 1-minute load average at the end of each run (other work on the
 machine counts). Needs root (the packet socket) and what
@@ -230,14 +231,17 @@ def run(bench, sender, binary, mic, loaded, seconds):
     return times, end_load
 
 
-def row(label, mic, loaded, times, end_load):
-    gaps = sorted((b - a) * 1000 for a, b in zip(times, times[1:]))
+def row(label, mic, loaded, runs):
+    """A table row for the pooled `runs`, each (send times, load average)."""
+    gaps = sorted(g for times, _ in runs for g in ((b - a) * 1000 for a, b in zip(times, times[1:])))
+    loads = "/".join(load for _, load in runs)
+    packets = sum(len(times) for times, _ in runs)
+    head = f"| {label} | {mic} | {'load' if loaded else 'idle'} | {loads} | {packets} "
     if not gaps:
-        return f"| {label} | {mic} | {'load' if loaded else 'idle'} | {end_load} | 0 | - | - | - | - |"
+        return head + "| - | - | - | - |"
     p99 = gaps[min(len(gaps) - 1, int(0.99 * len(gaps)))]
     late = sum(g > LATE_MS for g in gaps)
-    return (f"| {label} | {mic} | {'load' if loaded else 'idle'} | {end_load} | {len(times)} "
-            f"| {statistics.median(gaps):.1f} | {p99:.1f} | {gaps[-1]:.1f} | {late} |")
+    return head + f"| {statistics.median(gaps):.1f} | {p99:.1f} | {gaps[-1]:.1f} | {late} |"
 
 
 def agents(args):
@@ -250,7 +254,8 @@ def agents(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=60)
-    parser.add_argument("--busy", type=int, default=2, help="busy loops under load")
+    parser.add_argument("--busy", type=int, default=3, help="busy loops under load")
+    parser.add_argument("--rounds", type=int, default=1, help="runs per case, alternating the agents; pooled")
     parser.add_argument("--agent", action="append", metavar="LABEL=PATH",
                         help="agent binary to measure (repeat to compare); default: build and use target/debug")
     parser.add_argument("--mics", default="test,pulse", help="microphone.device values to measure")
@@ -265,10 +270,12 @@ def main():
         bench.pulse()
         for loaded in (False, True):
             for mic in args.mics.split(","):
-                for label, binary in binaries:
-                    times, end_load = run(bench, sender, binary, mic, loaded, args.seconds)
-                    rows.append(row(label, mic, loaded, times, end_load))
-                    print(rows[-1], flush=True)
+                runs = {label: [] for label, _ in binaries}
+                for _ in range(args.rounds):
+                    for label, binary in binaries:
+                        runs[label].append(run(bench, sender, binary, mic, loaded, args.seconds))
+                        print(row(label, mic, loaded, runs[label][-1:]), flush=True)
+                rows += [row(label, mic, loaded, runs[label]) for label, _ in binaries]
     except Timeout as e:
         log = open(os.path.join(work, "agent.log")).read().splitlines()
         sys.exit(f"bench: {e}\n--- agent log (last lines)\n" + "\n".join(log[-15:]))
@@ -276,9 +283,10 @@ def main():
         sender.close()
         stop(list(reversed(bench.children)))
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nGaps between consecutive audio RTP packets (20 ms Opus), {args.seconds} s per run, "
+    print(f"\nGaps between consecutive audio RTP packets (20 ms Opus), {args.rounds} x {args.seconds} s "
+          f"per case (pooled), "
           f"{os.cpu_count()} cores; load = camera stand-in (x264 640x480@30) + {args.busy} busy loops:\n")
-    print("| agent | microphone | CPU | load avg (1 min) at end | packets | median ms | p99 ms | max ms "
+    print("| agent | microphone | CPU | load avg (1 min) at the end of each run | packets | median ms | p99 ms | max ms "
           f"| gaps > {LATE_MS} ms |\n|---|---|---|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
 

@@ -67,3 +67,72 @@ fn raise_this_thread(owner: &gst::Element) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// The calling thread's nice value.
+    fn own_nice() -> i32 {
+        // SAFETY: no preconditions; reads this thread's priority only.
+        let tid = unsafe { libc::gettid() };
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::id_t::try_from(tid).unwrap_or(0)) }
+    }
+
+    /// Whether this process may give a thread nice [`NICE`] (root, or
+    /// `RLIMIT_NICE`), tried on a thread of its own.
+    fn allowed() -> bool {
+        std::thread::spawn(|| {
+            // SAFETY: changes the priority of this short-lived thread only.
+            let tid = unsafe { libc::gettid() };
+            let who = libc::id_t::try_from(tid).unwrap_or(0);
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, who, NICE) == 0 }
+        })
+        .join()
+        .unwrap_or(false)
+    }
+
+    /// The nice value of the thread carrying the buffers of a pipeline
+    /// called `name` (`audiotestsrc ! fakesink`) whose bus calls
+    /// [`on_message`].
+    fn streaming_nice(name: &str) -> i32 {
+        gst::init().expect("GStreamer");
+        let pipeline = gst::Pipeline::with_name(name);
+        let src = gst::ElementFactory::make("audiotestsrc")
+            .property("is-live", true)
+            .build()
+            .expect("audiotestsrc");
+        let sink = gst::ElementFactory::make("fakesink")
+            .build()
+            .expect("fakesink");
+        pipeline.add_many([&src, &sink]).expect("add");
+        src.link(&sink).expect("link");
+        pipeline.bus().expect("bus").set_sync_handler(|_, message| {
+            on_message(message);
+            gst::BusSyncReply::Drop
+        });
+        let (tx, rx) = mpsc::sync_channel(1);
+        let pad = sink.static_pad("sink").expect("sink pad");
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            let _ = tx.try_send(own_nice());
+            gst::PadProbeReturn::Remove
+        });
+        pipeline.set_state(gst::State::Playing).expect("playing");
+        let nice = rx.recv_timeout(Duration::from_secs(10)).expect("a buffer");
+        let _ = pipeline.set_state(gst::State::Null);
+        nice
+    }
+
+    #[test]
+    fn the_microphones_source_thread_runs_at_nice_minus_10_where_allowed() {
+        let expected = if allowed() { NICE } else { own_nice() };
+        assert_eq!(streaming_nice(PIPELINE), expected);
+    }
+
+    #[test]
+    fn other_pipelines_keep_their_priority() {
+        assert_eq!(streaming_nice("video"), own_nice());
+    }
+}
