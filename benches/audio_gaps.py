@@ -92,8 +92,8 @@ def answers(url):
 
 
 class Sender:
-    """Kernel send times (seconds) of UDP packets to 127.0.0.1:`port`, as
-    the loopback interface sees them go out."""
+    """Kernel send times (monotonic seconds) of UDP packets to
+    127.0.0.1:`port`, as the loopback interface sees them go out."""
 
     def __init__(self, port):
         self.port = port
@@ -123,11 +123,15 @@ class Sender:
             header = (ip[0] & 0x0F) * 4
             if ip[9] != 17 or struct.unpack("!H", ip[header + 2:header + 4])[0] != self.port:
                 continue
+            # The kernel stamps in wall-clock time, which this machine's clock
+            # sometimes steps by seconds: moved onto the monotonic clock with
+            # the offset between the two when the packet is read, just after.
+            offset = time.time() - time.monotonic()
             for level, kind, value in ancillary:
                 if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                     seconds, nanos = struct.unpack("qq", value[:16])
                     with self.lock:
-                        self.times.append(seconds + nanos / 1e9)
+                        self.times.append(seconds + nanos / 1e9 - offset)
 
     def take(self):
         """The send times since the last call."""
