@@ -23,7 +23,7 @@ use gstreamer::prelude::*;
 use super::{element, MediaError};
 use crate::config::MicrophoneSettings;
 
-pub mod delay;
+mod delay;
 mod tracker;
 
 pub use tracker::{EchoDelay, Tracker};
