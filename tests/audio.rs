@@ -928,9 +928,9 @@ fn lengthen_echo_path(pulse: &Pulse, latency_ms: u32) {
 }
 
 /// Where the echo is, as the microphone's `status --json` says, once it
-/// has been heard and `ready` holds (within 10 s): (heard_ms, shift_ms).
+/// has been heard and `ready` holds (within 15 s): (heard_ms, shift_ms).
 fn echo_heard(agent: &Agent, ready: impl Fn(u64) -> bool) -> Option<(u64, u64)> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while std::time::Instant::now() < deadline {
         let status = agent.status_json();
         let mic = status["pipelines"]
@@ -969,7 +969,14 @@ fn the_canceller_finds_the_echo_and_follows_it() {
     wait_for(Duration::from_secs(5), "the forwarder", || {
         (!probe.forwarders(room, SECRET).is_empty()).then_some(())
     });
-    let _talk = Talk::start(&pulse, &probe, room, work.path(), timeline(FAR_ALONE, true));
+    // The far end talks (noise) for 28 s: time for both looks.
+    let _talk = Talk::start(
+        &pulse,
+        &probe,
+        room,
+        work.path(),
+        timeline(2.0 * FAR_ALONE + 10.0, true),
+    );
     let found = echo_heard(&agent, |_| true);
     lengthen_echo_path(&pulse, 140);
     let followed = found.and_then(|(before, _)| echo_heard(&agent, |ms| ms >= before + 50));
