@@ -13,7 +13,6 @@ pub mod capture;
 pub mod devices;
 pub mod echo;
 pub mod feedback;
-pub mod priority;
 pub mod recorder;
 pub mod speaker;
 pub mod supervisor;

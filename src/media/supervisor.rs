@@ -396,7 +396,6 @@ fn start(built: &Built) -> Result<mpsc::UnboundedReceiver<MediaError>, MediaErro
         .bus()
         .ok_or_else(|| MediaError::Build("pipeline without a bus".into()))?;
     bus.set_sync_handler(move |_, message| {
-        super::priority::on_message(message);
         if let Some(failure) = failure_in(message) {
             let _ = failures.send(failure);
         }
