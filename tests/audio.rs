@@ -283,14 +283,9 @@ fn loopback(pulse: &Pulse, latency_ms: u32) {
             "channels=1",
         ],
     );
-    let inputs = pactl(pulse, &["list", "short", "sink-inputs"]);
-    let index = inputs
-        .lines()
-        .find(|l| l.contains("module-loopback"))
-        .and_then(|l| l.split_whitespace().next())
-        .expect("the loopback's sink input");
+    let index = loopback_index(pulse, "sink-inputs");
     // −6 dB: half the amplitude (a linear factor).
-    pactl(pulse, &["set-sink-input-volume", index, "0.501"]);
+    pactl(pulse, &["set-sink-input-volume", &index, "0.501"]);
 }
 /// The agent: speaker on `speaker`, microphone on `echo`'s monitor,
 /// recording what it sends.
@@ -915,15 +910,21 @@ fn lost_talk_back_packets_are_concealed_and_counted() {
     assert!(playout["underruns"].as_u64().is_some(), "{speaker}");
 }
 
-/// The module-loopback of [`echo_path`], replaced by one `latency_ms` long.
-fn lengthen_echo_path(pulse: &Pulse, latency_ms: u32) {
-    let modules = pactl(pulse, &["list", "short", "modules"]);
-    let index = modules
+/// The index of module-loopback's entry in `pactl list short <what>`
+/// (`modules`, `sink-inputs`).
+fn loopback_index(pulse: &Pulse, what: &str) -> String {
+    pactl(pulse, &["list", "short", what])
         .lines()
         .find(|l| l.contains("module-loopback"))
         .and_then(|l| l.split_whitespace().next())
-        .expect("the loopback module");
-    pactl(pulse, &["unload-module", index]);
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("module-loopback in pactl list short {what}"))
+}
+
+/// The module-loopback of [`echo_path`], replaced by one `latency_ms` long.
+fn lengthen_echo_path(pulse: &Pulse, latency_ms: u32) {
+    let index = loopback_index(pulse, "modules");
+    pactl(pulse, &["unload-module", &index]);
     loopback(pulse, latency_ms);
 }
 
