@@ -374,8 +374,12 @@ async function syncHoldCheck() {
     const long = await syncState(other);
     const seen = `short audio buffer: ${say(short)}; long: ${say(long)}`;
     assert(long.holdMs >= 80 && long.videoTargetMs >= 50, `video not held while the audio buffer is long (${seen})`);
-    assert(short.holdMs <= long.holdMs - 30 && short.videoTargetMs <= long.videoTargetMs - 20,
-      `video held as long while the audio buffer is short (${seen})`);
+    // Chromium's own buffer is sometimes long too on a loaded machine (108 ms seen):
+    // then there is no short case to check.
+    if (short.audioBufferMs <= long.audioBufferMs - 50) {
+      assert(short.holdMs <= long.holdMs - 30 && short.videoTargetMs <= long.videoTargetMs - 20,
+        `video held as long while the audio buffer is short (${seen})`);
+    }
     return seen;
   } finally {
     await other.close();
