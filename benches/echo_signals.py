@@ -151,7 +151,7 @@ def raw(path):
 def delay(ref, echo, at, span=1.0, max_lag=1.0):
     """ECHO's delay behind REF (samples, from -MAX_LAG to +MAX_LAG s: two
     recordings' starts differ) from the second at AT, and the normalised
-    correlation there: 1 ms energies first (coarse), then the samples around it."""
+    correlation there: 1 ms energies first (coarse), then the samples."""
     blk, i0 = 48, int(at * R)
     n, lags = int(span * R) // blk, min(int(max_lag * R), i0) // blk
 
@@ -161,14 +161,28 @@ def delay(ref, echo, at, span=1.0, max_lag=1.0):
     er, ee = env(ref, i0, n), env(echo, i0 - lags * blk, n + 2 * lags)
     mean = sum(er) / n
     er = [v - mean for v in er]
-    coarse = max(range(2 * lags), key=lambda L: sum(a * b for a, b in zip(er, ee[L:L + n]))) - lags
-    seg = ref[i0:i0 + R // 4]
+    # Normalised per lag: speech's envelope rises and falls over the span.
+    s1, s2 = [0.0], [0.0]
+    for v in ee:
+        s1.append(s1[-1] + v)
+        s2.append(s2[-1] + v * v)
+
+    def ncc(L):
+        spread = s2[L + n] - s2[L] - (s1[L + n] - s1[L]) ** 2 / n
+        return sum(a * b for a, b in zip(er, ee[L:L + n])) / math.sqrt(max(spread, 1e-9))
+
+    coarse = max(range(2 * lags), key=ncc) - lags
+    # The samples around it, from the loudest 0.1 s of the span (speech
+    # pauses say nothing), within 10 ms: speech's envelope is broad.
+    piece, reach = R // 10 // blk, 10
+    start = i0 + blk * max(range(n - piece + 1), key=lambda k: sum(er[k:k + piece]))
+    seg = ref[start:start + piece * blk]
 
     def corr(lag):
-        return sum(a * b for a, b in zip(seg, echo[i0 + lag:i0 + lag + len(seg)]))
+        return sum(a * b for a, b in zip(seg, echo[start + lag:start + lag + len(seg)]))
 
-    fine = max(range(max(-i0, (coarse - 2) * blk), (coarse + 3) * blk), key=corr)
-    other = echo[i0 + fine:i0 + fine + len(seg)]
+    fine = max(range(max(-start, (coarse - reach) * blk), (coarse + reach + 1) * blk), key=corr)
+    other = echo[start + fine:start + fine + len(seg)]
     norm = math.sqrt(sum(v * v for v in seg) * sum(v * v for v in other)) or 1
     return fine, corr(fine) / norm
 

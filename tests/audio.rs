@@ -11,19 +11,20 @@
 //! Both sides' delay is measured from outside, by cross-correlating the two
 //! sinks' monitors.
 //!
-//! The far end is noise (broadband, steady: the echo's energy can be
-//! measured in any 0.5 s) and then speech; the near end is speech
-//! (alsa-utils' samples, other words; noise suppression and gain control
-//! are off). Timeline:
+//! The far end is speech (alsa-utils' samples), then noise, then speech
+//! again; the near end is speech (other words; noise suppression and gain
+//! control are off). Timeline:
 //!
 //! ```text
 //! 0.0–0.3 s    near-end marker (1 kHz), to line up what is sent
-//! 1.0–8.0 s    far end alone (noise)
+//! 1.0–8.0 s    far end alone (speech; `ECHO_FAR=noise`: broadband noise)
 //! 8.0–12.0 s   near end (speech) against far-end noise: double talk
 //! 12.0–16.0 s  near end (speech) against far-end speech: double talk
 //! ```
 //!
-//! `ECHO_FAR_SECONDS` lengthens the far-end-only part (the long form in
+//! `ECHO_FAR=noise` makes the far end talk alone in a steady broadband
+//! noise at the same level, the hardest case for the canceller (README
+//! "Echo cancellation"); `ECHO_FAR_SECONDS` lengthens that part (the long form in
 //! README "Echo cancellation"); the drift run's is [`DRIFT_ALONE`] s, its
 //! drift `ECHO_DRIFT_PPM` (default 100). Runs: cancellation off, on, the
 //! near end alone (no far end: the reference for its level), on with drift;
@@ -159,18 +160,40 @@ fn speech(words: &[&str], seconds: f64, level_db: f64) -> Vec<i16> {
     raw.iter().map(|&x| (f64::from(x) * gain) as i16).collect()
 }
 
+/// What the far end says while it talks alone.
+#[derive(Debug, Clone, Copy)]
+enum Far {
+    Speech,
+    /// [`far_signal`]: steady, the same in any 0.5 s.
+    Noise,
+}
+
+impl Far {
+    /// `ECHO_FAR=noise` or speech.
+    fn from_env() -> Self {
+        match std::env::var("ECHO_FAR").as_deref() {
+            Ok("noise") => Far::Noise,
+            _ => Far::Speech,
+        }
+    }
+}
+
 /// The two signals of the timeline, as (far end, near end), 48 kHz mono,
 /// with `alone` seconds of far end alone; without `far`, the far end is
 /// silent (the near end alone, the reference for its level).
-fn timeline(alone: f64, far: bool) -> (Vec<i16>, Vec<i16>) {
+fn timeline(alone: f64, far: Option<Far>) -> (Vec<i16>, Vec<i16>) {
     let at = |t: f64| (t * f64::from(RATE)) as usize;
     let talk = FAR_START + alone;
     let end = talk + 2.0 * DOUBLE_TALK;
     let mut far_end = vec![0i16; at(end + 0.5)];
     let mut near = far_end.clone();
-    if far {
+    if let Some(far) = far {
         let noise = far_signal(talk + DOUBLE_TALK - FAR_START);
         far_end[at(FAR_START)..at(FAR_START) + noise.len()].copy_from_slice(&noise);
+        if let Far::Speech = far {
+            let words = speech(&FAR_WORDS, alone, FAR_SPEECH_DB);
+            far_end[at(FAR_START)..at(FAR_START) + words.len()].copy_from_slice(&words);
+        }
         let words = speech(&FAR_WORDS, DOUBLE_TALK, FAR_SPEECH_DB);
         let from = at(talk + DOUBLE_TALK);
         far_end[from..from + words.len()].copy_from_slice(&words);
@@ -609,7 +632,7 @@ fn run(case: Case, far_delay: Option<f64>) -> Run {
         &probe,
         300,
         work.path(),
-        timeline(case.alone, case.far),
+        timeline(case.alone, case.far.then(Far::from_env)),
     );
     talk.finish(Duration::from_secs_f64(
         FAR_START + case.alone + 2.0 * DOUBLE_TALK + 20.0,
@@ -976,7 +999,7 @@ fn the_canceller_finds_the_echo_and_follows_it() {
         &probe,
         room,
         work.path(),
-        timeline(2.0 * FAR_ALONE + 10.0, true),
+        timeline(2.0 * FAR_ALONE + 10.0, Some(Far::Noise)),
     );
     let found = echo_heard(&agent, |_| true);
     lengthen_echo_path(&pulse, 140);
