@@ -204,34 +204,34 @@ mod tests {
         assert_eq!(streaming_nice("video"), own_nice().expect("nice"));
     }
 
+    /// The source element of `pipeline`.
+    fn source_of(pipeline: &gst::Pipeline) -> gst::Element {
+        pipeline
+            .children()
+            .into_iter()
+            .find(|e| e.element_flags().contains(gst::ElementFlags::SOURCE))
+            .expect("a source")
+    }
+
     #[test]
     fn a_thread_is_given_back_its_nice_value_when_it_leaves_or_enters_elsewhere() {
         gst::init().expect("GStreamer");
         let (mic, _) = pipeline(PIPELINE);
-        let src = mic
-            .children()
-            .into_iter()
-            .find(|e| e.element_flags().contains(gst::ElementFlags::SOURCE))
-            .expect("a source");
-        let enter = |owner: &gst::Element, kind| {
+        let src = source_of(&mic);
+        let post = |owner: &gst::Element, kind| {
             let message = gst::message::StreamStatus::new(kind, owner);
             on_message(&message);
             own_nice().expect("nice")
         };
         let (video, _) = pipeline("video");
-        let other = video.children().pop().expect("an element");
-        let other = video
-            .children()
-            .into_iter()
-            .find(|e| e.element_flags().contains(gst::ElementFlags::SOURCE))
-            .unwrap_or(other);
+        let other = source_of(&video);
         let after = std::thread::scope(|s| {
             s.spawn(|| {
                 let start = own_nice().expect("nice");
-                let raised = enter(&src, gst::StreamStatusType::Enter);
-                let left = enter(&src, gst::StreamStatusType::Leave);
-                enter(&src, gst::StreamStatusType::Enter);
-                let elsewhere = enter(&other, gst::StreamStatusType::Enter);
+                let raised = post(&src, gst::StreamStatusType::Enter);
+                let left = post(&src, gst::StreamStatusType::Leave);
+                post(&src, gst::StreamStatusType::Enter);
+                let elsewhere = post(&other, gst::StreamStatusType::Enter);
                 (start, raised, left, elsewhere)
             })
             .join()
