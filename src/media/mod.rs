@@ -13,6 +13,7 @@ pub mod capture;
 pub mod devices;
 pub mod echo;
 pub mod feedback;
+pub mod priority;
 pub mod recorder;
 pub mod speaker;
 pub mod supervisor;

@@ -388,7 +388,9 @@ fn network(name: &str, status: &watch::Sender<PipelineStatus>, note: Option<&'st
     }
 }
 
-/// Sets the pipeline playing; its bus failures arrive on the receiver.
+/// Sets the pipeline playing; its bus failures arrive on the receiver, and
+/// its streaming threads get (and give back) their priority
+/// ([`super::priority`]).
 fn start(built: &Built) -> Result<mpsc::UnboundedReceiver<MediaError>, MediaError> {
     let (failures, mut failed) = mpsc::unbounded_channel();
     let bus = built
@@ -396,6 +398,7 @@ fn start(built: &Built) -> Result<mpsc::UnboundedReceiver<MediaError>, MediaErro
         .bus()
         .ok_or_else(|| MediaError::Build("pipeline without a bus".into()))?;
     bus.set_sync_handler(move |_, message| {
+        super::priority::on_message(message);
         if let Some(failure) = failure_in(message) {
             let _ = failures.send(failure);
         }
