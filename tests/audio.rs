@@ -27,8 +27,8 @@
 //! "Echo cancellation"); `ECHO_FAR_SECONDS` lengthens that part (the long form in
 //! README "Echo cancellation"); the drift run's is [`DRIFT_ALONE`] s, its
 //! drift `ECHO_DRIFT_PPM` (default 100). Runs: cancellation off, on, the
-//! near end alone (no far end: the reference for its level), on with drift;
-//! about 2.5 minutes.
+//! near end alone (no far end: the reference for its level), ~70 s; the
+//! drift test (ignored: the long form) off, then on with drift, ~2 minutes.
 
 mod common;
 
@@ -710,40 +710,47 @@ fn near_change(alone: &Run, sent: &Run, part: usize) -> f64 {
     db(with / near.max(1.0))
 }
 
-/// The speaker's sound comes back through the echo path; with echo
-/// cancellation what the agent sends holds ≥ 25 dB less of it (from 2 s
-/// on), the near end (speech) keeps its level within 3 dB of its level
-/// alone while both talk (speech), and 100 ppm of clock drift in the echo
-/// path still leaves ≥ 20 dB.
-#[test]
-#[ignore = "goals missed: ERLE 21.3 dB of 25 (a -52 dBFS floor), 13-24 dB of 20 with a true drift (README \"Echo cancellation\")"]
-fn echo_is_cancelled_and_the_near_end_kept() {
-    let alone = env_or("ECHO_FAR_SECONDS", FAR_ALONE);
-    let case = |echo_cancel, far, drift_ppm, alone| Case {
+/// A run of the timeline: cancellation on or off, the far end talking or
+/// not, through module-loopback or a relay drifting by `drift_ppm`.
+fn case(echo_cancel: bool, far: bool, drift_ppm: Option<i32>, alone: f64) -> Case {
+    Case {
         echo_cancel,
         far,
         drift_ppm,
         alone,
-    };
+    }
+}
+
+fn erle(off: &Run, on: &Run) -> f64 {
+    db(off.far_energy / on.far_energy.max(1.0))
+}
+
+fn erle_tail(off: &Run, on: &Run) -> f64 {
+    db(off.tail_energy / on.tail_energy.max(1.0))
+}
+
+fn dbfs(energy: f64) -> f64 {
+    db(energy.max(1.0) / 32768f64.powi(2))
+}
+
+/// The speaker's sound comes back through the echo path; with echo
+/// cancellation what the agent sends holds ≥ 25 dB less of it (from 2 s
+/// on), and the near end (speech) keeps its level within 3 dB of its level
+/// alone while both talk (speech). About 70 s.
+#[test]
+fn echo_is_cancelled_and_the_near_end_kept() {
+    let alone = env_or("ECHO_FAR_SECONDS", FAR_ALONE);
     let off = run(case(false, true, None, alone), None);
     let on = run(case(true, true, None, alone), Some(off.far_delay));
     let near_alone = run(case(false, false, None, alone), Some(off.far_delay));
-    let ppm = env_or("ECHO_DRIFT_PPM", DRIFT_PPM);
-    let drift = run(
-        case(true, true, Some(ppm), DRIFT_ALONE),
-        Some(off.far_delay),
-    );
-    let erle = |run: &Run| db(off.far_energy / run.far_energy.max(1.0));
-    let erle_tail = |run: &Run| db(off.tail_energy / run.tail_energy.max(1.0));
-    let dbfs = |energy: f64| db(energy.max(1.0) / 32768f64.powi(2));
     println!(
         "echo path delay (marker to echo) {:.0} ms; far-end energy in what is sent: off {:.1} dBFS, \
          on {:.1} dBFS; ERLE {:.1} dB (last {TAIL} s {:.1} dB)",
         off.far_delay * 1000.0,
         dbfs(off.far_energy),
         dbfs(on.far_energy),
-        erle(&on),
-        erle_tail(&on),
+        erle(&off, &on),
+        erle_tail(&off, &on),
     );
     println!(
         "near end in double talk, vs alone: off {:+.1} / {:+.1} dB, on {:+.1} / {:+.1} dB \
@@ -754,17 +761,8 @@ fn echo_is_cancelled_and_the_near_end_kept() {
         near_change(&near_alone, &on, 1),
     );
     println!(
-        "echo path delay (ms, from the monitors): loopback off {:.1?}, on {:.1?}; \
-         {ppm:+} ppm relay {:.1?}",
-        off.path_delays, on.path_delays, drift.path_delays,
-    );
-    println!(
-        "with {ppm:+} ppm drift over {DRIFT_ALONE} s: ERLE {:.1} dB (last {TAIL} s {:.1} dB); \
-         near end vs alone {:+.1} / {:+.1} dB",
-        erle(&drift),
-        erle_tail(&drift),
-        near_change(&near_alone, &drift, 0),
-        near_change(&near_alone, &drift, 1),
+        "echo path delay (ms, from the monitors): off {:.1?}, on {:.1?}",
+        off.path_delays, on.path_delays,
     );
     assert!(
         dbfs(off.far_energy) > -40.0,
@@ -777,15 +775,38 @@ fn echo_is_cancelled_and_the_near_end_kept() {
         lined_up > -0.5,
         "near end without cancellation {lined_up:+.1} dB"
     );
+    let (erle, near) = (erle(&off, &on), near_change(&near_alone, &on, 1));
+    assert!(erle >= 25.0, "ERLE {erle:.1} dB < 25 dB");
+    assert!(near.abs() <= 3.0, "near end changed by {near:+.1} dB");
+}
+
+/// With 100 ppm of clock drift in the echo path (a relay, not
+/// module-loopback) cancellation still takes ≥ 20 dB off the echo over a
+/// minute. The long form: the relay (Python at real-time priority) underran
+/// in one run of five on an idle machine, which the rig's own check fails.
+#[test]
+#[ignore = "long form (2 min): a minute of far end through a drifting relay, README \"Echo cancellation\""]
+fn echo_is_cancelled_under_clock_drift() {
+    let off = run(case(false, true, None, FAR_ALONE), None);
+    let ppm = env_or("ECHO_DRIFT_PPM", DRIFT_PPM);
+    let drift = run(
+        case(true, true, Some(ppm), DRIFT_ALONE),
+        Some(off.far_delay),
+    );
+    println!(
+        "with {ppm:+} ppm drift over {DRIFT_ALONE} s: ERLE {:.1} dB (last {TAIL} s {:.1} dB); \
+         echo path delay (ms, from the monitors) {:.1?}",
+        erle(&off, &drift),
+        erle_tail(&off, &drift),
+        drift.path_delays,
+    );
     let drifted = drift.path_delays.last().unwrap_or(&0.0) - drift.path_delays[0];
     let expected = f64::from(ppm) * 1e-6 * (DRIFT_ALONE - 1.5 - PATH_FROM) * 1000.0;
     assert!(
         (drifted - expected).abs() < 2.0,
         "the echo path drifted {drifted:.1} ms, not {expected:.1} ms"
     );
-    let (erle, near, erle_drift) = (erle(&on), near_change(&near_alone, &on, 1), erle(&drift));
-    assert!(erle >= 25.0, "ERLE {erle:.1} dB < 25 dB");
-    assert!(near.abs() <= 3.0, "near end changed by {near:+.1} dB");
+    let erle_drift = erle(&off, &drift);
     assert!(
         erle_drift >= 20.0,
         "ERLE with drift {erle_drift:.1} dB < 20 dB"
