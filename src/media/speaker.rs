@@ -11,7 +11,7 @@
 //! ```text
 //! udpsrc(forward target, port) ! [srtpdec(key) | drop unless from Janus]
 //!   ! rtpjitterbuffer(latency, do-lost) ! rtpopusdepay ! opusdec(plc)
-//!   ! audioconvert ! audioresample ! [audiorate ! caps(32 kHz) ! webrtcechoprobe] ! audioconvert
+//!   ! audioconvert ! audioresample ! [caps(32 kHz) ! webrtcechoprobe] ! audioconvert
 //!   ! audioresample ! alsasink(device, buffer-time)
 //! ```
 //!
@@ -145,11 +145,7 @@ impl Recipe for Speaker {
         ]);
         let echo_filter = if self.feeds_echo_canceller() {
             let filter = caps_filter(echo::caps())?;
-            chain.extend([
-                echo::steady_timeline()?,
-                filter.clone(),
-                echo::take_probe()?,
-            ]);
+            chain.extend([filter.clone(), echo::take_probe()?]);
             Some(filter)
         } else {
             None

@@ -33,9 +33,6 @@ pub const MAX_SHIFT: Duration = MicrophoneSettings::ECHO_DELAY_MAX;
 
 /// The probe's name, which `webrtcdsp` looks it up by.
 pub const PROBE: &str = "broadcast-agent-echo-probe";
-/// How far a sink lets timestamps wander before it moves the samples
-/// (`GstAudioBaseSink:alignment-threshold`'s default).
-const ALIGNMENT_THRESHOLD: gst::ClockTime = gst::ClockTime::from_mseconds(40);
 /// The rate both elements process at.
 pub const RATE: i32 = 32_000;
 /// Debian's package with `webrtcdsp` and `webrtcechoprobe`.
@@ -85,21 +82,6 @@ pub fn take_probe() -> Result<gst::Element, MediaError> {
 /// The process's echo delay, as `microphone` starts it.
 pub fn tracker(microphone: &MicrophoneSettings) -> &'static Tracker {
     Tracker::get(microphone.echo_delay, microphone.echo_delay_auto)
-}
-
-/// `audiorate` that makes the reference's timestamps follow its samples as
-/// the sound card plays them. The probe lines the reference up with the
-/// microphone by the buffers' timestamps, to the millisecond, every 10 ms;
-/// the speaker's timestamps come from the jitter buffer and wander (the
-/// resampler passes up to 31 ms of it on, as ±32 ms jumps), where the sink
-/// plays the samples back to back while they stay within its alignment
-/// threshold (40 ms). Without this the reference jumped by ±32 ms against
-/// what was played.
-pub fn steady_timeline() -> Result<gst::Element, MediaError> {
-    let rate = element("audiorate")?;
-    rate.set_property("tolerance", ALIGNMENT_THRESHOLD.nseconds());
-    rate.set_property("skip-to-first", true);
-    Ok(rate)
 }
 
 /// Sets up the speaker's side once `filter` is linked to the probe: the
