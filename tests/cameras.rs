@@ -206,14 +206,9 @@ fn config(janus: &Janus, room: u64, source: &str, base: u16) -> String {
 enabled = false
 [microphone]
 enabled = false
-[video]
-source = "{source}"
-width = 320
-height = 240
-framerate = 15
-bitrate_kbps = 300
-"#,
+{video}"#,
         head = common::config_head(&janus.url(), room, SECRET, base, sections),
+        video = common::small_video(source),
     )
 }
 

@@ -21,10 +21,10 @@ fn config(base: u16, closed: u16) -> String {
         "[janus]\nurl = \"http://127.0.0.1:{closed}/janus\"\n\
          [room]\nid = 6262\nsecret = \"kf-secret\"\n\
          [stream]\nhost = \"127.0.0.1\"\nvideo_port = {base}\naudio_port = {}\nvideo_rtcp_port = {}\n\
-         [speaker]\nenabled = false\n[microphone]\nenabled = false\n\
-         [video]\nsource = \"test\"\nwidth = 320\nheight = 240\nframerate = 15\nbitrate_kbps = 300\n",
+         [speaker]\nenabled = false\n[microphone]\nenabled = false\n{}",
         base + 1,
-        base + 2
+        base + 2,
+        common::small_video("test"),
     )
 }
 

@@ -37,17 +37,13 @@ fn config_at(url: &str, room: u64, video: &str, base: u16, extra: &str) -> Strin
 port = {s}
 device = "pulse"
 latency_ms = 50
-[video]
-source = "{video}"
-width = 320
-height = 240
-framerate = 15
-bitrate_kbps = 300
+{video}
 [microphone]
 device = "test"
 {extra}
 "#,
         head = common::config_head(url, room, SECRET, base, sections),
+        video = common::small_video(video),
         s = base + 3,
     )
 }

@@ -79,12 +79,7 @@ fn config(janus: &Janus, room: u64) -> String {
         r#"{head}
 [speaker]
 enabled = false
-[video]
-source = "test"
-width = 320
-height = 240
-framerate = 15
-bitrate_kbps = 300
+{video}
 [microphone]
 device = "test"
 "#,
@@ -95,6 +90,7 @@ device = "test"
             ports(3),
             common::Extra::default()
         ),
+        video = common::small_video("test"),
     )
 }
 

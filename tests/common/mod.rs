@@ -92,6 +92,14 @@ video_rtcp_port = {rtcp}
     )
 }
 
+/// A `[video]` section for `source` at a size these 2 cores carry beside
+/// everything else: 320x240 at 15 frames a second, 300 kbit/s.
+pub fn small_video(source: &str) -> String {
+    format!(
+        "[video]\nsource = \"{source}\"\nwidth = 320\nheight = 240\nframerate = 15\nbitrate_kbps = 300\n"
+    )
+}
+
 /// An agent configuration for a test that needs no media: no video, no
 /// microphone, a speaker playing into ALSA's `null` device (so the room's
 /// audio is forwarded), stream ports of its own, a quick check interval.
