@@ -66,6 +66,25 @@ fn standins_reject_what_upstream_rejects() {
         stderr(&out),
         "ERROR: *** libav: cannot allocate output context, try setting with --libav-format ***"
     );
+    // Nor time stamps (--save-pts) unless it writes an elementary stream to a file.
+    let out = run(
+        &pi5,
+        "rpicam-vid",
+        &[
+            "-t",
+            "0",
+            "--libav-format",
+            "h264",
+            "--save-pts",
+            "/dev/null",
+            "-o",
+            "-",
+        ],
+    );
+    assert_eq!(
+        stderr(&out),
+        "ERROR: *** libav: Incompatible options selected. ***"
+    );
     let out = run(&pi5, "rpicam-vid", &["--version"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).starts_with("rpicam-apps build: v1.6.0 "),
@@ -365,4 +384,97 @@ fn a_pi_4_is_not_asked_more_than_its_encoder_does() {
     println!("{line}");
     // Said before rpicam-vid would have failed with "failed to set bitrate".
     assert!(pi4.runs().is_empty(), "{:?}", pi4.runs());
+}
+
+/// The frame number the stand-in puts in an SEI at the start of each frame
+/// (`STANDIN_FRAME_LOG`), if this RTP packet carries it (alone or in a STAP-A).
+fn frame_number(packet: &[u8]) -> Option<u32> {
+    const UUID: [u8; 16] = *b"ABCDEFGHIJKLMNOP";
+    let csrcs = usize::from(*packet.first()? & 0x0f);
+    let payload = packet.get(12 + 4 * csrcs..)?;
+    let sei = payload.windows(2).position(|w| w == [0x06, 0x05])?;
+    let at = sei + payload[sei..].windows(16).position(|w| w == UUID)? + 16;
+    let bytes = payload.get(at..at + 4)?;
+    Some(bytes.iter().fold(0, |n, b| (n << 7) | u32::from(b & 0x7f)))
+}
+
+/// CLOCK_MONOTONIC in ns, the stand-in's clock for its frame log.
+fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) },
+        0
+    );
+    u64::try_from(t.tv_sec).expect("time") * 1_000_000_000 + u64::try_from(t.tv_nsec).expect("ns")
+}
+
+#[test]
+fn a_pi_4_s_frames_leave_whole_as_soon_as_written() {
+    // rpicam-vid announces each frame it wrote (--save-pts): the agent sends
+    // it at once, whole, instead of when the next frame's start shows where
+    // it ended (a frame interval later). Nothing listens at the Janus URL:
+    // the agent sends anyway, to this socket in Janus's place.
+    let pi4 = StandIns::install(Machine::Pi4, "1.6.0");
+    let base = ports(3);
+    let socket = std::net::UdpSocket::bind(("127.0.0.1", base)).expect("a UDP port");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("a timeout");
+    let janus_url = format!("http://127.0.0.1:{}/janus", ports(1));
+    let config = format!(
+        "{head}\n[speaker]\nenabled = false\n[microphone]\nenabled = false\n{video}",
+        head = common::config_head(&janus_url, 1710, SECRET, base, common::Extra::default()),
+        video = common::small_video("libcamera"),
+    );
+    let frame_log = pi4.path("frames.log");
+    let env = pi4.env();
+    let _agent = Agent::start_with(
+        &config,
+        &env_refs(&env, &[("STANDIN_FRAME_LOG", &frame_log)]),
+    );
+    // Per frame: when its last packet (RTP marker) arrived; and how many
+    // frames ended without a number (the tail of a frame cut in two).
+    let (mut sent, mut unnumbered, mut current) = (Vec::new(), 0, None);
+    let mut buf = [0u8; 2048];
+    let end = Instant::now() + Duration::from_secs(20);
+    while sent.len() < 45 && Instant::now() < end {
+        let Ok(n) = socket.recv(&mut buf) else {
+            continue;
+        };
+        current = frame_number(&buf[..n]).or(current);
+        if n > 1 && buf[1] & 0x80 != 0 {
+            match current.take() {
+                Some(number) => sent.push((number, monotonic_ns())),
+                None if !sent.is_empty() => unnumbered += 1,
+                None => {}
+            }
+        }
+    }
+    assert!(sent.len() >= 45, "{} frames in 20 s", sent.len());
+    assert_eq!(unnumbered, 0, "frames cut in two");
+    let written: std::collections::HashMap<u32, u64> = std::fs::read_to_string(&frame_log)
+        .expect("the frame log")
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ').map(str::parse::<u64>);
+            Some((u32::try_from(f.next()?.ok()?).ok()?, f.next()?.ok()?))
+        })
+        .collect();
+    let numbers: Vec<u32> = sent.iter().map(|(n, _)| *n).collect();
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+    // Sent before the next frame was written (that is, within 67 ms at 15
+    // fps, mostly within a few ms): all but the odd one a busy machine delays.
+    let early = sent
+        .iter()
+        .filter(|(n, at)| written.get(&(n + 1)).is_none_or(|next| at < next))
+        .count();
+    assert!(
+        early * 10 >= sent.len() * 9,
+        "{early} of {} frames",
+        sent.len()
+    );
 }

@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::MediaError;
+use super::{frames, MediaError};
 use crate::config::VideoSettings;
 use crate::h264;
 
@@ -166,12 +166,17 @@ pub fn rpicam_vid_flags_here(
     Ok(rpicam_vid_flags(encoder, version))
 }
 
+/// The flags that make `rpicam-vid` write a line to the agent's pipe after
+/// each frame (see `frames.rs`).
+pub const ANNOUNCE_FRAMES: [&str; 2] = ["--save-pts", frames::ANNOUNCEMENTS];
+
 /// The flags `rpicam-vid` needs on a machine with `encoder`, given its
-/// `version`: none with the hardware encoder; `--libav-format h264` and,
-/// from 1.6, `--low-latency` with libx264.
+/// `version`: [`ANNOUNCE_FRAMES`] with the hardware encoder;
+/// `--libav-format h264` and, from 1.6, `--low-latency` with libx264 (which
+/// refuses `--save-pts` when writing to stdout).
 pub fn rpicam_vid_flags(encoder: Encoder, version: Option<Version>) -> Vec<&'static str> {
     match encoder {
-        Encoder::Hardware => Vec::new(),
+        Encoder::Hardware => ANNOUNCE_FRAMES.to_vec(),
         Encoder::Software => {
             let mut flags = vec!["--libav-format", "h264"];
             if version.is_some_and(|v| v >= LOW_LATENCY_SINCE) {
@@ -265,7 +270,10 @@ mod tests {
     #[test]
     fn the_pi_5_needs_the_libav_format_and_low_latency_from_1_6() {
         let flags = |encoder, version| rpicam_vid_flags(encoder, version).join(" ");
-        assert_eq!(flags(Encoder::Hardware, Some(Version(1, 6, 0))), "");
+        assert_eq!(
+            flags(Encoder::Hardware, Some(Version(1, 6, 0))),
+            "--save-pts /dev/stdin"
+        );
         assert_eq!(
             flags(Encoder::Software, Some(Version(1, 6, 0))),
             "--libav-format h264 --low-latency"

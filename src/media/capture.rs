@@ -6,7 +6,7 @@
 //! test:      videotestsrc ! caps ! [videoflip] ! x264enc ! caps(baseline) ─┐
 //! v4l2:      v4l2src ! caps ! videoconvert ! [videoflip] ! encoder ! caps ─┤
 //! rpicamsrc: rpicamsrc ! caps(h264) ! h264parse ───────────────────────────┤
-//! raspivid / rpicam-vid ... -o - | fdsrc ! caps(h264) ! h264parse ─────────┴─> rtph264pay ! udpsink
+//! raspivid / rpicam-vid ... -o - | appsrc(whole frames) ! h264parse ───────┴─> rtph264pay ! udpsink
 //!
 //! alsasrc | audiotestsrc ! [audioconvert ! audioresample ! caps(32 kHz) ! webrtcdsp]
 //!   ! audioconvert ! audioresample ! caps ! opusenc(inband-fec) ! rtpopuspay ! udpsink
@@ -21,7 +21,6 @@
 //! Camera programs behind a pipe cannot take a request: they make a keyframe
 //! every second instead of every two.
 
-use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
@@ -32,6 +31,7 @@ use super::camera;
 use super::devices::{self, CameraFormat, Direction};
 use super::echo;
 use super::feedback::{self, Keyframes};
+use super::frames;
 use super::recorder::Feed;
 use super::{
     assemble, caps_filter, element, Built, Flow, Helper, JanusCheck, MediaError, Recipe,
@@ -421,7 +421,8 @@ impl Video {
         Ok(chain)
     }
 
-    /// Starts the camera program and reads its stdout with `fdsrc`.
+    /// Starts the camera program and reads its stdout into `appsrc`, frame
+    /// by frame (see `frames.rs`).
     fn piped_source(
         &self,
         candidates: &[&'static str],
@@ -437,9 +438,16 @@ impl Video {
         } else {
             camera::rpicam_vid_flags_here(&path, &self.settings.video)?
         };
+        let (announcements, stdin) = if machine.starts_with(&camera::ANNOUNCE_FRAMES) {
+            let (pipe, stdin) = frames::Announcements::pipe()
+                .map_err(|e| MediaError::build("cannot make a pipe for the camera program", e))?;
+            (Some(pipe), stdin)
+        } else {
+            (None, Stdio::null())
+        };
         let mut child = Command::new(&path)
             .args(self.program_args(program, &machine))
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| MediaError::build(&format!("cannot start {}", path.display()), e))?;
@@ -447,19 +455,22 @@ impl Video {
             let _ = child.kill();
             return Err(MediaError::Build(format!("{program} has no stdout pipe")));
         };
-        let src = element("fdsrc")?;
-        src.set_property("fd", stdout.as_raw_fd());
-        src.set_property("do-timestamp", true);
-        let caps = caps_filter(
-            gst::Caps::builder("video/x-h264")
-                .field("stream-format", "byte-stream")
-                .build(),
-        )?;
-        let helper = Helper {
-            child,
-            _stdout: stdout,
-        };
-        Ok((vec![src, caps, element("h264parse")?], helper))
+        let src = gstreamer_app::AppSrc::builder()
+            .caps(
+                &gst::Caps::builder("video/x-h264")
+                    .field("stream-format", "byte-stream")
+                    .field("alignment", "au")
+                    .build(),
+            )
+            .is_live(true)
+            .do_timestamp(true)
+            .format(gst::Format::Time)
+            .block(true)
+            .build();
+        let helper = Helper { child };
+        frames::spawn(stdout, announcements, src.clone())
+            .map_err(|e| MediaError::build("cannot start the camera's reader", e))?;
+        Ok((vec![src.upcast(), element("h264parse")?], helper))
     }
 }
 
@@ -479,7 +490,7 @@ impl Recipe for Video {
             VideoSource::Test => "videotestsrc",
             VideoSource::V4l2 => "v4l2src",
             VideoSource::Rpicamsrc => "rpicamsrc",
-            VideoSource::Raspivid | VideoSource::Libcamera | VideoSource::None => "fdsrc",
+            VideoSource::Raspivid | VideoSource::Libcamera | VideoSource::None => "appsrc",
         };
         self.base.preflight(&[source, "h264parse", "rtph264pay"])
     }

@@ -13,12 +13,13 @@ pub mod capture;
 pub mod devices;
 pub mod echo;
 pub mod feedback;
+pub mod frames;
 pub mod priority;
 pub mod recorder;
 pub mod speaker;
 pub mod supervisor;
 
-use std::process::{Child, ChildStdout};
+use std::process::Child;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -161,8 +162,6 @@ fn millis(d: Duration) -> u64 {
 #[derive(Debug)]
 pub struct Helper {
     child: Child,
-    /// Owns the pipe's read end, which `fdsrc` reads by number.
-    _stdout: ChildStdout,
 }
 
 impl Helper {

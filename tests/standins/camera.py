@@ -7,7 +7,7 @@
 Tests install them on PATH as links named after the program. They follow
 the rules read from upstream's sources (rpicam-apps core/options.cpp,
 core/video_options.hpp, encoder/encoder.cpp, encoder/h264_encoder.cpp,
-encoder/libav_encoder.cpp, output/file_output.cpp; userland RaspiVid.c,
+encoder/libav_encoder.cpp, output/file_output.cpp, output/output.cpp; userland RaspiVid.c,
 RaspiCLI.c; the Pi's bcm2835-v4l2-codec driver), not their code:
 
 - Flags: only upstream's spelling is accepted; anything else stops the program
@@ -23,7 +23,9 @@ RaspiCLI.c; the Pi's bcm2835-v4l2-codec driver), not their code:
 - Output: the hardware path fwrite()s each frame to C stdio's stdout, which is
   fully buffered on a pipe (4096 bytes here): without --flush / -fl the tail
   of a frame waits for the next frames. libav writes through its own I/O
-  layer, which flushes after every packet.
+  layer, which flushes after every packet. --save-pts FILE: a line per frame
+  after the frame is written (a header line first), flushed with --flush;
+  libav refuses it unless it writes an elementary stream to a *.264 file.
 - The SPS carries the level the encoder was given: 4 unless told otherwise on
   the hardware (its driver's default); libx264's own choice on a Pi 5.
 
@@ -109,6 +111,7 @@ RPICAM_OPTIONS = {
     "codec": (None, "str", (1, 0)),
     "libav-format": (None, "str", (1, 0)),
     "low-latency": (None, "flag", (1, 6)),
+    "save-pts": (None, "str", (1, 0)),
 }
 
 
@@ -175,6 +178,10 @@ def rpicam_vid(args):
         if profile and profile.lower() not in ("baseline", "main", "high"):
             raise Stop(f"libav: no such profile {profile}", 255)
         level_idc = int(float32(float32(float(level)) * 10)) if level else None
+        if o.get("save-pts") and not o.get("output", "").endswith(("264", "h264")):
+            # libav_encoder.cpp: only an elementary stream (a file named
+            # *.264 / *.h264) goes through the Output class.
+            raise Stop("libav: Incompatible options selected.", 255)
     else:
         # h264_encoder.cpp and the V4L2 driver's control ranges.
         if bitrate and not 25_000 <= bitrate <= 25_000_000:
@@ -189,8 +196,9 @@ def rpicam_vid(args):
     run = {
         "program": "rpicam-vid", "args": args, "pi5": pi5,
         "encoder": "libx264" if pi5 else "hardware", "level": level_idc,
-        "low_latency": low_latency, "flush": flush,
+        "low_latency": low_latency, "flush": flush, "save_pts": o.get("save-pts"),
     }
+    pts = Timestamps(o["save-pts"], flush) if o.get("save-pts") else None
     stream(
         run,
         width=o.get("width") or 640, height=o.get("height") or 480,
@@ -207,6 +215,7 @@ def rpicam_vid(args):
               else "speed-preset=superfast threads=4"),
         x264_options="" if not pi5 or low_latency else "rc-lookahead=0",
         inline=pi5 or bool(o.get("inline")),
+        pts=pts,
     )
     return 0
 
@@ -300,7 +309,7 @@ def raspivid(args):
 # ---------------------------------------------------------------- the picture
 
 def stream(run, width, height, fps, kbps, intra, rotation, hflip, vflip,
-           timeout_ms, writer, x264, x264_options, inline):
+           timeout_ms, writer, x264, x264_options, inline, pts=None):
     """Encodes a test picture and writes it to stdout frame by frame."""
     log(run)
     import gi
@@ -355,6 +364,8 @@ def stream(run, width, height, fps, kbps, intra, rotation, hflip, vflip,
             data = strip_parameter_sets(data)
         data = frames.mark(seq, data)
         write(data)
+        if pts:
+            pts.frame(buf.pts)
         frames.written(seq, len(data))
         if stamped:
             stamped.written()
@@ -557,6 +568,31 @@ class Writer:
     def close(self):
         if self.mode != "direct":
             self.libc.fflush(self.stdout)
+
+
+class Timestamps:
+    """--save-pts FILE (output/output.cpp): opened with the Output, before the
+    camera starts ("Failed to open timestamp file" if it cannot be), a
+    header line, then after each frame is written its time stamp in ms with
+    three decimals, counted from the first frame; flushed after each line
+    with --flush, otherwise C stdio's full buffering."""
+
+    def __init__(self, path, flush):
+        try:
+            self.file = open(path, "w")
+        except OSError:
+            raise Stop(f"Failed to open timestamp file {path}", 255) from None
+        self.flush = flush
+        self.first = None
+        self.file.write("# timecode format v2\n")
+
+    def frame(self, pts_ns):
+        if self.first is None:
+            self.first = pts_ns
+        us = (pts_ns - self.first) // 1000
+        self.file.write(f"{us // 1000}.{us % 1000:03d}\n")
+        if self.flush:
+            self.file.flush()
 
 
 def strip_parameter_sets(au):
