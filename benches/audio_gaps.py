@@ -7,8 +7,8 @@ Runs the real agent (microphone on, the speaker on ALSA `pulse` as on a Pi,
 no camera) against a private Janus and PulseAudio, and records the time each
 of its audio RTP packets is sent, from the kernel: a packet socket on the
 loopback interface, whose time stamps are taken when the agent's `udpsink`
-hands the packet over, however busy the bench itself is. Packets are 20 ms
-of Opus, so gaps should all be close to 20 ms. Side by side, for each agent
+hands the packet over, however busy the bench itself is. Packets are 10 ms
+of Opus (20 ms before 2026-12-02), so gaps should all be close to that. Side by side, for each agent
 binary given:
   - microphone.device = "test" (audiotestsrc: no sound server involved) and
     "pulse" (ALSA `pulse` on a PulseAudio null sink's monitor, as the tests
@@ -287,7 +287,7 @@ def main():
         sender.close()
         stop(list(reversed(bench.children)))
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nGaps between consecutive audio RTP packets (20 ms Opus), {args.rounds} x {args.seconds} s "
+    print(f"\nGaps between consecutive audio RTP packets (10 ms Opus frames), {args.rounds} x {args.seconds} s "
           f"per case (pooled), "
           f"{os.cpu_count()} cores; load = camera stand-in (x264 640x480@30) + {args.busy} busy loops:\n")
     print("| agent | microphone | CPU | load avg (1 min) at the end of each run | packets | median ms | p99 ms | max ms "

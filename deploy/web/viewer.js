@@ -454,7 +454,10 @@
   // 10 ms units):
   //   sync   (default) holds video by what the audio needs beyond
   //          SYNC_LEAD_MS (the sound may come that much after the picture;
-  //          sound late is the forgiving side), at most SYNC_MAX_HOLD_MS,
+  //          sound late is the forgiving side), at most SYNC_MAX_HOLD_MS
+  //          (a Pi's frames reach the screen 5-20 ms after capture at the
+  //          median; 60 ms more keeps glass to glass p95 under 80 ms, and
+  //          where the audio needs more, the sound trails instead),
   //          re-read from getStats every second (the audio jitter buffer's
   //          and output's mean delay over the last SYNC_WINDOW s); a new hold
   //          is approached SYNC_RAMP_MS a second (a jump of 30 ms was seen
@@ -467,7 +470,7 @@
   //   auto   no extension: the browser's own choice (it lines video up with
   //          audio fully)
   const SYNC_LEAD_MS = 60;
-  const SYNC_MAX_HOLD_MS = 100;
+  const SYNC_MAX_HOLD_MS = 60;
   const SYNC_WINDOW = 5;      // s (checks) the audio buffer's delay is averaged over
   const SYNC_FIRST = 3;       // s (checks) before the first decision
   const SYNC_STEP_MS = 20;    // a smaller change of the wanted hold is ignored
@@ -514,7 +517,9 @@
       playout.audioOutputMs = mean(first, last, 2);
       const late = playout.audioBufferMs + playout.audioOutputMs - SYNC_LEAD_MS;
       const want = Math.min(SYNC_MAX_HOLD_MS, Math.max(0, Math.round(late / 10) * 10));
-      if (Math.abs(want - playout.wantMs) >= SYNC_STEP_MS) playout.wantMs = want;
+      // Small changes are ignored, but not the way to no hold or the most.
+      const bound = want === 0 || want === SYNC_MAX_HOLD_MS;
+      if (Math.abs(want - playout.wantMs) >= SYNC_STEP_MS || bound) playout.wantMs = want;
       const ramp = decided ? SYNC_RAMP_MS : SYNC_MAX_HOLD_MS; // the first decision at once
       decided = true;
       const step = Math.max(-ramp, Math.min(ramp, playout.wantMs - playout.holdMs));

@@ -9,7 +9,7 @@
 //! raspivid / rpicam-vid ... -o - | appsrc(whole frames) ! h264parse ───────┴─> rtph264pay ! udpsink
 //!
 //! alsasrc | audiotestsrc ! [audioconvert ! audioresample ! caps(32 kHz) ! webrtcdsp]
-//!   ! audioconvert ! audioresample ! caps ! opusenc(inband-fec) ! rtpopuspay ! udpsink
+//!   ! audioconvert ! audioresample ! caps ! opusenc(10 ms, inband-fec) ! rtpopuspay ! udpsink
 //! ```
 //!
 //! Both share one tail ([`Capture`]): with `stream.srtp`, an `srtpenc` keyed
@@ -629,7 +629,10 @@ impl Microphone {
         ])
     }
 
-    /// `opusenc` at `microphone.bitrate_kbps` with in-band FEC.
+    /// `opusenc` at `microphone.bitrate_kbps` with in-band FEC, in 10 ms
+    /// frames: the sound leaves 10 ms sooner than in Opus's default 20 ms
+    /// (lip sync: the sound is the later of the two), for about 7 % more CPU
+    /// in the encoder and 16 kbit/s more of packet headers.
     fn encoder(&self) -> Result<gst::Element, MediaError> {
         let enc = element("opusenc")?;
         enc.set_property(
@@ -637,6 +640,7 @@ impl Microphone {
             i32::try_from(self.settings.microphone.bitrate_kbps * 1000).unwrap_or(i32::MAX),
         );
         enc.set_property("inband-fec", true);
+        enc.set_property_from_str("frame-size", "10");
         enc.set_property("packet-loss-percentage", EXPECTED_LOSS_PERCENT);
         Ok(enc)
     }
