@@ -20,7 +20,9 @@
 #      with apt-get, and `rustup target add`s the target;
 #   2. extracts a Debian bookworm sysroot (glibc 2.36, GStreamer 1.22, the same as
 #      Raspberry Pi OS Bookworm) with `mmdebstrap --variant=extract`, from the Debian
-#      mirror named in this machine's apt sources, cached in $SYSROOT_CACHE;
+#      mirror named in this machine's apt sources, cached in $SYSROOT_CACHE (a cached
+#      one is rebuilt when the package lists in this script change or it lacks a pkg-config
+#      module the build needs; --refresh-sysroot rebuilds it anyway);
 #   3. `cargo build --release --target T` with the cross linker, --sysroot and
 #      pkg-config pointed into the sysroot, and prints `file` output and size;
 #   4. with --test: `cargo test --target T --bins` (unit tests only: tests/ needs a
@@ -45,7 +47,24 @@ SYSROOT_SUITE=${SYSROOT_SUITE:-bookworm}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target/cross}
 # gstreamer1.0-plugins-good is only for unit tests that build pipelines with
 # its elements (rtp, vpx, ...); the build itself needs only the -dev packages.
-SYSROOT_PACKAGES="libc6-dev,libgstreamer1.0-dev,libgstreamer-plugins-base1.0-dev,libasound2-dev,gstreamer1.0-plugins-base,gstreamer1.0-plugins-good${SYSROOT_EXTRA_PACKAGES:+,$SYSROOT_EXTRA_PACKAGES}"
+# libgstreamer-plugins-bad1.0-0 holds libgstwebrtc-1.0.so.0, which the binary links
+# (gstreamer-webrtc); it comes with its own Depends, as on the Pi: libnice10, libva2,
+# libvulkan1, libgupnp-igd-1.0-4, ... (13 packages, +17 MB). The unit tests use no
+# element of gstreamer1.0-plugins-bad or gstreamer1.0-nice (webrtcbin, nicesrc): tests
+# skip when an element is missing; add those two with SYSROOT_EXTRA_PACKAGES if a test
+# must run them under qemu.
+SYSROOT_PACKAGES="libc6-dev,libgstreamer1.0-dev,libgstreamer-plugins-base1.0-dev,libgstreamer-plugins-bad1.0-0,libasound2-dev,gstreamer1.0-plugins-base,gstreamer1.0-plugins-good${SYSROOT_EXTRA_PACKAGES:+,$SYSROOT_EXTRA_PACKAGES}"
+# Unpacked into the sysroot WITHOUT their Depends (an extract hook `apt-get download`s
+# them for the target architecture from the same sources and `dpkg-deb -x`s them):
+# libgstreamer-plugins-bad1.0-dev ships gstreamer-webrtc-1.0.pc, the gst/webrtc headers
+# and the libgstwebrtc-1.0.so link that gstreamer-webrtc-sys needs, but Depends on
+# libopencv-dev, libgstreamer-opencv1.0-0 and gir1.2-gst-plugins-bad-1.0: with them the
+# arm64 sysroot grows from 0.6 to 1.3 GB (+250 packages: OpenCV, GDAL, HDF5, BLAS, ...),
+# none of which the build uses. Its `(= version)` Depends on packages in the sysroot
+# (libgstreamer-plugins-bad1.0-0) are checked; the others are skipped and logged.
+SYSROOT_NODEPS_PACKAGES="libgstreamer-plugins-bad1.0-dev"
+# The pkg-config modules the -sys crates ask for: a sysroot without one of them is rebuilt.
+SYSROOT_PC_MODULES="gstreamer-1.0 gstreamer-base-1.0 gstreamer-app-1.0 gstreamer-rtp-1.0 gstreamer-net-1.0 gstreamer-sdp-1.0 gstreamer-webrtc-1.0 alsa"
 HOST_PACKAGES="gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross qemu-user-static mmdebstrap pkg-config debian-archive-keyring file"
 ALL_TARGETS="aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf"
 
@@ -132,13 +151,59 @@ find_mirrors() {
 }
 
 # --- sysroot ------------------------------------------------------------------
+# mmdebstrap extract hook ($1: the sysroot being built): fetches the
+# SYSROOT_NODEPS_PACKAGES with mmdebstrap's own apt configuration (target
+# architecture, same sources and index, so the version that matches the library package
+# just extracted) and unpacks them without their Depends. Run by sh (mmdebstrap passes
+# no APT_CONFIG, only MMDEBSTRAP_APT_CONFIG); the download folder is in the sysroot's
+# apt cache, which mmdebstrap empties at the end.
+# shellcheck disable=SC2016  # expanded by the hook's sh
+NODEPS_HOOK='set -eu
+archives="$1/var/cache/apt/archives" dl="$1/var/cache/apt/archives/nodeps"
+mkdir -p "$dl" && cd "$dl"
+chown _apt "$dl" 2>/dev/null || true  # else apt downloads unsandboxed, with a warning
+APT_CONFIG=$MMDEBSTRAP_APT_CONFIG apt-get download -q=2 @PACKAGES@
+for deb in "$dl"/*.deb; do
+    name=$(dpkg-deb --field "$deb" Package) ver=$(dpkg-deb --field "$deb" Version)
+    skipped=""
+    for dep in $(dpkg-deb --field "$deb" Depends | tr -d " " | tr "," " "); do
+        dep=${dep%%|*} dname=${dep%%(*}
+        have=""
+        for f in "$archives"/"$dname"_*.deb; do
+            [ -f "$f" ] && have=$(dpkg-deb --field "$f" Version)
+        done
+        case "$dep" in
+            *"(="*) want=${dep#*(=} want=${want%)} ;;
+            *) want="" ;;
+        esac
+        if [ -z "$have" ]; then
+            skipped="$skipped $dname"
+        elif [ -n "$want" ] && [ "$have" != "$want" ]; then
+            echo "sysroot: $name $ver wants $dname $want, the sysroot has $have" >&2
+            exit 1
+        fi
+    done
+    dpkg-deb -x "$deb" "$1"
+    echo "sysroot: unpacked $name $ver without its Depends (not in the sysroot:$skipped)" >&2
+done
+cd / && rm -rf "$dl"'
+
+# Whether the sysroot $1 has every pkg-config module the build asks for.
+sysroot_has_modules() {
+    PKG_CONFIG_LIBDIR="$1/usr/lib/$GNU_TYPE/pkgconfig:$1/usr/share/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$1" \
+        pkg-config --exists $SYSROOT_PC_MODULES
+}
+
 ensure_sysroot() {
     local stamp="$SYSROOT/.broadcast-agent-sysroot" want
-    want="suite=$SYSROOT_SUITE arch=$DEB_ARCH packages=$SYSROOT_PACKAGES"
-    if [ "${REFRESH_SYSROOT:-0}" = 0 ] && [ -f "$stamp" ] && [ "$(head -n1 "$stamp")" = "$want" ]; then
+    # The first line of the stamp: any change to what goes in rebuilds a cached sysroot.
+    want="suite=$SYSROOT_SUITE arch=$DEB_ARCH packages=$SYSROOT_PACKAGES nodeps=$SYSROOT_NODEPS_PACKAGES"
+    if [ "${REFRESH_SYSROOT:-0}" = 0 ] && [ -f "$stamp" ] && [ "$(head -n1 "$stamp")" = "$want" ] &&
+        sysroot_has_modules "$SYSROOT"; then
         log "sysroot $SYSROOT (cached, $(sed -n 2p "$stamp"))"
         return 0
     fi
+    [ -f "$stamp" ] && log "sysroot $SYSROOT is out of date (made for: $(head -n1 "$stamp")): rebuilding"
     find_mirrors
     local tmp="$SYSROOT.tmp.$$" t0=$SECONDS
     $SUDO mkdir -p "$SYSROOT_CACHE"
@@ -149,6 +214,7 @@ ensure_sysroot() {
     [ -n "$DEBIAN_SECURITY_MIRROR" ] && security="deb $DEBIAN_SECURITY_MIRROR $SYSROOT_SUITE-security main"
     local mm=(mmdebstrap --mode=root --variant=extract --architectures="$DEB_ARCH"
               --include="$SYSROOT_PACKAGES" --keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+              --extract-hook="${NODEPS_HOOK//@PACKAGES@/$SYSROOT_NODEPS_PACKAGES}"
               -q)
     log "extracting $SYSROOT_SUITE/$DEB_ARCH sysroot into $SYSROOT"
     if [ -n "$security" ] && $SUDO "${mm[@]}" "$SYSROOT_SUITE" "$tmp" "$main" "$updates" "$security"; then
@@ -168,6 +234,8 @@ ensure_sysroot() {
         n=$((n + 1))
     done < <($SUDO find "$tmp" -type l -lname '/*' -print0)
     log "made $n absolute symlinks relative"
+    sysroot_has_modules "$tmp" ||
+        die "the $DEB_ARCH sysroot lacks a pkg-config module of: $SYSROOT_PC_MODULES"
     # Record what we extracted.
     local gstver glibcver
     gstver=$(sed -n 's/^Version: //p' "$tmp/usr/lib/$GNU_TYPE/pkgconfig/gstreamer-1.0.pc" 2>/dev/null || true)

@@ -4,15 +4,19 @@
 # ALSA, PulseAudio as a sound card for machines without one, and Python's
 # GStreamer bindings for the stand-in camera programs (tests/standins/), and the
 # Prometheus client library whose parser reads the metrics file in tests.
+# WebRTC: libgstreamer-plugins-bad1.0-dev (gstreamer-webrtc-1.0.pc, for the
+# gstreamer-webrtc crate), gstreamer1.0-nice (libnice's ICE elements for webrtcbin),
+# and nftables for the tests.
 # Uses the machine's own apt configuration; needs root.
 set -euo pipefail
 
 packages=(
   build-essential pkg-config curl openssl
   janus
-  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libasound2-dev
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev libasound2-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-base-apps gstreamer1.0-plugins-good
-  gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-alsa
+  gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-alsa gstreamer1.0-nice
+  nftables
   alsa-utils pulseaudio pulseaudio-utils libasound2-plugins
   systemd
   python3-gi gir1.2-gstreamer-1.0

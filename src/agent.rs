@@ -23,6 +23,7 @@ use crate::media::{self, MediaError};
 use crate::metrics;
 use crate::owner;
 use crate::room::{self, Command, RoomHandle};
+use crate::signalling::Signalling;
 use crate::status::StatusSource;
 use crate::systemd;
 
@@ -170,9 +171,15 @@ impl Running {
         let state_dir = settings.control.state_dir.clone();
         let (choice, choices) =
             watch::channel(owner::load(&state_dir, settings.room.open_on_start));
-        let (room, reconciler) = room::spawn(client, Arc::clone(&settings), choice);
+        media::init()?;
+        let signalling = Arc::new(Signalling::default());
+        let uplink = room::UplinkParts {
+            signalling: Arc::clone(&signalling),
+            local_webrtc: media::uplink::missing_here(),
+        };
+        let (room, reconciler) = room::spawn(client, Arc::clone(&settings), choice, uplink);
         let owner = owner::follow(state_dir, choices);
-        let (media, pipelines) = media::spawn(&settings, &room.state())?;
+        let (media, pipelines) = media::spawn(&settings, &room.state(), &signalling)?;
         let status = StatusSource::new(room.state(), media, settings.viewer_url());
         let mut services = vec![tokio::spawn(systemd::keep_informed(
             status.clone(),

@@ -18,6 +18,7 @@ mod room;
 mod rtp;
 mod sandbox;
 mod secret;
+mod signalling;
 mod state;
 mod status;
 mod systemd;

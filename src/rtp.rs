@@ -31,6 +31,14 @@ impl Medium {
         }
     }
 
+    /// Its RTP clock, in ticks per second.
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            Self::Video => 90_000,
+            Self::Audio => 48_000,
+        }
+    }
+
     /// The payload type the agent sends it with and the mountpoint expects.
     pub fn payload_type(self) -> u8 {
         match self {

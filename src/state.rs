@@ -204,6 +204,66 @@ impl MediaAge {
     }
 }
 
+/// Which way camera and microphone reach Janus (`stream.transport`, as
+/// decided for the current Janus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UplinkKind {
+    /// Plain RTP to the mountpoint's ports.
+    Rtp,
+    /// A WebRTC publisher in a VideoRoom, forwarded into the mountpoint.
+    Webrtc,
+}
+
+/// The agent's WebRTC publisher, as last observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublisherPhase {
+    /// None: waiting for the uplink's offer, or closed.
+    Absent,
+    /// Janus answered the offer; ICE and DTLS are not up yet.
+    Published,
+    /// Janus says ICE and DTLS are up (`webrtcup`).
+    Connected,
+}
+
+/// The uplink in use and, with WebRTC, its parts on Janus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Uplink {
+    /// Which one.
+    pub kind: UplinkKind,
+    /// Why plain RTP runs although `stream.transport = "auto"` asked for
+    /// WebRTC where possible: what is missing, and where.
+    pub fallback: Option<&'static str>,
+    /// The VideoRoom room with the room's id (WebRTC).
+    pub room: Presence<Owner>,
+    /// The agent's publisher in it (WebRTC).
+    pub publisher: PublisherPhase,
+    /// Its forwarders into the mountpoint (WebRTC).
+    pub forwarders: Presence,
+}
+
+impl Uplink {
+    /// An uplink of `kind`, nothing of it seen yet.
+    pub fn new(kind: UplinkKind, fallback: Option<&'static str>) -> Self {
+        Self {
+            kind,
+            fallback,
+            room: Presence::Unknown,
+            publisher: PublisherPhase::Absent,
+            forwarders: Presence::Unknown,
+        }
+    }
+
+    /// Whether media can reach the mountpoint this way now.
+    fn is_live(&self) -> bool {
+        self.kind == UplinkKind::Rtp
+            || (self.room == Presence::Present(Owner::Us)
+                && self.publisher != PublisherPhase::Absent
+                && self.forwarders == Presence::Present(()))
+    }
+}
+
 /// What closed the room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -358,6 +418,10 @@ pub struct RoomState {
     pub chat: Chat,
     /// Where and how that forwarder sends, while the agent has one.
     pub forward: Option<Forward>,
+    /// How camera and microphone reach Janus; None until decided (with
+    /// `stream.transport = "auto"` or `"webrtc"`, by the first session:
+    /// whether Janus has the VideoRoom plugin).
+    pub uplink: Option<Uplink>,
     /// What Janus last said about the media it receives.
     pub media_age: MediaAge,
     /// How many are in the room, when counted (`room.idle_timeout_s`).
@@ -385,6 +449,7 @@ impl RoomState {
             forwarder: Presence::Unknown,
             chat: Chat::Off,
             forward: None,
+            uplink: None,
             media_age: MediaAge::default(),
             participants: None,
             closed_by: (desired == Desired::Closed).then_some(CloseReason::Command),
@@ -400,9 +465,11 @@ impl RoomState {
 
     /// What of the room's id someone else holds on Janus, if anything.
     pub fn conflict(&self) -> Option<Conflict> {
-        let (what, why) = match (self.room, self.mountpoint) {
-            (Presence::Present(Owner::Foreign(why)), _) => ("room", why),
-            (_, Presence::Present(Fit::Foreign(why))) => ("mountpoint", why),
+        let video_room = self.uplink.map_or(Presence::Unknown, |u| u.room);
+        let (what, why) = match (self.room, self.mountpoint, video_room) {
+            (Presence::Present(Owner::Foreign(why)), _, _) => ("room", why),
+            (_, Presence::Present(Fit::Foreign(why)), _) => ("mountpoint", why),
+            (_, _, Presence::Present(Owner::Foreign(why))) => ("video room", why),
             _ => return None,
         };
         Some(Conflict {
@@ -419,7 +486,8 @@ impl RoomState {
         }
         let live = matches!(self.room, Presence::Present(Owner::Us))
             && matches!(self.mountpoint, Presence::Present(Fit::Matches))
-            && (!self.forwarding || matches!(self.forwarder, Presence::Present(_)));
+            && (!self.forwarding || matches!(self.forwarder, Presence::Present(_)))
+            && self.uplink.is_some_and(|u| u.is_live());
         match (self.desired, live) {
             (Desired::Open, true) => Phase::Live,
             (Desired::Open, false) => Phase::Opening,
@@ -438,6 +506,7 @@ mod tests {
     fn phase_summarises_the_state() {
         let mut state = RoomState::new(1, Desired::Open);
         assert_eq!(state.phase(), Phase::Opening);
+        state.uplink = Some(Uplink::new(UplinkKind::Rtp, None));
         state.room = Present(Owner::Us);
         state.mountpoint = Present(Fit::Matches);
         state.forwarder = Present(3);

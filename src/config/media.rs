@@ -36,6 +36,23 @@ pub struct StreamSettings {
     /// Encrypt the camera and microphone RTP (SRTP, AES_CM_128_HMAC_SHA1_80)
     /// with a key made fresh for each mountpoint.
     pub srtp: bool,
+    /// How the camera and microphone reach Janus.
+    pub transport: Transport,
+}
+
+/// `stream.transport`: the uplink from the Pi to Janus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// WebRTC when Janus has the VideoRoom plugin and this machine has
+    /// `webrtcbin` and libnice's elements; plain RTP otherwise.
+    #[default]
+    Auto,
+    /// WebRTC only (a VideoRoom publisher, forwarded into the mountpoint):
+    /// lost packets are sent again, the picture survives a lossy link.
+    Webrtc,
+    /// Plain RTP straight to the mountpoint's ports.
+    Rtp,
 }
 
 impl Default for StreamSettings {
@@ -48,6 +65,7 @@ impl Default for StreamSettings {
             stall_timeout: Duration::from_millis(5000),
             janus_media_timeout: Duration::from_millis(10_000),
             srtp: false,
+            transport: Transport::Auto,
         }
     }
 }

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 pub use janus::{JanusSettings, RoomSettings};
 pub use media::{
     MicrophoneSettings, RecordingSettings, Rotation, SpeakerSettings, StreamSettings,
-    VideoSettings, VideoSource,
+    Transport, VideoSettings, VideoSource,
 };
 use secrets::{check_exposure, CREDENTIALS_VARIABLE};
 pub use service::{ControlSettings, GpioSettings, LogSettings, MetricsSettings};

@@ -17,8 +17,11 @@ pub mod rooms;
 pub mod streaming;
 pub mod textroom;
 mod tls;
+pub mod videoroom;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -100,6 +103,13 @@ impl JanusError {
     pub fn is_session_gone(&self) -> bool {
         matches!(self, Self::Core { code, .. }
             if *code == code::SESSION_NOT_FOUND || *code == code::HANDLE_NOT_FOUND)
+    }
+
+    /// Whether this (from `attach`) says this Janus offers no such plugin:
+    /// it is not loaded, or the token may not use it.
+    pub fn is_plugin_unavailable(&self) -> bool {
+        matches!(self, Self::Core { code, .. }
+            if *code == code::PLUGIN_NOT_FOUND || *code == code::UNAUTHORIZED_PLUGIN)
     }
 
     /// The cause alone, without the context: the I/O error behind an
@@ -290,6 +300,18 @@ pub enum Polled {
     Events(Vec<Value>),
 }
 
+/// A plugin's asynchronous reply, brought by the long-poll.
+#[derive(Debug, Clone)]
+pub struct PluginEvent {
+    /// The plugin's data.
+    pub data: Value,
+    /// The session description that came with it (an answer), if any.
+    pub jsep: Option<Value>,
+}
+
+/// Requests waiting for their asynchronous reply, by transaction.
+type Waiters = Mutex<HashMap<String, mpsc::SyncSender<Value>>>;
+
 /// A blocking Janus REST client. Cheap to share behind an `Arc`.
 pub struct Client {
     agent: ureq::Agent,
@@ -299,6 +321,7 @@ pub struct Client {
     timeout: Duration,
     transaction_prefix: u32,
     transactions: AtomicU64,
+    waiters: Waiters,
 }
 
 /// The envelope of every Janus reply.
@@ -342,6 +365,7 @@ impl Client {
             timeout: settings.request_timeout,
             transaction_prefix: rand::random(),
             transactions: AtomicU64::new(0),
+            waiters: Waiters::default(),
         })
     }
 
@@ -382,21 +406,76 @@ impl Client {
     ) -> Result<Value, JanusError> {
         let url = format!("{}/{}/{}", self.url, handle.session.0, handle.id.0);
         let reply = self.send(&url, json!({ "janus": "message", "body": body }))?;
-        let data = reply.plugindata.map(|p| p.data).ok_or_else(|| {
-            JanusError::Protocol(format!("{} reply without plugindata", reply.janus))
-        })?;
-        if let Some(code) = data.get("error_code").and_then(Value::as_u64) {
-            return Err(JanusError::Plugin {
-                plugin,
-                code: u16::try_from(code).unwrap_or(u16::MAX),
-                reason: data
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
-            });
+        if reply.plugindata.is_none() {
+            return Err(JanusError::Protocol(format!(
+                "{} reply without plugindata",
+                reply.janus
+            )));
         }
-        Ok(data)
+        plugin_data(plugin, reply.plugindata.map(|p| p.data))
+    }
+
+    /// Sends a plugin request that Janus answers later, on the long-poll
+    /// (`ack` now, the plugin's event then), with `jsep` if given; waits
+    /// for that event up to the request timeout. The session's long-poll
+    /// must be running ([`longpoll::spawn`]).
+    pub fn plugin_request_async(
+        &self,
+        handle: Handle,
+        plugin: &'static str,
+        body: Value,
+        jsep: Option<Value>,
+    ) -> Result<PluginEvent, JanusError> {
+        let url = format!("{}/{}/{}", self.url, handle.session.0, handle.id.0);
+        let transaction = self.next_transaction();
+        let (deliver, delivered) = mpsc::sync_channel(1);
+        self.waiting(|w| w.insert(transaction.clone(), deliver));
+        let mut message = json!({ "janus": "message", "body": body });
+        if let (Some(map), Some(jsep)) = (message.as_object_mut(), jsep) {
+            map.insert("jsep".into(), jsep);
+        }
+        let sent = self.send_as(&url, message, &transaction);
+        let event = match sent {
+            Ok(reply) if reply.janus == "ack" => delivered
+                .recv_timeout(self.timeout)
+                .map_err(|_| JanusError::Protocol(format!("no reply from {plugin} within {} ms", self.timeout.as_millis()))),
+            Ok(reply) => Ok(json!({ "plugindata": reply.plugindata.map(|p| p.data) })),
+            Err(e) => Err(e),
+        };
+        self.waiting(|w| w.remove(&transaction));
+        let event = event?;
+        let data = plugin_data(plugin, event.get("plugindata").and_then(|p| p.get("data")).cloned())?;
+        Ok(PluginEvent {
+            data,
+            jsep: event.get("jsep").cloned(),
+        })
+    }
+
+    /// Hands a long-poll event to the request waiting for it; returns it
+    /// when none waits.
+    fn deliver(&self, event: Value) -> Option<Value> {
+        let transaction = event.get("transaction").and_then(Value::as_str);
+        let waiter = transaction.and_then(|t| self.waiting(|w| w.remove(t)));
+        match waiter {
+            Some(waiter) => waiter.try_send(event).err().map(|e| match e {
+                mpsc::TrySendError::Full(v) | mpsc::TrySendError::Disconnected(v) => v,
+            }),
+            None => Some(event),
+        }
+    }
+
+    fn waiting<T>(&self, f: impl FnOnce(&mut HashMap<String, mpsc::SyncSender<Value>>) -> T) -> T {
+        let mut waiters = self
+            .waiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut waiters)
+    }
+
+    /// Detaches a plugin handle: its PeerConnection, if any, ends with it.
+    pub fn detach(&self, handle: Handle) -> Result<(), JanusError> {
+        let url = format!("{}/{}/{}", self.url, handle.session.0, handle.id.0);
+        self.post(&url, json!({ "janus": "detach" })).map(drop)
     }
 
     /// Waits for events on a session (long-poll). Returns [`Polled::Keepalive`]
@@ -435,10 +514,15 @@ impl Client {
 
     /// POSTs a request with a fresh transaction and the credentials; checks
     /// the reply's transaction and turns a core error into [`JanusError::Core`].
-    fn send(&self, url: &str, mut body: Value) -> Result<Reply, JanusError> {
+    fn send(&self, url: &str, body: Value) -> Result<Reply, JanusError> {
         let transaction = self.next_transaction();
+        self.send_as(url, body, &transaction)
+    }
+
+    /// [`Client::send`] with the caller's `transaction`.
+    fn send_as(&self, url: &str, mut body: Value, transaction: &str) -> Result<Reply, JanusError> {
         if let Some(map) = body.as_object_mut() {
-            map.insert("transaction".into(), Value::from(transaction.clone()));
+            map.insert("transaction".into(), Value::from(transaction));
             if let Some(secret) = &self.api_secret {
                 map.insert("apisecret".into(), Value::from(secret.expose()));
             }
@@ -450,7 +534,7 @@ impl Client {
         if reply.janus == "error" {
             return Err(core_error(reply));
         }
-        if reply.transaction.as_deref() != Some(transaction.as_str()) {
+        if reply.transaction.as_deref() != Some(transaction) {
             return Err(JanusError::Protocol(format!(
                 "reply for transaction {:?}, expected {transaction}",
                 reply.transaction
@@ -522,6 +606,23 @@ fn read_json(
             other => transport(other),
         })?;
     serde_json::from_slice(&bytes).map_err(|e| JanusError::Protocol(e.to_string()))
+}
+
+/// A plugin's data, or its `error_code` as [`JanusError::Plugin`].
+fn plugin_data(plugin: &'static str, data: Option<Value>) -> Result<Value, JanusError> {
+    let data = data.ok_or_else(|| JanusError::Protocol(format!("{plugin} reply without data")))?;
+    if let Some(code) = data.get("error_code").and_then(Value::as_u64) {
+        return Err(JanusError::Plugin {
+            plugin,
+            code: u16::try_from(code).unwrap_or(u16::MAX),
+            reason: data
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        });
+    }
+    Ok(data)
 }
 
 /// Adds `key: secret` to a request body when the secret is set.

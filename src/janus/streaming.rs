@@ -28,7 +28,7 @@ pub const OPUS_FMTP: &str = "useinbandfec=1";
 
 /// The fmtp of H.264 as the agent sends it: constrained baseline at `level`
 /// (what the source writes in its SPS), packetization mode 1.
-fn h264_fmtp(level: Level) -> String {
+pub fn h264_fmtp(level: Level) -> String {
     format!(
         "profile-level-id={};packetization-mode=1",
         level.profile_level_id()

@@ -27,14 +27,6 @@ pub mod code {
 /// Messages Janus keeps and replays to whoever joins.
 const HISTORY: u32 = 50;
 
-/// Whether `error` (from `attach`) says this Janus offers no TextRoom:
-/// the plugin is not loaded, or the token may not use it. The room then
-/// runs without chat.
-pub fn is_unavailable(error: &JanusError) -> bool {
-    matches!(error, JanusError::Core { code, .. }
-        if *code == super::code::PLUGIN_NOT_FOUND || *code == super::code::UNAUTHORIZED_PLUGIN)
-}
-
 /// What the agent asks the chat room to be.
 #[derive(Debug)]
 pub struct ChatSpec<'a> {

@@ -33,11 +33,13 @@ use super::echo;
 use super::feedback::{self, Keyframes};
 use super::frames;
 use super::recorder::Feed;
+use super::uplink;
 use super::{
-    assemble, caps_filter, element, Built, Flow, Helper, JanusCheck, MediaError, Recipe,
+    assemble, caps_filter, element, Built, Flow, Given, Helper, JanusCheck, MediaError, Recipe,
     Supervision,
 };
-use crate::config::{MicrophoneSettings, Settings, VideoSettings, VideoSource};
+use crate::config::{MicrophoneSettings, Settings, Transport, VideoSettings, VideoSource};
+use crate::state::UplinkKind;
 use crate::resolve;
 use crate::rtp::Medium;
 use crate::secret::SrtpKey;
@@ -72,10 +74,17 @@ struct Capture {
     rtcp_port: Option<u16>,
     supervision: Supervision,
     recording: Option<Arc<Feed>>,
+    /// Where the RTP goes with the WebRTC uplink.
+    uplink: Arc<uplink::Feed>,
 }
 
 impl Capture {
-    fn new(settings: &Settings, medium: Medium, recording: Option<Arc<Feed>>) -> Self {
+    fn new(
+        settings: &Settings,
+        medium: Medium,
+        recording: Option<Arc<Feed>>,
+        uplink: Arc<uplink::Feed>,
+    ) -> Self {
         let stream = &settings.stream;
         let host = settings.stream_host().to_owned();
         Self {
@@ -98,9 +107,12 @@ impl Capture {
                 }),
                 drain_on_stop: false,
                 forward: false,
+                uplink: stream.transport != Transport::Rtp,
+                only_with: None,
             },
             host,
             recording,
+            uplink,
         }
     }
 
@@ -114,14 +126,15 @@ impl Capture {
     }
 
     /// Assembles the pipeline from its source `chain` and the shared tail:
-    /// `chain ! [tee ─> recorder] ! pay ! [srtpenc] ! udpsink`.
+    /// `chain ! [tee ─> recorder] ! pay ! [srtpenc] ! udpsink`, or with
+    /// the WebRTC uplink `pay ! appsink` (see `uplink.rs`).
     fn assemble(
         &self,
         chain: Vec<gst::Element>,
         pay: gst::Element,
-        srtp: Option<&SrtpKey>,
+        given: &Given,
     ) -> Result<(gst::Pipeline, Flow), MediaError> {
-        self.assemble_with(chain, pay, None, srtp)
+        self.assemble_with(chain, pay, None, given)
     }
 
     /// [`Capture::assemble`], counting the `keyframes` the payloader takes
@@ -132,10 +145,8 @@ impl Capture {
         mut chain: Vec<gst::Element>,
         pay: gst::Element,
         keyframes: Option<&Keyframes>,
-        srtp: Option<&SrtpKey>,
+        given: &Given,
     ) -> Result<(gst::Pipeline, Flow), MediaError> {
-        let address = resolve::address(&self.host, resolve::TIMEOUT)
-            .map_err(|e| MediaError::build("stream.host", e))?;
         pay.set_property("pt", u32::from(self.medium.payload_type()));
         let tee = match &self.recording {
             Some(_) => Some(element("tee")?),
@@ -145,15 +156,14 @@ impl Capture {
         if let (Some(keyframes), Some(pad)) = (keyframes, pay.static_pad("sink")) {
             keyframes.count_sent(&pad);
         }
-        chain.push(pay);
-        match (srtp, self.rtcp_port, keyframes) {
-            (Some(key), _, _) => chain.push(srtp_encoder(key)?),
-            (None, Some(port), Some(keyframes)) => {
-                chain.push(feedback::bin(address, port, keyframes)?);
-            }
-            _ => {}
-        }
-        let sink = self.sink(address)?;
+        let sink = if given.uplink == Some(UplinkKind::Webrtc) {
+            let sink = self.uplink.tail(self.medium, &pay);
+            chain.push(pay);
+            sink
+        } else {
+            chain.push(pay);
+            self.rtp_tail(&mut chain, keyframes, given)?
+        };
         let flow = sink
             .static_pad("sink")
             .map(|pad| Flow::watch(&pad, keyframes.cloned()))
@@ -173,6 +183,26 @@ impl Capture {
                 .map_err(|e| MediaError::build("cannot link the recording branch", e))?;
         }
         Ok((pipeline, flow))
+    }
+
+    /// The plain RTP tail after the payloader: `[srtpenc | feedback] !
+    /// udpsink` to the mountpoint's ports (its `udpsink` returned).
+    fn rtp_tail(
+        &self,
+        chain: &mut Vec<gst::Element>,
+        keyframes: Option<&Keyframes>,
+        given: &Given,
+    ) -> Result<gst::Element, MediaError> {
+        let address = resolve::address(&self.host, resolve::TIMEOUT)
+            .map_err(|e| MediaError::build("stream.host", e))?;
+        match (given.srtp.as_ref(), self.rtcp_port, keyframes) {
+            (Some(key), _, _) => chain.push(srtp_encoder(key)?),
+            (None, Some(port), Some(keyframes)) => {
+                chain.push(feedback::bin(address, port, keyframes)?);
+            }
+            _ => {}
+        }
+        self.sink(address)
     }
 
     /// `udpsink` to the mountpoint's port, not synchronised to the clock: a
@@ -255,11 +285,16 @@ pub struct Video {
 }
 
 impl Video {
-    /// The camera pipeline for `settings`; it also feeds `recording`, if given.
-    pub fn new(settings: &Arc<Settings>, recording: Option<Arc<Feed>>) -> Self {
+    /// The camera pipeline for `settings`; it also feeds `recording`, if
+    /// given, and `uplink` with the WebRTC uplink.
+    pub fn new(
+        settings: &Arc<Settings>,
+        recording: Option<Arc<Feed>>,
+        uplink: Arc<uplink::Feed>,
+    ) -> Self {
         Self {
             settings: Arc::clone(settings),
-            base: Capture::new(settings, Medium::Video, recording),
+            base: Capture::new(settings, Medium::Video, recording, uplink),
         }
     }
 
@@ -495,7 +530,7 @@ impl Recipe for Video {
         self.base.preflight(&[source, "h264parse", "rtph264pay"])
     }
 
-    fn build(&self, srtp: Option<&SrtpKey>) -> Result<Built, MediaError> {
+    fn build(&self, given: &Given) -> Result<Built, MediaError> {
         let v = &self.settings.video;
         let mut helper = None;
         let mut chain = match v.source {
@@ -541,15 +576,11 @@ impl Recipe for Video {
         let keyframes = Keyframes::default();
         let (pipeline, flow) = self
             .base
-            .assemble_with(chain, pay, Some(&keyframes), srtp)?;
-        Ok(Built {
-            pipeline,
-            flow: Some(flow),
-            helper,
-            playout: None,
-            without: None,
-            echo: None,
-        })
+            .assemble_with(chain, pay, Some(&keyframes), given)?;
+        let mut built = Built::plain(pipeline);
+        built.flow = Some(flow);
+        built.helper = helper;
+        Ok(built)
     }
 
     fn supervision(&self) -> Supervision {
@@ -570,11 +601,16 @@ pub struct Microphone {
 const EXPECTED_LOSS_PERCENT: i32 = 10;
 
 impl Microphone {
-    /// The microphone pipeline for `settings`; it also feeds `recording`, if given.
-    pub fn new(settings: &Arc<Settings>, recording: Option<Arc<Feed>>) -> Self {
+    /// The microphone pipeline for `settings`; it also feeds `recording`,
+    /// if given, and `uplink` with the WebRTC uplink.
+    pub fn new(
+        settings: &Arc<Settings>,
+        recording: Option<Arc<Feed>>,
+        uplink: Arc<uplink::Feed>,
+    ) -> Self {
         Self {
             settings: Arc::clone(settings),
-            base: Capture::new(settings, Medium::Audio, recording),
+            base: Capture::new(settings, Medium::Audio, recording, uplink),
             warned: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -673,7 +709,7 @@ impl Recipe for Microphone {
         Ok(())
     }
 
-    fn build(&self, srtp: Option<&SrtpKey>) -> Result<Built, MediaError> {
+    fn build(&self, given: &Given) -> Result<Built, MediaError> {
         let mic = &self.settings.microphone;
         let src = if self.is_test() {
             let src = element("audiotestsrc")?;
@@ -705,18 +741,15 @@ impl Recipe for Microphone {
             caps_filter(caps)?,
             self.encoder()?,
         ]);
-        let (pipeline, flow) = self.base.assemble(chain, element("rtpopuspay")?, srtp)?;
+        let (pipeline, flow) = self.base.assemble(chain, element("rtpopuspay")?, given)?;
         if shares_clock {
             echo::share_clock(&pipeline);
         }
-        Ok(Built {
-            pipeline,
-            flow: Some(flow),
-            helper: None,
-            playout: None,
-            without: self.without_processing(),
-            echo: shares_clock.then(|| echo::tracker(mic)),
-        })
+        let mut built = Built::plain(pipeline);
+        built.flow = Some(flow);
+        built.without = self.without_processing();
+        built.echo = shares_clock.then(|| echo::tracker(mic));
+        Ok(built)
     }
 
     fn supervision(&self) -> Supervision {
@@ -767,7 +800,7 @@ mod tests {
         settings.video.rotation =
             crate::config::Rotation::try_from(rotation).expect("a valid rotation");
         settings.video.hflip = hflip;
-        Video::new(&Arc::new(settings), None)
+        Video::new(&Arc::new(settings), None, Arc::default())
     }
 
     #[test]
@@ -841,7 +874,7 @@ mod tests {
         settings.video.width = 320;
         settings.video.height = 240;
         settings.video.framerate = 15;
-        let video = Video::new(&Arc::new(settings), None);
+        let video = Video::new(&Arc::new(settings), None, Arc::default());
         let mut chain = vec![
             element("videotestsrc").expect("videotestsrc"),
             caps_filter(video.raw_caps()).expect("caps"),
@@ -877,7 +910,7 @@ mod tests {
         settings.video.width = 640;
         settings.video.height = 360;
         settings.video.framerate = 15;
-        let video = Video::new(&Arc::new(settings), None);
+        let video = Video::new(&Arc::new(settings), None, Arc::default());
         let src = element("videotestsrc").expect("videotestsrc");
         let raw = caps_filter(video.raw_caps()).expect("caps");
         let jpeg = gst::ElementFactory::make("jpegenc")

@@ -18,6 +18,7 @@ pub mod priority;
 pub mod recorder;
 pub mod speaker;
 pub mod supervisor;
+pub mod uplink;
 
 use std::process::Child;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +33,8 @@ use tokio::task::JoinHandle;
 use crate::config::{Settings, VideoSource};
 use crate::rtp::{Medium, SequenceGaps};
 use crate::secret::SrtpKey;
-use crate::state::RoomState;
+use crate::signalling::Signalling;
+use crate::state::{RoomState, UplinkKind};
 pub use supervisor::PipelineStatus;
 
 /// Why a pipeline cannot start or stopped running.
@@ -193,6 +195,8 @@ pub struct Built {
     pub without: Option<String>,
     /// The echo's delay, for the microphone when it cancels echo.
     pub echo: Option<&'static echo::Tracker>,
+    /// The PeerConnection, for the WebRTC uplink.
+    pub peer: Option<uplink::Peer>,
 }
 
 impl Built {
@@ -205,6 +209,7 @@ impl Built {
             playout: None,
             without: None,
             echo: None,
+            peer: None,
         }
     }
 }
@@ -233,6 +238,11 @@ pub struct Supervision {
     /// A stop sends end-of-stream first and waits (briefly) for it to come
     /// through, so that files are finished, not cut off.
     pub drain_on_stop: bool,
+    /// The pipeline's tail depends on the uplink: it waits until the
+    /// reconciler has chosen one, and restarts when it changes.
+    pub uplink: bool,
+    /// The pipeline runs only with this uplink.
+    pub only_with: Option<UplinkKind>,
 }
 
 /// A medium of the mountpoint that Janus should receive from a pipeline.
@@ -252,19 +262,29 @@ pub trait Recipe: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Says exactly what is missing before anything starts.
     fn preflight(&self) -> Result<(), MediaError>;
-    /// Builds the pipeline (not yet playing); `srtp` is the key to encrypt
-    /// with, given when [`Supervision::srtp`] says the pipeline needs one.
-    fn build(&self, srtp: Option<&SrtpKey>) -> Result<Built, MediaError>;
+    /// Builds the pipeline (not yet playing) with what the room gave it.
+    fn build(&self, given: &Given) -> Result<Built, MediaError>;
     /// How the pipeline is watched; by default, by its bus alone.
     fn supervision(&self) -> Supervision {
         Supervision::default()
     }
 }
 
+/// What a pipeline takes from the published state when it is built.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Given {
+    /// The key to encrypt with, when [`Supervision::srtp`] says the
+    /// pipeline needs one.
+    pub srtp: Option<SrtpKey>,
+    /// The uplink, when [`Supervision::uplink`] says the pipeline needs it.
+    pub uplink: Option<UplinkKind>,
+}
+
 /// Live status of each pipeline that is configured.
 #[derive(Debug, Clone, Default)]
 pub struct MediaStatus {
-    /// One receiver per pipeline, in the order video, microphone, recorder, speaker.
+    /// One receiver per pipeline, in the order video, microphone, recorder,
+    /// speaker, uplink.
     pub pipelines: Vec<watch::Receiver<PipelineStatus>>,
 }
 
@@ -275,12 +295,19 @@ impl MediaStatus {
     }
 }
 
-/// Initialises GStreamer and starts a supervisor per configured pipeline.
+/// Initialises GStreamer (once; later calls do nothing).
+pub fn init() -> Result<(), MediaError> {
+    gst::init().map_err(|e| MediaError::build("cannot initialise GStreamer", e))
+}
+
+/// Starts a supervisor per configured pipeline; `signalling` carries the
+/// WebRTC uplink's offers and answers.
 pub fn spawn(
     settings: &Arc<Settings>,
     room: &watch::Receiver<RoomState>,
+    signalling: &Arc<Signalling>,
 ) -> Result<(MediaStatus, Vec<JoinHandle<()>>), MediaError> {
-    gst::init().map_err(|e| MediaError::build("cannot initialise GStreamer", e))?;
+    init()?;
     let mut recipes: Vec<Arc<dyn Recipe>> = Vec::new();
     let video = settings.video.source != VideoSource::None;
     let audio = settings.microphone.enabled;
@@ -288,11 +315,20 @@ pub fn spawn(
         .recording
         .enabled
         .then(|| Arc::new(recorder::Feed::default()));
+    let uplink = Arc::new(uplink::Feed::default());
     if video {
-        recipes.push(Arc::new(capture::Video::new(settings, feed.clone())));
+        recipes.push(Arc::new(capture::Video::new(
+            settings,
+            feed.clone(),
+            Arc::clone(&uplink),
+        )));
     }
     if audio {
-        recipes.push(Arc::new(capture::Microphone::new(settings, feed.clone())));
+        recipes.push(Arc::new(capture::Microphone::new(
+            settings,
+            feed.clone(),
+            Arc::clone(&uplink),
+        )));
     }
     if let Some(feed) = feed {
         recipes.push(Arc::new(recorder::Recorder::new(
@@ -301,6 +337,13 @@ pub fn spawn(
     }
     if settings.speaker.enabled {
         recipes.push(Arc::new(speaker::Speaker::new(settings, room.clone())));
+    }
+    if (video || audio) && settings.stream.transport != crate::config::Transport::Rtp {
+        recipes.push(Arc::new(uplink::Uplink::new(
+            settings,
+            uplink,
+            Arc::clone(signalling),
+        )));
     }
     let mut status = MediaStatus::default();
     let mut tasks = Vec::new();

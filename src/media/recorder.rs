@@ -34,10 +34,9 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use super::{devices, element, Built, MediaError, Recipe, Supervision};
+use super::{devices, element, Built, Given, MediaError, Recipe, Supervision};
 use crate::config::Settings;
 use crate::rtp::Medium;
-use crate::secret::SrtpKey;
 
 /// Segment files are named `broadcast-sNNNNNN-YYYYMMDD-HHMMSS.mkv`: a
 /// sequence number that only grows (one more than the highest in the
@@ -199,7 +198,7 @@ impl Recipe for Recorder {
         })
     }
 
-    fn build(&self, _srtp: Option<&SrtpKey>) -> Result<Built, MediaError> {
+    fn build(&self, _: &Given) -> Result<Built, MediaError> {
         let recording = &self.settings.recording;
         let pipeline = gst::Pipeline::with_name("recorder");
         let mux = element("splitmuxsink")?;

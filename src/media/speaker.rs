@@ -32,7 +32,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::devices::{self, Direction};
-use super::{assemble, caps_filter, echo, element, Built, MediaError, Recipe, Supervision};
+use super::{
+    assemble, caps_filter, echo, element, Built, Given, MediaError, Recipe, Supervision,
+};
 use crate::config::Settings;
 use crate::rtp::SPEAKER_PAYLOAD_TYPE;
 use crate::secret::SrtpKey;
@@ -114,7 +116,7 @@ impl Recipe for Speaker {
         )
     }
 
-    fn build(&self, _srtp: Option<&SrtpKey>) -> Result<Built, MediaError> {
+    fn build(&self, _: &Given) -> Result<Built, MediaError> {
         let forward = self
             .room
             .borrow()

@@ -20,10 +20,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::echo::{self, EchoDelay};
 use super::speaker::PlayoutCounts;
-use super::{Built, JanusCheck, MediaError, Recipe, Supervision};
+use super::{Built, Given, JanusCheck, MediaError, Recipe, Supervision};
 use crate::backoff::{Backoff, Policy};
 use crate::secret::SrtpKey;
-use crate::state::{Forward, Presence, RoomState};
+use crate::state::{Forward, Presence, RoomState, UplinkKind};
 
 /// Restart delays: the first restart is quick (a blip), a failing device is
 /// retried every half minute at most.
@@ -87,6 +87,9 @@ pub struct PipelineStatus {
     /// A network problem seen while the pipeline runs fine locally
     /// ([`NO_MEDIA`]).
     pub network: Option<&'static str>,
+    /// The PeerConnection and what it repaired, for the WebRTC uplink.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<super::uplink::UplinkCounts>,
 }
 
 /// RTP packets a pipeline sent.
@@ -133,12 +136,18 @@ impl PipelineStatus {
             keyframes: None,
             echo: None,
             network: None,
+            uplink: None,
         }
     }
 }
 
-fn wanted(room: &watch::Receiver<RoomState>) -> bool {
-    room.borrow().wants_open()
+/// Whether the pipeline should run in `state`: the room is wanted open
+/// (and, for a pipeline of one uplink, that uplink is chosen).
+fn wanted(supervision: &Supervision, state: &RoomState) -> bool {
+    state.wants_open()
+        && supervision
+            .only_with
+            .is_none_or(|kind| state.uplink.map(|u| u.kind) == Some(kind))
 }
 
 /// How a run failed.
@@ -164,6 +173,8 @@ pub async fn supervise(
     status: watch::Sender<PipelineStatus>,
 ) {
     let name = recipe.name();
+    let supervision = recipe.supervision();
+    let runs = |s: &RoomState| wanted(&supervision, s);
     let mut backoff = Backoff::new(RESTART);
     let mut no_media = 0;
     let set = |state: RunState, error: Option<String>| {
@@ -179,9 +190,9 @@ pub async fn supervise(
             set(RunState::Stopped, None);
             return;
         }
-        if !wanted(&room) {
+        if !runs(&room.borrow()) {
             set(RunState::Stopped, None);
-            if room.wait_for(RoomState::wants_open).await.is_err() {
+            if room.wait_for(runs).await.is_err() {
                 return;
             }
         }
@@ -208,7 +219,7 @@ pub async fn supervise(
         report(name, &failure.error, delay, &status, repeated);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            closed = room.wait_for(|s| !s.wants_open()) => if closed.is_err() { return },
+            closed = room.wait_for(|s| !runs(s)) => if closed.is_err() { return },
         }
     }
 }
@@ -246,11 +257,11 @@ fn report(
 /// a camera program, open devices and look up `stream.host`.
 async fn build_and_start(
     recipe: &Arc<dyn Recipe>,
-    key: Option<SrtpKey>,
+    given: Given,
 ) -> Result<(Built, mpsc::UnboundedReceiver<MediaError>), MediaError> {
     let recipe = Arc::clone(recipe);
     tokio::task::spawn_blocking(move || {
-        let built = recipe.build(key.as_ref())?;
+        let built = recipe.build(&given)?;
         let failed = start(&built)?;
         Ok((built, failed))
     })
@@ -269,6 +280,8 @@ struct Inputs {
     key: Option<SrtpKey>,
     /// The forwarder to play, for the speaker.
     forward: Option<Forward>,
+    /// The uplink chosen, for a pipeline whose tail depends on it.
+    uplink: Option<UplinkKind>,
 }
 
 impl Inputs {
@@ -281,11 +294,14 @@ impl Inputs {
         let ready = |s: &RoomState| {
             (!supervision.srtp || s.srtp_key.is_some())
                 && (!supervision.forward || s.forward.is_some())
+                && (!supervision.uplink || s.uplink.is_some())
         };
-        let state = room.wait_for(|s| !s.wants_open() || ready(s)).await.ok()?;
-        state.wants_open().then(|| Self {
+        let runs = |s: &RoomState| wanted(supervision, s);
+        let state = room.wait_for(|s| !runs(s) || ready(s)).await.ok()?;
+        runs(&state).then(|| Self {
             key: state.srtp_key.filter(|_| supervision.srtp),
             forward: state.forward.filter(|_| supervision.forward),
+            uplink: state.uplink.map(|u| u.kind).filter(|_| supervision.uplink),
         })
     }
 
@@ -295,6 +311,8 @@ impl Inputs {
             Some("the mountpoint's SRTP key changed (mountpoint re-created)")
         } else if supervision.forward && state.forward.is_some_and(|f| Some(f) != self.forward) {
             Some("the room's forwarder changed (new address or key)")
+        } else if supervision.uplink && state.uplink.map(|u| u.kind) != self.uplink {
+            Some("the uplink changed")
         } else {
             None
         }
@@ -317,7 +335,11 @@ async fn run_once(
     let Some(inputs) = Inputs::wait(&supervision, room).await else {
         return Ok(());
     };
-    let (mut built, mut failed) = build_and_start(recipe, inputs.key).await?;
+    let given = Given {
+        srtp: inputs.key,
+        uplink: inputs.uplink,
+    };
+    let (mut built, mut failed) = build_and_start(recipe, given).await?;
     announce_running(recipe.name(), &built, status, *no_media > 1);
     let playing_since = Instant::now();
     let delivered = |built: &Built| {
@@ -348,7 +370,7 @@ async fn run_once(
                 }
             }
             changed = room.changed() => {
-                if changed.is_err() || !wanted(room) {
+                if changed.is_err() || !wanted(&supervision, &room.borrow()) {
                     if supervision.drain_on_stop {
                         built.pipeline.send_event(gst::event::Eos::new());
                         // The bus reports the EOS (or an error) as a failure.
@@ -428,6 +450,7 @@ fn announce_running(
         s.echo = None;
         s.without = built.without.clone();
         s.keyframes = None;
+        s.uplink = None;
     });
     if quiet {
         log::debug!("{name} pipeline: running again (Janus to receive it)");
@@ -504,13 +527,18 @@ fn publish_counts(built: &Built, status: &watch::Sender<PipelineStatus>) {
             requests: k.requested(),
         });
     let echo = built.echo.map(echo::Tracker::status);
+    let uplink = built.peer.as_ref().map(super::uplink::Peer::counts);
     status.send_if_modified(|s| {
-        let changed =
-            s.rtp != rtp || s.playout != playout || s.keyframes != keyframes || s.echo != echo;
+        let changed = s.rtp != rtp
+            || s.playout != playout
+            || s.keyframes != keyframes
+            || s.echo != echo
+            || s.uplink != uplink;
         s.rtp = rtp;
         s.playout = playout;
         s.keyframes = keyframes;
         s.echo = echo;
+        s.uplink = uplink;
         changed
     });
 }
@@ -555,7 +583,7 @@ mod tests {
             Ok(())
         }
 
-        fn build(&self, _: Option<&SrtpKey>) -> Result<Built, MediaError> {
+        fn build(&self, _: &Given) -> Result<Built, MediaError> {
             let pipeline = gst::parse::launch("videotestsrc is-live=true ! fakesink")
                 .map_err(|e| MediaError::Build(e.to_string()))?
                 .downcast::<gst::Pipeline>()

@@ -3,12 +3,13 @@
 //! answered, and creates the session with its long-poll.
 
 use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
 use super::error::PassError;
 use super::plan::{next_action, Action, Goal, Observed, Plan, Session};
+use super::uplink::Mids;
 use super::{Event, MAX_ACTIONS_PER_PASS};
 use crate::config::Settings;
 use crate::janus::audiobridge::{self, AudioBridge, Created, ForwardTarget, Forwarder, RoomSpec};
@@ -19,7 +20,8 @@ use crate::janus::textroom::{self, ChatSpec, TextRoom};
 use crate::janus::{Client, Handle, SessionId};
 use crate::rtp::{Medium, SPEAKER_PAYLOAD_TYPE};
 use crate::secret::SrtpKey;
-use crate::state::{Fit, Foreign, Forward, MediaAge, Owner, Presence};
+use crate::signalling::Signalling;
+use crate::state::{Fit, Foreign, Forward, MediaAge, Owner, Presence, UplinkKind};
 
 /// Everything a pass needs, shared with the blocking threads that run it.
 pub(super) struct Janus {
@@ -27,6 +29,12 @@ pub(super) struct Janus {
     pub(super) settings: Arc<Settings>,
     pub(super) current: CurrentSession,
     pub(super) events: mpsc::Sender<Event>,
+    /// The WebRTC uplink's offers and answers.
+    pub(super) signalling: Arc<Signalling>,
+    /// What this machine lacks for WebRTC, if anything.
+    pub(super) local_webrtc: Option<&'static str>,
+    /// The live publisher's mids, for its forwarders.
+    pub(super) mids: Mutex<Mids>,
 }
 
 impl Janus {
@@ -43,6 +51,7 @@ impl Janus {
                 chat: room.chat && observed.session.is_none_or(|s| s.has_chat()),
                 speaker: self.settings.speaker.enabled,
             };
+            self.retire_spent_offer(observed);
             let Some(action) = next_action(goal, plan, observed).map_err(PassError::Conflict)?
             else {
                 return Ok(());
@@ -51,14 +60,14 @@ impl Janus {
             match self.apply(action, observed) {
                 Ok(()) => {}
                 Err(PassError::Janus(e)) if e.is_session_gone() => {
-                    if let Some(session) = observed.session.take() {
+                    if let Some(session) = observed.session {
                         log::info!(
                             "Janus session {} is gone (Janus restarted?): starting a new one",
                             session.id.0
                         );
                     }
                     self.current.set(None);
-                    observed.forget();
+                    observed.lose_session();
                 }
                 Err(e) => {
                     observed.forget();
@@ -69,18 +78,32 @@ impl Janus {
         Err(PassError::Unsettled(MAX_ACTIONS_PER_PASS))
     }
 
+    /// Brings the uplink's latest offer into `observed`; an offer that was
+    /// published and is no longer the live publisher's (Janus hung up, the
+    /// session went, it was unpublished) is retired first: its uplink
+    /// starts over and offers anew.
+    fn retire_spent_offer(&self, observed: &mut Observed) {
+        let latest = self.signalling.latest();
+        if let Some(spent) = latest.filter(|l| l.taken && observed.uplink.publisher.offer() != Some(l.id)) {
+            self.signalling
+                .retire(spent.id, "Janus no longer holds its PeerConnection");
+        }
+        observed.uplink.offer = self.signalling.latest();
+    }
+
     /// Performs one action and records what Janus answered.
     fn apply(&self, action: Action, observed: &mut Observed) -> Result<(), PassError> {
         let session = match observed.session {
             Some(session) if action != Action::CreateSession => session,
             // The planner asks for a session before anything else.
             _ => {
-                let session = self.create_session()?;
+                let (session, uplink) = self.create_session()?;
                 *observed = Observed {
                     session: Some(session),
                     srtp_key: observed.srtp_key,
                     ..Observed::default()
                 };
+                observed.uplink.kind = Some(uplink);
                 return Ok(());
             }
         };
@@ -101,6 +124,14 @@ impl Janus {
                 self.chat(session, action, observed)?
             }
             Action::CountParticipants => self.count_participants(&bridge, observed)?,
+            Action::CheckVideoRoom
+            | Action::CreateVideoRoom
+            | Action::DestroyVideoRoom
+            | Action::Publish(_)
+            | Action::Unpublish
+            | Action::CheckUplinkForwarders
+            | Action::ForwardUplink
+            | Action::StopUplinkForwarders => self.uplink(session, action, observed)?,
             Action::DestroySession => {
                 self.current.set(None);
                 observed.session = None;
@@ -274,6 +305,10 @@ impl Janus {
             if key.is_some() { ", SRTP" } else { "" }
         );
         (observed.srtp_key, observed.mountpoint) = (key, Presence::Present(Fit::Matches));
+        // Janus latches a forwarder's RTCP port once: the uplink's are made again.
+        if let Presence::Present(forwards) = &mut observed.uplink.forwards {
+            forwards.stale = true;
+        }
         Ok(())
     }
 
@@ -410,9 +445,11 @@ impl Janus {
         Ok(())
     }
 
-    /// Creates a session, attaches both plugins and starts its long-poll.
-    fn create_session(&self) -> Result<Session, PassError> {
+    /// Creates a session, attaches the plugins it needs, chooses its uplink
+    /// and starts its long-poll.
+    fn create_session(&self) -> Result<(Session, (UplinkKind, Option<&'static str>)), PassError> {
         let id = self.client.create_session()?;
+        let (videoroom, kind, fallback) = self.choose_uplink(id)?;
         let session = Session {
             id,
             audiobridge: self.client.attach(id, audiobridge::PLUGIN)?,
@@ -421,6 +458,7 @@ impl Janus {
                 true => self.attach_chat(id)?,
                 false => None,
             },
+            videoroom,
         };
         self.current.set(Some(id));
         let events = self.events.clone();
@@ -435,7 +473,7 @@ impl Janus {
         )
         .map_err(PassError::LongPoll)?;
         log::info!("Janus session {} created at {}", id.0, self.client.url());
-        Ok(session)
+        Ok((session, (kind, fallback)))
     }
 
     /// Attaches the TextRoom plugin; `None` when this Janus offers none
@@ -443,7 +481,7 @@ impl Janus {
     fn attach_chat(&self, id: SessionId) -> Result<Option<Handle>, PassError> {
         match self.client.attach(id, textroom::PLUGIN) {
             Ok(handle) => Ok(Some(handle)),
-            Err(e) if textroom::is_unavailable(&e) => {
+            Err(e) if e.is_plugin_unavailable() => {
                 log::debug!("Janus session {}: no TextRoom: {e}", id.0);
                 Ok(None)
             }
@@ -622,7 +660,7 @@ fn local_address_towards(host: &str) -> Result<IpAddr, PassError> {
 }
 
 /// A room check's finding, as the state shows it.
-fn presence<P>(holding: &Holding<P>) -> Presence<Owner> {
+pub(super) fn presence<P>(holding: &Holding<P>) -> Presence<Owner> {
     Presence::Present(match holding {
         Holding::Absent => return Presence::Absent,
         Holding::Ours(_) => Owner::Us,

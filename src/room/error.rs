@@ -37,6 +37,9 @@ pub enum PassError {
     /// The blocking thread running the pass died.
     #[error("pass aborted: {0}")]
     Aborted(String),
+    /// `stream.transport = "webrtc"`, and one end cannot do it.
+    #[error("stream.transport = \"webrtc\": {0}; fix that, or set stream.transport = \"auto\" (plain RTP where WebRTC cannot run)")]
+    NoWebrtc(&'static str),
 }
 
 impl PassError {
@@ -44,7 +47,7 @@ impl PassError {
     pub fn needs_operator(&self) -> bool {
         match self {
             Self::Janus(e) => e.needs_operator(),
-            Self::Conflict(_) => true,
+            Self::Conflict(_) | Self::NoWebrtc(_) => true,
             Self::NoRoute { .. }
             | Self::Resolve { .. }
             | Self::LongPoll(_)
@@ -62,6 +65,7 @@ impl PassError {
             | Self::LongPoll(source) => source.to_string(),
             Self::Conflict(c) => format!("{} {} is not this agent's", c.what, c.id),
             Self::Unsettled(_) | Self::Aborted(_) => self.to_string(),
+            Self::NoWebrtc(what) => (*what).to_owned(),
         };
         Failure {
             message: self.to_string(),
@@ -84,7 +88,8 @@ impl PassError {
             | Self::Resolve { .. }
             | Self::LongPoll(_)
             | Self::Unsettled(_)
-            | Self::Aborted(_) => ErrorClass::Local,
+            | Self::Aborted(_)
+            | Self::NoWebrtc(_) => ErrorClass::Local,
         }
     }
 }

@@ -29,6 +29,7 @@ mod actions;
 mod error;
 pub mod plan;
 mod timers;
+mod uplink;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,14 +39,17 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::backoff::{Backoff, Policy};
 use crate::config::Settings;
-use crate::janus::longpoll::{CurrentSession, PollEvent};
+use crate::janus::longpoll::{CurrentSession, PeerNews, PollEvent};
 use crate::janus::Client;
 use crate::owner::Choice;
-use crate::state::{Chat, CloseReason, Desired, Failure, Phase, Presence, RoomState};
+use crate::signalling::Signalling;
+use crate::state::{
+    Chat, CloseReason, Desired, Failure, Phase, Presence, PublisherPhase, RoomState, Uplink,
+};
 
 use actions::Janus;
 pub use error::PassError;
-use plan::{Goal, Observed};
+use plan::{Goal, Observed, Publisher};
 use timers::Timers;
 
 /// Retries while Janus cannot be reached: it is back within a second of
@@ -138,15 +142,24 @@ enum Next {
     Stop,
 }
 
+/// How the camera and microphone may reach Janus, for the reconciler.
+pub struct UplinkParts {
+    /// The WebRTC uplink's offers and answers.
+    pub signalling: Arc<Signalling>,
+    /// What this machine lacks for WebRTC (an element, its package), if anything.
+    pub local_webrtc: Option<&'static str>,
+}
+
 /// Starts the reconciler on the current runtime, with the owner's choice in
 /// `owner`: it starts from it and publishes each new one there.
 pub fn spawn(
     client: Arc<Client>,
     settings: Arc<Settings>,
     owner: watch::Sender<Choice>,
+    uplink: UplinkParts,
 ) -> (RoomHandle, tokio::task::JoinHandle<()>) {
     let deadline = pass_deadline(settings.janus.request_timeout);
-    spawn_with_deadline(client, settings, owner, deadline)
+    spawn_with_deadline(client, settings, owner, uplink, deadline)
 }
 
 /// [`spawn`] with a pass deadline of the caller's.
@@ -154,6 +167,7 @@ fn spawn_with_deadline(
     client: Arc<Client>,
     settings: Arc<Settings>,
     owner: watch::Sender<Choice>,
+    uplink: UplinkParts,
     pass_deadline: Duration,
 ) -> (RoomHandle, tokio::task::JoinHandle<()>) {
     let Choice { desired, closed_by } = *owner.borrow();
@@ -167,6 +181,7 @@ fn spawn_with_deadline(
     let initial = RoomState {
         closed_by,
         forwarding: settings.speaker.enabled,
+        uplink: fixed_uplink(&settings),
         ..RoomState::new(settings.room.id, desired)
     };
     let (state, published) = watch::channel(initial);
@@ -179,6 +194,9 @@ fn spawn_with_deadline(
             settings,
             current: CurrentSession::default(),
             events: events.clone(),
+            signalling: uplink.signalling,
+            local_webrtc: uplink.local_webrtc,
+            mids: std::sync::Mutex::default(),
         }),
         inbox,
         state,
@@ -372,10 +390,13 @@ impl Reconciler {
                 .next_deadline()
                 .map_or(deadline, |t| t.min(deadline));
         }
+        let signalling = Arc::clone(&self.janus.signalling);
         loop {
             let next = tokio::select! {
                 () = sleep_until(deadline) => self.tick(),
                 event = self.inbox.recv() => self.event(event),
+                // The uplink offered (or its offer went): publish it now.
+                () = signalling.changed() => self.offered(),
             };
             if next != Next::Wait {
                 return next;
@@ -398,6 +419,15 @@ impl Reconciler {
     fn tick(&mut self) -> Next {
         self.observed.forget();
         Next::Pass
+    }
+
+    /// The uplink offered or withdrew: pass again, unless backing off.
+    fn offered(&self) -> Next {
+        if self.last_error.is_some() || !self.observed.webrtc() {
+            Next::Wait
+        } else {
+            Next::Pass
+        }
     }
 
     /// The watchdog asks whether the loop is alive: it is.
@@ -433,8 +463,7 @@ impl Reconciler {
                 if !self.observed.session.is_some_and(|s| s.id == id) {
                     return Next::Wait; // an old session's poller
                 }
-                self.observed.session = None;
-                self.observed.forget();
+                self.observed.lose_session();
                 log::info!(
                     "room {}: Janus session {} expired or Janus restarted",
                     self.room_id(),
@@ -443,11 +472,39 @@ impl Reconciler {
             }
             PollEvent::Unreachable(_) if !backing_off => self.observed.forget(),
             PollEvent::Unreachable(_) => {}
+            PollEvent::Peer { handle, news, .. } => return self.peer(handle, news),
         }
         if backing_off {
             Next::Wait
         } else {
             Next::Pass
+        }
+    }
+
+    /// Janus reports on a PeerConnection: the publisher's is up, or over
+    /// (its handle is then detached and a new offer published).
+    fn peer(&mut self, handle: crate::janus::HandleId, news: PeerNews) -> Next {
+        let uplink = &mut self.observed.uplink;
+        let Publisher::Live(live) = &mut uplink.publisher else {
+            return Next::Wait;
+        };
+        if live.handle.id != handle {
+            return Next::Wait; // an earlier publisher's
+        }
+        let room_id = self.janus.settings.room.id;
+        match news {
+            PeerNews::Up => {
+                live.connected = true;
+                log::info!("video room {room_id}: WebRTC uplink connected (ICE and DTLS up)");
+                self.publish();
+                Next::Wait
+            }
+            PeerNews::Down => {
+                log::warn!("video room {room_id}: Janus hung up the WebRTC uplink; publishing again");
+                uplink.publisher = Publisher::Over(live.handle);
+                uplink.forwards = Presence::Absent;
+                Next::Pass
+            }
         }
     }
 
@@ -516,6 +573,7 @@ impl Reconciler {
                 _ => Chat::On(observed.chat),
             },
             forward: observed.forward,
+            uplink: published_uplink(observed).or(fixed_uplink(&self.janus.settings)),
             media_age: observed.media_age,
             participants: match observed.participants {
                 Presence::Present(n) => Some(n),
@@ -544,6 +602,32 @@ impl Reconciler {
             true
         });
     }
+}
+
+/// The uplink as published: the one the session chose, with its parts.
+fn published_uplink(observed: &Observed) -> Option<Uplink> {
+    let (kind, fallback) = observed.uplink.kind?;
+    let seen = &observed.uplink;
+    Some(Uplink {
+        room: seen.room,
+        publisher: match seen.publisher {
+            Publisher::Live(live) if live.connected => PublisherPhase::Connected,
+            Publisher::Live(_) => PublisherPhase::Published,
+            _ => PublisherPhase::Absent,
+        },
+        forwarders: match seen.forwards {
+            Presence::Present(_) => Presence::Present(()),
+            Presence::Absent => Presence::Absent,
+            Presence::Unknown => Presence::Unknown,
+        },
+        ..Uplink::new(kind, fallback)
+    })
+}
+
+/// The uplink known before any session: plain RTP when the settings say so.
+fn fixed_uplink(settings: &Settings) -> Option<Uplink> {
+    (settings.stream.transport == crate::config::Transport::Rtp)
+        .then(|| Uplink::new(crate::state::UplinkKind::Rtp, None))
 }
 
 /// A pass running on a blocking thread.
@@ -590,7 +674,12 @@ mod tests {
         let client = Arc::new(Client::new(&settings.janus).expect("client"));
         let deadline = Duration::from_millis(1000);
         let (owner, _) = watch::channel(crate::owner::Choice::on_start(true));
-        let (room, _task) = spawn_with_deadline(client, Arc::new(settings), owner, deadline);
+        let uplink = UplinkParts {
+            signalling: Arc::default(),
+            local_webrtc: None,
+        };
+        let (room, _task) =
+            spawn_with_deadline(client, Arc::new(settings), owner, uplink, deadline);
         let start = Instant::now();
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(room.is_responsive(Duration::from_millis(200)).await);

@@ -4,7 +4,8 @@
 
 use crate::janus::{Handle, SessionId};
 use crate::secret::SrtpKey;
-use crate::state::{Conflict, Fit, Forward, MediaAge, Owner, Presence};
+use crate::signalling::{Latest, OfferId};
+use crate::state::{Conflict, Fit, Forward, MediaAge, Owner, Presence, UplinkKind};
 
 /// The session and the plugin handles the agent works through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +15,8 @@ pub struct Session {
     pub(super) streaming: Handle,
     /// The TextRoom handle, with `room.chat`.
     pub(super) textroom: Option<Handle>,
+    /// The VideoRoom handle for the room's requests, with the WebRTC uplink.
+    pub(super) videoroom: Option<Handle>,
 }
 
 impl Session {
@@ -21,6 +24,77 @@ impl Session {
     /// (none without `room.chat`, or on a Janus without the plugin).
     pub(super) fn has_chat(&self) -> bool {
         self.textroom.is_some()
+    }
+}
+
+/// The agent's WebRTC publisher: a handle of its own, joined to the
+/// VideoRoom and published with one of the uplink's offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publisher {
+    /// None.
+    Absent,
+    /// Publishing.
+    Live(LivePublisher),
+    /// A handle whose PeerConnection is over (Janus hung up): to detach.
+    Over(Handle),
+}
+
+/// A publisher Janus answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LivePublisher {
+    pub(super) handle: Handle,
+    /// Its id in the room.
+    pub(super) id: u64,
+    /// The offer it published.
+    pub(super) offer: OfferId,
+    /// Janus said ICE and DTLS are up (`webrtcup`).
+    pub(super) connected: bool,
+}
+
+impl Publisher {
+    /// The offer it publishes, while live.
+    pub(super) fn offer(&self) -> Option<OfferId> {
+        match self {
+            Self::Live(live) => Some(live.offer),
+            _ => None,
+        }
+    }
+}
+
+/// The publisher's forwarders into the mountpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwards {
+    /// Janus's ids for the video and audio forwarders.
+    pub(super) video: Option<u64>,
+    pub(super) audio: Option<u64>,
+    /// Made before the mountpoint was (re-)created: Janus latches the RTCP
+    /// port once, so they are made again.
+    pub(super) stale: bool,
+}
+
+/// The WebRTC uplink's parts on Janus, as last seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UplinkSeen {
+    /// The uplink this session uses, and why not WebRTC if it was asked
+    /// for where possible (`auto`); None before the first session.
+    pub(super) kind: Option<(UplinkKind, Option<&'static str>)>,
+    /// The VideoRoom room with the room's id.
+    pub(super) room: Presence<Owner>,
+    pub(super) publisher: Publisher,
+    pub(super) forwards: Presence<Forwards>,
+    /// The uplink pipeline's latest offer, as of this step.
+    pub(super) offer: Option<Latest>,
+}
+
+impl Default for UplinkSeen {
+    fn default() -> Self {
+        Self {
+            kind: None,
+            room: Presence::Unknown,
+            publisher: Publisher::Absent,
+            forwards: Presence::Unknown,
+            offer: None,
+        }
     }
 }
 
@@ -47,6 +121,8 @@ pub struct Observed {
     pub(super) forward: Option<Forward>,
     /// Time since Janus last received video and audio, from the mountpoint's info.
     pub(super) media_age: MediaAge,
+    /// The WebRTC uplink's parts.
+    pub(super) uplink: UplinkSeen,
 }
 
 impl Default for Observed {
@@ -62,20 +138,40 @@ impl Default for Observed {
             srtp_key: None,
             forward: None,
             media_age: MediaAge::default(),
+            uplink: UplinkSeen::default(),
         }
     }
 }
 
 impl Observed {
-    /// Forgets what exists (but keeps the session and the keys), so the
-    /// next pass checks again.
+    /// Forgets what exists (but keeps the session, the keys, the uplink
+    /// chosen and the publisher, which no check finds again), so the next
+    /// pass checks again.
     pub(super) fn forget(&mut self) {
         *self = Self {
             session: self.session,
             srtp_key: self.srtp_key,
             forward: self.forward,
+            uplink: UplinkSeen {
+                kind: self.uplink.kind,
+                publisher: self.uplink.publisher,
+                ..UplinkSeen::default()
+            },
             ..Self::default()
         };
+    }
+
+    /// The session is gone (Janus restarted, or it expired), and with it
+    /// every handle: the publisher too.
+    pub(super) fn lose_session(&mut self) {
+        self.session = None;
+        self.uplink.publisher = Publisher::Absent;
+        self.forget();
+    }
+
+    /// Whether the camera and microphone go through a WebRTC publisher.
+    pub(super) fn webrtc(&self) -> bool {
+        matches!(self.uplink.kind, Some((UplinkKind::Webrtc, _)))
     }
 }
 
@@ -106,6 +202,16 @@ pub(super) enum Action {
     DestroyChat,
     CountParticipants,
     DestroySession,
+    CheckVideoRoom,
+    CreateVideoRoom,
+    DestroyVideoRoom,
+    /// Publish this offer of the uplink's (a new publisher handle).
+    Publish(OfferId),
+    /// Detach the publisher's handle: its PeerConnection ends.
+    Unpublish,
+    CheckUplinkForwarders,
+    ForwardUplink,
+    StopUplinkForwarders,
 }
 
 /// What the settings ask of the planner.
@@ -145,7 +251,8 @@ pub(super) fn next_action(
     }
     // Closing: check before destroying, and leave what is not ours.
     // Destroying the room takes its forwarder with it; a room that stays
-    // loses only the forwarder (no one listens to it any more).
+    // loses only the forwarder (no one listens to it any more). The
+    // publisher goes first, its forwarders before it.
     let ours_room = room == Presence::Present(Owner::Us);
     let teardown = if plan.destroy_on_close {
         [
@@ -173,7 +280,8 @@ pub(super) fn next_action(
         };
         [forwarder_step, None, None]
     };
-    Ok(match (teardown.into_iter().flatten().next(), session) {
+    let first = closing_uplink(plan, observed).or_else(|| teardown.into_iter().flatten().next());
+    Ok(match (first, session) {
         (Some(_), None) => Some(Action::CreateSession),
         (Some(step), Some(_)) => Some(step),
         (None, Some(_)) if goal == Goal::Stopped => Some(Action::DestroySession),
@@ -209,21 +317,92 @@ fn opening(plan: Plan, observed: &Observed) -> Result<Option<Action>, Conflict> 
 /// fit: the forwarder (or none, without a speaker), the chat, the count.
 fn opening_extras(plan: Plan, observed: &Observed) -> Result<Option<Action>, Conflict> {
     use Presence::{Absent, Present, Unknown};
-    Ok(Some(match (observed.stale_forwarder, observed.forwarder) {
-        (Some(id), _) => Action::StopForwarder(id),
-        (None, Unknown) => Action::CheckForwarder,
-        (None, Absent) if plan.speaker => Action::CreateForwarder,
-        (None, Present(id)) if !plan.speaker => Action::StopForwarder(id),
+    let forwarder = match (observed.stale_forwarder, observed.forwarder) {
+        (Some(id), _) => Some(Action::StopForwarder(id)),
+        (None, Unknown) => Some(Action::CheckForwarder),
+        (None, Absent) if plan.speaker => Some(Action::CreateForwarder),
+        (None, Present(id)) if !plan.speaker => Some(Action::StopForwarder(id)),
+        _ => None,
+    };
+    if let Some(step) = forwarder.or(opening_uplink(plan, observed)?) {
+        return Ok(Some(step));
+    }
+    Ok(Some(match () {
         // The count first: a chat that cannot be made (someone else's
         // text room) must not stop the idle timeout.
-        _ if plan.count_participants && observed.participants == Unknown => {
+        () if plan.count_participants && observed.participants == Unknown => {
             Action::CountParticipants
         }
-        _ if plan.chat && observed.chat != Present(Owner::Us) => {
+        () if plan.chat && observed.chat != Present(Owner::Us) => {
             return opening_chat(plan, observed.chat)
         }
-        _ => return Ok(None),
+        () => return Ok(None),
     }))
+}
+
+/// The WebRTC uplink's step towards an open room, once room and mountpoint
+/// are there: its VideoRoom room, a publisher with the uplink's latest
+/// offer (none while the uplink has not offered: the offer wakes the
+/// reconciler), and its forwarders into the mountpoint.
+fn opening_uplink(plan: Plan, observed: &Observed) -> Result<Option<Action>, Conflict> {
+    use Presence::{Absent, Present, Unknown};
+    if !observed.webrtc() {
+        return Ok(closing_publisher(&observed.uplink));
+    }
+    let uplink = &observed.uplink;
+    let latest = uplink.offer;
+    Ok(match (uplink.room, uplink.publisher) {
+        (Unknown, _) => Some(Action::CheckVideoRoom),
+        (Absent, _) => Some(Action::CreateVideoRoom),
+        (Present(Owner::Foreign(why)), _) => {
+            return Err(Conflict {
+                what: "video room",
+                id: plan.id,
+                why,
+            })
+        }
+        (_, Publisher::Over(_)) => Some(Action::Unpublish),
+        (_, Publisher::Absent) => latest
+            .filter(|offer| !offer.taken)
+            .map(|offer| Action::Publish(offer.id)),
+        // A newer offer (the uplink started over): publish that instead.
+        (_, Publisher::Live(live)) if latest.map(|l| l.id) != Some(live.offer) => {
+            closing_publisher(uplink)
+        }
+        (_, Publisher::Live(_)) => match uplink.forwards {
+            Unknown => Some(Action::CheckUplinkForwarders),
+            Absent => Some(Action::ForwardUplink),
+            Present(forwards) if forwards.stale => Some(Action::StopUplinkForwarders),
+            Present(_) => None,
+        },
+    })
+}
+
+/// The steps that end the publisher: its forwarders, then its handle.
+fn closing_publisher(uplink: &UplinkSeen) -> Option<Action> {
+    match (uplink.publisher, uplink.forwards) {
+        (Publisher::Absent, _) => None,
+        (Publisher::Live(_), Presence::Present(_)) => Some(Action::StopUplinkForwarders),
+        _ => Some(Action::Unpublish),
+    }
+}
+
+/// The uplink's step towards a closed room: the publisher goes, and with
+/// `destroy_on_close` the VideoRoom room (when it is ours).
+fn closing_uplink(plan: Plan, observed: &Observed) -> Option<Action> {
+    let uplink = &observed.uplink;
+    if let Some(step) = closing_publisher(uplink) {
+        return Some(step);
+    }
+    let has_handle = observed.session.is_none_or(|s| s.videoroom.is_some());
+    if !plan.destroy_on_close || !observed.webrtc() || !has_handle {
+        return None;
+    }
+    match uplink.room {
+        Presence::Unknown => Some(Action::CheckVideoRoom),
+        Presence::Present(Owner::Us) => Some(Action::DestroyVideoRoom),
+        _ => None,
+    }
 }
 
 /// The chat's step towards an open room, once the rest is there.
@@ -271,6 +450,7 @@ mod tests {
             session: SessionId(1),
             id: crate::janus::HandleId(4),
         }),
+        videoroom: None,
     };
 
     const DESTROY: Plan = Plan {
@@ -341,9 +521,165 @@ mod tests {
                 Action::DestroyChat => observed.chat = Absent,
                 Action::CountParticipants => observed.participants = Present(0),
                 Action::DestroySession => observed.session = None,
+                action => simulate_uplink(action, &mut observed.uplink),
             }
         }
         steps
+    }
+
+    /// What a Janus that does as asked makes of the uplink's actions.
+    fn simulate_uplink(action: Action, uplink: &mut UplinkSeen) {
+        let forwards = Forwards {
+            video: Some(11),
+            audio: Some(12),
+            stale: false,
+        };
+        match action {
+            Action::CheckVideoRoom | Action::CreateVideoRoom => uplink.room = OURS,
+            Action::DestroyVideoRoom => uplink.room = Absent,
+            Action::Publish(offer) => {
+                uplink.publisher = Publisher::Live(LivePublisher {
+                    handle: PUBLISHER,
+                    id: 77,
+                    offer,
+                    connected: false,
+                });
+                uplink.offer = Some(Latest { id: offer, taken: true });
+                uplink.forwards = Absent;
+            }
+            Action::Unpublish => {
+                uplink.publisher = Publisher::Absent;
+                uplink.forwards = Absent;
+            }
+            Action::CheckUplinkForwarders | Action::ForwardUplink => {
+                uplink.forwards = Present(forwards)
+            }
+            Action::StopUplinkForwarders => uplink.forwards = Absent,
+            other => panic!("not an uplink action: {other:?}"),
+        }
+    }
+
+    const PUBLISHER: Handle = Handle {
+        session: SessionId(1),
+        id: crate::janus::HandleId(9),
+    };
+
+    /// A live room and mountpoint with the WebRTC uplink chosen.
+    fn webrtc(offer: Option<Latest>) -> Observed {
+        let mut observed = seen(OURS, Present(Fit::Matches), Present(1));
+        observed.session = Some(Session {
+            videoroom: Some(PUBLISHER),
+            ..SESSION
+        });
+        observed.uplink.kind = Some((UplinkKind::Webrtc, None));
+        observed.uplink.offer = offer;
+        observed
+    }
+
+    const FRESH: Latest = Latest {
+        id: OfferId(1),
+        taken: false,
+    };
+
+    #[test]
+    fn the_uplink_publishes_its_offer_then_forwards_it() {
+        assert_eq!(
+            plan_from(Goal::Open, DESTROY, webrtc(Some(FRESH))),
+            [
+                Action::CheckVideoRoom,
+                Action::Publish(OfferId(1)),
+                Action::ForwardUplink
+            ]
+        );
+        // No offer yet: the room is made and the reconciler waits.
+        assert_eq!(
+            plan_from(Goal::Open, DESTROY, webrtc(None)),
+            [Action::CheckVideoRoom]
+        );
+    }
+
+    #[test]
+    fn a_newer_offer_replaces_the_publisher_and_its_forwarders() {
+        // Published offer 1, with its forwarders.
+        let mut live = webrtc(Some(FRESH));
+        live.uplink.room = OURS;
+        simulate_uplink(Action::Publish(OfferId(1)), &mut live.uplink);
+        simulate_uplink(Action::ForwardUplink, &mut live.uplink);
+        assert_eq!(next(Goal::Open, DESTROY, &live), None);
+        live.uplink.offer = Some(Latest {
+            id: OfferId(2),
+            taken: false,
+        });
+        assert_eq!(
+            plan_from(Goal::Open, DESTROY, live),
+            [
+                Action::StopUplinkForwarders,
+                Action::Unpublish,
+                Action::Publish(OfferId(2)),
+                Action::ForwardUplink
+            ]
+        );
+        // A hung-up publisher is detached; a spent offer is never published again.
+        live.uplink.publisher = Publisher::Over(PUBLISHER);
+        live.uplink.offer = Some(Latest {
+            id: OfferId(2),
+            taken: true,
+        });
+        assert_eq!(plan_from(Goal::Open, DESTROY, live), [Action::Unpublish]);
+    }
+
+    #[test]
+    fn a_re_created_mountpoint_gets_new_forwarders() {
+        let mut live = webrtc(Some(FRESH));
+        live.uplink.room = OURS;
+        simulate_uplink(Action::Publish(OfferId(1)), &mut live.uplink);
+        live.uplink.forwards = Present(Forwards {
+            video: Some(1),
+            audio: Some(2),
+            stale: true,
+        });
+        assert_eq!(
+            plan_from(Goal::Open, DESTROY, live),
+            [Action::StopUplinkForwarders, Action::ForwardUplink]
+        );
+    }
+
+    #[test]
+    fn closing_ends_the_publisher_before_the_rooms_and_leaves_a_foreign_video_room() {
+        let mut live = webrtc(Some(FRESH));
+        live.uplink.room = OURS;
+        simulate_uplink(Action::Publish(OfferId(1)), &mut live.uplink);
+        simulate_uplink(Action::ForwardUplink, &mut live.uplink);
+        assert_eq!(
+            plan_from(Goal::Closed, DESTROY, live),
+            [
+                Action::StopUplinkForwarders,
+                Action::Unpublish,
+                Action::DestroyVideoRoom,
+                Action::DestroyMountpoint,
+                Action::DestroyRoom
+            ]
+        );
+        assert_eq!(
+            plan_from(Goal::Closed, KEEP, live),
+            [
+                Action::StopUplinkForwarders,
+                Action::Unpublish,
+                Action::StopForwarder(1)
+            ]
+        );
+        let mut theirs = webrtc(Some(FRESH));
+        theirs.uplink.room = Present(Owner::Foreign(Foreign::OtherSecret));
+        assert_eq!(
+            next_action(Goal::Open, DESTROY, &theirs),
+            Err(Conflict {
+                what: "video room",
+                id: 4556,
+                why: Foreign::OtherSecret
+            })
+        );
+        let steps = plan_from(Goal::Stopped, DESTROY, theirs);
+        assert!(!steps.contains(&Action::DestroyVideoRoom), "{steps:?}");
     }
 
     #[test]

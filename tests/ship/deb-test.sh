@@ -34,6 +34,7 @@ lib_package() {
         libgcc_s.so.1) echo libgcc-s1 ;;
         libglib-2.0.so.0|libgobject-2.0.so.0|libgio-2.0.so.0|libgmodule-2.0.so.0) echo libglib2.0-0 ;;
         libgstreamer-1.0.so.0|libgstbase-1.0.so.0|libgstnet-1.0.so.0|libgstcontroller-1.0.so.0) echo libgstreamer1.0-0 ;;
+        libgstwebrtc-1.0.so.0|libgstwebrtcnice-1.0.so.0) echo libgstreamer-plugins-bad1.0-0 ;;
         libgst*-1.0.so.0) echo libgstreamer-plugins-base1.0-0 ;;
         libasound.so.2) echo libasound2 ;;
         *) echo "?" ;;
@@ -59,7 +60,8 @@ for deb in "${debs[@]}"; do
 
     depends=$(dpkg-deb --field "$deb" Depends)
     for want in "libc6 (>= 2.36)" "libgstreamer1.0-0 (>= 1.22)" "libgstreamer-plugins-base1.0-0" \
-                "gstreamer1.0-plugins-base" "gstreamer1.0-plugins-good" "gstreamer1.0-plugins-bad" "gstreamer1.0-alsa" "libasound2" "adduser"; do
+                "gstreamer1.0-plugins-base" "gstreamer1.0-plugins-good" "gstreamer1.0-plugins-bad" \
+                "libgstreamer-plugins-bad1.0-0" "gstreamer1.0-nice" "gstreamer1.0-alsa" "libasound2" "adduser"; do
         case ", $depends," in *", $want"[,\ ]*) ok "$t: Depends $want" ;;
                               *) bad "$t: Depends $want" "Depends: $depends" ;; esac
     done

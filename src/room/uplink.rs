@@ -1,0 +1,299 @@
+//! The WebRTC uplink's requests: the VideoRoom room the agent publishes in,
+//! its publisher (a handle of its own per PeerConnection, joined and
+//! published with the uplink pipeline's offer, whose answer goes back to
+//! it), and the forwarders that copy what it publishes into the mountpoint
+//! on Janus's own machine, with an RTCP port so that viewers' keyframe
+//! requests reach the Pi's encoder.
+
+use super::actions::{presence, Janus};
+use super::error::PassError;
+use super::plan::{Action, Forwards, LivePublisher, Observed, Publisher, Session};
+use crate::janus::audiobridge::Created;
+use crate::janus::rooms::{Holding, RoomPlugin};
+use crate::janus::videoroom::{self, ForwardSpec, Forwarders, VideoRoom, VideoRoomSpec};
+use crate::janus::{Handle, SessionId};
+use crate::rtp::Medium;
+use crate::signalling::OfferId;
+use crate::state::{Owner, Presence, UplinkKind};
+
+/// What is missing for WebRTC on Janus's side.
+const NO_VIDEOROOM: &str =
+    "Janus has no VideoRoom plugin (janus.plugin.videoroom): load libjanus_videoroom.so (conf/janus does)";
+
+/// The mids of the live publisher's media, as Janus took them from its offer.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Mids {
+    publisher: u64,
+    video: Option<String>,
+    audio: Option<String>,
+}
+
+impl Janus {
+    /// Which uplink a new session uses (`stream.transport`), and the
+    /// VideoRoom handle for it: WebRTC where asked for and both ends can.
+    pub(super) fn choose_uplink(
+        &self,
+        id: SessionId,
+    ) -> Result<(Option<Handle>, UplinkKind, Option<&'static str>), PassError> {
+        use crate::config::Transport;
+        let transport = self.settings.stream.transport;
+        if transport == Transport::Rtp {
+            return Ok((None, UplinkKind::Rtp, None));
+        }
+        let missing = match self.local_webrtc {
+            Some(missing) => Some(missing),
+            None => match self.client.attach(id, videoroom::PLUGIN) {
+                Ok(handle) => return Ok((Some(handle), UplinkKind::Webrtc, None)),
+                Err(e) if e.is_plugin_unavailable() => Some(NO_VIDEOROOM),
+                Err(e) => return Err(e.into()),
+            },
+        };
+        match (transport, missing) {
+            (Transport::Webrtc, Some(missing)) => Err(PassError::NoWebrtc(missing)),
+            (_, missing) => Ok((None, UplinkKind::Rtp, missing)),
+        }
+    }
+
+    /// Performs one of the uplink's actions.
+    pub(super) fn uplink(
+        &self,
+        session: Session,
+        action: Action,
+        observed: &mut Observed,
+    ) -> Result<(), PassError> {
+        // The planner asks for these only with the WebRTC uplink, whose
+        // sessions have the handle.
+        let Some(handle) = session.videoroom else {
+            observed.uplink.publisher = Publisher::Absent;
+            return Ok(());
+        };
+        let room = VideoRoom::new(&self.client, handle);
+        match action {
+            Action::CheckVideoRoom => self.check_video_room(&room, observed)?,
+            Action::CreateVideoRoom => self.create_video_room(&room, observed)?,
+            Action::DestroyVideoRoom => {
+                let settings = &self.settings.room;
+                room.destroy(settings.id, settings.secret.as_ref())?;
+                log::info!("video room {}: destroyed", settings.id);
+                observed.uplink.room = Presence::Absent;
+            }
+            Action::Publish(offer) => self.publish(session.id, offer, observed)?,
+            Action::Unpublish => self.unpublish(observed)?,
+            Action::CheckUplinkForwarders => {
+                let settings = &self.settings.room;
+                let list = room.control(settings.id, settings.secret.as_ref())?;
+                self.record_uplink_forwarders(&list, observed);
+            }
+            Action::ForwardUplink => self.forward_uplink(&room, observed)?,
+            Action::StopUplinkForwarders => self.stop_uplink_forwarders(&room, observed)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Whether the VideoRoom room exists and is ours, with its forwarders.
+    fn check_video_room(
+        &self,
+        room: &VideoRoom<'_>,
+        observed: &mut Observed,
+    ) -> Result<(), PassError> {
+        let settings = &self.settings.room;
+        let holding = room.holding(settings.id, settings.secret.as_ref())?;
+        observed.uplink.room = presence(&holding);
+        match holding {
+            Holding::Ours(list) => self.record_uplink_forwarders(&list, observed),
+            Holding::Absent => observed.uplink.forwards = Presence::Absent,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn create_video_room(
+        &self,
+        room: &VideoRoom<'_>,
+        observed: &mut Observed,
+    ) -> Result<(), PassError> {
+        let settings = &self.settings.room;
+        let spec = VideoRoomSpec {
+            id: settings.id,
+            description: &settings.description,
+            secret: settings.secret.as_ref(),
+            pin: settings.pin.as_ref(),
+            admin_key: settings.admin_key.as_ref(),
+        };
+        observed.uplink.room = match room.create(&spec)? {
+            Created::New => {
+                log::info!("video room {}: created (the WebRTC uplink's)", settings.id);
+                Presence::Present(Owner::Us)
+            }
+            // Made by someone meanwhile: check whose it is.
+            Created::Existing => Presence::Unknown,
+        };
+        Ok(())
+    }
+
+    /// The live publisher's forwarders into the mountpoint, from the room's list.
+    fn record_uplink_forwarders(&self, list: &[Forwarders], observed: &mut Observed) {
+        let Publisher::Live(live) = observed.uplink.publisher else {
+            observed.uplink.forwards = Presence::Absent;
+            return;
+        };
+        let stream = &self.settings.stream;
+        let ours = list.iter().find(|p| p.publisher == live.id);
+        let port = |port: u16| {
+            ours.and_then(|p| p.forwarders.iter().find(|f| f.port == port))
+                .map(|f| f.stream_id)
+        };
+        let forwards = Forwards {
+            video: port(stream.video_port),
+            audio: port(stream.audio_port),
+            stale: false,
+        };
+        observed.uplink.forwards = match forwards {
+            Forwards {
+                video: None,
+                audio: None,
+                ..
+            } => Presence::Absent,
+            some => Presence::Present(some),
+        };
+    }
+
+    /// Publishes the uplink's offer with a handle of its own, and hands
+    /// Janus's answer back to the uplink.
+    fn publish(
+        &self,
+        session: SessionId,
+        offer: OfferId,
+        observed: &mut Observed,
+    ) -> Result<(), PassError> {
+        let Some(sdp) = self.signalling.take(offer) else {
+            return Ok(()); // withdrawn meanwhile: the planner sees the next
+        };
+        let settings = &self.settings.room;
+        let handle = self.client.attach(session, videoroom::PLUGIN)?;
+        let publisher = VideoRoom::new(&self.client, handle);
+        let joined = publisher
+            .join(settings.id, settings.pin.as_ref())
+            .and_then(|id| Ok((id, publisher.publish(&sdp)?)));
+        let (id, published) = match joined {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = self.client.detach(handle);
+                return Err(e.into());
+            }
+        };
+        *self.mids.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Mids {
+            publisher: id,
+            video: published.video_mid,
+            audio: published.audio_mid,
+        };
+        observed.uplink.publisher = Publisher::Live(LivePublisher {
+            handle,
+            id,
+            offer,
+            connected: false,
+        });
+        observed.uplink.forwards = Presence::Absent;
+        if self.signalling.answer(offer, published.answer) {
+            log::info!("video room {}: publishing (publisher {id})", settings.id);
+        }
+        Ok(())
+    }
+
+    /// Detaches the publisher's handle: Janus ends its PeerConnection and
+    /// takes it out of the room.
+    fn unpublish(&self, observed: &mut Observed) -> Result<(), PassError> {
+        let handle = match observed.uplink.publisher {
+            Publisher::Live(live) => live.handle,
+            Publisher::Over(handle) => handle,
+            Publisher::Absent => return Ok(()),
+        };
+        match self.client.detach(handle) {
+            Ok(()) => {}
+            // Gone with its PeerConnection already.
+            Err(e) if e.code() == Some(crate::janus::code::HANDLE_NOT_FOUND) => {}
+            Err(e) => return Err(e.into()),
+        }
+        log::info!("video room {}: publisher left", self.settings.room.id);
+        observed.uplink.publisher = Publisher::Absent;
+        observed.uplink.forwards = Presence::Absent;
+        Ok(())
+    }
+
+    /// Has the VideoRoom forward the live publisher's media into the
+    /// mountpoint's ports, on Janus's own machine.
+    fn forward_uplink(
+        &self,
+        room: &VideoRoom<'_>,
+        observed: &mut Observed,
+    ) -> Result<(), PassError> {
+        let Publisher::Live(live) = observed.uplink.publisher else {
+            return Ok(());
+        };
+        let mids = self
+            .mids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let (settings, stream) = (&self.settings.room, &self.settings.stream);
+        let rtcp = (stream.video_rtcp_port != 0).then_some(stream.video_rtcp_port);
+        let known = mids.publisher == live.id;
+        let spec = ForwardSpec {
+            room: settings.id,
+            publisher: live.id,
+            video: mids
+                .video
+                .as_deref()
+                .filter(|_| known)
+                .map(|mid| (mid, stream.video_port, rtcp)),
+            audio: mids
+                .audio
+                .as_deref()
+                .filter(|_| known)
+                .map(|mid| (mid, stream.audio_port)),
+            srtp: observed.srtp_key.as_ref(),
+            secret: settings.secret.as_ref(),
+            admin_key: settings.admin_key.as_ref(),
+        };
+        let made = room.rtp_forward(&spec)?;
+        let id_of = |medium| made.iter().find(|(m, _)| *m == medium).map(|(_, id)| *id);
+        let forwards = Forwards {
+            video: id_of(Medium::Video),
+            audio: id_of(Medium::Audio),
+            stale: false,
+        };
+        log::info!(
+            "video room {}: forwarding the publisher into mountpoint {} ({} of 2 streams)",
+            settings.id,
+            settings.id,
+            made.len()
+        );
+        observed.uplink.forwards = Presence::Present(forwards);
+        Ok(())
+    }
+
+    fn stop_uplink_forwarders(
+        &self,
+        room: &VideoRoom<'_>,
+        observed: &mut Observed,
+    ) -> Result<(), PassError> {
+        let (Publisher::Live(live), Presence::Present(forwards)) =
+            (observed.uplink.publisher, observed.uplink.forwards)
+        else {
+            return Ok(());
+        };
+        let settings = &self.settings.room;
+        for stream_id in [forwards.video, forwards.audio].into_iter().flatten() {
+            room.stop_rtp_forward(
+                settings.id,
+                live.id,
+                stream_id,
+                settings.secret.as_ref(),
+                settings.admin_key.as_ref(),
+            )?;
+        }
+        observed.uplink.forwards = Presence::Absent;
+        Ok(())
+    }
+}
