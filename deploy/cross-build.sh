@@ -198,12 +198,16 @@ ensure_sysroot() {
     local stamp="$SYSROOT/.broadcast-agent-sysroot" want
     # The first line of the stamp: any change to what goes in rebuilds a cached sysroot.
     want="suite=$SYSROOT_SUITE arch=$DEB_ARCH packages=$SYSROOT_PACKAGES nodeps=$SYSROOT_NODEPS_PACKAGES"
-    if [ "${REFRESH_SYSROOT:-0}" = 0 ] && [ -f "$stamp" ] && [ "$(head -n1 "$stamp")" = "$want" ] &&
-        sysroot_has_modules "$SYSROOT"; then
-        log "sysroot $SYSROOT (cached, $(sed -n 2p "$stamp"))"
-        return 0
+    if [ "${REFRESH_SYSROOT:-0}" = 0 ] && [ -f "$stamp" ]; then
+        if [ "$(head -n1 "$stamp")" != "$want" ]; then
+            log "sysroot $SYSROOT was made for other packages ($(head -n1 "$stamp")): rebuilding"
+        elif ! sysroot_has_modules "$SYSROOT"; then
+            log "sysroot $SYSROOT lacks a pkg-config module of: $SYSROOT_PC_MODULES: rebuilding"
+        else
+            log "sysroot $SYSROOT (cached, $(sed -n 2p "$stamp"))"
+            return 0
+        fi
     fi
-    [ -f "$stamp" ] && log "sysroot $SYSROOT is out of date (made for: $(head -n1 "$stamp")): rebuilding"
     find_mirrors
     local tmp="$SYSROOT.tmp.$$" t0=$SECONDS
     $SUDO mkdir -p "$SYSROOT_CACHE"

@@ -25,12 +25,17 @@ use tokio::sync::Notify;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OfferId(pub u64);
 
+/// Takes Janus's answer (SDP text).
+pub type AnswerSink = Box<dyn FnOnce(String) + Send>;
+/// Told that the PeerConnection is over on Janus's side, and why.
+pub type HangUpSink = Box<dyn FnOnce(&str) + Send>;
+
 /// How an uplink hears back about its offer.
 pub struct Replies {
-    /// Takes Janus's answer (SDP text).
-    pub answer: Box<dyn FnOnce(String) + Send>,
-    /// Told that the PeerConnection is over on Janus's side, and why.
-    pub hang_up: Box<dyn FnOnce(&str) + Send>,
+    /// Takes Janus's answer.
+    pub answer: AnswerSink,
+    /// Told when the PeerConnection is over.
+    pub hang_up: HangUpSink,
 }
 
 /// The latest offer, as the reconciler sees it.
@@ -47,8 +52,8 @@ struct Pending {
     id: OfferId,
     /// The SDP, until taken.
     sdp: Option<String>,
-    answer: Option<Box<dyn FnOnce(String) + Send>>,
-    hang_up: Option<Box<dyn FnOnce(&str) + Send>>,
+    answer: Option<AnswerSink>,
+    hang_up: Option<HangUpSink>,
 }
 
 #[derive(Default)]

@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 
 pub use janus::{JanusSettings, RoomSettings};
 pub use media::{
-    MicrophoneSettings, RecordingSettings, Rotation, SpeakerSettings, StreamSettings,
-    Transport, VideoSettings, VideoSource,
+    MicrophoneSettings, RecordingSettings, Rotation, SpeakerSettings, StreamSettings, Transport,
+    VideoSettings, VideoSource,
 };
 use secrets::{check_exposure, CREDENTIALS_VARIABLE};
 pub use service::{ControlSettings, GpioSettings, LogSettings, MetricsSettings};

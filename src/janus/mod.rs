@@ -436,15 +436,23 @@ impl Client {
         }
         let sent = self.send_as(&url, message, &transaction);
         let event = match sent {
-            Ok(reply) if reply.janus == "ack" => delivered
-                .recv_timeout(self.timeout)
-                .map_err(|_| JanusError::Protocol(format!("no reply from {plugin} within {} ms", self.timeout.as_millis()))),
+            Ok(reply) if reply.janus == "ack" => {
+                delivered.recv_timeout(self.timeout).map_err(|_| {
+                    JanusError::Protocol(format!(
+                        "no reply from {plugin} within {} ms",
+                        self.timeout.as_millis()
+                    ))
+                })
+            }
             Ok(reply) => Ok(json!({ "plugindata": reply.plugindata.map(|p| p.data) })),
             Err(e) => Err(e),
         };
         self.waiting(|w| w.remove(&transaction));
         let event = event?;
-        let data = plugin_data(plugin, event.get("plugindata").and_then(|p| p.get("data")).cloned())?;
+        let data = plugin_data(
+            plugin,
+            event.get("plugindata").and_then(|p| p.get("data")).cloned(),
+        )?;
         Ok(PluginEvent {
             data,
             jsep: event.get("jsep").cloned(),

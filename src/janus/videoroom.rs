@@ -136,7 +136,8 @@ impl<'a> VideoRoom<'a> {
 
     /// Publishes with `offer` (SDP); Janus's answer and the mids it took.
     pub fn publish(&self, offer: &str) -> Result<Published, JanusError> {
-        let jsep = json!({ "type": "offer", "sdp": offer });
+        // The candidates are in the offer: Janus need not wait for trickles.
+        let jsep = json!({ "type": "offer", "sdp": offer, "trickle": false });
         let reply = self.async_request(json!({ "request": "publish" }), Some(jsep))?;
         let answer = reply
             .jsep

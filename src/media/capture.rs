@@ -39,10 +39,10 @@ use super::{
     Supervision,
 };
 use crate::config::{MicrophoneSettings, Settings, Transport, VideoSettings, VideoSource};
-use crate::state::UplinkKind;
 use crate::resolve;
 use crate::rtp::Medium;
 use crate::secret::SrtpKey;
+use crate::state::UplinkKind;
 
 /// RTP packets stay well under a typical path MTU (and VPN overheads).
 const RTP_MTU: u32 = 1200;

@@ -32,9 +32,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::devices::{self, Direction};
-use super::{
-    assemble, caps_filter, echo, element, Built, Given, MediaError, Recipe, Supervision,
-};
+use super::{assemble, caps_filter, echo, element, Built, Given, MediaError, Recipe, Supervision};
 use crate::config::Settings;
 use crate::rtp::SPEAKER_PAYLOAD_TYPE;
 use crate::secret::SrtpKey;

@@ -138,22 +138,32 @@ impl Feed {
         sink.upcast()
     }
 
-    /// Hands one packet to the uplink, if one runs; remembers where the
-    /// stream is.
+    /// Hands a sample's packets to the uplink, if one runs (a payloader
+    /// sends a frame's packets as one list); remembers where the stream is.
     fn push(&self, medium: Medium, sample: &gst::Sample) {
-        let Some(buffer) = sample.buffer_owned() else {
-            return;
-        };
-        let position = gstreamer_rtp::RTPBuffer::from_buffer_readable(&buffer)
-            .ok()
-            .map(|rtp| (rtp.seq(), rtp.timestamp(), Instant::now()));
+        let mut packets: Vec<gst::Buffer> = sample.buffer_owned().into_iter().collect();
+        if let Some(list) = sample.buffer_list() {
+            packets.extend(list.iter_owned());
+        }
+        let position = packets.last().and_then(|last| {
+            let rtp = gstreamer_rtp::RTPBuffer::from_buffer_readable(last).ok()?;
+            Some((rtp.seq(), rtp.timestamp(), Instant::now()))
+        });
         let src = self.with(|inner| {
             inner.last[slot(medium)] = position.or(inner.last[slot(medium)]);
             inner.sources[slot(medium)].clone()
         });
         // A full or flushing appsrc drops the packet: RTX may send it again.
         if let Some(src) = src {
-            let _ = src.push_buffer(buffer);
+            for mut packet in packets {
+                // Stamped anew on the uplink's clock by `do-timestamp`: the
+                // capture pipeline's times (x264's start 1000 hours in) mean
+                // nothing there, and webrtcbin paces by them.
+                let packet_mut = packet.make_mut();
+                packet_mut.set_pts(gst::ClockTime::NONE);
+                packet_mut.set_dts(gst::ClockTime::NONE);
+                let _ = src.push_buffer(packet);
+            }
         }
     }
 
@@ -230,7 +240,10 @@ impl Peer {
     /// What the uplink did so far; asks `webrtcbin` for fresh figures.
     pub fn counts(&self) -> UplinkCounts {
         self.refresh();
-        let mut counts = *self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut counts = *self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         counts.connected = self.connected.load(Ordering::Relaxed);
         counts.keyframe_requests = self.feed.requests.load(Ordering::Relaxed);
         if let Some(rtx) = find_by_factory(&self.webrtcbin, "rtprtxsend") {
@@ -245,7 +258,9 @@ impl Peer {
         let counts = Arc::clone(&self.counts);
         let promise = gst::Promise::with_change_func(move |reply| {
             if let Ok(Some(stats)) = reply {
-                let mut counts = counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut counts = counts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 read_stats(stats, &mut counts);
             }
         });
@@ -257,7 +272,10 @@ impl Peer {
 impl Drop for Peer {
     fn drop(&mut self) {
         self.feed.attach([None, None]);
-        let offer = *self.offer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let offer = *self
+            .offer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(offer) = offer {
             self.signalling.withdraw(offer);
         }
@@ -271,15 +289,17 @@ fn read_stats(stats: &gst::StructureRef, counts: &mut UplinkCounts) {
         let Ok(entry) = value.get::<gst::Structure>() else {
             continue;
         };
-        let kind = entry.get::<gst_webrtc::WebRTCStatsType>("type");
-        match kind {
-            Ok(gst_webrtc::WebRTCStatsType::OutboundRtp) => {
+        // Each entry is named for its type.
+        match entry.name().as_str() {
+            "outbound-rtp" => {
                 sent += entry.get::<u64>("packets-sent").unwrap_or(0);
             }
-            Ok(gst_webrtc::WebRTCStatsType::RemoteInboundRtp) => {
+            "remote-inbound-rtp" => {
                 if let Ok(rtt) = entry.get::<f64>("round-trip-time") {
                     // Whole milliseconds; a negative or absurd figure is none.
-                    counts.rtt_ms = (0.0..60.0).contains(&rtt).then(|| (rtt * 1000.0).round() as u32);
+                    counts.rtt_ms = (0.0..60.0)
+                        .contains(&rtt)
+                        .then(|| (rtt * 1000.0).round() as u32);
                 }
             }
             _ => {}
@@ -353,7 +373,10 @@ impl Uplink {
             .request_pad_simple("sink_%u")
             .ok_or_else(|| MediaError::Build("webrtcbin gave no sink pad".into()))?;
         let transceiver = sink.property::<gst_webrtc::WebRTCRTPTransceiver>("transceiver");
-        transceiver.set_property("direction", gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly);
+        transceiver.set_property(
+            "direction",
+            gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly,
+        );
         transceiver.set_property("do-nack", medium == Medium::Video);
         transceiver.set_property("fec-type", gst_webrtc::WebRTCFECType::None);
         src.static_pad("src")
@@ -411,6 +434,9 @@ impl Recipe for Uplink {
         let pipeline = gst::Pipeline::with_name("uplink");
         let webrtcbin = element("webrtcbin")?;
         webrtcbin.set_property_from_str("bundle-policy", "max-bundle");
+        // UDP only: Janus offers no TCP candidates by default.
+        let ice = webrtcbin.property::<gst_webrtc::WebRTCICE>("ice-agent");
+        ice.set_property("ice-tcp", false);
         pipeline
             .add(&webrtcbin)
             .map_err(|e| MediaError::build("cannot add webrtcbin", e))?;
@@ -470,13 +496,19 @@ fn offer_when_ready(webrtcbin: &gst::Element, peer: &Peer) {
         let Some(signalling) = signalling.upgrade() else {
             return;
         };
-        let local = bin.property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description");
+        let local =
+            bin.property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description");
         match local.map(|d| d.sdp().as_text()) {
             Some(Ok(sdp)) => {
                 let id = signalling.offer(sdp, replies(bin));
-                *offer.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(id);
+                *offer
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(id);
             }
-            _ => fail(bin, "webrtcbin gathered its candidates but has no offer to show"),
+            _ => fail(
+                bin,
+                "webrtcbin gathered its candidates but has no offer to show",
+            ),
         }
     });
 }
@@ -493,10 +525,9 @@ fn create_offer(webrtcbin: &gst::Element) {
             _ => None,
         };
         match offer {
-            Some(offer) => bin.emit_by_name::<()>(
-                "set-local-description",
-                &[&offer, &None::<gst::Promise>],
-            ),
+            Some(offer) => {
+                bin.emit_by_name::<()>("set-local-description", &[&offer, &None::<gst::Promise>])
+            }
             None => fail(&bin, "webrtcbin made no offer"),
         }
     });
@@ -509,7 +540,9 @@ fn replies(webrtcbin: &gst::Element) -> Replies {
     let for_hang_up = webrtcbin.downgrade();
     Replies {
         answer: Box::new(move |sdp| {
-            let Some(bin) = for_answer.upgrade() else { return };
+            let Some(bin) = for_answer.upgrade() else {
+                return;
+            };
             match gstreamer_sdp::SDPMessage::parse_buffer(sdp.as_bytes()) {
                 Ok(sdp) => {
                     let answer = gst_webrtc::WebRTCSessionDescription::new(
@@ -563,7 +596,10 @@ mod tests {
     fn the_offered_caps_carry_the_ssrc_and_the_profile() {
         gst::init().expect("GStreamer initialises");
         let feed = Feed::default();
-        let caps = feed.caps(Medium::Video, "profile-level-id=42e01f;packetization-mode=1");
+        let caps = feed.caps(
+            Medium::Video,
+            "profile-level-id=42e01f;packetization-mode=1",
+        );
         let s = caps.structure(0).expect("one structure");
         assert_eq!(s.get::<&str>("profile-level-id"), Ok("42e01f"));
         assert_eq!(s.get::<u32>("ssrc"), Ok(feed.ssrc[0]));

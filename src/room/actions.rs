@@ -84,7 +84,9 @@ impl Janus {
     /// starts over and offers anew.
     fn retire_spent_offer(&self, observed: &mut Observed) {
         let latest = self.signalling.latest();
-        if let Some(spent) = latest.filter(|l| l.taken && observed.uplink.publisher.offer() != Some(l.id)) {
+        if let Some(spent) =
+            latest.filter(|l| l.taken && observed.uplink.publisher.offer() != Some(l.id))
+        {
             self.signalling
                 .retire(spent.id, "Janus no longer holds its PeerConnection");
         }

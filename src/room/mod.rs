@@ -500,7 +500,9 @@ impl Reconciler {
                 Next::Wait
             }
             PeerNews::Down => {
-                log::warn!("video room {room_id}: Janus hung up the WebRTC uplink; publishing again");
+                log::warn!(
+                    "video room {room_id}: Janus hung up the WebRTC uplink; publishing again"
+                );
                 uplink.publisher = Publisher::Over(live.handle);
                 uplink.forwards = Presence::Absent;
                 Next::Pass

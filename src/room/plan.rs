@@ -544,7 +544,10 @@ mod tests {
                     offer,
                     connected: false,
                 });
-                uplink.offer = Some(Latest { id: offer, taken: true });
+                uplink.offer = Some(Latest {
+                    id: offer,
+                    taken: true,
+                });
                 uplink.forwards = Absent;
             }
             Action::Unpublish => {

@@ -183,7 +183,10 @@ impl Janus {
                 return Err(e.into());
             }
         };
-        *self.mids.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Mids {
+        *self
+            .mids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Mids {
             publisher: id,
             video: published.video_mid,
             audio: published.audio_mid,
