@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::MetricsSettings;
 use crate::media::supervisor::RunState;
-use crate::state::{ErrorClass, Phase, Presence, RoomState};
+use crate::state::{ErrorClass, Phase, Presence, RoomState, UplinkKind};
 use crate::status::{AgentStatus, StatusSource};
 
 /// Every pipeline state, for the state-set metric.
@@ -155,7 +155,74 @@ fn render(status: &AgentStatus, errors: &Tally) -> String {
     room_on_janus(&mut out, room);
     janus_errors(&mut out, room, errors);
     pipelines(&mut out, status);
+    uplink(&mut out, status);
     out.text
+}
+
+/// Which uplink runs and, with WebRTC, its PeerConnection and repairs.
+fn uplink(out: &mut Exposition, status: &AgentStatus) {
+    let Some(chosen) = status.room.uplink else {
+        return;
+    };
+    out.family(
+        "uplink",
+        "gauge",
+        "The uplink camera and microphone take to Janus: 1 for the one in use.",
+    );
+    for (kind, name) in [(UplinkKind::Rtp, "rtp"), (UplinkKind::Webrtc, "webrtc")] {
+        out.sample(
+            "uplink",
+            &[("transport", name)],
+            u8::from(chosen.kind == kind),
+        );
+    }
+    let Some(peer) = status.pipelines.iter().find_map(|p| p.uplink) else {
+        return;
+    };
+    let counters = [
+        (
+            "uplink_connected",
+            "gauge",
+            "1 while the WebRTC uplink's ICE and DTLS are up.",
+            u64::from(peer.connected),
+        ),
+        (
+            "uplink_packets_sent_total",
+            "counter",
+            "RTP packets the WebRTC uplink sent since it (re)started.",
+            peer.packets_sent,
+        ),
+        (
+            "uplink_nacks_received_total",
+            "counter",
+            "Packets Janus asked the WebRTC uplink for again (NACK).",
+            peer.nacks_received,
+        ),
+        (
+            "uplink_retransmitted_total",
+            "counter",
+            "Packets the WebRTC uplink sent again (RTX).",
+            peer.retransmitted,
+        ),
+        (
+            "uplink_keyframe_requests_total",
+            "counter",
+            "Keyframes Janus asked the WebRTC uplink for.",
+            peer.keyframe_requests,
+        ),
+    ];
+    for (name, kind, help, value) in counters {
+        out.family(name, kind, help);
+        out.sample(name, &[], value);
+    }
+    if let Some(ms) = peer.rtt_ms {
+        out.family(
+            "uplink_rtt_seconds",
+            "gauge",
+            "Round-trip time to Janus, from its receiver reports.",
+        );
+        out.sample("uplink_rtt_seconds", &[], Seconds(u64::from(ms)));
+    }
 }
 
 /// What exists on Janus: session, room parts, participants, media age.

@@ -227,6 +227,17 @@ pub enum PublisherPhase {
     Connected,
 }
 
+impl PublisherPhase {
+    /// The phase in one lowercase word, as `status` shows it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Absent => "absent",
+            Self::Published => "published",
+            Self::Connected => "connected",
+        }
+    }
+}
+
 /// The uplink in use and, with WebRTC, its parts on Janus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Uplink {

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::media::supervisor::RunState;
 use crate::media::{MediaStatus, PipelineStatus};
-use crate::state::{CloseReason, Desired, Phase, RoomState};
+use crate::state::{CloseReason, Desired, Phase, RoomState, Uplink, UplinkKind};
 
 /// Where the status comes from.
 #[derive(Debug, Clone)]
@@ -187,6 +187,7 @@ impl AgentStatus {
         if let Some(trouble) = r.chat.trouble() {
             let _ = writeln!(out, "  chat: {trouble}");
         }
+        let _ = writeln!(out, "  uplink: {}", uplink_text(r.uplink));
         if let (Some(video), Some(audio)) = (r.media_age.video_ms, r.media_age.audio_ms) {
             let _ = writeln!(
                 out,
@@ -214,6 +215,23 @@ impl AgentStatus {
     }
 }
 
+/// The uplink in words: which one, why, and its parts on Janus.
+fn uplink_text(uplink: Option<Uplink>) -> String {
+    let Some(uplink) = uplink else {
+        return "not chosen yet (Janus has not answered)".into();
+    };
+    match (uplink.kind, uplink.fallback) {
+        (UplinkKind::Rtp, Some(why)) => format!("rtp (stream.transport = \"auto\": {why})"),
+        (UplinkKind::Rtp, None) => "rtp".into(),
+        (UplinkKind::Webrtc, _) => format!(
+            "webrtc | video room {} | publisher {} | forwarders {}",
+            uplink.room.label(),
+            uplink.publisher.label(),
+            uplink.forwarders.label()
+        ),
+    }
+}
+
 /// One pipeline's lines of [`AgentStatus::text`].
 fn pipeline_text(out: &mut String, p: &PipelineStatus) {
     let _ = write!(
@@ -231,6 +249,18 @@ fn pipeline_text(out: &mut String, p: &PipelineStatus) {
     }
     if let Some(without) = &p.without {
         let _ = writeln!(out, "    running without {without}");
+    }
+    if let Some(u) = &p.uplink {
+        let rtt = u.rtt_ms.map_or("unknown".into(), |ms| format!("{ms} ms"));
+        let _ = writeln!(
+            out,
+            "    peer: {} | packets sent {} | NACKs received {} | retransmitted {} | keyframe requests {} | round trip {rtt}",
+            if u.connected { "connected" } else { "not connected" },
+            u.packets_sent,
+            u.nacks_received,
+            u.retransmitted,
+            u.keyframe_requests
+        );
     }
     if let Some(echo) = &p.echo {
         let heard = echo.heard_ms.map_or("not yet heard".into(), |ms| {

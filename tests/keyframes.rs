@@ -20,7 +20,7 @@ fn config(base: u16, closed: u16) -> String {
     format!(
         "[janus]\nurl = \"http://127.0.0.1:{closed}/janus\"\n\
          [room]\nid = 6262\nsecret = \"kf-secret\"\n\
-         [stream]\nhost = \"127.0.0.1\"\nvideo_port = {base}\naudio_port = {}\nvideo_rtcp_port = {}\n\
+         [stream]\ntransport = \"rtp\"\nhost = \"127.0.0.1\"\nvideo_port = {base}\naudio_port = {}\nvideo_rtcp_port = {}\n\
          [speaker]\nenabled = false\n[microphone]\nenabled = false\n{}",
         base + 1,
         base + 2,

@@ -205,7 +205,7 @@ fn unreachable_janus_is_retried_until_it_appears() {
     let media = ports(3);
     let config = format!(
         "[janus]\nurl = \"http://127.0.0.1:{closed}/janus\"\n[room]\nid = 6161\nsecret = \"{SECRET}\"\n\
-         [stream]\nvideo_port = {media}\naudio_port = {}\nvideo_rtcp_port = {}\n\
+         [stream]\ntransport = \"rtp\"\nvideo_port = {media}\naudio_port = {}\nvideo_rtcp_port = {}\n\
          [speaker]\nport = {speaker}\ndevice = \"null\"\n[video]\nsource = \"none\"\n[microphone]\nenabled = false\n",
         media + 1,
         media + 2

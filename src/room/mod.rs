@@ -593,6 +593,7 @@ impl Reconciler {
             if let (Some(trouble), true) = (next.chat.trouble(), current.chat != next.chat) {
                 log::warn!("room {room_id}: chat: {trouble}");
             }
+            log_uplink_choice(room_id, current.uplink, next.uplink);
             let (was, is) = (current.phase(), next.phase());
             if was != is {
                 log::info!("room {room_id}: {was:?} -> {is:?}");
@@ -624,6 +625,20 @@ fn published_uplink(observed: &Observed) -> Option<Uplink> {
         },
         ..Uplink::new(kind, fallback)
     })
+}
+
+/// Logs a new choice of uplink: a fallback to plain RTP as a warning that
+/// says what is missing.
+fn log_uplink_choice(room_id: u64, was: Option<Uplink>, is: Option<Uplink>) {
+    let choice = |u: Option<Uplink>| u.map(|u| (u.kind, u.fallback));
+    match choice(is) {
+        choice_is if choice_is == choice(was) => {}
+        Some((_, Some(why))) => {
+            log::warn!("room {room_id}: uplink: plain RTP, not WebRTC: {why}");
+        }
+        Some((kind, None)) => log::info!("room {room_id}: uplink: {kind:?}"),
+        None => {}
+    }
 }
 
 /// The uplink known before any session: plain RTP when the settings say so.

@@ -59,6 +59,7 @@ id = $ROOM
 check_interval_ms = 500
 viewer_url = "http://127.0.0.2:8000/?r={room}"
 [stream]
+transport = "${TRANSPORT:-rtp}"
 host = "${STREAM_HOST:-}"
 video_port = 5004
 audio_port = 5006

@@ -31,6 +31,9 @@ pub struct JanusConfig {
     pub https_cert_bare: bool,
     /// Do not load the TextRoom plugin (as a Janus set up before the chat).
     pub without_textroom: bool,
+    /// Do not load the VideoRoom plugin (as a Janus set up before the
+    /// WebRTC uplink).
+    pub without_videoroom: bool,
 }
 
 /// Makes a self-signed certificate (`name.pem`) and its key (`name.key`)
@@ -188,6 +191,9 @@ impl Janus {
         if self.config.without_textroom {
             core.push(("disable = \"", "disable = \"libjanus_textroom.so,".into()));
         }
+        if self.config.without_videoroom {
+            core.push(("disable = \"", "disable = \"libjanus_videoroom.so,".into()));
+        }
         rewrite("janus.jcfg", &core);
         let mut http = vec![
             ("port = 8088", format!("port = {}", self.port)),
@@ -224,7 +230,15 @@ impl Janus {
             format!("rtp_port_range = \"{}-{}\"", base + 30, base + 49),
         )];
         let mut streaming = Vec::new();
+        let mut videoroom = Vec::new();
         if let Some(key) = &self.config.admin_key {
+            videoroom.extend([
+                (
+                    "#admin_key = \"change-me\"",
+                    format!("admin_key = \"{key}\""),
+                ),
+                ("#lock_rtp_forward = true", "lock_rtp_forward = true".into()),
+            ]);
             bridge.extend([
                 (
                     "#admin_key = \"change-me\"",
@@ -240,6 +254,7 @@ impl Janus {
         rewrite("janus.plugin.audiobridge.jcfg", &bridge);
         rewrite("janus.plugin.streaming.jcfg", &streaming);
         rewrite("janus.plugin.textroom.jcfg", &[]);
+        rewrite("janus.plugin.videoroom.jcfg", &videoroom);
     }
 
     fn launch(&mut self) {
@@ -330,6 +345,7 @@ pub struct Probe {
     audiobridge: u64,
     streaming: u64,
     textroom: u64,
+    videoroom: u64,
 }
 
 impl Probe {
@@ -342,6 +358,7 @@ impl Probe {
             audiobridge: 0,
             streaming: 0,
             textroom: 0,
+            videoroom: 0,
         };
         probe.connect();
         probe
@@ -356,15 +373,18 @@ impl Probe {
             let attached = self.core(&session_url, json!({ "janus": "attach", "plugin": plugin }));
             attached["data"]["id"].as_u64()
         };
-        let (audiobridge, streaming, textroom) = (
+        let (audiobridge, streaming, textroom, videoroom) = (
             attach("janus.plugin.audiobridge").expect("probe handle"),
             attach("janus.plugin.streaming").expect("probe handle"),
             // None on a Janus started `without_textroom`: TextRoom requests fail.
             attach("janus.plugin.textroom").unwrap_or(0),
+            // Likewise `without_videoroom`.
+            attach("janus.plugin.videoroom").unwrap_or(0),
         );
         self.audiobridge = audiobridge;
         self.streaming = streaming;
         self.textroom = textroom;
+        self.videoroom = videoroom;
     }
 
     /// The probe's own session id (to tell it apart in `list_sessions`).
@@ -396,6 +416,44 @@ impl Probe {
     /// Sends a TextRoom request (over the Janus API); returns the plugin data.
     pub fn textroom(&self, body: Value) -> Value {
         self.message(self.textroom, body)
+    }
+
+    /// Sends a VideoRoom request; returns the plugin data.
+    pub fn videoroom(&self, body: Value) -> Value {
+        self.message(self.videoroom, body)
+    }
+
+    /// Whether the VideoRoom room (the WebRTC uplink's) exists.
+    pub fn video_room_exists(&self, room: u64) -> bool {
+        self.videoroom(json!({ "request": "exists", "room": room }))["exists"] == true
+    }
+
+    /// The ids of the VideoRoom room's publishers whose media is up.
+    pub fn publishers(&self, room: u64) -> Vec<u64> {
+        let list = self.videoroom(json!({ "request": "listparticipants", "room": room }));
+        list["participants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["publisher"] == true)
+            .filter_map(|p| p["id"].as_u64())
+            .collect()
+    }
+
+    /// The forwarders of the VideoRoom room, as (publisher, type, port).
+    pub fn uplink_forwarders(&self, room: u64, secret: &str) -> Vec<(u64, String, u64)> {
+        let list = self.videoroom(json!({
+            "request": "listforwarders", "room": room, "secret": secret
+        }));
+        let mut found = Vec::new();
+        for publisher in list["publishers"].as_array().into_iter().flatten() {
+            let id = publisher["publisher_id"].as_u64().unwrap_or_default();
+            for f in publisher["forwarders"].as_array().into_iter().flatten() {
+                let kind = f["type"].as_str().unwrap_or_default().to_owned();
+                found.push((id, kind, f["port"].as_u64().unwrap_or_default()));
+            }
+        }
+        found
     }
 
     /// Whether the TextRoom room (the chat) exists.

@@ -63,7 +63,9 @@ pub struct Extra<'a> {
 /// the test's Janus, `[room]` with a secret and a quick check interval,
 /// `[stream]` with video, audio and video RTCP on `base`, `base + 1`,
 /// `base + 2`, each with `extra`'s lines (`extra.rest` is the caller's to
-/// place).
+/// place). The uplink is plain RTP unless `extra.stream` sets
+/// `transport`: WebRTC needs addresses other than loopback, which only
+/// the tests that make a network of their own have.
 pub fn config_head(janus_url: &str, id: u64, secret: &str, base: u16, extra: Extra<'_>) -> String {
     let Extra {
         janus,
@@ -85,10 +87,16 @@ check_interval_ms = 500
 video_port = {base}
 audio_port = {audio}
 video_rtcp_port = {rtcp}
+{transport}
 {stream}
 "#,
         audio = base + 1,
         rtcp = base + 2,
+        transport = if stream.contains("transport") {
+            ""
+        } else {
+            "transport = \"rtp\""
+        },
     )
 }
 

@@ -45,6 +45,65 @@ impl Netns {
     }
 }
 
+/// The addresses of [`Netns::with_lan`].
+pub const LAN: [&str; 2] = ["10.77.0.1", "10.77.0.2"];
+
+impl Netns {
+    /// A namespace with a network besides loopback: a veth pair holding
+    /// [`LAN`] (a /24) and a default route through it. WebRTC needs it:
+    /// neither Janus nor webrtcbin gathers loopback candidates, and Janus
+    /// wants a default route.
+    pub fn with_lan() -> Self {
+        let netns = Self::new();
+        let (a, b) = (format!("{}/24", LAN[0]), format!("{}/24", LAN[1]));
+        netns.run(|| {
+            for args in [
+                &[
+                    "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+                ][..],
+                &["addr", "add", &a, "dev", "lan0"],
+                &["addr", "add", &b, "dev", "lan1"],
+                &["link", "set", "lan0", "up"],
+                &["link", "set", "lan1", "up"],
+                &["route", "add", "default", "via", LAN[0]],
+            ] {
+                run_tool("ip", args);
+            }
+        });
+        netns
+    }
+
+    /// Drops every UDP datagram to the LAN's addresses (`true`: all of
+    /// WebRTC, nothing of the API or the mountpoint's loopback), or lets them
+    /// through again; nftables on the input hook.
+    pub fn cut_lan_udp(&self, cut: bool) {
+        self.run(|| {
+            if cut {
+                run_tool("nft", &["add", "table", "inet", "cut"]);
+                run_tool(
+                    "nft",
+                    &["add chain inet cut input { type filter hook input priority 0 ; }"],
+                );
+                run_tool(
+                    "nft",
+                    &["add rule inet cut input ip daddr 10.77.0.0/24 meta l4proto udp drop"],
+                );
+            } else {
+                run_tool("nft", &["delete", "table", "inet", "cut"]);
+            }
+        });
+    }
+}
+
+/// Runs a network tool (`ip`, `nft`) and insists that it worked.
+fn run_tool(tool: &str, args: &[&str]) {
+    let status = std::process::Command::new(tool)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("run {tool} (apt-get install iproute2 nftables): {e}"));
+    assert!(status.success(), "{tool} {args:?} failed");
+}
+
 /// Sets this thread's namespace's `lo` up (as `ip link set lo up`).
 fn loopback_up() {
     // SAFETY: a plain socket for the interface ioctls, closed below; the

@@ -1,0 +1,206 @@
+//! The WebRTC uplink against a real Janus: the agent publishes its test
+//! camera and microphone with webrtcbin into a VideoRoom of its own, which
+//! forwards them into the mountpoint; the reconciler puts it back after
+//! each fault (Janus killed, the mountpoint destroyed, the PeerConnection
+//! cut) with exactly one publisher and one forwarder per medium, and falls
+//! back to plain RTP (or refuses, when told to use WebRTC) on a Janus
+//! without the VideoRoom plugin.
+//!
+//! Janus and the agent share a private network namespace with a veth pair
+//! (`Netns::with_lan`): WebRTC needs addresses other than loopback. Each
+//! test runs whole inside it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::janus::{Janus, JanusConfig};
+use common::netns::Netns;
+use common::{config_head, ports, small_video, wait_for, Agent, Extra};
+
+const ROOM: u64 = 7331;
+const SECRET: &str = "uplink-secret";
+
+/// The agent on the test pattern and tone, publishing over `transport`.
+fn config(janus: &Janus, base: u16, transport: &str) -> String {
+    let stream = format!("transport = \"{transport}\"\n");
+    let head = config_head(
+        &janus.url(),
+        ROOM,
+        SECRET,
+        base,
+        Extra {
+            stream: &stream,
+            ..Extra::default()
+        },
+    );
+    format!(
+        "{head}{}\n[microphone]\ndevice = \"test\"\n[speaker]\nenabled = false\n",
+        small_video("test")
+    )
+}
+
+/// Janus holds what the uplink needs, once each: one publisher with media
+/// up, a video and an audio forwarder into the mountpoint's ports, and the
+/// mountpoint receives video (last packet under 500 ms ago).
+fn uplink_whole(janus: &Janus, base: u16) -> Option<()> {
+    let probe = janus.probe();
+    let publishers = probe.publishers(ROOM);
+    let [publisher] = publishers.as_slice() else {
+        return None;
+    };
+    let mut forwarders = probe.uplink_forwarders(ROOM, SECRET);
+    forwarders.sort();
+    let wanted = [
+        (*publisher, "audio".to_owned(), u64::from(base + 1)),
+        (*publisher, "video".to_owned(), u64::from(base)),
+    ];
+    if forwarders != wanted {
+        return None;
+    }
+    let age = probe.media_age(ROOM, SECRET, "video")?;
+    (age < 500).then_some(())
+}
+
+/// Waits for [`uplink_whole`]; how long it took.
+fn wait_whole(janus: &Janus, base: u16, within: Duration, what: &str) -> Duration {
+    let start = Instant::now();
+    wait_for(within, what, || uplink_whole(janus, base));
+    start.elapsed()
+}
+
+/// Runs `test` inside a network namespace of its own with a LAN.
+fn in_lan(test: impl FnOnce(&Netns)) {
+    let _cores = common::shared();
+    let netns = Netns::with_lan();
+    netns.run(|| test(&netns));
+}
+
+#[test]
+fn webrtc_publishes_into_the_video_room_and_forwards_into_the_mountpoint() {
+    in_lan(|_| {
+        let janus = Janus::start();
+        let base = ports(3);
+        let agent = Agent::start(&config(&janus, base, "webrtc"));
+        wait_whole(&janus, base, Duration::from_secs(15), "the WebRTC uplink");
+        // The PeerConnection's figures arrive with the pipeline's next checks.
+        let status = wait_for(Duration::from_secs(3), "the peer's figures", || {
+            let status = agent.status_json();
+            let peer = status["pipelines"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["name"] == "uplink")
+                .map(|p| p["uplink"].clone())?;
+            let sent = peer["packets_sent"].as_u64().unwrap_or_default();
+            (peer["connected"] == true && sent > 0).then_some(status)
+        });
+        let uplink = &status["room"]["uplink"];
+        assert_eq!(uplink["kind"], "webrtc", "{status}");
+        assert_eq!(uplink["publisher"], "connected", "{status}");
+        assert!(
+            agent.status_text().contains("uplink: webrtc"),
+            "{}",
+            agent.status_text()
+        );
+
+        // Closing leaves nothing of the uplink on Janus.
+        let (closed, _, err) = agent.control(&["close"]);
+        assert!(closed.success(), "{err}");
+        wait_for(Duration::from_secs(5), "the video room gone", || {
+            let probe = janus.probe();
+            (!probe.video_room_exists(ROOM) && probe.nothing_left(ROOM, SECRET)).then_some(())
+        });
+    });
+}
+
+#[test]
+fn the_uplink_comes_back_after_each_fault_with_one_publisher_and_its_forwarders() {
+    in_lan(|netns| {
+        let mut janus = Janus::start();
+        let base = ports(3);
+        let _agent = Agent::start(&config(&janus, base, "webrtc"));
+        wait_whole(&janus, base, Duration::from_secs(15), "the WebRTC uplink");
+
+        // Janus killed and back: within 2 s of it answering.
+        janus.kill();
+        std::thread::sleep(Duration::from_secs(1));
+        janus.restart();
+        let took = wait_whole(
+            &janus,
+            base,
+            Duration::from_secs(2),
+            "the uplink after Janus's restart",
+        );
+        eprintln!("after Janus's restart: {took:?}");
+
+        // The mountpoint destroyed by someone with the secret.
+        let destroyed = janus.probe().streaming(serde_json::json!({
+            "request": "destroy", "id": ROOM, "secret": SECRET
+        }));
+        assert_eq!(destroyed["streaming"], "destroyed", "{destroyed}");
+        let took = wait_whole(
+            &janus,
+            base,
+            Duration::from_secs(3),
+            "the uplink into a new mountpoint",
+        );
+        eprintln!("after the mountpoint was destroyed: {took:?}");
+
+        // The PeerConnection cut for 10 s.
+        netns.cut_lan_udp(true);
+        std::thread::sleep(Duration::from_secs(10));
+        netns.cut_lan_udp(false);
+        let took = wait_whole(
+            &janus,
+            base,
+            Duration::from_secs(12),
+            "the uplink after the cut",
+        );
+        eprintln!("after the cut: {took:?}");
+        // And it stays whole: one publisher, its two forwarders.
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(
+            uplink_whole(&janus, base),
+            Some(()),
+            "the uplink settles whole"
+        );
+    });
+}
+
+#[test]
+fn without_the_video_room_plugin_auto_falls_back_and_webrtc_refuses() {
+    in_lan(|_| {
+        let janus = Janus::start_with(JanusConfig {
+            without_videoroom: true,
+            ..JanusConfig::default()
+        });
+        let base = ports(3);
+        let auto = Agent::start(&config(&janus, base, "auto"));
+        wait_for(Duration::from_secs(15), "video over plain RTP", || {
+            let age = janus.probe().media_age(ROOM, SECRET, "video")?;
+            (age < 500).then_some(())
+        });
+        let status = auto.status_json();
+        assert_eq!(status["room"]["uplink"]["kind"], "rtp", "{status}");
+        let text = auto.status_text();
+        assert!(
+            text.contains("rtp (stream.transport = \"auto\": Janus has no VideoRoom plugin"),
+            "{text}"
+        );
+        assert_eq!(
+            auto.warnings("uplink: plain RTP").len(),
+            1,
+            "{}",
+            auto.log()
+        );
+        drop(auto);
+
+        let base = ports(3);
+        let webrtc = Agent::start(&config(&janus, base, "webrtc"));
+        let log = webrtc.wait_log(Duration::from_secs(10), "stream.transport = \"webrtc\"");
+        assert!(log.contains("Janus has no VideoRoom plugin"), "{log}");
+        let status = webrtc.status_json();
+        assert_ne!(status["phase"], "live", "{status}");
+    });
+}
