@@ -204,3 +204,97 @@ fn without_the_video_room_plugin_auto_falls_back_and_webrtc_refuses() {
         assert_ne!(status["phase"], "live", "{status}");
     });
 }
+
+#[test]
+fn a_restarted_agent_takes_the_publishing_place_of_its_killed_run() {
+    in_lan(|_| {
+        let janus = Janus::start();
+        let base = ports(3);
+        let mut first = Agent::start(&config(&janus, base, "webrtc"));
+        wait_whole(
+            &janus,
+            base,
+            Duration::from_secs(15),
+            "the first run's uplink",
+        );
+        let killed = janus.probe().publishers(ROOM);
+        // Killed: its session, and its publisher, stay on Janus until they time out.
+        first.signal("KILL");
+        first.wait(Duration::from_secs(5));
+        let start = Instant::now();
+        let second = Agent::start(&config(&janus, base, "webrtc"));
+        wait_for(
+            Duration::from_secs(10),
+            "the second run's publisher alone",
+            || {
+                let now = janus.probe().publishers(ROOM);
+                (now.len() == 1 && now != killed).then_some(())
+            },
+        );
+        wait_whole(
+            &janus,
+            base,
+            Duration::from_secs(5),
+            "the second run's uplink",
+        );
+        eprintln!("the second run published after {:?}", start.elapsed());
+        assert!(
+            second
+                .log()
+                .contains("held the room's one publishing place"),
+            "{}",
+            second.log()
+        );
+    });
+}
+
+/// A keyframe request that reaches the VideoRoom (as a viewer's reaches it
+/// through the mountpoint's forwarder) makes the agent's encoder send one.
+#[test]
+fn a_keyframe_request_through_the_video_room_reaches_the_encoder() {
+    in_lan(|_| {
+        let janus = Janus::start();
+        let base = ports(3);
+        let agent = Agent::start(&config(&janus, base, "webrtc"));
+        wait_whole(&janus, base, Duration::from_secs(15), "the WebRTC uplink");
+        let probe = janus.probe();
+        let publisher = probe.publishers(ROOM)[0];
+        // A forwarder of the test's own, with an RTCP port, as the mountpoint has.
+        let media = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let rtcp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = |s: &std::net::UdpSocket| s.local_addr().expect("addr").port();
+        let made = probe.videoroom(serde_json::json!({
+            "request": "rtp_forward", "room": ROOM, "publisher_id": publisher,
+            "secret": SECRET, "host": "127.0.0.1",
+            "streams": [{ "mid": "video0", "port": port(&media), "rtcp_port": port(&rtcp) }]
+        }));
+        let local_rtcp = made["forwarders"][0]["local_rtcp_port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or_else(|| panic!("no local RTCP port: {made}"));
+        let keyframes = |status: &serde_json::Value| {
+            let video = status["pipelines"]
+                .as_array()?
+                .iter()
+                .find(|p| p["name"] == "video")?;
+            video["keyframes"]["sent"].as_u64()
+        };
+        let before = keyframes(&agent.status_json()).unwrap_or_default();
+        // PLI (RTCP payload-specific feedback, format 1).
+        let mut pli = vec![0x81, 206, 0, 2];
+        pli.extend(1u32.to_be_bytes());
+        pli.extend(0u32.to_be_bytes());
+        rtcp.send_to(&pli, ("127.0.0.1", local_rtcp))
+            .expect("send PLI");
+        wait_for(Duration::from_secs(2), "a keyframe on request", || {
+            let status = agent.status_json();
+            let uplink = status["pipelines"]
+                .as_array()?
+                .iter()
+                .find(|p| p["name"] == "uplink")?["uplink"]
+                .clone();
+            let asked = uplink["keyframe_requests"].as_u64()? > 0;
+            (asked && keyframes(&status)? > before).then_some(())
+        });
+    });
+}

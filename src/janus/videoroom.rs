@@ -22,6 +22,8 @@ pub mod code {
     pub const ROOM_EXISTS: u16 = 427;
     /// A required element is missing (e.g. the secret of a guarded room).
     pub const MISSING_ELEMENT: u16 = 429;
+    /// The room has as many publishers as it takes.
+    pub const PUBLISHERS_FULL: u16 = 432;
     /// Wrong secret (or pin).
     pub const UNAUTHORIZED: u16 = 433;
 }
@@ -160,6 +162,26 @@ impl<'a> VideoRoom<'a> {
             video_mid: mid("video"),
             audio_mid: mid("audio"),
         })
+    }
+
+    /// The ids of the room's participants that publish.
+    pub fn publishers(&self, room: u64) -> Result<Vec<u64>, JanusError> {
+        let data = self.request(json!({ "request": "listparticipants", "room": room }))?;
+        Ok(data
+            .get("participants")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|p| p.get("publisher").and_then(Value::as_bool) == Some(true))
+            .filter_map(|p| p.get("id").and_then(Value::as_u64))
+            .collect())
+    }
+
+    /// Removes a participant from the room.
+    pub fn kick(&self, room: u64, id: u64, secret: Option<&Secret>) -> Result<(), JanusError> {
+        let mut body = json!({ "request": "kick", "room": room, "id": id });
+        insert_secret(&mut body, "secret", secret);
+        self.request(body).map(drop)
     }
 
     /// Forwards a publisher's media; the forwarders' ids by medium.

@@ -103,7 +103,8 @@ impl Capture {
                 janus: Some(JanusCheck {
                     medium,
                     within: stream.janus_media_timeout,
-                    host: host.clone(),
+                    via: UplinkKind::Rtp,
+                    hint: format!("check stream.host ({host}) and firewalls"),
                 }),
                 drain_on_stop: false,
                 forward: false,

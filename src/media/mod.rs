@@ -83,11 +83,12 @@ pub enum MediaError {
     #[error("no data sent for {0} s while playing (stalled)")]
     Stalled(u64),
     /// Janus reports it receives nothing although the pipeline sends.
-    #[error("Janus has received no {} for {secs} s although the pipeline runs: check stream.host ({host}) and firewalls", medium.name())]
+    #[error("Janus has received no {} for {secs} s although the pipeline runs: {hint}", medium.name())]
     NotReceived {
         medium: Medium,
         secs: u64,
-        host: String,
+        /// What to check.
+        hint: String,
     },
     /// A setting the camera, its program or its encoder cannot do here.
     #[error("{key}: {reason}")]
@@ -252,8 +253,11 @@ pub struct JanusCheck {
     pub medium: Medium,
     /// Janus reporting nothing received for this long is a failure.
     pub within: Duration,
-    /// Where the pipeline sends it (named in the error).
-    pub host: String,
+    /// The uplink the check is about: it applies only while that one is
+    /// in use (a capture pipeline cannot mend a WebRTC uplink).
+    pub via: UplinkKind,
+    /// What to check, for the error.
+    pub hint: String,
 }
 
 /// How one pipeline is checked, built and watched.

@@ -484,7 +484,7 @@ fn health(
             return Err(MediaError::NotReceived {
                 medium: check.medium,
                 secs: check.within.as_secs(),
-                host: check.host.clone(),
+                hint: check.hint.clone(),
             });
         }
     }
@@ -492,9 +492,10 @@ fn health(
 }
 
 /// Whether Janus, with the mountpoint in place, has not received the
-/// medium for longer than the check allows.
+/// medium over the check's uplink for longer than the check allows.
 fn starved(check: &JanusCheck, state: &RoomState) -> bool {
     matches!(state.mountpoint, Presence::Present(_))
+        && state.uplink.is_none_or(|u| u.kind == check.via)
         && state
             .media_age
             .of(check.medium)
@@ -596,7 +597,8 @@ mod tests {
                 janus: Some(JanusCheck {
                     medium: Medium::Video,
                     within: Duration::from_millis(300),
-                    host: "192.0.2.1".into(),
+                    via: UplinkKind::Rtp,
+                    hint: "check stream.host (192.0.2.1) and firewalls".into(),
                 }),
                 ..Supervision::default()
             }

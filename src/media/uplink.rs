@@ -345,7 +345,8 @@ impl Uplink {
             janus: Some(super::JanusCheck {
                 medium,
                 within: settings.stream.janus_media_timeout,
-                host: "Janus's VideoRoom forwarders".into(),
+                via: UplinkKind::Webrtc,
+                hint: "starting a new PeerConnection".into(),
             }),
         }
     }

@@ -19,6 +19,11 @@ use crate::state::{Owner, Presence, UplinkKind};
 /// What is missing for WebRTC on Janus's side.
 const NO_VIDEOROOM: &str =
     "Janus has no VideoRoom plugin (janus.plugin.videoroom): load libjanus_videoroom.so (conf/janus does)";
+/// Janus's core error when it cannot gather candidates for a PeerConnection.
+const ICE_SETUP_FAILED: u16 = 490;
+/// What that means.
+const NO_ICE: &str =
+    "Janus cannot set up ICE (error 490: no address to gather candidates on besides loopback?)";
 
 /// The mids of the live publisher's media, as Janus took them from its offer.
 #[derive(Debug, Clone, Default)]
@@ -175,11 +180,14 @@ impl Janus {
         let publisher = VideoRoom::new(&self.client, handle);
         let joined = publisher
             .join(settings.id, settings.pin.as_ref())
-            .and_then(|id| Ok((id, publisher.publish(&sdp)?)));
+            .and_then(|id| Ok((id, self.publish_in_place(&publisher, id, &sdp)?)));
         let (id, published) = match joined {
             Ok(done) => done,
             Err(e) => {
                 let _ = self.client.detach(handle);
+                if e.code() == Some(ICE_SETUP_FAILED) {
+                    return self.without_ice(observed);
+                }
                 return Err(e.into());
             }
         };
@@ -201,6 +209,45 @@ impl Janus {
         if self.signalling.answer(offer, published.answer) {
             log::info!("video room {}: publishing (publisher {id})", settings.id);
         }
+        Ok(())
+    }
+
+    /// Publishes `sdp` as publisher `id`; when the room's one publishing
+    /// place is held (by the publisher of an earlier run of the agent,
+    /// until Janus times its session out), frees it and tries once more.
+    fn publish_in_place(
+        &self,
+        publisher: &VideoRoom<'_>,
+        id: u64,
+        sdp: &str,
+    ) -> Result<videoroom::Published, crate::janus::JanusError> {
+        match publisher.publish(sdp) {
+            Err(e) if e.code() == Some(videoroom::code::PUBLISHERS_FULL) => {
+                let room = &self.settings.room;
+                for other in publisher
+                    .publishers(room.id)?
+                    .into_iter()
+                    .filter(|p| *p != id)
+                {
+                    publisher.kick(room.id, other, room.secret.as_ref())?;
+                    log::info!(
+                        "video room {}: removed publisher {other}, which held the room's one publishing place (an earlier run's?)",
+                        room.id
+                    );
+                }
+                publisher.publish(sdp)
+            }
+            other => other,
+        }
+    }
+
+    /// Janus cannot do ICE: with `stream.transport = "auto"` this session
+    /// falls back to plain RTP; with `"webrtc"` that is an error.
+    fn without_ice(&self, observed: &mut Observed) -> Result<(), PassError> {
+        if self.settings.stream.transport == crate::config::Transport::Webrtc {
+            return Err(PassError::NoWebrtc(NO_ICE));
+        }
+        observed.uplink.kind = Some((UplinkKind::Rtp, Some(NO_ICE)));
         Ok(())
     }
 

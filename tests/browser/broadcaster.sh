@@ -15,7 +15,13 @@
 # PATH, e.g. the stand-in), VIDEO_FRAMERATE (15), VIDEO_BITRATE_KBPS (800),
 # MIC_DEVICE (default test; an ALSA device such as `pulse`), VIDEO_RTCP_PORT
 # (default 8006; 0: no keyframe requests reach the agent), STREAM_HOST
-# (default: Janus's host; the loss bench's relay).
+# (default: Janus's host; the loss bench's relay), TRANSPORT (stream.transport:
+# rtp, the default, webrtc or auto). With AGENT_ADDR (and AGENT_PEER) the agent
+# runs in a network namespace of its own, holding AGENT_ADDR/24 on a veth pair
+# whose other end (here) holds AGENT_PEER/24, with a default route through it
+# (this namespace forwards): its packets then reach Janus (JANUS_ADDR, in a
+# namespace of its own too) from an address of their own, which the uplink
+# loss bench drops (janus.sh loss) without touching Chromium's.
 set -euo pipefail
 : "${WORK:?}" "${JANUS_URL:?}" "${ROOM:?}"
 REPO=${REPO:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -80,8 +86,28 @@ latency_ms = 60
 socket = "$SOCKET"
 state_dir = "$WORK/state"
 TOML
-  "$AGENT" run --config "$CONFIG" >>"$WORK/agent.log" 2>&1 &
-  echo $! >"$PIDFILE"
+  if [[ -n "${AGENT_ADDR:-}" ]]; then
+    # As janus.sh: waits for its end of the veth pair, then becomes the agent
+    # (same PID). The control socket and PulseAudio's are files: reachable.
+    unshare -n -- bash -c 'ip link set lo up
+      for _ in $(seq 200); do ip link show vagent1 >/dev/null 2>&1 && break; sleep 0.05; done
+      ip addr add "$0/24" dev vagent1 && ip link set vagent1 up && ip route add default via "$1" &&
+        exec "$2" run --config "$3"' "$AGENT_ADDR" "${AGENT_PEER:?}" "$AGENT" "$CONFIG" \
+      >>"$WORK/agent.log" 2>&1 &
+    echo $! >"$PIDFILE"
+    for _ in $(seq 200); do
+      [[ "$(readlink "/proc/$(cat "$PIDFILE")/ns/net")" != "$(readlink /proc/self/ns/net)" ]] && break
+      sleep 0.01
+    done
+    ip link del vagent0 2>/dev/null || true
+    ip link add vagent0 type veth peer name vagent1 netns "$(cat "$PIDFILE")"
+    ip addr add "$AGENT_PEER/24" dev vagent0
+    ip link set vagent0 up
+    sysctl -qw net.ipv4.ip_forward=1
+  else
+    "$AGENT" run --config "$CONFIG" >>"$WORK/agent.log" 2>&1 &
+    echo $! >"$PIDFILE"
+  fi
   for _ in $(seq 100); do
     "$AGENT" status --socket "$SOCKET" 2>/dev/null | grep -q "^room $ROOM: live" && return 0
     sleep 0.1

@@ -2,12 +2,19 @@
 # The test Janus for the browser test: the project's conf/janus, run from
 # $WORK/janus with its log in $WORK/janus.log.
 #   janus.sh start | stop | restart
+#   janus.sh loss PERCENT   (with JANUS_ADDR and AGENT_ADDR) drops PERCENT % of
+#                           the UDP from AGENT_ADDR at random, by nftables on the
+#                           input hook of Janus's namespace (0: none); ICE, DTLS,
+#                           RTP, RTCP and RTX alike, without a relay in the path
+#   janus.sh loss-count     what that rule saw since: `{"udp":N,"dropped":M}`
 # Meant to run inside the test's private network namespace (see run.sh), so
 # the shipped ports (HTTP 8088, admin 7088) cannot clash with anything else.
 # With JANUS_ADDR (and JANUS_PEER), Janus runs in a network namespace of its
 # own, holding JANUS_ADDR/24 on a veth pair whose other end (here) holds
 # JANUS_PEER/24, its HTTP and Admin API on all its addresses: a relay here
 # can then stand between the agent and Janus on the same ports (relay.py).
+# Its default route goes through JANUS_PEER: an agent in a namespace of its
+# own (broadcaster.sh, AGENT_ADDR) is reached through this one.
 set -euo pipefail
 : "${WORK:?WORK must name the scratch folder of the test}"
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -27,8 +34,9 @@ start() {
     # Waits for its end of the veth pair, then becomes Janus (same PID).
     unshare -n -- bash -c 'ip link set lo up
       for _ in $(seq 200); do ip link show vjanus1 >/dev/null 2>&1 && break; sleep 0.05; done
-      ip addr add "$0/24" dev vjanus1 && ip link set vjanus1 up && exec /usr/bin/janus -F "$1" -o --log-stdout' \
-      "$JANUS_ADDR" "$CONF" >>"$WORK/janus.log" 2>&1 &
+      ip addr add "$0/24" dev vjanus1 && ip link set vjanus1 up && ip route add default via "$2" &&
+        exec /usr/bin/janus -F "$1" -o --log-stdout' \
+      "$JANUS_ADDR" "$CONF" "${JANUS_PEER:?}" >>"$WORK/janus.log" 2>&1 &
     echo $! >"$PIDFILE"
     # Only once it has its own namespace: before, the far end would land here.
     for _ in $(seq 200); do
@@ -60,9 +68,36 @@ stop() {
   kill -KILL "$pid" 2>/dev/null || true
 }
 
+# nft in Janus's namespace.
+in_janus() { nsenter --net="/proc/$(cat "$PIDFILE")/ns/net" -- "$@"; }
+
+loss() {
+  local percent=${1:?loss PERCENT}
+  : "${JANUS_ADDR:?loss needs Janus in a namespace of its own}" "${AGENT_ADDR:?loss needs AGENT_ADDR}"
+  [[ "$percent" =~ ^[0-9]+$ ]] && ((percent <= 100)) || { echo "janus.sh: loss $percent: not 0-100" >&2; return 2; }
+  in_janus nft -f - <<NFT
+table inet uplink_loss
+delete table inet uplink_loss
+table inet uplink_loss {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    ip saddr $AGENT_ADDR meta l4proto udp counter
+    ip saddr $AGENT_ADDR meta l4proto udp numgen random mod 100 < $percent counter drop
+  }
+}
+NFT
+}
+
+loss_count() {
+  in_janus nft -j list table inet uplink_loss |
+    jq -c '[.nftables[] | .rule? | select(.) | (.expr[] | .counter? | select(.) | .packets)] | {udp: .[0], dropped: .[1]}'
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
   restart) stop; start ;;
-  *) echo "usage: $0 start|stop|restart" >&2; exit 2 ;;
+  loss) loss "${2:-}" ;;
+  loss-count) loss_count ;;
+  *) echo "usage: $0 start|stop|restart|loss PERCENT|loss-count" >&2; exit 2 ;;
 esac
