@@ -38,6 +38,25 @@
 #            PLIs and concealed audio over GLASS_LOSS_S (60) s. Use
 #            VIDEO_SOURCE=test (the in-process encoder answers keyframe
 #            requests) and VIDEO_RTCP_PORT=0 for "without keyframe requests".
+#            LOSS_BY=nft instead: no relay (it would break ICE); Janus and the
+#            agent each in a network namespace of their own (Janus 10.77.0.2,
+#            the agent 10.78.0.2, routed through the test's namespace, where
+#            Chromium stays on 10.77.0.1), and nftables on Janus's input hook
+#            drops GLASS_LOSSES % (5,10,20) of the agent's UDP at random (ICE,
+#            DTLS, RTP, RTCP, RTX alike); for each loss, each of
+#            GLASS_TRANSPORTS (webrtc,rtp) side by side: the agent restarted
+#            on it, one fresh viewer, GLASS_LOSS_S s; plus the agent's uplink
+#            counters (NACKs received, retransmitted, keyframe requests, round
+#            trip). VIDEO_SOURCE defaults to test here. The goal (webrtc at 5 %:
+#            >= 90 % of the frames decoded, <= 1 s frozen per minute, audio
+#            concealed <= 2 %) fails the run with GLASS_STRICT=1. E.g.
+#              GLASS_MODES=loss LOSS_BY=nft bash benches/glass_to_glass.sh
+# GLASS_TRANSPORTS=webrtc,rtp with the other modes: each runs once per
+# transport (GLASS_TRANSPORT_ROUNDS rounds, interleaved), the agent restarted
+# with that stream.transport before each, e.g. glass to glass side by side:
+#   GLASS_MODES=latency GLASS_TRANSPORTS=webrtc,rtp GLASS_TRANSPORT_ROUNDS=3 bash benches/glass_to_glass.sh
+# GLASS_SPLIT=1 puts Janus and the agent in namespaces of their own as
+# LOSS_BY=nft does, without loss (TRANSPORT picks the agent's first transport).
 # It runs in the browser test's network namespace (tests/browser/run.sh).
 # GLASS_STRICT=1 fails when a goal is missed (p95 <= 80 ms, join median <=
 # 500 ms, re-open <= 1 s). The load of the machine is printed with the result:
@@ -53,6 +72,10 @@ export PATH="$SCRATCH/bin:$PATH"
 export STANDIN_PATTERN=stamp STANDIN_STAMP_LOG="$SCRATCH/stamps.log"
 # VIDEO_SOURCE=test: the agent's own x264enc on the test pattern (no stamps:
 # for join and reopen only), which makes a keyframe when a viewer asks.
+if [[ "${LOSS_BY:-}" == nft && ",${GLASS_MODES:-}," == *,loss,* ]]; then
+  # The in-process encoder answers keyframe requests (a camera program cannot).
+  export VIDEO_SOURCE=${VIDEO_SOURCE:-test}
+fi
 export VIDEO_SOURCE=${VIDEO_SOURCE:-libcamera} VIDEO_FRAMERATE=30 VIDEO_BITRATE_KBPS=800
 lipsync=
 if [[ ",${GLASS_MODES:-}," == *,lipsync,* || ",${GLASS_MODES:-}," == *,compare,* ]]; then
@@ -62,7 +85,11 @@ if [[ ",${GLASS_MODES:-}," == *,lipsync,* || ",${GLASS_MODES:-}," == *,compare,*
   # no jitter unless asked): the lip sync at the RTP level, without a browser.
   export RELAY_LOSS=${RELAY_LOSS:-0} RELAY_JITTER_MS=${RELAY_JITTER_MS:-0} RELAY_RECORD=${RELAY_RECORD:-$SCRATCH/rtp.rec}
 fi
-if [[ -n "${RELAY_LOSS:-}" ]]; then
+if [[ "${LOSS_BY:-}" == nft || "${GLASS_SPLIT:-}" == 1 ]]; then
+  # Janus and the agent in namespaces of their own; loss by janus.sh loss.
+  unset RELAY_LOSS
+  export LOSS_BY=${LOSS_BY:-nft} JANUS_ADDR=10.77.0.2 JANUS_PEER=10.77.0.1 AGENT_ADDR=10.78.0.2 AGENT_PEER=10.78.0.1
+elif [[ -n "${RELAY_LOSS:-}" ]]; then
   export JANUS_ADDR=10.77.0.2 JANUS_PEER=10.77.0.1
 fi
 export BROWSER_SCRIPT=glass.mjs BROWSER_TIMEOUT=${BROWSER_TIMEOUT:-1800}

@@ -298,3 +298,28 @@ fn a_keyframe_request_through_the_video_room_reaches_the_encoder() {
         });
     });
 }
+
+/// With `admin_key` and `lock_rtp_forward` on the plugins (the VideoRoom
+/// too), the agent makes its video room and forwarders with the key.
+#[test]
+fn with_admin_keys_on_janus_the_uplink_is_made_with_them() {
+    in_lan(|_| {
+        let key = "uplink-admin-key";
+        let janus = Janus::start_with(JanusConfig {
+            admin_key: Some(key.into()),
+            ..JanusConfig::default()
+        });
+        let base = ports(3);
+        let text = config(&janus, base, "webrtc").replace(
+            &format!("secret = \"{SECRET}\"\n"),
+            &format!("secret = \"{SECRET}\"\nadmin_key = \"{key}\"\n"),
+        );
+        let _agent = Agent::start(&text);
+        wait_whole(
+            &janus,
+            base,
+            Duration::from_secs(15),
+            "the uplink with admin keys",
+        );
+    });
+}

@@ -173,6 +173,12 @@ impl Settings {
         }
     }
 
+    /// Whether the Pi sends anything: a camera or a microphone (else it
+    /// only plays the room, and needs no uplink).
+    pub fn sends_media(&self) -> bool {
+        self.video.source != VideoSource::None || self.microphone.enabled
+    }
+
     /// The viewer page's address for this room, if `room.viewer_url` is set.
     pub fn viewer_url(&self) -> Option<String> {
         let template = &self.room.viewer_url;

@@ -313,8 +313,10 @@ pub fn spawn(
 ) -> Result<(MediaStatus, Vec<JoinHandle<()>>), MediaError> {
     init()?;
     let mut recipes: Vec<Arc<dyn Recipe>> = Vec::new();
-    let video = settings.video.source != VideoSource::None;
-    let audio = settings.microphone.enabled;
+    let (video, audio) = (
+        settings.video.source != VideoSource::None,
+        settings.microphone.enabled,
+    );
     let feed = settings
         .recording
         .enabled
@@ -342,7 +344,7 @@ pub fn spawn(
     if settings.speaker.enabled {
         recipes.push(Arc::new(speaker::Speaker::new(settings, room.clone())));
     }
-    if (video || audio) && settings.stream.transport != crate::config::Transport::Rtp {
+    if settings.sends_media() && settings.stream.transport != crate::config::Transport::Rtp {
         recipes.push(Arc::new(uplink::Uplink::new(
             settings,
             uplink,

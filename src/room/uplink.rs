@@ -42,7 +42,7 @@ impl Janus {
     ) -> Result<(Option<Handle>, UplinkKind, Option<&'static str>), PassError> {
         use crate::config::Transport;
         let transport = self.settings.stream.transport;
-        if transport == Transport::Rtp {
+        if transport == Transport::Rtp || !self.settings.sends_media() {
             return Ok((None, UplinkKind::Rtp, None));
         }
         let missing = match self.local_webrtc {

@@ -35,7 +35,24 @@
 //   loss     for GLASS_LOSS_S seconds (default 60), with the relay of the loss
 //            bench in front of Janus: what Chromium's getStats says of the
 //            video (frames decoded, freezes, NACKs, PLIs) and the audio
-//            (concealed samples), per minute
+//            (concealed samples), per minute. With LOSS_BY=nft (Janus and the
+//            agent in network namespaces of their own, janus.sh loss): for
+//            each of GLASS_LOSSES (percent, default 5,10,20) and each of
+//            GLASS_TRANSPORTS (default webrtc,rtp), GLASS_LOSS_ROUNDS times
+//            (default 1), the agent restarted with that stream.transport and
+//            that share of its UDP dropped at random on Janus's input hook
+//            (from before it starts: ICE and DTLS too), one fresh viewer: the
+//            above, the freezes as the page sees them (requestVideoFrameCallback
+//            gaps, Chromium's rule, an unfinished freeze at the end included),
+//            the share the rule really dropped, and the agent's `status --json`
+//            (the uplink's NACKs received, retransmissions, keyframe requests,
+//            round trip sampled every 5 s). Goal (GLASS_STRICT=1 fails on it),
+//            for webrtc at GLASS_GOAL_AT % (5) or less: frames decoded >=
+//            GLASS_GOAL_DECODED (0.90) of those sent, frozen <= GLASS_GOAL_FROZEN_S
+//            (1) s per minute, audio concealed <= GLASS_GOAL_CONCEALED (0.02)
+// GLASS_TRANSPORTS with other modes: each mode runs once per transport
+// (GLASS_TRANSPORT_ROUNDS times, default 1, interleaved), the agent restarted
+// with that stream.transport before each (webrtc: until its uplink is up).
 // Each result is a PASS line with the figures (FAIL when a goal is missed
 // with GLASS_STRICT=1), and one `RESULT {json}` line for scripts.
 import { execFileSync } from 'node:child_process';
@@ -57,11 +74,25 @@ const LOSS_S = Number(process.env.GLASS_LOSS_S || 60);
 const DELAYS = (process.env.GLASS_DELAYS || 'default,0,auto').split(',');
 const ROUNDS = Number(process.env.GLASS_ROUNDS || 2);
 const COMPARE_S = Number(process.env.GLASS_COMPARE_S || 60);
+const JANUS_CTL = process.env.JANUS_CTL;
+const LOSS_BY = process.env.LOSS_BY || 'relay';
+const LOSSES = (process.env.GLASS_LOSSES || '5,10,20').split(',').map(Number);
+const TRANSPORTS = process.env.GLASS_TRANSPORTS ? process.env.GLASS_TRANSPORTS.split(',') : null;
+const LOSS_ROUNDS = Number(process.env.GLASS_LOSS_ROUNDS || 1);
+const TRANSPORT_ROUNDS = Number(process.env.GLASS_TRANSPORT_ROUNDS || 1);
+const GOAL = {
+  at: Number(process.env.GLASS_GOAL_AT || 5),
+  decoded: Number(process.env.GLASS_GOAL_DECODED || 0.9),
+  frozen: Number(process.env.GLASS_GOAL_FROZEN_S || 1),
+  concealed: Number(process.env.GLASS_GOAL_CONCEALED || 0.02),
+};
+// The frame rate the agent runs at (broadcaster.sh's default is 15).
+const FPS = Number(process.env.VIDEO_FRAMERATE || 15);
 
 // Runs in the page before its scripts: notes when `watch` is sent and
 // measures every presented frame (stamp, clock, and the frame's metadata).
 function measurer() {
-  const g = { watchAt: null, frames: [], firstFrameAt: null, keep: false, pcs: [] };
+  const g = { watchAt: null, frames: [], firstFrameAt: null, keep: false, pcs: [], presents: null };
   window.__glass = g;
   const RealPC = window.RTCPeerConnection;
   window.RTCPeerConnection = function (...args) {
@@ -103,6 +134,7 @@ function measurer() {
   function onFrame(now, md) {
     const video = document.getElementById('video');
     if (g.firstFrameAt === null) g.firstFrameAt = now;
+    if (g.presents) g.presents.push(now); // the loss mode: when each frame was shown
     if (g.keep) {
       const s = stamp(video);
       g.frames.push({
@@ -208,6 +240,35 @@ function videoCounters() {
   const status = JSON.parse(execFileSync('bash', [BROADCASTER, 'status'], { timeout: 30000 }));
   const video = (status.pipelines || []).find((p) => p.name === 'video') || {};
   return { rtp: video.rtp, keyframes: video.keyframes };
+}
+
+// The video pipeline's and the WebRTC uplink's counters, and the room's uplink.
+function agentCounters() {
+  const status = JSON.parse(execFileSync('bash', [BROADCASTER, 'status'], { timeout: 30000 }));
+  const pipeline = (name) => (status.pipelines || []).find((p) => p.name === name) || {};
+  const video = pipeline('video');
+  return { rtp: video.rtp, keyframes: video.keyframes, uplink: pipeline('uplink').uplink || null, room_uplink: status.room?.uplink ?? null };
+}
+
+// The agent restarted with stream.transport = `transport`; for webrtc, until
+// its PeerConnection is up and sending. Milliseconds from the restart to that.
+async function useTransport(transport) {
+  process.env.TRANSPORT = transport; // broadcaster.sh reads it
+  execFileSync('bash', [BROADCASTER, 'stop'], { stdio: 'inherit', timeout: 30000 });
+  const t0 = Date.now();
+  broadcaster('start');
+  if (transport === 'webrtc') {
+    await waitFor('the WebRTC uplink up and sending', () => {
+      const u = agentCounters().uplink;
+      return u && u.connected && u.packets_sent > 0;
+    }, 45000, 250);
+  }
+  return Date.now() - t0;
+}
+
+// janus.sh's loss rule (LOSS_BY=nft).
+function janusCtl(...args) {
+  return execFileSync('bash', [JANUS_CTL, ...args], { timeout: 30000 }).toString();
 }
 
 const { server, base } = await servePage(env('WEB_ROOT'), JANUS_URL);
@@ -385,7 +446,143 @@ function inbound(page) {
   });
 }
 
+// Freezes as the page sees them: a gap between two frames shown (or from
+// the last one to the window's end) longer than 3 times the mean of the 30
+// frame intervals before it, and 150 ms longer than that mean (Chromium's
+// rule for freezeCount). `times` in ms; returns count and seconds frozen.
+function pageFreezes(times, end, fps) {
+  const gaps = times.slice(1).map((t, i) => t - times[i]);
+  if (times.length) gaps.push(end - times[times.length - 1]);
+  const recent = [];
+  let count = 0, frozen = 0;
+  for (const gap of gaps) {
+    const mean = recent.length ? recent.reduce((a, b) => a + b, 0) / recent.length : 1000 / fps;
+    if (gap > Math.max(3 * mean, mean + 150)) { count++; frozen += gap; }
+    else { recent.push(gap); if (recent.length > 30) recent.shift(); }
+  }
+  return { count, seconds: frozen / 1000 };
+}
+
+// One viewer watching for GLASS_LOSS_S s with `percent` % of the agent's UDP
+// dropped (LOSS_BY=nft), the agent on `transport` (restarted; null: as it runs).
+async function lossRun(transport, percent) {
+  if (LOSS_BY === 'nft') janusCtl('loss', String(percent));
+  const setup_ms = transport ? await useTransport(transport) : null;
+  const page = await openViewer();
+  await waitFor('the page live', async () => (await page.evaluate(() => window.viewerState)) === 'live', 30000);
+  await sleep(3000);
+  await page.evaluate(() => { window.__glass.presents = []; });
+  const t0 = await page.evaluate(() => performance.now());
+  const a = await inbound(page);
+  const agentBefore = agentCounters();
+  const nftBefore = LOSS_BY === 'nft' ? JSON.parse(janusCtl('loss-count')) : null;
+  const rtts = [];
+  for (let left = LOSS_S * 1000; left > 0; left -= 5000) {
+    await sleep(Math.min(5000, left));
+    const rtt = agentCounters().uplink?.rtt_ms;
+    if (Number.isFinite(rtt)) rtts.push(rtt);
+  }
+  const b = await inbound(page);
+  const agentAfter = agentCounters();
+  const nftAfter = LOSS_BY === 'nft' ? JSON.parse(janusCtl('loss-count')) : null;
+  const { presents, t1 } = await page.evaluate(() => ({ presents: window.__glass.presents, t1: performance.now() }));
+  await page.close();
+  const d = (kind, key) => ((b[kind] && b[kind][key]) || 0) - ((a[kind] && a[kind][key]) || 0);
+  const seconds = ((b.video?.timestamp || 0) - (a.video?.timestamp || 0)) / 1000 || LOSS_S;
+  const perMinute = (x) => (x * 60) / seconds;
+  const up = (key) => (agentAfter.uplink?.[key] ?? 0) - (agentBefore.uplink?.[key] ?? 0);
+  const seen = pageFreezes(presents.filter((t) => t >= t0), t1, FPS);
+  return {
+    transport: transport || process.env.TRANSPORT || 'rtp',
+    loss_percent: LOSS_BY === 'nft' ? percent : Number(process.env.RELAY_LOSS),
+    dropped_share: nftAfter && nftAfter.udp > nftBefore.udp
+      ? (nftAfter.dropped - nftBefore.dropped) / (nftAfter.udp - nftBefore.udp) : null,
+    setup_ms,
+    seconds,
+    frames_sent: Math.round(FPS * seconds),
+    frames_decoded_share: d('video', 'framesDecoded') / (FPS * seconds),
+    frames_received: d('video', 'framesReceived'),
+    keyframes_decoded: d('video', 'keyFramesDecoded'),
+    freezes_per_minute: perMinute(d('video', 'freezeCount')),
+    frozen_s_per_minute: perMinute(d('video', 'totalFreezesDuration')),
+    page_freezes_per_minute: perMinute(seen.count),
+    page_frozen_s_per_minute: perMinute(seen.seconds),
+    video_packets_lost: d('video', 'packetsLost'),
+    video_packets_received: d('video', 'packetsReceived'),
+    video_buffer_ms: bufferMs(a.video, b.video),
+    nacks: d('video', 'nackCount'),
+    plis: d('video', 'pliCount'),
+    audio_concealed_share: d('audio', 'concealedSamples') / Math.max(1, d('audio', 'totalSamplesReceived')),
+    audio_concealment_events: d('audio', 'concealmentEvents'),
+    audio_packets_lost: d('audio', 'packetsLost'),
+    audio_packets_received: d('audio', 'packetsReceived'),
+    audio_buffer_ms: bufferMs(a.audio, b.audio),
+    agent_keyframes: {
+      sent: (agentAfter.keyframes?.sent ?? 0) - (agentBefore.keyframes?.sent ?? 0),
+      requests: (agentAfter.keyframes?.requests ?? 0) - (agentBefore.keyframes?.requests ?? 0),
+    },
+    agent_uplink: agentAfter.uplink ? {
+      packets_sent: up('packets_sent'), nacks_received: up('nacks_received'),
+      retransmitted: up('retransmitted'), keyframe_requests: up('keyframe_requests'),
+      rtt_ms: stats(rtts), connected: agentAfter.uplink.connected,
+    } : null,
+    room_uplink: agentAfter.room_uplink,
+  };
+}
+
+const pct = (x) => (Number.isFinite(x) ? `${(100 * x).toFixed(1)} %` : 'n/a');
+
+function lossLine(r) {
+  const u = r.agent_uplink;
+  return `${r.transport} at ${r.loss_percent} % (dropped ${pct(r.dropped_share)}) over ${r.seconds.toFixed(0)} s: ` +
+    `${pct(r.frames_decoded_share)} of ${r.frames_sent} frames decoded, ` +
+    `${r.freezes_per_minute.toFixed(1)} freezes and ${r.frozen_s_per_minute.toFixed(1)} s frozen per minute ` +
+    `(as the page sees them, an unfinished one included: ${r.page_freezes_per_minute.toFixed(1)}, ` +
+    `${r.page_frozen_s_per_minute.toFixed(1)} s); video packets lost ${r.video_packets_lost} of ` +
+    `${r.video_packets_lost + r.video_packets_received}, ${r.nacks} NACKs, ${r.plis} PLIs, video buffer ` +
+    `${Number.isFinite(r.video_buffer_ms) ? r.video_buffer_ms.toFixed(0) : 'n/a'} ms; audio concealed ` +
+    `${pct(r.audio_concealed_share)} (${r.audio_concealment_events} events, ${r.audio_packets_lost} packets lost); ` +
+    `agent: ${r.agent_keyframes.requests} keyframe requests, ${r.agent_keyframes.sent} keyframes sent` +
+    (u ? `; uplink: ${u.nacks_received} NACKs received, ${u.retransmitted} retransmitted, ${u.keyframe_requests} ` +
+      `keyframe requests, round trip ${u.rtt_ms ? `${u.rtt_ms.median} ms (${u.rtt_ms.min}-${u.rtt_ms.max})` : 'n/a'}` : '') +
+    (r.setup_ms !== null ? `; restart to ${r.transport === 'webrtc' ? 'uplink up' : 'live'} ${r.setup_ms} ms` : '');
+}
+
+// The goal, for the WebRTC uplink at GOAL.at % or less: what misses it.
+function lossMisses(r) {
+  if (r.transport !== 'webrtc' || r.loss_percent > GOAL.at) return [];
+  const misses = [];
+  if (!(r.frames_decoded_share >= GOAL.decoded)) misses.push(`decoded ${pct(r.frames_decoded_share)} < ${pct(GOAL.decoded)}`);
+  const frozen = Math.max(r.frozen_s_per_minute, r.page_frozen_s_per_minute);
+  if (!(frozen <= GOAL.frozen)) misses.push(`frozen ${frozen.toFixed(2)} s/min > ${GOAL.frozen}`);
+  if (!(r.audio_concealed_share <= GOAL.concealed)) misses.push(`audio concealed ${pct(r.audio_concealed_share)} > ${pct(GOAL.concealed)}`);
+  return misses;
+}
+
+// LOSS_BY=nft: every loss and transport side by side, one check each.
+async function lossSideBySide() {
+  results.loss = [];
+  for (let round = 0; round < LOSS_ROUNDS; round++) {
+    for (const percent of LOSSES) {
+      for (const transport of TRANSPORTS || ['webrtc', 'rtp']) {
+        await check(`glass: loss ${percent} % (${transport})`, async () => {
+          const r = await lossRun(transport, percent);
+          r.round = round;
+          results.loss.push(r);
+          console.log('LOSS ' + JSON.stringify(r));
+          const misses = lossMisses(r);
+          if (STRICT && misses.length) throw new Error(`${lossLine(r)} (goal missed: ${misses.join(', ')})`);
+          return lossLine(r) + (misses.length ? ` (goal missed: ${misses.join(', ')})` : '');
+        });
+      }
+    }
+  }
+  if (LOSS_BY === 'nft') janusCtl('loss', '0');
+  return `${results.loss.length} runs`;
+}
+
 async function loss() {
+  if (LOSS_BY === 'nft') return lossSideBySide();
   const page = await openViewer();
   await waitFor('the page live', async () => (await page.evaluate(() => window.viewerState)) === 'live', 30000);
   await sleep(2000);
@@ -529,6 +726,27 @@ const MEASURES = { latency, join, reopen, lipsync, loss, compare };
 try {
   for (const mode of MODES) {
     if (!MEASURES[mode]) throw new Error(`GLASS_MODES: unknown mode ${mode}`);
+  }
+  if (TRANSPORTS && MODES.some((m) => m !== 'loss')) {
+    // Each mode once per transport, the agent restarted on it before each.
+    results.by_transport = [];
+    for (let round = 0; round < TRANSPORT_ROUNDS; round++) {
+      for (const mode of MODES.filter((m) => m !== 'loss')) {
+        for (const transport of TRANSPORTS) {
+          let setup_ms = null;
+          await check(`glass: ${mode} (${transport})`, async () => {
+            setup_ms = await useTransport(transport);
+            return MEASURES[mode]();
+          });
+          results.by_transport.push({ round, mode, transport, setup_ms, ...results[mode] });
+          delete results[mode];
+        }
+      }
+    }
+  }
+  for (const mode of MODES) {
+    if (TRANSPORTS && mode !== 'loss') continue;
+    if (mode === 'loss' && LOSS_BY === 'nft') { await lossSideBySide(); continue; }
     await check(`glass: ${mode}`, MEASURES[mode]);
   }
 } finally {

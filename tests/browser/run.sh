@@ -33,7 +33,7 @@ if [[ "${1:-}" != "--inside" ]]; then
   packages=(chromium libjs-janus-gateway libjs-webrtc-adapter janus curl jq iproute2 util-linux
             gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
             gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-alsa fonts-dejavu-core
-            pulseaudio pulseaudio-utils libasound2-plugins python3)
+            pulseaudio pulseaudio-utils libasound2-plugins python3 nftables)
   command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
   bash "$REPO/deploy/ensure-packages.sh" "${packages[@]}" || die_setup "installing ${packages[*]} failed"
   for f in /usr/bin/chromium /usr/bin/janus /usr/share/javascript/janus-gateway/janus.js \
