@@ -176,9 +176,13 @@ fn uplink(out: &mut Exposition, status: &AgentStatus) {
             u8::from(chosen.kind == kind),
         );
     }
-    let Some(peer) = status.pipelines.iter().find_map(|p| p.uplink) else {
-        return;
-    };
+    if let Some(peer) = status.pipelines.iter().find_map(|p| p.uplink) {
+        peer_connection(out, &peer);
+    }
+}
+
+/// The WebRTC uplink's PeerConnection: up or not, what it sent and repaired.
+fn peer_connection(out: &mut Exposition, peer: &crate::media::uplink::UplinkCounts) {
     let counters = [
         (
             "uplink_connected",

@@ -386,6 +386,29 @@ fn assemble(name: &str, elements: &[gst::Element]) -> Result<gst::Pipeline, Medi
     Ok(pipeline)
 }
 
+/// An appsink that hands each sample to `take` on the streaming thread
+/// and never holds its pipeline up: not synchronised, not waited for in a
+/// state change, dropping the oldest when `take` falls behind.
+fn hand_over(take: impl Fn(&gst::Sample) + Send + Sync + 'static) -> gstreamer_app::AppSink {
+    let sink = gstreamer_app::AppSink::builder()
+        .sync(false)
+        .max_buffers(64)
+        .drop(true)
+        .callbacks(
+            gstreamer_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    if let Ok(sample) = sink.pull_sample() {
+                        take(&sample);
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        )
+        .build();
+    sink.set_property("async", false);
+    sink
+}
+
 /// A `capsfilter` with `caps`.
 fn caps_filter(caps: gst::Caps) -> Result<gst::Element, MediaError> {
     let filter = element("capsfilter")?;

@@ -305,6 +305,14 @@ impl Inputs {
         })
     }
 
+    /// What the recipe builds with.
+    fn given(&self) -> Given {
+        Given {
+            srtp: self.key,
+            uplink: self.uplink,
+        }
+    }
+
     /// Why a running pipeline must start over with new inputs, if it must.
     fn stale(&self, supervision: &Supervision, state: &RoomState) -> Option<&'static str> {
         if supervision.srtp && state.srtp_key != self.key {
@@ -335,11 +343,7 @@ async fn run_once(
     let Some(inputs) = Inputs::wait(&supervision, room).await else {
         return Ok(());
     };
-    let given = Given {
-        srtp: inputs.key,
-        uplink: inputs.uplink,
-    };
-    let (mut built, mut failed) = build_and_start(recipe, given).await?;
+    let (mut built, mut failed) = build_and_start(recipe, inputs.given()).await?;
     announce_running(recipe.name(), &built, status, *no_media > 1);
     let playing_since = Instant::now();
     let delivered = |built: &Built| {

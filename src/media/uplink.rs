@@ -116,22 +116,11 @@ impl Feed {
             pay.set_property("timestamp-offset", ts.wrapping_add(ticks as u32));
         }
         let feed = Arc::downgrade(self);
-        let sink = gst_app::AppSink::builder()
-            .sync(false)
-            .max_buffers(64)
-            .drop(true)
-            .callbacks(
-                gst_app::AppSinkCallbacks::builder()
-                    .new_sample(move |sink| {
-                        if let (Ok(sample), Some(feed)) = (sink.pull_sample(), feed.upgrade()) {
-                            feed.push(medium, &sample);
-                        }
-                        Ok(gst::FlowSuccess::Ok)
-                    })
-                    .build(),
-            )
-            .build();
-        sink.set_property("async", false);
+        let sink = super::hand_over(move |sample| {
+            if let Some(feed) = feed.upgrade() {
+                feed.push(medium, sample);
+            }
+        });
         if medium == Medium::Video {
             self.with(|inner| inner.video_sink = Some(sink.downgrade()));
         }
