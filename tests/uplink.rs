@@ -323,3 +323,31 @@ fn with_admin_keys_on_janus_the_uplink_is_made_with_them() {
         );
     });
 }
+
+/// With `auto`, a WebRTC uplink that never connects (UDP to the LAN's
+/// addresses dropped from the start; plain RTP to the mountpoint on
+/// loopback still passes) gives way to plain RTP after two tries.
+#[test]
+fn auto_falls_back_to_rtp_when_the_peer_connection_never_comes_up() {
+    in_lan(|netns| {
+        netns.cut_lan_udp(true);
+        let janus = Janus::start();
+        let base = ports(3);
+        let agent = Agent::start(&config(&janus, base, "auto"));
+        let start = Instant::now();
+        let fallback = "rtp (stream.transport = \"auto\": the WebRTC uplink never connected";
+        wait_for(Duration::from_secs(45), "the fallback to plain RTP", || {
+            agent.status_text().contains(fallback).then_some(())
+        });
+        eprintln!("plain RTP chosen after {:?}", start.elapsed());
+        // The mountpoint is older than that: a young age is packets arriving.
+        wait_for(Duration::from_secs(5), "video over plain RTP", || {
+            let age = janus.probe().media_age(ROOM, SECRET, "video")?;
+            (age < 500).then_some(())
+        });
+        assert!(
+            janus.probe().publishers(ROOM).is_empty(),
+            "a publisher left behind"
+        );
+    });
+}

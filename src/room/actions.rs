@@ -51,6 +51,7 @@ impl Janus {
                 chat: room.chat && observed.session.is_none_or(|s| s.has_chat()),
                 speaker: self.settings.speaker.enabled,
             };
+            self.expire_unconnected(observed);
             self.retire_spent_offer(observed);
             let Some(action) = next_action(goal, plan, observed).map_err(PassError::Conflict)?
             else {

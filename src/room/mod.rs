@@ -495,6 +495,7 @@ impl Reconciler {
         match news {
             PeerNews::Up => {
                 live.connected = true;
+                uplink.unconnected = 0;
                 log::info!("video room {room_id}: WebRTC uplink connected (ICE and DTLS up)");
                 self.publish();
                 Next::Wait
@@ -503,6 +504,9 @@ impl Reconciler {
                 log::warn!(
                     "video room {room_id}: Janus hung up the WebRTC uplink; publishing again"
                 );
+                if !live.connected {
+                    uplink.unconnected = uplink.unconnected.saturating_add(1);
+                }
                 uplink.publisher = Publisher::Over(live.handle);
                 uplink.forwards = Presence::Absent;
                 Next::Pass

@@ -49,6 +49,8 @@ pub struct LivePublisher {
     pub(super) offer: OfferId,
     /// Janus said ICE and DTLS are up (`webrtcup`).
     pub(super) connected: bool,
+    /// When Janus answered it.
+    pub(super) since: std::time::Instant,
 }
 
 impl Publisher {
@@ -84,6 +86,8 @@ pub struct UplinkSeen {
     pub(super) forwards: Presence<Forwards>,
     /// The uplink pipeline's latest offer, as of this step.
     pub(super) offer: Option<Latest>,
+    /// Publishers in a row that ended without ever connecting.
+    pub(super) unconnected: u8,
 }
 
 impl Default for UplinkSeen {
@@ -94,6 +98,7 @@ impl Default for UplinkSeen {
             publisher: Publisher::Absent,
             forwards: Presence::Unknown,
             offer: None,
+            unconnected: 0,
         }
     }
 }
@@ -155,6 +160,7 @@ impl Observed {
             uplink: UplinkSeen {
                 kind: self.uplink.kind,
                 publisher: self.uplink.publisher,
+                unconnected: self.uplink.unconnected,
                 ..UplinkSeen::default()
             },
             ..Self::default()
@@ -543,6 +549,7 @@ mod tests {
                     id: 77,
                     offer,
                     connected: false,
+                    since: std::time::Instant::now(),
                 });
                 uplink.offer = Some(Latest {
                     id: offer,

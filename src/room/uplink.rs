@@ -5,6 +5,8 @@
 //! on Janus's own machine, with an RTCP port so that viewers' keyframe
 //! requests reach the Pi's encoder.
 
+use std::time::Duration;
+
 use super::actions::{presence, Janus};
 use super::error::PassError;
 use super::plan::{Action, Forwards, LivePublisher, Observed, Publisher, Session};
@@ -24,6 +26,13 @@ const ICE_SETUP_FAILED: u16 = 490;
 /// What that means.
 const NO_ICE: &str =
     "Janus cannot set up ICE (error 490: no address to gather candidates on besides loopback?)";
+/// How long a published PeerConnection may take to come up.
+const CONNECT_WITHIN: Duration = Duration::from_secs(8);
+/// Publishers in a row that never came up, after which `auto` gives up on WebRTC.
+const UNCONNECTED_TRIES: u8 = 2;
+/// What that means.
+const NO_PATH: &str =
+    "the WebRTC uplink never connected (ICE found no path to Janus: is UDP between them blocked?)";
 
 /// The mids of the live publisher's media, as Janus took them from its offer.
 #[derive(Debug, Clone, Default)]
@@ -172,6 +181,9 @@ impl Janus {
         offer: OfferId,
         observed: &mut Observed,
     ) -> Result<(), PassError> {
+        if observed.uplink.unconnected >= UNCONNECTED_TRIES {
+            return self.without_webrtc(observed, NO_PATH);
+        }
         let Some(sdp) = self.signalling.take(offer) else {
             return Ok(()); // withdrawn meanwhile: the planner sees the next
         };
@@ -186,7 +198,7 @@ impl Janus {
             Err(e) => {
                 let _ = self.client.detach(handle);
                 if e.code() == Some(ICE_SETUP_FAILED) {
-                    return self.without_ice(observed);
+                    return self.without_webrtc(observed, NO_ICE);
                 }
                 return Err(e.into());
             }
@@ -204,6 +216,7 @@ impl Janus {
             id,
             offer,
             connected: false,
+            since: std::time::Instant::now(),
         });
         observed.uplink.forwards = Presence::Absent;
         if self.signalling.answer(offer, published.answer) {
@@ -241,21 +254,44 @@ impl Janus {
         }
     }
 
-    /// Janus cannot do ICE: with `stream.transport = "auto"` this session
-    /// falls back to plain RTP; with `"webrtc"` that is an error.
-    fn without_ice(&self, observed: &mut Observed) -> Result<(), PassError> {
+    /// WebRTC cannot work here (`why`): with `stream.transport = "auto"`
+    /// this session falls back to plain RTP; with `"webrtc"` that is an
+    /// error (retried slowly).
+    fn without_webrtc(&self, observed: &mut Observed, why: &'static str) -> Result<(), PassError> {
         if self.settings.stream.transport == crate::config::Transport::Webrtc {
-            return Err(PassError::NoWebrtc(NO_ICE));
+            observed.uplink.unconnected = 0;
+            return Err(PassError::NoWebrtc(why));
         }
-        observed.uplink.kind = Some((UplinkKind::Rtp, Some(NO_ICE)));
+        observed.uplink.kind = Some((UplinkKind::Rtp, Some(why)));
         Ok(())
+    }
+
+    /// A publisher that did not come up within [`CONNECT_WITHIN`] is over:
+    /// it is published again (and counted, for `auto`'s fallback).
+    pub(super) fn expire_unconnected(&self, observed: &mut Observed) {
+        let uplink = &mut observed.uplink;
+        if let Publisher::Live(live) = uplink.publisher {
+            if !live.connected && live.since.elapsed() > CONNECT_WITHIN {
+                log::warn!(
+                    "video room {}: the WebRTC uplink did not connect within {} s; publishing again",
+                    self.settings.room.id,
+                    CONNECT_WITHIN.as_secs()
+                );
+                uplink.publisher = Publisher::Over(live.handle);
+                uplink.unconnected = uplink.unconnected.saturating_add(1);
+            }
+        }
     }
 
     /// Detaches the publisher's handle: Janus ends its PeerConnection and
     /// takes it out of the room.
     fn unpublish(&self, observed: &mut Observed) -> Result<(), PassError> {
         let handle = match observed.uplink.publisher {
-            Publisher::Live(live) => live.handle,
+            Publisher::Live(live) if live.connected => live.handle,
+            Publisher::Live(live) => {
+                observed.uplink.unconnected = observed.uplink.unconnected.saturating_add(1);
+                live.handle
+            }
             Publisher::Over(handle) => handle,
             Publisher::Absent => return Ok(()),
         };
