@@ -458,6 +458,34 @@ mod tests {
     }
 
     #[test]
+    fn the_uplink_and_its_repairs_are_exposed() {
+        let mut room = RoomState::new(7, Desired::Open);
+        room.uplink = Some(crate::state::Uplink::new(UplinkKind::Webrtc, None));
+        let mut uplink = PipelineStatus::stopped("uplink");
+        uplink.uplink = Some(crate::media::uplink::UplinkCounts {
+            connected: true,
+            packets_sent: 900,
+            nacks_received: 12,
+            retransmitted: 11,
+            keyframe_requests: 2,
+            rtt_ms: Some(3),
+        });
+        let text = render(&AgentStatus::of(room, vec![uplink]), &Tally::default());
+        for line in [
+            "broadcast_agent_uplink{transport=\"rtp\"} 0",
+            "broadcast_agent_uplink{transport=\"webrtc\"} 1",
+            "broadcast_agent_uplink_connected 1",
+            "broadcast_agent_uplink_packets_sent_total 900",
+            "broadcast_agent_uplink_nacks_received_total 12",
+            "broadcast_agent_uplink_retransmitted_total 11",
+            "broadcast_agent_uplink_keyframe_requests_total 2",
+            "broadcast_agent_uplink_rtt_seconds 0.003",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+
+    #[test]
     fn an_error_counts_once_per_change_not_per_retry() {
         let mut tally = Tally::default();
         let mut room = RoomState::new(1, Desired::Open);
