@@ -30,7 +30,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -43,6 +43,10 @@ use crate::config::{Settings, VideoSource};
 use crate::rtp::Medium;
 use crate::signalling::{OfferId, Replies, Signalling};
 use crate::state::UplinkKind;
+
+/// How often `webrtcbin` is asked for its statistics (they walk every
+/// RTP session: not four times a second on a Pi Zero).
+const STATS_EVERY: Duration = Duration::from_secs(1);
 
 /// The elements WebRTC needs here, with their packages.
 const ELEMENTS: [&str; 3] = ["webrtcbin", "nicesrc", "nicesink"];
@@ -223,6 +227,8 @@ pub struct Peer {
     offer: Arc<Mutex<Option<OfferId>>>,
     connected: Arc<AtomicBool>,
     counts: Arc<Mutex<UplinkCounts>>,
+    /// When the statistics were last asked for.
+    asked: Mutex<Option<Instant>>,
 }
 
 impl Peer {
@@ -242,8 +248,19 @@ impl Peer {
         counts
     }
 
-    /// Asks for `webrtcbin`'s statistics; they arrive for the next call.
+    /// Asks for `webrtcbin`'s statistics, at most every [`STATS_EVERY`];
+    /// they arrive for a later call.
     fn refresh(&self) {
+        {
+            let mut asked = self
+                .asked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if asked.is_some_and(|at| at.elapsed() < STATS_EVERY) {
+                return;
+            }
+            *asked = Some(Instant::now());
+        }
         let counts = Arc::clone(&self.counts);
         let promise = gst::Promise::with_change_func(move |reply| {
             if let Ok(Some(stats)) = reply {
@@ -443,6 +460,7 @@ impl Recipe for Uplink {
             offer: Arc::default(),
             connected: Arc::default(),
             counts: Arc::default(),
+            asked: Mutex::default(),
         };
         offer_when_ready(&webrtcbin, &peer);
         watch_connection(&webrtcbin, &peer.connected);
