@@ -600,6 +600,37 @@ fn watch_connection(webrtcbin: &gst::Element, connected: &Arc<AtomicBool>) {
 mod tests {
     use super::*;
 
+    /// A restarted capture pipeline's payloader goes on where the last one
+    /// stopped: same SSRC, the next sequence number, a later timestamp.
+    #[test]
+    fn a_restarted_payloader_continues_the_stream() {
+        gst::init().expect("GStreamer initialises");
+        let feed = Arc::new(Feed::default());
+        let pay = element("rtph264pay").expect("rtph264pay");
+        let _first = feed.tail(Medium::Video, &pay);
+        assert_eq!(pay.property::<u32>("ssrc"), feed.ssrc[0]);
+        assert_eq!(
+            pay.property::<i32>("seqnum-offset"),
+            -1,
+            "the first run picks its own"
+        );
+        let before = Instant::now() - Duration::from_millis(100);
+        feed.with(|inner| inner.last[0] = Some((u16::MAX, 1_000, before)));
+        let again = element("rtph264pay").expect("rtph264pay");
+        let _second = feed.tail(Medium::Video, &again);
+        assert_eq!(again.property::<u32>("ssrc"), feed.ssrc[0]);
+        assert_eq!(
+            again.property::<i32>("seqnum-offset"),
+            0,
+            "wraps after 65535"
+        );
+        let offset = again.property::<u32>("timestamp-offset");
+        assert!(
+            (10_000..12_000).contains(&offset),
+            "100 ms on at 90 kHz: {offset}"
+        );
+    }
+
     #[test]
     fn the_offered_caps_carry_the_ssrc_and_the_profile() {
         gst::init().expect("GStreamer initialises");
