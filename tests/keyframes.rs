@@ -167,3 +167,38 @@ fn a_mountpoint_without_the_rtcp_port_is_replaced_by_one_with_it() {
         agent.log()
     );
 }
+
+/// A keyframe request from another address than Janus's (here 127.0.0.2;
+/// Janus's is the agent's `stream.host`, 127.0.0.1) is dropped: a flood of
+/// them would otherwise force a keyframe on almost every frame.
+#[test]
+fn a_keyframe_request_from_anyone_but_janus_is_ignored() {
+    let base = ports(3);
+    let rtp = UdpSocket::bind(("127.0.0.1", base)).expect("RTP port");
+    let rtcp = UdpSocket::bind(("127.0.0.1", base + 2)).expect("RTCP port");
+    let stranger = UdpSocket::bind(("127.0.0.2", 0)).expect("a socket on 127.0.0.2");
+    for socket in [&rtp, &rtcp] {
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+    }
+    let agent = Agent::start(&config(base, ports(1)));
+    let to = sender_report(&rtcp).expect("a sender report within 5 s");
+    let _ = next_idr(&rtp, Duration::from_secs(1));
+    let (_, ssrc) = next_idr(&rtp, Duration::from_secs(3)).expect("a keyframe");
+    let mut pli = vec![0x81, 206, 0, 2, 0, 0, 0, 1];
+    pli.extend(ssrc.to_be_bytes());
+    for _ in 0..5 {
+        stranger.send_to(&pli, to).expect("PLI sent");
+    }
+    // The next keyframe is the encoder's own, 2 s after the last.
+    assert!(
+        next_idr(&rtp, Duration::from_millis(600)).is_none(),
+        "a stranger's request brought a keyframe"
+    );
+    assert_eq!(video_counter(&agent, "requests"), 0);
+    assert_eq!(
+        agent.warnings("not taking RTCP from another sender").len(),
+        1
+    );
+}

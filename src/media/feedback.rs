@@ -115,6 +115,13 @@ pub fn bin(host: IpAddr, port: u16, keyframes: &Keyframes) -> Result<gst::Elemen
         from.link_pads(Some(pad), to, Some(to_pad))
             .map_err(|e| MediaError::build(&format!("feedback: cannot link {pad}"), e))
     };
+    // Keyframe requests only from Janus: anybody else's could force a
+    // keyframe on almost every frame.
+    super::only_from(
+        &src,
+        host,
+        "video pipeline: not taking RTCP from another sender than Janus",
+    )?;
     link(&src, "src", &session, "recv_rtcp_sink")?;
     link(&session, "send_rtcp_src", &sink, "sink")?;
     if let Some(pad) = src.static_pad("src") {

@@ -20,8 +20,9 @@ pub mod speaker;
 pub mod supervisor;
 pub mod uplink;
 
+use std::net::IpAddr;
 use std::process::Child;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -407,6 +408,41 @@ fn hand_over(take: impl Fn(&gst::Sample) + Send + Sync + 'static) -> gstreamer_a
         .build();
     sink.set_property("async", false);
     sink
+}
+
+/// Drops what `src` (a `udpsrc`) receives from anywhere but `from`; the
+/// first time, logs `warning` with the sender.
+fn only_from(src: &gst::Element, from: IpAddr, warning: &'static str) -> Result<(), MediaError> {
+    let pad = src
+        .static_pad("src")
+        .ok_or_else(|| MediaError::Build("udpsrc without a src pad".into()))?;
+    let warned = AtomicBool::new(false);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let sender = sender_of(buffer);
+        if sender.is_some_and(|ip| ip.to_canonical() == from.to_canonical()) {
+            return gst::PadProbeReturn::Ok;
+        }
+        if !warned.swap(true, Ordering::Relaxed) {
+            let sender = sender.map_or_else(|| "an unknown sender".into(), |ip| ip.to_string());
+            log::warn!("{warning}: dropped a datagram from {sender} (only {from} is heard)");
+        }
+        gst::PadProbeReturn::Drop
+    });
+    Ok(())
+}
+
+/// The address a datagram came from, as `udpsrc` records it.
+fn sender_of(buffer: &gst::BufferRef) -> Option<IpAddr> {
+    use gstreamer_net::gio::prelude::InetSocketAddressExt;
+    let meta = buffer.meta::<gstreamer_net::NetAddressMeta>()?;
+    let address = meta
+        .addr()
+        .downcast::<gstreamer_net::gio::InetSocketAddress>()
+        .ok()?;
+    Some(IpAddr::from(address.address()))
 }
 
 /// A `capsfilter` with `caps`.

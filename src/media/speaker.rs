@@ -21,13 +21,11 @@
 //! probe hands what is played to the microphone's `webrtcdsp` (`echo.rs`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use gstreamer_net::gio;
-use gstreamer_net::gio::prelude::InetSocketAddressExt;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -127,7 +125,12 @@ impl Recipe for Speaker {
         let mut chain = vec![src.clone()];
         match (forward.key, forward.janus) {
             (Some(key), _) => chain.push(srtp_decoder(key)?),
-            (None, Some(janus)) => only_from(&src, janus)?,
+            (None, Some(janus)) => super::only_from(
+                &src,
+                janus,
+                "speaker pipeline: not playing RTP from another sender than Janus \
+                 (with Janus behind another address, use stream.srtp)",
+            )?,
             (None, None) => {}
         }
         let jitter = self.jitter_buffer()?;
@@ -205,39 +208,6 @@ fn srtp_decoder(key: SrtpKey) -> Result<gst::Element, MediaError> {
         .build();
     dec.connect("request-key", false, move |_| Some(caps.to_value()));
     Ok(dec)
-}
-
-/// Drops what `src` receives from anywhere but `janus` (logged once).
-fn only_from(src: &gst::Element, janus: IpAddr) -> Result<(), MediaError> {
-    let pad = src
-        .static_pad("src")
-        .ok_or_else(|| MediaError::Build("udpsrc without a src pad".into()))?;
-    let warned = AtomicBool::new(false);
-    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else {
-            return gst::PadProbeReturn::Ok;
-        };
-        let sender = sender_of(buffer);
-        if sender.is_some_and(|ip| ip.to_canonical() == janus) {
-            return gst::PadProbeReturn::Ok;
-        }
-        if !warned.swap(true, Ordering::Relaxed) {
-            log::warn!(
-                "speaker pipeline: dropping RTP from {} (only Janus at {janus} is played; \
-                 with Janus behind another address, use stream.srtp)",
-                sender.map_or_else(|| "an unknown sender".into(), |ip| ip.to_string())
-            );
-        }
-        gst::PadProbeReturn::Drop
-    });
-    Ok(())
-}
-
-/// The address a datagram came from, as `udpsrc` records it.
-fn sender_of(buffer: &gst::BufferRef) -> Option<IpAddr> {
-    let meta = buffer.meta::<gstreamer_net::NetAddressMeta>()?;
-    let address = meta.addr().downcast::<gio::InetSocketAddress>().ok()?;
-    Some(IpAddr::from(address.address()))
 }
 
 /// Where to listen: the forwarder's target when it is an address of this
