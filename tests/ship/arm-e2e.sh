@@ -1,21 +1,33 @@
 #!/usr/bin/env bash
 # Run what the Pi runs: the arm64 and armhf .deb packages, installed into a
 # Debian Bookworm root filesystem that holds exactly what their Depends pull in,
-# stream end to end under qemu-user to a real Janus on this machine's loopback.
+# stream end to end under qemu-user to a real Janus, over both uplinks: plain
+# RTP and WebRTC (a VideoRoom publisher forwarded into the mountpoint).
 #
 #   tests/ship/arm-e2e.sh [arm64|armhf|all] [--runs N] [--without PKG] [--deb FILE]
 #                         [--refresh-rootfs]
 #
 #   all (default)    both targets
-#   --runs N         start the agent N times per target (default 2): run 1 with a cold
-#                    GStreamer registry (a Pi's first start), later runs reuse it (every
-#                    later start); the summary gives run 1 and the median of the others
+#   --runs N         start the agent N times per target and uplink (default 2), in
+#                    turn: rtp, webrtc, rtp, webrtc... The first rtp start has a cold
+#                    GStreamer registry (a Pi's first start), every later start reuses
+#                    it (every later start on a Pi); the summary gives, per uplink, the
+#                    cold start (rtp) and the median of the warm ones
 #   --without PKG    drop PKG from the .deb's Depends (the package is repacked with the
 #                    shorter field) and build the root filesystem from that: shows what
 #                    a missing Depends entry does. The step must then FAIL.
 #   --deb FILE       test this package (its Architecture picks the target) instead of
 #                    the one deploy/build-deb.sh makes
 #   --refresh-rootfs rebuild the cached root filesystems
+#
+# Everything that needs the network (host packages, the .debs, the root
+# filesystems) is done first; then the script runs itself again (--inside) in a
+# private network namespace (`unshare -n`) holding loopback and a veth pair,
+# lan0 10.77.0.1/24 and lan1 10.77.0.2/24, with a default route through it (as
+# tests/common/netns.rs `Netns::with_lan`): WebRTC needs an address besides
+# loopback (Janus never gathers loopback candidates, and wants a default route),
+# and the test must use none of the machine's own interfaces. Janus (its API on
+# 127.0.0.1) and the agent both run in there; nothing in there reaches a registry.
 #
 # Per target:
 #   1. The root filesystem: `mmdebstrap --variant=extract --include=<the .deb>` from
@@ -37,31 +49,36 @@
 #   3. The installed /etc/broadcast-agent/agent.toml is edited to point at the test
 #      Janus (its own ports), video.source = "test" at 160x120@10, microphone.device
 #      = "test" (440 Hz tone), speaker and gpio off, the control socket in a scratch
-#      folder; then the installed /usr/bin/broadcast-agent runs under
+#      folder, and stream.transport = "rtp" or "webrtc" (set before each start);
+#      then the installed /usr/bin/broadcast-agent runs under
 #      qemu-aarch64-static / qemu-arm-static -L <rootfs>: `check` on that file, then
-#      `run`.
-#   4. PASS when Janus's Streaming `info` shows video and audio arriving and
-#      `status --json` (the installed binary under qemu, over the control socket)
-#      says phase "live" with both pipelines running. age_ms counts from the
-#      mountpoint's creation until a first packet arrives, so "arriving" means: the
-#      moment of the last packet (now - age_ms) is later than that reference seen at
-#      the first poll, and age_ms is still under 1 s at least 2 s after the
-#      mountpoint appeared. Time to media = from starting `run` to the first Janus
-#      poll (every ~0.1 s) that shows both arriving; run 1 includes GStreamer's
-#      plugin scan under emulation.
+#      `run`, once per uplink and --runs.
+#   4. A start passes when Janus's Streaming `info` shows video and audio arriving
+#      and `status --json` (the installed binary under qemu, over the control
+#      socket) says phase "live" with both pipelines running and room.uplink.kind
+#      the uplink asked for; with webrtc also room.uplink.publisher "connected" and
+#      the VideoRoom's `listparticipants` holding exactly one publisher. age_ms
+#      counts from the mountpoint's creation until a first packet arrives, so
+#      "arriving" means: the moment of the last packet (now - age_ms) is later than
+#      that reference seen at the first poll, and age_ms is still under 1 s at least
+#      2 s after the mountpoint appeared. Time to media = from starting `run` to the
+#      first Janus poll (every ~0.1 s) that shows both arriving; the first start
+#      includes GStreamer's plugin scan under emulation. A target passes when every
+#      start of both uplinks passed.
 # A missing GStreamer element is reported by the agent ("GStreamer element X is
-# missing: install PKG") and fails the target at once, with that line.
+# missing: install PKG", or for webrtc "... missing here: install PKG") and fails
+# the target at once, with that line.
 #
-# Needs root (mmdebstrap --mode=root, apt-get for its host packages). No binfmt
-# registration is needed or made. Last lines: one PASS/FAIL line per target;
-# exit status non-zero if any failed.
+# Needs root (mmdebstrap --mode=root, apt-get for its host packages, unshare -n and
+# ip for the namespace). No binfmt registration is needed or made. Last lines: one
+# PASS/FAIL line per target; exit status non-zero if any failed.
 #
 # Environment:
 #   CARGO_TARGET_DIR  where deploy/build-deb.sh finds the cross builds (its default)
 #   ROOTFS_CACHE      default /var/cache/broadcast-agent-rootfs
 #   ROOTFS_SUITE      default bookworm
 #   DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR  default: read from apt's sources
-#   MEDIA_TIMEOUT_S   longest wait for media at Janus per run (default 120)
+#   MEDIA_TIMEOUT_S   longest wait for media at Janus per start (default 120)
 #   KEEP_WORK=1       keep the scratch folder (Janus and agent logs)
 set -uo pipefail
 
@@ -71,8 +88,12 @@ ROOTFS_SUITE=${ROOTFS_SUITE:-bookworm}
 MEDIA_TIMEOUT_S=${MEDIA_TIMEOUT_S:-120}
 # What the test needs beyond Depends: x264enc for video.source = "test".
 TEST_EXTRA_PACKAGES=gstreamer1.0-plugins-ugly
-HOST_PACKAGES="qemu-user-static mmdebstrap debian-archive-keyring janus curl jq"
+HOST_PACKAGES="qemu-user-static mmdebstrap debian-archive-keyring janus curl jq iproute2 util-linux"
 ROOM=4556
+# The uplinks each target runs, in this order per round (stream.transport).
+UPLINKS=(rtp webrtc)
+# The namespace's LAN (tests/common/netns.rs LAN): a veth pair, a /24.
+LAN=(10.77.0.1 10.77.0.2)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'arm-e2e: error: %s\n' "$*" >&2; exit 2; }
@@ -81,7 +102,7 @@ now_ms() { local t=${EPOCHREALTIME/./}; echo $((10#$t / 1000)); }
 secs() { awk -v ms="$1" 'BEGIN { printf "%.1f", ms / 1000 }'; }
 
 # --- arguments -------------------------------------------------------------------
-arches=() runs=2 without="" debs=() refresh=0
+arches=() runs=2 without="" debs=() refresh=0 inside=0
 while [ $# -gt 0 ]; do
     case "$1" in
         all) arches+=(arm64 armhf) ;;
@@ -91,13 +112,14 @@ while [ $# -gt 0 ]; do
         --without) without=${2:?--without PKG}; shift ;;
         --deb) debs+=("${2:?--deb FILE}"); shift ;;
         --refresh-rootfs) refresh=1 ;;
+        --inside) inside=1 ;;  # the second half, in the namespace (below)
         -h|--help) usage; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
     shift
 done
 [[ $runs =~ ^[1-9][0-9]*$ ]] || die "--runs wants a positive number"
-[ "$(id -u)" = 0 ] || die "needs root (mmdebstrap --mode=root, apt-get)"
+[ "$(id -u)" = 0 ] || die "needs root (mmdebstrap --mode=root, apt-get, unshare -n)"
 for deb in "${debs[@]}"; do
     [ -f "$deb" ] || die "no such file: $deb"
     arches+=("$(dpkg-deb --field "$deb" Architecture)")
@@ -105,15 +127,23 @@ done
 for i in "${!debs[@]}"; do debs[i]=$(realpath "${debs[i]}"); done  # mmdebstrap takes a path as a path
 [ ${#arches[@]} -gt 0 ] || arches=(arm64 armhf)
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/arm-e2e.XXXXXX")
-mkdir -p "$ROOTFS_CACHE"
-# Per-run copies of the rootfs are hard links into the cache: same file system.
-installs=$(mktemp -d "$ROOTFS_CACHE/run.XXXXXX")
-JANUS_PID="" AGENT_PID=""
+JANUS_PID="" AGENT_PID="" INNER_PID=""
+if [ "$inside" = 1 ]; then
+    # The scratch folders are the first half's, which removes them.
+    work=${ARM_E2E_WORK:?--inside is for the script itself} installs=${ARM_E2E_INSTALLS:?--inside is for the script itself}
+else
+    work=$(mktemp -d "${TMPDIR:-/tmp}/arm-e2e.XXXXXX")
+    mkdir -p "$ROOTFS_CACHE"
+    # Per-run copies of the rootfs are hard links into the cache: same file system.
+    installs=$(mktemp -d "$ROOTFS_CACHE/run.XXXXXX")
+fi
 # shellcheck disable=SC2317  # invoked by the trap
 cleanup() {
     [ -n "$AGENT_PID" ] && kill -KILL "$AGENT_PID" 2>/dev/null
     janus_stop
+    [ "$inside" = 0 ] || return 0
+    # The namespace's half (timeout passes the signal on to its process group).
+    if [ -n "$INNER_PID" ]; then kill -TERM "$INNER_PID" 2>/dev/null; wait "$INNER_PID" 2>/dev/null; fi
     # Unfinished root filesystems ($$ is the same in the subshells that build them).
     rm -rf "$installs" "$ROOTFS_CACHE"/*.tmp.$$
     # A --without rootfs is a one-off: not kept in the cache.
@@ -156,13 +186,21 @@ deb_without() {
 rootfs_dir() { echo "$ROOTFS_CACHE/$ROOTFS_SUITE-$1${without:+-without-$without}"; }
 # Builds (or reuses) the root filesystem of $ARCH for the .deb $1. Run it in a
 # subshell: it exits on failure.
+rootfs_want() {  # what the stamp of $ARCH's root filesystem for the .deb $1 says
+    echo "suite=$ROOTFS_SUITE arch=$ARCH depends=$(dpkg-deb --field "$1" Depends) extra=$TEST_EXTRA_PACKAGES"
+}
+# Whether the root filesystem of $ARCH for the .deb $1 is built (and for it).
+rootfs_ready() {
+    local stamp
+    stamp=$(rootfs_dir "$ARCH")/.broadcast-agent-rootfs
+    [ -f "$stamp" ] && [ "$(head -n1 "$stamp")" = "$(rootfs_want "$1")" ]
+}
 ensure_rootfs() {
-    local deb=$1 depends want ROOTFS
-    depends=$(dpkg-deb --field "$deb" Depends)
-    want="suite=$ROOTFS_SUITE arch=$ARCH depends=$depends extra=$TEST_EXTRA_PACKAGES"
+    local deb=$1 want ROOTFS
+    want=$(rootfs_want "$deb")
     ROOTFS=$(rootfs_dir "$ARCH")
     local stamp=$ROOTFS/.broadcast-agent-rootfs
-    if [ "$refresh" = 0 ] && [ -f "$stamp" ] && [ "$(head -n1 "$stamp")" = "$want" ]; then
+    if [ "$refresh" = 0 ] && rootfs_ready "$deb"; then
         log "rootfs $ROOTFS (cached: $(sed -n 2p "$stamp"))"
         return 0
     fi
@@ -241,7 +279,7 @@ set_keys() {
     ' "$file" >"$file.new" && chmod --reference="$file" "$file.new" && mv "$file.new" "$file"
 }
 
-# --- Janus on loopback, the project's conf/janus with ports of its own ----------------------------
+# --- Janus in the namespace: the project's conf/janus, its API on 127.0.0.1, ports of its own -----
 JANUS_BASE=""
 janus_start() {
     local attempt base d="$work/janus"
@@ -287,15 +325,26 @@ janus_stop() {
     JANUS_PID=""
 }
 janus_post() { curl -sf -m 5 -H 'Content-Type: application/json' -d "$2" "$1"; }
-# A session with a Streaming handle of our own, as a viewer would have: sets PROBE.
+# A session with a Streaming handle of our own, as a viewer would have, and a
+# VideoRoom handle: sets PROBE and VPROBE.
 probe_connect() {
-    local sid hid
+    local sid hid vid
     sid=$(janus_post "$JANUS_URL" '{"janus":"create","transaction":"p"}' | jq -r '.data.id // empty')
     [ -n "$sid" ] || die "Janus: cannot create a session"
     hid=$(janus_post "$JANUS_URL/$sid" '{"janus":"attach","plugin":"janus.plugin.streaming","transaction":"p"}' |
         jq -r '.data.id // empty')
     [ -n "$hid" ] || die "Janus: cannot attach to the Streaming plugin"
-    PROBE="$JANUS_URL/$sid/$hid"
+    vid=$(janus_post "$JANUS_URL/$sid" '{"janus":"attach","plugin":"janus.plugin.videoroom","transaction":"p"}' |
+        jq -r '.data.id // empty')
+    [ -n "$vid" ] || die "Janus: cannot attach to the VideoRoom plugin"
+    PROBE="$JANUS_URL/$sid/$hid" VPROBE="$JANUS_URL/$sid/$vid"
+}
+# How many publishers the VideoRoom room lists (`listparticipants`, publisher:
+# true); 0 when it does not exist, "?" when Janus does not answer.
+video_room_publishers() {
+    janus_post "$VPROBE" "{\"janus\":\"message\",\"transaction\":\"p\",\"body\":{\"request\":\"listparticipants\",\"room\":$ROOM}}" |
+        jq -r '.plugindata.data | if .videoroom == "participants" then [.participants[] | select(.publisher == true)] | length
+               else 0 end' 2>/dev/null || echo "?"
 }
 # "VIDEO_AGE AUDIO_AGE" of the mountpoint in ms ("- -" while it does not exist).
 mountpoint_ages() {
@@ -341,16 +390,23 @@ set_agent_cmd() {  # AGENT_CMD: the installed binary under qemu-user
 }
 agent() { "${AGENT_CMD[@]}" "$@"; }
 
-# One `run`: sets RUN_MS to the time to media in ms on success; on failure says why.
+# One `run` with stream.transport = $2: sets RUN_MS to the time to media in ms
+# on success; on failure says why (FAIL_REASON).
 one_run() {
-    local n=$1
-    local agent_log="$work/$ARCH/agent.$n.log"
+    local n=$1 uplink=$2
+    local agent_log="$work/$ARCH/agent.$uplink.$n.log"
     local t0 t_before t_after ages v a first_seen="" v_ref0="" a_ref0="" v_at="" a_at="" media_ms=""
-    # The previous run's agent destroyed the mountpoint on stop; wait for that.
-    local i
+    set_keys "$CONF" "stream.transport=\"$uplink\"" || { FAIL_REASON="cannot set stream.transport"; return 1; }
+    # The previous run's agent destroyed the mountpoint and the VideoRoom room on stop; wait for that.
+    local i left
     probe_connect  # a fresh Janus session per run: an idle one expires after 60 s
-    for i in $(seq 100); do [ "$(mountpoint_ages)" = "- -" ] && break; sleep 0.1; done
-    [ "$(mountpoint_ages)" = "- -" ] || { FAIL_REASON="mountpoint $ROOM still exists before run $n"; return 1; }
+    for i in $(seq 100); do
+        left="$(mountpoint_ages) $(video_room_publishers)"
+        [ "$left" = "- - 0" ] && break
+        sleep 0.1
+    done
+    [ "$left" = "- - 0" ] || {
+        FAIL_REASON="$uplink run $n: left on Janus before it (mountpoint ages, VideoRoom publishers): $left"; return 1; }
     t0=$(now_ms)
     # Not through a function: $! must be the agent's own pid (env execs qemu), for SIGTERM.
     "${AGENT_CMD[@]}" run --config "$CONF" >"$agent_log" 2>&1 &
@@ -379,39 +435,52 @@ one_run() {
                 fi
             fi
         fi
-        if grep -q 'is missing: install' "$agent_log"; then verdict=missing; break; fi
+        if grep -qE 'is missing: install|missing here: install' "$agent_log"; then verdict=missing; break; fi
         kill -0 "$AGENT_PID" 2>/dev/null || { verdict=exited; break; }
         [ "$(now_ms)" -lt "$deadline" ] || { verdict=timeout; break; }
         sleep 0.1
     done
-    local status="" ok=0
+    local status="" ok=0 publishers=""
+    # What status --json must say: live, both capture pipelines running (with
+    # webrtc the uplink pipeline too), this uplink; with webrtc its publisher
+    # connected (and Janus listing exactly one).
+    local want="live running running rtp" said="phase live, video and microphone running, uplink rtp"
+    [ "$uplink" = webrtc ] && want="live running running running webrtc connected" \
+        said="phase live, video, microphone and uplink running, uplink webrtc with its publisher connected"
     case "$verdict" in
         ok)
-            echo "    run $n: video at Janus after $(secs "$v_at") s, audio after $(secs "$a_at") s (age_ms now $v / $a)" >&2
-            # status --json over the control socket, polled until live (bounded).
+            echo "    $uplink run $n: video at Janus after $(secs "$v_at") s, audio after $(secs "$a_at") s (age_ms now $v / $a)" >&2
+            # status --json over the control socket, polled until it says all that (bounded).
             for i in $(seq 60); do
                 status=$(agent status --json --config "$CONF" 2>>"$agent_log") &&
-                    [ "$(jq -r '[.phase, (.pipelines[] | select(.name == "video" or .name == "microphone") | .state)] | join(" ")' <<<"$status")" = "live running running" ] &&
+                    [ "$(jq -r '[.phase, (.pipelines[] | select(.name == "video" or .name == "microphone" or .name == "uplink") | .state),
+                                 .room.uplink.kind, (if .room.uplink.kind == "webrtc" then .room.uplink.publisher else empty end)]
+                                | join(" ")' <<<"$status")" = "$want" ] &&
+                    { [ "$uplink" != webrtc ] || { publishers=$(video_room_publishers) && [ "$publishers" = 1 ]; }; } &&
                     { ok=1; break; }
                 kill -0 "$AGENT_PID" 2>/dev/null || break
                 sleep 0.5
             done
             if [ "$ok" = 1 ]; then
-                echo "    run $n: status --json: $(jq -c '{phase, pipelines: [.pipelines[] | {name, state}], media_age: .room.media_age}' <<<"$status")" >&2
+                echo "    $uplink run $n: status --json: $(jq -c '{phase, pipelines: [.pipelines[] | {name, state}],
+                        uplink: .room.uplink | {kind, publisher}, media_age: .room.media_age}' <<<"$status")${publishers:+, VideoRoom publishers: $publishers}" >&2
             else
-                FAIL_REASON="status --json never said live with video and microphone running"
-                echo "    run $n: $FAIL_REASON; last: ${status:-no reply}" >&2
+                FAIL_REASON="$uplink run $n: status --json never said $said"
+                [ "$uplink" = webrtc ] && FAIL_REASON+=" with 1 VideoRoom publisher (${publishers:-?})"
+                echo "    $FAIL_REASON; last: $(jq -c '{phase, pipelines: [.pipelines[] | {name, state}], uplink: .room.uplink}' \
+                        <<<"$status" 2>/dev/null || echo "${status:-no reply}")" >&2
             fi ;;
-        missing) echo "    run $n: the agent reports a missing GStreamer element:" >&2
-                 grep 'is missing: install' "$agent_log" | sed 's/^/      /' >&2
-                 FAIL_REASON=$(grep -o 'GStreamer element [^ ]* is missing: install [^;]*' "$agent_log" | sort -u | paste -sd';' -) ;;
-        exited) FAIL_REASON="the agent exited"
-                echo "    run $n: the agent exited:" >&2; tail -n 15 "$agent_log" | sed 's/^/      /' >&2 ;;
-        timeout) FAIL_REASON="no media at Janus within $MEDIA_TIMEOUT_S s"
-                 echo "    run $n: no media at Janus within $MEDIA_TIMEOUT_S s (video age_ms $v, audio $a)" >&2
+        missing) echo "    $uplink run $n: the agent reports a missing GStreamer element:" >&2
+                 grep -E 'is missing: install|missing here: install' "$agent_log" | sort -u | sed 's/^/      /' >&2
+                 FAIL_REASON="$uplink: $(grep -oE '(GStreamer element [^ ]+ is missing|[^:]+ missing here): install [a-z0-9.+-]+' "$agent_log" |
+                     sed 's/^ *//' | sort -u | paste -sd';' -)" ;;
+        exited) FAIL_REASON="$uplink run $n: the agent exited"
+                echo "    $uplink run $n: the agent exited:" >&2; tail -n 15 "$agent_log" | sed 's/^/      /' >&2 ;;
+        timeout) FAIL_REASON="$uplink run $n: no media at Janus within $MEDIA_TIMEOUT_S s"
+                 echo "    $FAIL_REASON (video age_ms $v, audio $a)" >&2
                  grep -E 'WARN|ERROR' "$agent_log" | tail -n 10 | sed 's/^/      /' >&2 ;;
     esac
-    # Stop as systemd does (SIGTERM); the agent removes the room and mountpoint.
+    # Stop as systemd does (SIGTERM); the agent removes the rooms and the mountpoint.
     kill -TERM "$AGENT_PID" 2>/dev/null
     for i in $(seq 200); do kill -0 "$AGENT_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$AGENT_PID" 2>/dev/null
@@ -422,16 +491,23 @@ one_run() {
 }
 
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+# "M s (median of K: a b c)" of the times in ms given as arguments.
+median_text() {
+    local ms text
+    text="$(secs "$(printf '%s\n' "$@" | median)") s"
+    [ $# -gt 1 ] && text+=" (median of $#:$(for ms in "$@"; do printf ' %s' "$(secs "$ms")"; done))"
+    echo "$text"
+}
 
-# One target: prints its summary line; returns non-zero on failure.
+# One target: sets TIMES and ELAPSED; returns non-zero on failure (FAIL_REASON).
 test_arch() {
     local deb=$1 t0=$SECONDS ROOTFS
     ARCH=$(dpkg-deb --field "$deb" Architecture)
     set_arch "$ARCH"
     mkdir -p "$work/$ARCH"
     log "$ARCH: $(basename "$deb")"
-    # Built already, all targets at once (below); this retries one that failed.
-    ( ensure_rootfs "$deb" ) || { FAIL_REASON="no root filesystem"; return 1; }
+    # Built before entering the namespace (nothing in here reaches a mirror).
+    rootfs_ready "$deb" || { FAIL_REASON="no root filesystem (its build failed, see above)"; return 1; }
     ROOTFS=$(rootfs_dir "$ARCH")
     if [ -n "$without" ] && grep -q "^$without " "$ROOTFS/.packages"; then
         log "note: $without is in the rootfs anyway, pulled in by another package: its absence from Depends" \
@@ -447,6 +523,7 @@ test_arch() {
     set_keys "$CONF" \
         "janus.url=\"$JANUS_URL\"" \
         "stream.video_port=$((JANUS_BASE + 2))" "stream.audio_port=$((JANUS_BASE + 3))" \
+        "stream.video_rtcp_port=$((JANUS_BASE + 4))" "stream.transport=\"${UPLINKS[0]}\"" \
         "speaker.enabled=false" "gpio.enabled=false" \
         "video.source=\"test\"" "video.width=160" "video.height=120" "video.framerate=10" \
         "microphone.enabled=true" "microphone.device=\"test\"" \
@@ -458,25 +535,61 @@ test_arch() {
         return 1
     fi
     echo "    $(head -n1 "$work/$ARCH/check.out")" >&2
-    log "$ARCH: broadcast-agent run, $runs time(s)"
+    log "$ARCH: broadcast-agent run, $runs time(s) per uplink (${UPLINKS[*]})"
     rm -f "$work/$ARCH/registry.bin"
-    local n times=() ms
+    local n uplink cold="" rtp=() webrtc=()
     for n in $(seq "$runs"); do
-        one_run "$n" || return 1
-        times+=("$RUN_MS")
+        for uplink in "${UPLINKS[@]}"; do
+            one_run "$n" "$uplink" || return 1
+            # The first start scans every plugin into a new registry (a Pi's first
+            # start); later ones reuse it (every later start on a Pi, which keeps it
+            # in CacheDirectory=).
+            if [ -z "$cold" ]; then cold=$RUN_MS
+            elif [ "$uplink" = rtp ]; then rtp+=("$RUN_MS")
+            else webrtc+=("$RUN_MS")
+            fi
+        done
     done
-    # Run 1 scans every plugin into a new registry (a Pi's first start); later
-    # runs reuse it (every later start on a Pi, which keeps it in CacheDirectory=).
-    TIMES="cold $(secs "${times[0]}") s"
-    if [ "$runs" -gt 1 ]; then
-        TIMES+=", warm $(secs "$(printf '%s\n' "${times[@]:1}" | median)") s (median of $((runs - 1)):"
-        TIMES+="$(for ms in "${times[@]:1}"; do printf ' %s' "$(secs "$ms")"; done))"
-    fi
+    TIMES="rtp cold $(secs "$cold") s"
+    [ ${#rtp[@]} -gt 0 ] && TIMES+=", warm $(median_text "${rtp[@]}")"
+    TIMES+="; webrtc $(median_text "${webrtc[@]}")"
     ELAPSED=$((SECONDS - t0))
     rm -rf "$INSTALL"
 }
 
-# --- main --------------------------------------------------------------------------------------
+# --- main, second half: in the private network namespace ------------------------------------
+# Loopback and the LAN (tests/common/netns.rs Netns::with_lan); then Janus and,
+# per target, the agent.
+lan_up() {
+    ip link set lo up &&
+        ip link add lan0 type veth peer name lan1 &&
+        ip addr add "${LAN[0]}/24" dev lan0 && ip addr add "${LAN[1]}/24" dev lan1 &&
+        ip link set lan0 up && ip link set lan1 up &&
+        ip route add default via "${LAN[0]}"
+}
+if [ "$inside" = 1 ]; then
+    # Not the machine's network: a namespace of this script's own.
+    [ "$(readlink /proc/self/ns/net)" != "$(readlink /proc/1/ns/net)" ] || die "--inside: not in a namespace of its own"
+    lan_up || die "cannot set up the namespace's network (ip link/addr/route)"
+    log "network namespace: lo, lan0 ${LAN[0]}/24 and lan1 ${LAN[1]}/24 (a veth pair), default route via ${LAN[0]}"
+    janus_start
+    summary=() failed=0
+    for deb in "${debs[@]}"; do
+        TIMES="" ELAPSED=0 FAIL_REASON="" t0=$SECONDS
+        if test_arch "$deb"; then
+            summary+=("$(printf 'arm-e2e: %-5s PASS  time to media: %s  %d s%s' \
+                "$ARCH" "$TIMES" "$ELAPSED" "${without:+  [--without $without]}")")
+        else
+            failed=1
+            summary+=("$(printf 'arm-e2e: %-5s FAIL  %s  %d s%s' "${ARCH:-?}" "${FAIL_REASON:-see above}" $((SECONDS - t0)) "${without:+  [--without $without]}")")
+        fi
+    done
+    echo
+    printf '%s\n' "${summary[@]}"
+    exit $failed
+fi
+
+# --- main, first half: everything that needs the network -----------------------------------------
 ensure_host_packages
 if [ ${#debs[@]} -eq 0 ]; then
     for arch in "${arches[@]}"; do
@@ -509,19 +622,16 @@ for i in "${!pids[@]}"; do
     cat "$work/rootfs.$(dpkg-deb --field "${debs[i]}" Architecture).log" >&2
 done
 log "root filesystems: $((SECONDS - t_rootfs)) s"
-refresh=0
-janus_start
-summary=() failed=0
-for deb in "${debs[@]}"; do
-    TIMES="" ELAPSED=0 FAIL_REASON="" t0=$SECONDS
-    if test_arch "$deb"; then
-        summary+=("$(printf 'arm-e2e: %-5s PASS  time to media: %s  %d s%s' \
-            "$ARCH" "$TIMES" "$ELAPSED" "${without:+  [--without $without]}")")
-    else
-        failed=1
-        summary+=("$(printf 'arm-e2e: %-5s FAIL  %s  %d s%s' "${ARCH:-?}" "${FAIL_REASON:-see above}" $((SECONDS - t0)) "${without:+  [--without $without]}")")
-    fi
-done
-echo
-printf '%s\n' "${summary[@]}"
-exit $failed
+# The rest in a private network namespace. Bounded: every start waits at most
+# MEDIA_TIMEOUT_S for media and about a minute more (status, stop); timeout
+# signals its whole process group (Janus and the agents with it).
+inner=(--inside --runs "$runs" ${without:+--without "$without"})
+for deb in "${debs[@]}"; do inner+=(--deb "$deb"); done
+limit=$(( ${#debs[@]} * runs * ${#UPLINKS[@]} * (MEDIA_TIMEOUT_S + 60) + 120 ))
+log "entering a private network namespace (unshare -n; at most $limit s)"
+ARM_E2E_WORK=$work ARM_E2E_INSTALLS=$installs timeout --kill-after=10 "$limit" unshare -n -- bash "$0" "${inner[@]}" &
+INNER_PID=$!
+wait "$INNER_PID"
+status=$? INNER_PID=""
+[ "$status" = 124 ] && echo "arm-e2e: FAIL  the namespace's part took more than $limit s"
+exit $status
