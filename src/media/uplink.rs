@@ -417,6 +417,19 @@ fn forward_keyframe_requests(src: &gst_app::AppSrc, feed: &Arc<Feed>) {
     });
 }
 
+/// UDP host candidates only: no TCP (Janus offers none by default), and
+/// no UPnP — libnice would otherwise look for the home router on the LAN
+/// and ask it to open a port for every PeerConnection.
+fn quiet_ice(ice: &gst_webrtc::WebRTCICE) {
+    ice.set_property("ice-tcp", false);
+    if ice.has_property("agent") {
+        let agent = ice.property::<gst::glib::Object>("agent");
+        if agent.has_property("upnp") {
+            agent.set_property("upnp", false);
+        }
+    }
+}
+
 /// Posts an error on `element`'s bus: the supervisor ends the run.
 fn fail(element: &gst::Element, what: &str) {
     let message = gst::message::Error::builder(gst::ResourceError::Failed, what)
@@ -441,9 +454,7 @@ impl Recipe for Uplink {
         let pipeline = gst::Pipeline::with_name("uplink");
         let webrtcbin = element("webrtcbin")?;
         webrtcbin.set_property_from_str("bundle-policy", "max-bundle");
-        // UDP only: Janus offers no TCP candidates by default.
-        let ice = webrtcbin.property::<gst_webrtc::WebRTCICE>("ice-agent");
-        ice.set_property("ice-tcp", false);
+        quiet_ice(&webrtcbin.property::<gst_webrtc::WebRTCICE>("ice-agent"));
         pipeline
             .add(&webrtcbin)
             .map_err(|e| MediaError::build("cannot add webrtcbin", e))?;
