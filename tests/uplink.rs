@@ -351,3 +351,39 @@ fn auto_falls_back_to_rtp_when_the_peer_connection_never_comes_up() {
         );
     });
 }
+
+/// With 5 % of the WebRTC uplink's datagrams lost, Janus asks for the lost
+/// packets (NACK) and the agent sends each of them twice.
+#[test]
+fn under_loss_each_lost_packet_is_asked_for_and_sent_twice() {
+    in_lan(|netns| {
+        let janus = Janus::start();
+        let base = ports(3);
+        let agent = Agent::start(&config(&janus, base, "webrtc"));
+        wait_whole(&janus, base, Duration::from_secs(15), "the WebRTC uplink");
+        netns.lose_lan_udp(Some(5));
+        let peer = wait_for(Duration::from_secs(20), "NACKs answered", || {
+            let status = agent.status_json();
+            let peer = status["pipelines"]
+                .as_array()?
+                .iter()
+                .find(|p| p["name"] == "uplink")?["uplink"]
+                .clone();
+            (peer["nacks_received"].as_u64()? >= 20).then_some(peer)
+        });
+        netns.lose_lan_udp(None);
+        let nacks = peer["nacks_received"].as_u64().unwrap_or_default();
+        let sent = peer["retransmitted"].as_u64().unwrap_or_default();
+        eprintln!("{nacks} NACKs, {sent} retransmissions");
+        // Twice each, less those asked for just now (the second is 10 ms
+        // later) or already out of the buffer.
+        assert!(
+            sent * 10 >= nacks * 17,
+            "{nacks} NACKs, {sent} retransmissions: {peer}"
+        );
+        assert!(
+            sent <= nacks * 2,
+            "{nacks} NACKs, {sent} retransmissions: {peer}"
+        );
+    });
+}

@@ -16,6 +16,7 @@ pub mod feedback;
 pub mod frames;
 pub mod priority;
 pub mod recorder;
+pub mod rtx;
 pub mod speaker;
 pub mod supervisor;
 pub mod uplink;

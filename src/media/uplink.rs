@@ -210,7 +210,7 @@ pub struct UplinkCounts {
     pub packets_sent: u64,
     /// Packets Janus asked for again (NACKs received).
     pub nacks_received: u64,
-    /// Packets sent again (RTX).
+    /// Packets sent again (RTX; each twice, see `rtx.rs`).
     pub retransmitted: u64,
     /// Keyframes Janus asked for (viewers' and its own).
     pub keyframe_requests: u64,
@@ -227,6 +227,8 @@ pub struct Peer {
     offer: Arc<Mutex<Option<OfferId>>>,
     connected: Arc<AtomicBool>,
     counts: Arc<Mutex<UplinkCounts>>,
+    /// Janus's requests for a packet again (NACKs), counted as they come.
+    nacks: Arc<AtomicU64>,
     /// When the statistics were last asked for.
     asked: Mutex<Option<Instant>>,
 }
@@ -241,8 +243,8 @@ impl Peer {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         counts.connected = self.connected.load(Ordering::Relaxed);
         counts.keyframe_requests = self.feed.requests.load(Ordering::Relaxed);
+        counts.nacks_received = self.nacks.load(Ordering::Relaxed);
         if let Some(rtx) = find_by_factory(&self.webrtcbin, "rtprtxsend") {
-            counts.nacks_received = u64::from(rtx.property::<u32>("num-rtx-requests"));
             counts.retransmitted = u64::from(rtx.property::<u32>("num-rtx-packets"));
         }
         counts
@@ -471,8 +473,10 @@ impl Recipe for Uplink {
             offer: Arc::default(),
             connected: Arc::default(),
             counts: Arc::default(),
+            nacks: Arc::default(),
             asked: Mutex::default(),
         };
+        super::rtx::answer_twice(pipeline.upcast_ref(), &peer.nacks);
         offer_when_ready(&webrtcbin, &peer);
         watch_connection(&webrtcbin, &peer.connected);
         self.feed.attach(sources);

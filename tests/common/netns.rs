@@ -77,20 +77,27 @@ impl Netns {
     /// WebRTC, nothing of the API or the mountpoint's loopback), or lets them
     /// through again; nftables on the input hook.
     pub fn cut_lan_udp(&self, cut: bool) {
+        self.lose_lan_udp(cut.then_some(100));
+    }
+
+    /// Drops `percent` of the UDP datagrams to the LAN's addresses, at
+    /// random, or (None) none again.
+    pub fn lose_lan_udp(&self, percent: Option<u8>) {
         self.run(|| {
-            if cut {
-                run_tool("nft", &["add", "table", "inet", "cut"]);
-                run_tool(
-                    "nft",
-                    &["add chain inet cut input { type filter hook input priority 0 ; }"],
-                );
-                run_tool(
-                    "nft",
-                    &["add rule inet cut input ip daddr 10.77.0.0/24 meta l4proto udp drop"],
-                );
-            } else {
+            let Some(percent) = percent else {
                 run_tool("nft", &["delete", "table", "inet", "cut"]);
-            }
+                return;
+            };
+            run_tool("nft", &["add", "table", "inet", "cut"]);
+            run_tool(
+                "nft",
+                &["add chain inet cut input { type filter hook input priority 0 ; }"],
+            );
+            let rule = format!(
+                "add rule inet cut input ip daddr 10.77.0.0/24 meta l4proto udp \
+                 numgen random mod 100 < {percent} drop"
+            );
+            run_tool("nft", &[&rule]);
         });
     }
 }
