@@ -49,12 +49,18 @@
 #            counters (NACKs received, retransmitted, keyframe requests, round
 #            trip). VIDEO_SOURCE defaults to test here. The goal (webrtc at 5 %:
 #            >= 90 % of the frames decoded, <= 1 s frozen per minute, audio
-#            concealed <= 2 %) fails the run with GLASS_STRICT=1. E.g.
+#            concealed <= 2 %) fails the run with GLASS_STRICT=1. LOSS_AUDIO=speech
+#            puts espeak-ng's speech into the agent's microphone (ALSA `pulse`)
+#            instead of the test tone. E.g.
 #              GLASS_MODES=loss LOSS_BY=nft bash benches/glass_to_glass.sh
 # GLASS_TRANSPORTS=webrtc,rtp with the other modes: each runs once per
 # transport (GLASS_TRANSPORT_ROUNDS rounds, interleaved), the agent restarted
 # with that stream.transport before each, e.g. glass to glass side by side:
 #   GLASS_MODES=latency GLASS_TRANSPORTS=webrtc,rtp GLASS_TRANSPORT_ROUNDS=3 bash benches/glass_to_glass.sh
+# A transport may be `transport@label`: the agent binary GLASS_AGENT_<label>
+# (default: AGENT, else target/debug) with GLASS_ENV_<label> ("K=V K2=V2")
+# added to its environment, so that two builds run side by side, e.g.
+#   GLASS_TRANSPORTS=webrtc@main,webrtc@new GLASS_AGENT_new=/tmp/new/broadcast-agent
 # GLASS_SPLIT=1 puts Janus and the agent in namespaces of their own as
 # LOSS_BY=nft does, without loss (TRANSPORT picks the agent's first transport).
 # It runs in the browser test's network namespace (tests/browser/run.sh).
@@ -84,6 +90,17 @@ if [[ ",${GLASS_MODES:-}," == *,lipsync,* || ",${GLASS_MODES:-}," == *,compare,*
   # What the agent sends, recorded on its way to Janus by the relay (no loss,
   # no jitter unless asked): the lip sync at the RTP level, without a browser.
   export RELAY_LOSS=${RELAY_LOSS:-0} RELAY_JITTER_MS=${RELAY_JITTER_MS:-0} RELAY_RECORD=${RELAY_RECORD:-$SCRATCH/rtp.rec}
+fi
+if [[ "${LOSS_AUDIO:-}" == speech ]]; then
+  # Speech into the agent's microphone (its Opus FEC works on speech, barely
+  # on the test tone): espeak-ng's voice, looped into PulseAudio's null sink.
+  bash "$REPO/deploy/ensure-packages.sh" espeak-ng >/dev/null
+  espeak-ng -s 150 -w "$SCRATCH/speech.wav" "The camera on the porch streams to the server over a link \
+that loses packets now and then. When a packet is lost, the viewer's browser conceals the gap, and the sound \
+gets a small glitch. Opus can carry a coarse copy of each frame inside the next one, so that a single lost \
+packet can be rebuilt from the following one. Whether the encoder sends that copy depends on its voice \
+activity detector, on the bitrate, and on the loss it was told to expect."
+  export MIC_DEVICE=pulse GLASS_LOSS_SPEECH="$SCRATCH/speech.wav"
 fi
 if [[ "${LOSS_BY:-}" == nft || "${GLASS_SPLIT:-}" == 1 ]]; then
   # Janus and the agent in namespaces of their own; loss by janus.sh loss.

@@ -56,6 +56,7 @@ from overhead import (JANUS, REPO, ROOM, TICK, Timeout, _answers, cpu_seconds,  
 
 LOCK = "/tmp/broadcast-bench.lock"
 INSIDE = "BROADCAST_UPLINK_BENCH_NETNS"
+BUILT = "BROADCAST_UPLINK_BENCH_BUILT"
 LAN = ("10.77.0.1", "10.77.0.2")
 TRANSPORTS = ("rtp", "webrtc")
 AGENT = """[janus]
@@ -186,6 +187,7 @@ class Bench:
                     perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "instructions", "-p", str(agent.pid),
                                              "--", "sleep", str(seconds)],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                load = loadavg().split()[0]
                 threads0 = thread_cpu(agent.pid)
                 start, janus0, t0 = cpu_seconds(agent.pid), cpu_seconds(self.janus_process.pid), time.monotonic()
                 time.sleep(seconds)
@@ -216,7 +218,7 @@ class Bench:
                     agent.wait()
         return {"transport": transport, "cpu_s": used, "elapsed": elapsed, "cpu": 100 * used / elapsed,
                 "rss": rss, "janus": 100 * janus / elapsed, "live_s": live, "threads": threads,
-                "instructions": instructions, "peer": peer}
+                "instructions": instructions, "peer": peer, "load": load}
 
     def stop(self):
         if self.janus_process and self.janus_process.poll() is None:
@@ -244,8 +246,9 @@ def spread(values, fmt):
 
 def report(args, runs, perf, load_before, when):
     print(f"\n`{' '.join(['python3', 'benches/uplink_cost.py', *sys.argv[1:]])}`  ")
-    print(f"{when}; {os.cpu_count()} cores, {os.uname().machine}, {_cpu_model()}; "
+    print(f"{when} to {_date()}; {os.cpu_count()} cores, {os.uname().machine}, {_cpu_model()}; "
           f"load average {load_before} before, {loadavg()} after")
+    print(f"agent: target/release/broadcast-agent, {os.environ.get(BUILT, '?')}")
     print(f"\n{args.rounds} rounds of {args.seconds} s per transport, alternating; "
           "median (min–max) over the rounds; CPU % of one core.\n")
     print("| transport | CPU s per run | CPU % | peak RSS MiB | Janus CPU % | live after s |")
@@ -287,9 +290,23 @@ def report(args, runs, perf, load_before, when):
               f"| {100 * totals['webrtc'][name] / seconds['webrtc']:.2f} |")
     rest = {t: 100 * sum(totals[t][n] for n in names[args.threads:]) / seconds[t] for t in TRANSPORTS}
     print(f"| (the rest) | {rest['rtp']:.2f} | {rest['webrtc']:.2f} |")
-    print("\nEach run:\n\n| round | transport | CPU s | CPU % | peak RSS MiB | Janus CPU % |\n|---:|---|---:|---:|---:|---:|")
+    print("\nEach run, in the order run (load: the 1-minute load average as it began):\n\n"
+          "| round | transport | CPU s | CPU % | peak RSS MiB | Janus CPU % | load |\n|---:|---|---:|---:|---:|---:|---:|")
     for i, r in enumerate(runs):
-        print(f"| {i // 2 + 1} | {r['transport']} | {r['cpu_s']:.2f} | {r['cpu']:.2f} | {r['rss']:.1f} | {r['janus']:.2f} |")
+        print(f"| {i // 2 + 1} | {r['transport']} | {r['cpu_s']:.2f} | {r['cpu']:.2f} | {r['rss']:.1f} "
+              f"| {r['janus']:.2f} | {r['load']} |")
+
+
+def _commit():
+    """The commit the agent was built from, and whether src/ differed from it."""
+    head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"],
+                           capture_output=True, text=True).stdout.strip()
+    return (head.stdout.strip() or "?") + (" with src/ modified" if dirty else " (src/ as committed)")
+
+
+def _date():
+    return subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
 
 
 def _cpu_model():
@@ -310,14 +327,16 @@ def main():
     if os.environ.get(INSIDE) != "1":
         if os.geteuid() != 0:
             sys.exit("bench: needs root (a network namespace of its own: unshare -n, ip link)")
+        built = "as found (--no-build), HEAD " + _commit()
         if not args.no_build:
             with Lock():
+                built = "built from " + _commit()
                 subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=REPO, check=True)
         # Everything else inside a network namespace of its own.
         os.execvpe("unshare", ["unshare", "-n", "--", sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
-                   dict(os.environ, **{INSIDE: "1"}))
+                   dict(os.environ, **{INSIDE: "1", BUILT: built}))
     lan()
-    when = subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
+    when = _date()
     load_before = loadavg()
     perf = perf_counts()
     work = tempfile.mkdtemp(prefix="broadcast-uplink-bench-")

@@ -12,6 +12,18 @@
 # 3. Inside: starts Janus (tests/browser/janus.sh), the broadcaster
 #    (tests/browser/broadcaster.sh: the real broadcast-agent on test sources) and
 #    viewer.test.mjs, which serves the page, drives Chromium and records results.
+# 4. Then, in a second private namespace, the WebRTC uplink under loss (about
+#    45 s): Janus (10.77.0.2) and the agent (10.78.0.2) each in a namespace of
+#    their own, nftables on Janus's input hook dropping 5 % of the agent's UDP
+#    at random, the agent on stream.transport = "webrtc" (x264enc in-process,
+#    30 fps, 800 kbit/s; espeak-ng's speech into its microphone, ALSA `pulse`:
+#    Opus FEC covers speech, not a steady tone), one viewer for 20 s (glass.mjs
+#    GLASS_MODES=loss, LOSS_BY=nft): issue 24's goal with a margin for the short
+#    window: the uplink's NACKs answered, >= 90 % of the frames decoded, audio
+#    concealed <= 2 %, and <= 2 s frozen per minute (the goal's 1 s would fail on
+#    two 200 ms freezes in 20 s). BROWSER_LOSS_GOAL=full asks for <= 1 s.
+#    Measured: docs/measurements/uplink-loss.md. BROWSER_LOSS_CHECK=0 leaves this
+#    part out, BROWSER_LOSS_CHECK=only runs it alone.
 # Exits non-zero on any failure. Set KEEP=1 to keep the scratch folder.
 # The benches reuse all of this: BROWSER_SCRIPT names another driver than
 # viewer.test.mjs (in this folder), BROWSER_TIMEOUT its time limit in s.
@@ -33,7 +45,7 @@ if [[ "${1:-}" != "--inside" ]]; then
   packages=(chromium libjs-janus-gateway libjs-webrtc-adapter janus curl jq iproute2 util-linux
             gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
             gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-alsa fonts-dejavu-core
-            pulseaudio pulseaudio-utils libasound2-plugins python3 nftables)
+            pulseaudio pulseaudio-utils libasound2-plugins python3 nftables espeak-ng)
   command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
   bash "$REPO/deploy/ensure-packages.sh" "${packages[@]}" || die_setup "installing ${packages[*]} failed"
   for f in /usr/bin/chromium /usr/bin/janus /usr/share/javascript/janus-gateway/janus.js \
@@ -50,7 +62,39 @@ if [[ "${1:-}" != "--inside" ]]; then
   (cd "$HERE" && timeout 300 npm ci --no-audit --no-fund --loglevel=error) || die_setup "npm ci failed in $HERE"
 
   # ---- the rest runs in a private network namespace ----
-  exec timeout --kill-after=10 $((${BROWSER_TIMEOUT:-300} + 120)) unshare -n -- bash "$0" --inside
+  if [[ -n "${BROWSER_SCRIPT:-}" || "${BROWSER_LOSS_CHECK:-1}" == 0 ]]; then
+    exec timeout --kill-after=10 $((${BROWSER_TIMEOUT:-300} + 120)) unshare -n -- bash "$0" --inside
+  fi
+  OUT=$(mktemp -d /tmp/browser-out.XXXXXX)
+  trap 'rm -rf "$OUT"' EXIT
+  status=0
+  if [[ "${BROWSER_LOSS_CHECK:-1}" == only ]]; then
+    echo "browser: 0 passed, 0 failed" >"$OUT/viewer"   # the viewer tests left out
+  else
+    timeout --kill-after=10 $((${BROWSER_TIMEOUT:-300} + 120)) unshare -n -- bash "$0" --inside \
+      | tee "$OUT/viewer" || status=1
+  fi
+  echo ""
+  echo "== the WebRTC uplink under 5 % loss (glass.mjs GLASS_MODES=loss LOSS_BY=nft, 20 s)"
+  # The goal's 1 s frozen per minute is two 200 ms freezes in 20 s: 2 s here.
+  goal=(GLASS_GOAL_FROZEN_S=2)
+  [[ "${BROWSER_LOSS_GOAL:-}" == full ]] && goal=()
+  espeak-ng -s 150 -w "$OUT/speech.wav" "The camera on the porch streams to the server over a link \
+that loses packets now and then. When a packet is lost, the viewer's browser conceals the gap, and the \
+sound gets a small glitch. Opus can carry a coarse copy of each frame inside the next one, so that a \
+single lost packet can be rebuilt from the following one." || status=1
+  env JANUS_ADDR=10.77.0.2 JANUS_PEER=10.77.0.1 AGENT_ADDR=10.78.0.2 AGENT_PEER=10.78.0.1 \
+    LOSS_BY=nft TRANSPORT=webrtc VIDEO_SOURCE=test VIDEO_FRAMERATE=30 VIDEO_BITRATE_KBPS=800 \
+    MIC_DEVICE=pulse GLASS_LOSS_SPEECH="$OUT/speech.wav" \
+    BROWSER_SCRIPT=glass.mjs BROWSER_TIMEOUT=100 GLASS_MODES=loss GLASS_LOSSES=5 GLASS_TRANSPORTS=webrtc \
+    GLASS_LOSS_S=20 GLASS_STRICT=1 GLASS_LOSS_REPAIRED=1 "${goal[@]}" \
+    timeout --kill-after=10 220 unshare -n -- bash "$0" --inside | tee "$OUT/loss" || status=1
+  # Each part ends with its own summary line; one without (killed, timed out) is a failure.
+  read -r passed failed < <(awk '/^browser: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4; n++ }
+    END { if (n < 2) f++; print p + 0, f + 0 }' "$OUT/viewer" "$OUT/loss")
+  echo "browser: $passed passed, $failed failed (both parts)"
+  ((status == 0 && failed == 0)) && exit 0
+  exit 1
 fi
 
 # ============================ inside the namespace ============================
