@@ -3,6 +3,9 @@
 
     sudo python3 benches/uplink_cost.py [--seconds 20] [--rounds 3]      # short form (~3 min)
     sudo python3 benches/uplink_cost.py --seconds 60 --rounds 7          # long form (~16 min)
+    sudo python3 benches/uplink_cost.py --camera                         # the Pi's shape (see below)
+
+(The times are without waiting for /tmp/broadcast-bench.lock.)
 
 One run of the agent per transport and round, alternately (rtp, webrtc, then
 webrtc, rtp, ...: a drift in the machine's load falls on both), each for
@@ -15,6 +18,10 @@ webrtc, rtp, ...: a drift in the machine's load falls on both), each for
 Both on the test sources of benches/overhead.py (640x480@30 H.264 via x264 at
 1000 kbit/s, a 440 Hz Opus tone); the speaker is off (its pipeline does not go
 through the uplink, and a constant on both sides would only flatter the ratio).
+With --camera the video comes from the stand-in rpicam-vid instead
+(tests/standins/camera.py as a Pi 4, same size, rate and bitrate): on a Pi the
+H.264 encoder is outside the agent, so the agent's own CPU is far smaller and
+the uplink's per-packet work weighs more in the ratio.
 
 Janus (conf/janus) and the agent run inside one private network namespace of
 this script's own (`unshare -n`) with a veth pair, 10.77.0.1/24 and
@@ -37,7 +44,6 @@ does), so that no other benchmark on this machine runs at the same time.
 """
 import argparse
 import collections
-import datetime
 import fcntl
 import json
 import os
@@ -55,6 +61,8 @@ from overhead import (JANUS, REPO, ROOM, TICK, Timeout, _answers, cpu_seconds,  
                       peak_rss_mib, wait)
 
 LOCK = "/tmp/broadcast-bench.lock"
+STANDIN = os.path.join(REPO, "tests", "standins", "camera.py")
+PI4 = b"raspberrypi,4-model-b\0brcm,bcm2711\0"
 INSIDE = "BROADCAST_UPLINK_BENCH_NETNS"
 BUILT = "BROADCAST_UPLINK_BENCH_BUILT"
 LAN = ("10.77.0.1", "10.77.0.2")
@@ -67,7 +75,7 @@ check_interval_ms = 2000
 [stream]
 transport = "{transport}"
 [video]
-source = "test"
+source = "{source}"
 width = 640
 height = 480
 framerate = 30
@@ -144,11 +152,24 @@ def perf_counts():
 
 
 class Bench:
-    def __init__(self, work, perf):
+    def __init__(self, work, perf, camera=None):
         self.work = work
         self.perf = perf
         self.agent_bin = os.path.join(REPO, "target", "release", "broadcast-agent")
         self.janus_process = None
+        self.env = dict(os.environ)
+        self.source = "test"
+        if camera:
+            # The Pi's shape: H.264 from the camera program (tests/standins/camera.py
+            # as rpicam-vid on a Pi 4, x264 in its own process, as the VideoCore
+            # encoder is outside the agent there); the agent parses and sends it.
+            os.makedirs(os.path.join(work, "bin"))
+            os.symlink(STANDIN, os.path.join(work, "bin", "rpicam-vid"))
+            with open(os.path.join(work, "compatible"), "wb") as f:
+                f.write(PI4)
+            self.env.update(PATH=f"{work}/bin:{os.environ['PATH']}", STANDIN_PATTERN=camera,
+                            BROADCAST_AGENT_DEVICE_TREE=f"{work}/compatible")
+            self.source = "libcamera"
 
     def janus(self):
         conf = os.path.join(self.work, "janus")
@@ -170,12 +191,12 @@ class Bench:
         """One agent run on `transport`: its figures over `seconds` of media at Janus."""
         config = os.path.join(self.work, f"agent-{transport}.toml")
         with open(config, "w") as f:
-            f.write(AGENT.format(janus=JANUS, room=ROOM, transport=transport, work=self.work))
+            f.write(AGENT.format(janus=JANUS, room=ROOM, transport=transport, work=self.work, source=self.source))
         log = open(os.path.join(self.work, f"agent-{transport}.log"), "a")
         with Lock():
             started = time.monotonic()
             agent = subprocess.Popen([self.agent_bin, "run", "--config", config], stdin=subprocess.DEVNULL,
-                                     stdout=log, stderr=log)
+                                     stdout=log, stderr=log, env=self.env)
             try:
                 # Live: both media fresh at the mountpoint (through the uplink and
                 # the VideoRoom's forwarders with WebRTC), then 3 s to settle.
@@ -209,6 +230,10 @@ class Bench:
                 if kind != transport:
                     raise Timeout(f"the agent runs uplink {kind!r}, not {transport!r}")
                 peer = next((p.get("uplink") for p in status.get("pipelines", []) if p["name"] == "uplink"), None)
+                # RTP packets the capture pipelines made, per second of the agent's life.
+                made = sum((p.get("rtp") or {}).get("packets", 0) for p in status.get("pipelines", [])
+                           if p["name"] in ("video", "microphone"))
+                packets = made / max(status.get("uptime_s", 0), 1)
             finally:
                 agent.send_signal(signal.SIGTERM)
                 try:
@@ -218,7 +243,7 @@ class Bench:
                     agent.wait()
         return {"transport": transport, "cpu_s": used, "elapsed": elapsed, "cpu": 100 * used / elapsed,
                 "rss": rss, "janus": 100 * janus / elapsed, "live_s": live, "threads": threads,
-                "instructions": instructions, "peer": peer, "load": load}
+                "instructions": instructions, "peer": peer, "load": load, "packets": packets}
 
     def stop(self):
         if self.janus_process and self.janus_process.poll() is None:
@@ -249,16 +274,19 @@ def report(args, runs, perf, load_before, when):
     print(f"{when} to {_date()}; {os.cpu_count()} cores, {os.uname().machine}, {_cpu_model()}; "
           f"load average {load_before} before, {loadavg()} after")
     print(f"agent: target/release/broadcast-agent, {os.environ.get(BUILT, '?')}")
+    video = (f"video from the stand-in rpicam-vid (tests/standins/camera.py as a Pi 4, pattern {args.camera}; "
+             "its x264 is outside the agent)" if args.camera else "video from videotestsrc ! x264enc in the agent")
+    print(f"640x480@30 at 1000 kbit/s, {video}; Opus tone from audiotestsrc; no speaker")
     print(f"\n{args.rounds} rounds of {args.seconds} s per transport, alternating; "
           "median (min–max) over the rounds; CPU % of one core.\n")
-    print("| transport | CPU s per run | CPU % | peak RSS MiB | Janus CPU % | live after s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| transport | CPU s per run | CPU % | peak RSS MiB | Janus CPU % | live after s | RTP packets/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     per = {t: [r for r in runs if r["transport"] == t] for t in TRANSPORTS}
     for t in TRANSPORTS:
         rs = per[t]
         print(f"| {t} | {spread([r['cpu_s'] for r in rs], '{:.2f}')} | {spread([r['cpu'] for r in rs], '{:.2f}')} "
               f"| {spread([r['rss'] for r in rs], '{:.1f}')} | {spread([r['janus'] for r in rs], '{:.2f}')} "
-              f"| {spread([r['live_s'] for r in rs], '{:.1f}')} |")
+              f"| {spread([r['live_s'] for r in rs], '{:.1f}')} | {statistics.median(r['packets'] for r in rs):.0f} |")
     rtp, webrtc = (statistics.median(r["cpu"] for r in per[t]) for t in TRANSPORTS)
     pairs = [w["cpu"] / r["cpu"] for r, w in zip(per["rtp"], per["webrtc"])]
     rss_rtp, rss_webrtc = (statistics.median(r["rss"] for r in per[t]) for t in TRANSPORTS)
@@ -322,6 +350,9 @@ def main():
     parser.add_argument("--seconds", type=int, default=20, help="measured seconds per run (default 20)")
     parser.add_argument("--rounds", type=int, default=3, help="runs per transport, alternating (default 3)")
     parser.add_argument("--threads", type=int, default=12, help="busiest threads to list (default 12)")
+    parser.add_argument("--camera", metavar="PATTERN", nargs="?", const="snow",
+                        help="video from the stand-in rpicam-vid (as on a Pi, the encoder outside the agent) "
+                             "showing videotestsrc's PATTERN (default snow: it fills the bitrate)")
     parser.add_argument("--no-build", action="store_true", help="use target/release/broadcast-agent as it is")
     args = parser.parse_args()
     if os.environ.get(INSIDE) != "1":
@@ -340,7 +371,7 @@ def main():
     load_before = loadavg()
     perf = perf_counts()
     work = tempfile.mkdtemp(prefix="broadcast-uplink-bench-")
-    bench = Bench(work, perf)
+    bench = Bench(work, perf, args.camera)
     runs = []
     try:
         bench.janus()

@@ -93,9 +93,13 @@ impl Netns {
                 "nft",
                 &["add chain inet cut input { type filter hook input priority 0 ; }"],
             );
+            // nftables takes `numgen random mod 100 < N` for N up to 99 only.
+            let share = match percent {
+                100.. => String::new(),
+                _ => format!("numgen random mod 100 < {percent} "),
+            };
             let rule = format!(
-                "add rule inet cut input ip daddr 10.77.0.0/24 meta l4proto udp \
-                 numgen random mod 100 < {percent} drop"
+                "add rule inet cut input ip daddr 10.77.0.0/24 meta l4proto udp {share}drop"
             );
             run_tool("nft", &[&rule]);
         });
