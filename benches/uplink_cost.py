@@ -61,6 +61,7 @@ from overhead import (JANUS, REPO, ROOM, TICK, Timeout, _answers, cpu_seconds,  
                       peak_rss_mib, wait)
 
 LOCK = "/tmp/broadcast-bench.lock"
+RELEASE = os.path.join(REPO, "target", "release", "broadcast-agent")
 STANDIN = os.path.join(REPO, "tests", "standins", "camera.py")
 PI4 = b"raspberrypi,4-model-b\0brcm,bcm2711\0"
 INSIDE = "BROADCAST_UPLINK_BENCH_NETNS"
@@ -152,10 +153,10 @@ def perf_counts():
 
 
 class Bench:
-    def __init__(self, work, perf, camera=None):
+    def __init__(self, work, perf, agent, camera=None):
         self.work = work
         self.perf = perf
-        self.agent_bin = os.path.join(REPO, "target", "release", "broadcast-agent")
+        self.agent_bin = agent
         self.janus_process = None
         self.env = dict(os.environ)
         self.source = "test"
@@ -273,7 +274,7 @@ def report(args, runs, perf, load_before, when):
     print(f"\n`{' '.join(['python3', 'benches/uplink_cost.py', *sys.argv[1:]])}`  ")
     print(f"{when} to {_date()}; {os.cpu_count()} cores, {os.uname().machine}, {_cpu_model()}; "
           f"load average {load_before} before, {loadavg()} after")
-    print(f"agent: target/release/broadcast-agent, {os.environ.get(BUILT, '?')}")
+    print(f"agent: {os.environ.get(BUILT, '?')}")
     video = (f"video from the stand-in rpicam-vid (tests/standins/camera.py as a Pi 4, pattern {args.camera}; "
              "its x264 is outside the agent)" if args.camera else "video from videotestsrc ! x264enc in the agent")
     print(f"640x480@30 at 1000 kbit/s, {video}; Opus tone from audiotestsrc; no speaker")
@@ -354,14 +355,18 @@ def main():
                         help="video from the stand-in rpicam-vid (as on a Pi, the encoder outside the agent) "
                              "showing videotestsrc's PATTERN (default snow: it fills the bitrate)")
     parser.add_argument("--no-build", action="store_true", help="use target/release/broadcast-agent as it is")
+    parser.add_argument("--agent", metavar="BINARY", help="measure this broadcast-agent instead (not built; "
+                        "e.g. a build of a change, against the same Janus and pipelines)")
     args = parser.parse_args()
     if os.environ.get(INSIDE) != "1":
         if os.geteuid() != 0:
             sys.exit("bench: needs root (a network namespace of its own: unshare -n, ip link)")
-        built = "as found (--no-build), HEAD " + _commit()
-        if not args.no_build:
+        built = "target/release/broadcast-agent as found (--no-build), HEAD " + _commit()
+        if args.agent:
+            built = f"{os.path.abspath(args.agent)} as given"
+        elif not args.no_build:
             with Lock():
-                built = "built from " + _commit()
+                built = "target/release/broadcast-agent built from " + _commit()
                 subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=REPO, check=True)
         # Everything else inside a network namespace of its own.
         os.execvpe("unshare", ["unshare", "-n", "--", sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
@@ -371,7 +376,7 @@ def main():
     load_before = loadavg()
     perf = perf_counts()
     work = tempfile.mkdtemp(prefix="broadcast-uplink-bench-")
-    bench = Bench(work, perf, args.camera)
+    bench = Bench(work, perf, args.agent or RELEASE, args.camera)
     runs = []
     try:
         bench.janus()
