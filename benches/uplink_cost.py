@@ -72,6 +72,7 @@ AGENT = """[janus]
 url = "{janus}"
 [room]
 id = {room}
+admin_key_file = "{work}/janus/broadcast-agent.admin_key"
 check_interval_ms = 2000
 [stream]
 transport = "{transport}"
@@ -174,7 +175,8 @@ class Bench:
 
     def janus(self):
         conf = os.path.join(self.work, "janus")
-        shutil.copytree(os.path.join(REPO, "conf", "janus"), conf)
+        subprocess.run(["bash", os.path.join(REPO, "deploy", "janus-conf.sh"), conf], check=True,
+                       stdout=subprocess.DEVNULL)
         log = open(os.path.join(self.work, "janus.log"), "w")
         self.janus_process = subprocess.Popen(["janus", "-F", conf, "-o"], stdin=subprocess.DEVNULL,
                                               stdout=log, stderr=log)

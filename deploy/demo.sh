@@ -39,7 +39,7 @@ wait_until() { # what command...
 }
 
 echo "== Janus on 127.0.0.1:8088 (log: $WORK/janus.log)"
-cp -r conf/janus "$WORK/janus"
+bash deploy/janus-conf.sh "$WORK/janus" >/dev/null   # with a fresh admin key
 janus -F "$WORK/janus" -o >"$WORK/janus.log" 2>&1 &
 pids+=($!)
 wait_until "Janus" curl -sf -m 1 http://127.0.0.1:8088/janus/info
@@ -76,6 +76,7 @@ cat >"$WORK/agent.toml" <<TOML
 url = "http://127.0.0.1:8088/janus"
 [room]
 id = 4556
+admin_key_file = "$WORK/janus/broadcast-agent.admin_key"
 viewer_url = "http://127.0.0.1:8000/?r={room}&janus=http://127.0.0.1:8088/janus"
 [video]
 source = "test"

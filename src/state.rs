@@ -477,10 +477,15 @@ impl RoomState {
     /// What of the room's id someone else holds on Janus, if anything.
     pub fn conflict(&self) -> Option<Conflict> {
         let video_room = self.uplink.map_or(Presence::Unknown, |u| u.room);
-        let (what, why) = match (self.room, self.mountpoint, video_room) {
-            (Presence::Present(Owner::Foreign(why)), _, _) => ("room", why),
-            (_, Presence::Present(Fit::Foreign(why)), _) => ("mountpoint", why),
-            (_, _, Presence::Present(Owner::Foreign(why))) => ("video room", why),
+        let chat = match self.chat {
+            Chat::On(presence) => presence,
+            Chat::Off | Chat::Unavailable => Presence::Unknown,
+        };
+        let (what, why) = match (self.room, self.mountpoint, video_room, chat) {
+            (Presence::Present(Owner::Foreign(why)), ..) => ("room", why),
+            (_, Presence::Present(Fit::Foreign(why)), ..) => ("mountpoint", why),
+            (_, _, Presence::Present(Owner::Foreign(why)), _) => ("video room", why),
+            (.., Presence::Present(Owner::Foreign(why))) => ("chat room", why),
             _ => return None,
         };
         Some(Conflict {

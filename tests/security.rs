@@ -309,3 +309,75 @@ fn a_world_readable_config_with_secrets_is_refused() {
     assert!(status.success(), "{err}");
     assert!(!out.contains("hunter2"), "{out}");
 }
+
+/// Creates, as a viewer of the page could (no admin key), a room with `id`
+/// in each plugin the agent uses; the plugins' replies.
+fn squat_everything(probe: &common::janus::Probe, id: u64) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let theirs = "a-viewers-secret";
+    vec![
+        probe.textroom(json!({ "request": "create", "room": id, "secret": theirs })),
+        probe.audiobridge(json!({ "request": "create", "room": id, "secret": theirs })),
+        probe.streaming(json!({
+            "request": "create", "type": "rtp", "id": id, "secret": theirs,
+            "media": [{ "type": "audio", "mid": "a", "port": 0, "pt": 111, "codec": "opus" }]
+        })),
+        probe.videoroom(json!({ "request": "create", "room": id, "secret": theirs })),
+    ]
+}
+
+/// The shipped conf/janus locks every plugin the agent uses with an admin
+/// key: a viewer's create is refused, the agent's (with the key) is not.
+#[test]
+fn on_the_shipped_janus_a_viewer_cannot_take_the_broadcasts_id() {
+    let janus = Janus::start_with(JanusConfig {
+        admin_key: Some("shipped-fresh-key".into()),
+        ..JanusConfig::default()
+    });
+    let probe = janus.probe();
+    for refused in squat_everything(&probe, 7301) {
+        let error = refused["error"].as_str().unwrap_or_default();
+        assert!(error.contains("admin_key"), "not refused: {refused}");
+    }
+    let dir = scratch();
+    let key = secret_file(dir.path(), "admin_key", "shipped-fresh-key");
+    let room_extra = format!("admin_key_file = \"{}\"", key.display());
+    let speaker = ports(1);
+    let mut agent = Agent::start(&config_speaker(&janus, 7301, "", &room_extra, speaker));
+    probe.wait_all_present(7301, SECRET, speaker, Duration::from_secs(5));
+    common::wait_for(Duration::from_secs(5), "the chat", || {
+        probe.chat_exists(7301).then_some(())
+    });
+    assert_eq!(agent.status_json()["phase"], "live");
+    assert!(agent.warnings("anybody").is_empty(), "{}", agent.log());
+    assert!(agent.stop(Duration::from_secs(10)).success());
+}
+
+/// On a Janus that lets anybody create rooms, a viewer who made the chat
+/// with the broadcast's id while it was closed gets nothing: the agent
+/// opens no part of the room (`conflict`), sends nothing, and says once
+/// what lets it happen and how to fix it.
+#[test]
+fn a_squatted_chat_opens_nothing_and_an_open_janus_is_named_once() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let squat = probe.textroom(serde_json::json!({
+        "request": "create", "room": 7302, "secret": "a-viewers-secret"
+    }));
+    assert_eq!(squat["textroom"], "created", "{squat}");
+    let agent = Agent::start(&config(&janus, 7302, "", "admin_key = \"unused-key\""));
+    agent.wait_log(Duration::from_secs(5), "chat room 7302 on Janus is not this agent's");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(agent.status_json()["phase"], "conflict");
+    assert!(!probe.room_exists(7302), "the room was opened beside a stranger's chat");
+    assert!(probe.mountpoint(7302, SECRET).is_none());
+    drop(agent);
+
+    // The agent's own create shows the plugins open: said once, with the fix.
+    let agent = Agent::start(&config(&janus, 7303, "", "admin_key = \"unused-key\""));
+    probe.wait_room(7303, SECRET, true);
+    std::thread::sleep(Duration::from_secs(1));
+    let warnings = agent.warnings("Janus lets anybody create rooms");
+    assert_eq!(warnings.len(), 1, "{}", agent.log());
+    assert!(warnings[0].contains("deploy/janus-conf.sh"), "{}", warnings[0]);
+}

@@ -7,6 +7,11 @@ use std::time::Duration;
 use super::janus::url_host;
 use super::{duration, MicrophoneSettings, Settings, VideoSettings, VideoSource};
 use crate::h264;
+use crate::secret::Secret;
+
+/// The admin key in the project's `conf/janus`, which deploy/janus-conf.sh
+/// replaces with a fresh one.
+const SHIPPED_ADMIN_KEY: &str = "@ADMIN_KEY@";
 
 impl Settings {
     /// Checks what types alone cannot; the error names the key.
@@ -85,6 +90,15 @@ impl Settings {
             return Err((
                 "room.id",
                 "must not be 0 (Janus would pick a random id)".into(),
+            ));
+        }
+        if room.admin_key.as_ref().map(Secret::expose) == Some(SHIPPED_ADMIN_KEY) {
+            return Err((
+                "room.admin_key",
+                format!(
+                    "{SHIPPED_ADMIN_KEY} is the placeholder of the project's conf/janus, which anybody \
+                     can read: write Janus's configuration with deploy/janus-conf.sh, which makes a fresh key"
+                ),
             ));
         }
         check_millis("room.check_interval_ms", room.check_interval, 100, 600_000)?;
@@ -404,6 +418,14 @@ mod tests {
             "stream.video_rtcp_port",
         );
         assert!(load("[stream]\nvideo_rtcp_port = 0\n").is_ok());
+    }
+
+    #[test]
+    fn the_shipped_placeholder_is_no_admin_key() {
+        refused(
+            "[room]\nadmin_key = \"@ADMIN_KEY@\"\n",
+            "room.admin_key: @ADMIN_KEY@ is the placeholder",
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ const TALK_WINDOW_PACKETS: u32 = 25;
 const TALK_LEVEL: u32 = 40;
 
 /// What the agent asks the room to be.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct RoomSpec<'a> {
     /// Room id.
     pub id: u64,

@@ -112,6 +112,12 @@ impl JanusError {
             if *code == code::PLUGIN_NOT_FOUND || *code == code::UNAUTHORIZED_PLUGIN)
     }
 
+    /// Whether a plugin refused the request for want of its `admin_key`
+    /// (missing or wrong): the plugin is locked with one.
+    pub fn lacks_admin_key(&self) -> bool {
+        matches!(self, Self::Plugin { reason, .. } if reason.contains("admin_key"))
+    }
+
     /// The cause alone, without the context: the I/O error behind an
     /// unreachable Janus, the TLS problem, the reason Janus gave and its fix.
     pub fn cause(&self) -> String {

@@ -36,7 +36,7 @@ pub fn h264_fmtp(level: Level) -> String {
 }
 
 /// What the agent asks the mountpoint to be.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct MountpointSpec<'a> {
     /// Mountpoint id (the room's id).
     pub id: u64,

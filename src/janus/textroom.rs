@@ -28,7 +28,7 @@ pub mod code {
 const HISTORY: u32 = 50;
 
 /// What the agent asks the chat room to be.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct ChatSpec<'a> {
     /// Room id (the AudioBridge room's).
     pub id: u64,

@@ -32,7 +32,7 @@ pub mod code {
 const DISPLAY: &str = "broadcast-agent";
 
 /// What the agent asks the room to be.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct VideoRoomSpec<'a> {
     /// Room id (the AudioBridge room's).
     pub id: u64,

@@ -141,10 +141,13 @@ impl PipelineStatus {
     }
 }
 
-/// Whether the pipeline should run in `state`: the room is wanted open
-/// (and, for a pipeline of one uplink, that uplink is chosen).
+/// Whether the pipeline should run in `state`: the room is wanted open,
+/// no part of it is someone else's (nothing is sent into, or played from,
+/// a room a stranger holds), and, for a pipeline of one uplink, that uplink
+/// is chosen.
 fn wanted(supervision: &Supervision, state: &RoomState) -> bool {
     state.wants_open()
+        && state.conflict().is_none()
         && supervision
             .only_with
             .is_none_or(|kind| state.uplink.map(|u| u.kind) == Some(kind))

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use super::error::PassError;
+use super::lockdown::Lockdown;
 use super::plan::{next_action, Action, Goal, Observed, Plan, Session};
 use super::uplink::Mids;
 use super::{Event, MAX_ACTIONS_PER_PASS};
@@ -35,6 +36,8 @@ pub(super) struct Janus {
     pub(super) local_webrtc: Option<&'static str>,
     /// The live publisher's mids, for its forwarders.
     pub(super) mids: Mutex<Mids>,
+    /// Whether Janus lets anybody create rooms.
+    pub(super) lockdown: Lockdown,
 }
 
 impl Janus {
@@ -186,8 +189,17 @@ impl Janus {
         bridge: &AudioBridge<'_>,
         observed: &mut Observed,
     ) -> Result<(), PassError> {
-        let id = self.settings.room.id;
-        match bridge.create(&self.room_spec())? {
+        let room = &self.settings.room;
+        let id = room.id;
+        let made = self
+            .lockdown
+            .create(audiobridge::PLUGIN, id, room.admin_key.as_ref(), |admin_key| {
+                bridge.create(&RoomSpec {
+                    admin_key,
+                    ..self.room_spec()
+                })
+            })?;
+        match made {
             Created::New => {
                 log::info!("room {id}: created");
                 self.room_gone(observed);
@@ -295,7 +307,12 @@ impl Janus {
             srtp: key.as_ref(),
             ..self.mountpoint_spec()
         };
-        if stream.create(&spec)? == Created::Existing {
+        let made = self
+            .lockdown
+            .create(streaming::PLUGIN, spec.id, spec.admin_key, |admin_key| {
+                stream.create(&MountpointSpec { admin_key, ..spec })
+            })?;
+        if made == Created::Existing {
             // Made by someone meanwhile: check whose it is.
             (observed.srtp_key, observed.mountpoint) = (None, Presence::Unknown);
             return Ok(());
@@ -523,7 +540,13 @@ impl Janus {
         match action {
             Action::CheckChat => observed.chat = self.check_chat(&chat)?,
             Action::CreateChat => {
-                observed.chat = match chat.create(&self.chat_spec())? {
+                let spec = self.chat_spec();
+                let made = self
+                    .lockdown
+                    .create(textroom::PLUGIN, room.id, spec.admin_key, |admin_key| {
+                        chat.create(&ChatSpec { admin_key, ..spec })
+                    })?;
+                observed.chat = match made {
                     Created::New => {
                         log::info!("chat {} (TextRoom): created", room.id);
                         Presence::Present(Owner::Us)

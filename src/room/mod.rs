@@ -27,6 +27,7 @@
 
 mod actions;
 mod error;
+mod lockdown;
 pub mod plan;
 mod timers;
 mod uplink;
@@ -197,6 +198,7 @@ fn spawn_with_deadline(
             signalling: uplink.signalling,
             local_webrtc: uplink.local_webrtc,
             mids: std::sync::Mutex::default(),
+            lockdown: lockdown::Lockdown::default(),
         }),
         inbox,
         state,

@@ -303,6 +303,14 @@ fn opening(plan: Plan, observed: &Observed) -> Result<Option<Action>, Conflict> 
         id: plan.id,
         why,
     };
+    // The chat first: a room opens only with all of its parts ours, and a
+    // chat someone else made with the broadcast's id (a viewer, while the
+    // room was closed) would be theirs to read, post in as the Pi and kick from.
+    if plan.chat {
+        if let Some(step) = opening_chat(plan, observed.chat)? {
+            return Ok(Some(step));
+        }
+    }
     Ok(Some(match observed.room {
         Unknown => Action::CheckRoom,
         Absent => Action::CreateRoom,
@@ -320,7 +328,7 @@ fn opening(plan: Plan, observed: &Observed) -> Result<Option<Action>, Conflict> 
 }
 
 /// The steps towards an open room once room and mountpoint are ours and
-/// fit: the forwarder (or none, without a speaker), the chat, the count.
+/// fit: the forwarder (or none, without a speaker), the uplink, the count.
 fn opening_extras(plan: Plan, observed: &Observed) -> Result<Option<Action>, Conflict> {
     use Presence::{Absent, Present, Unknown};
     let forwarder = match (observed.stale_forwarder, observed.forwarder) {
@@ -333,17 +341,8 @@ fn opening_extras(plan: Plan, observed: &Observed) -> Result<Option<Action>, Con
     if let Some(step) = forwarder.or(opening_uplink(plan, observed)?) {
         return Ok(Some(step));
     }
-    Ok(Some(match () {
-        // The count first: a chat that cannot be made (someone else's
-        // text room) must not stop the idle timeout.
-        () if plan.count_participants && observed.participants == Unknown => {
-            Action::CountParticipants
-        }
-        () if plan.chat && observed.chat != Present(Owner::Us) => {
-            return opening_chat(plan, observed.chat)
-        }
-        () => return Ok(None),
-    }))
+    let count = plan.count_participants && observed.participants == Unknown;
+    Ok(count.then_some(Action::CountParticipants))
 }
 
 /// The WebRTC uplink's step towards an open room, once room and mountpoint
@@ -411,7 +410,7 @@ fn closing_uplink(plan: Plan, observed: &Observed) -> Option<Action> {
     }
 }
 
-/// The chat's step towards an open room, once the rest is there.
+/// The chat's step towards an open room, before the rest.
 fn opening_chat(plan: Plan, chat: Presence<Owner>) -> Result<Option<Action>, Conflict> {
     match chat {
         Presence::Unknown => Ok(Some(Action::CheckChat)),
@@ -693,19 +692,16 @@ mod tests {
     }
 
     #[test]
-    fn a_chat_room_of_someone_else_does_not_stop_the_count() {
-        let counting = Plan {
-            count_participants: true,
-            ..CHAT
+    fn a_chat_room_of_someone_else_stops_the_room_before_it_opens() {
+        let squatted = Observed {
+            chat: Present(Owner::Foreign(Foreign::NoSecret)),
+            ..seen(Absent, Absent, Absent)
         };
-        let mut live = seen(OURS, Present(Fit::Matches), Present(1));
-        live.chat = Present(Owner::Foreign(Foreign::OtherSecret));
-        assert_eq!(
-            next(Goal::Open, counting, &live),
-            Some(Action::CountParticipants)
-        );
-        live.participants = Present(2);
-        assert!(next_action(Goal::Open, counting, &live).is_err());
+        let conflict = next_action(Goal::Open, CHAT, &squatted).expect_err("a conflict");
+        assert_eq!(conflict.what, "chat room");
+        // Nothing was made before the chat was found theirs.
+        let steps = plan_from(Goal::Open, CHAT, seen(Absent, Absent, Absent));
+        assert_eq!(steps.first(), Some(&Action::CheckChat), "{steps:?}");
     }
 
     #[test]
@@ -837,10 +833,10 @@ mod tests {
         assert_eq!(
             plan_from(Goal::Open, CHAT, nothing),
             [
+                Action::CheckChat,
                 Action::CreateRoom,
                 Action::CreateMountpoint,
-                Action::CreateForwarder,
-                Action::CheckChat
+                Action::CreateForwarder
             ]
         );
         let missing = Observed {

@@ -135,7 +135,12 @@ impl Janus {
             pin: settings.pin.as_ref(),
             admin_key: settings.admin_key.as_ref(),
         };
-        observed.uplink.room = match room.create(&spec)? {
+        let made = self
+            .lockdown
+            .create(videoroom::PLUGIN, spec.id, spec.admin_key, |admin_key| {
+                room.create(&VideoRoomSpec { admin_key, ..spec })
+            })?;
+        observed.uplink.room = match made {
             Created::New => {
                 log::info!("video room {}: created (the WebRTC uplink's)", settings.id);
                 Presence::Present(Owner::Us)

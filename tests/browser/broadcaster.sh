@@ -62,6 +62,7 @@ broadcaster_start() {
 url = "$JANUS_URL"
 [room]
 id = $ROOM
+admin_key_file = "$WORK/janus/broadcast-agent.admin_key"
 check_interval_ms = 500
 viewer_url = "http://127.0.0.2:8000/?r={room}"
 [stream]

@@ -25,7 +25,9 @@ JANUS_URL=${JANUS_URL:-http://127.0.0.1:8088/janus}
 start() {
   if [[ ! -d "$CONF" ]]; then
     mkdir -p "$CONF"
-    cp "$REPO"/conf/janus/*.jcfg "$CONF/"   # as shipped: HTTP on 127.0.0.1:8088
+    # As shipped (HTTP on 127.0.0.1:8088), with a fresh admin key on the
+    # plugins, which the agent reads from $CONF/broadcast-agent.admin_key.
+    bash "$REPO/deploy/janus-conf.sh" "$CONF" >/dev/null
     if [[ -n "${JANUS_ADDR:-}" ]]; then
       sed -i -E 's/^(\s*(admin_)?ip) = "127.0.0.1"/\1 = "0.0.0.0"/' "$CONF/janus.transport.http.jcfg"
     fi

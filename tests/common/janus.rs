@@ -21,7 +21,8 @@ pub struct JanusConfig {
     /// Require a stored token (`token_auth = true`); add tokens with
     /// [`Janus::add_token`]. The probe gets one of its own.
     pub token_auth: bool,
-    /// AudioBridge and Streaming `admin_key`, with `lock_rtp_forward = true`.
+    /// The plugins' `admin_key` (with `lock_rtp_forward = true`), in place of
+    /// the shipped placeholder; without one, Janus lets anybody create rooms.
     pub admin_key: Option<String>,
     /// Serve the REST API over HTTPS too, with a certificate made for this
     /// instance (CN=localhost, SAN IP:127.0.0.1); [`Janus::url`] is then https.
@@ -225,36 +226,32 @@ impl Janus {
             ]);
         }
         rewrite("janus.transport.http.jcfg", &http);
-        let mut bridge = vec![(
+        let bridge = [(
             "rtp_port_range = \"10000-10100\"",
             format!("rtp_port_range = \"{}-{}\"", base + 30, base + 49),
         )];
-        let mut streaming = Vec::new();
-        let mut videoroom = Vec::new();
-        if let Some(key) = &self.config.admin_key {
-            videoroom.extend([
-                (
-                    "#admin_key = \"change-me\"",
-                    format!("admin_key = \"{key}\""),
-                ),
-                ("#lock_rtp_forward = true", "lock_rtp_forward = true".into()),
-            ]);
-            bridge.extend([
-                (
-                    "#admin_key = \"change-me\"",
-                    format!("admin_key = \"{key}\""),
-                ),
-                ("#lock_rtp_forward = true", "lock_rtp_forward = true".into()),
-            ]);
-            streaming.push((
-                "#admin_key = \"change-me\"",
-                format!("admin_key = \"{key}\""),
-            ));
+        rewrite("janus.plugin.audiobridge.jcfg", &self.keyed(&bridge, true));
+        rewrite("janus.plugin.streaming.jcfg", &self.keyed(&[], false));
+        rewrite("janus.plugin.textroom.jcfg", &self.keyed(&[], false));
+        rewrite("janus.plugin.videoroom.jcfg", &self.keyed(&[], true));
+    }
+
+    /// `edits` and the plugin's admin key: [`JanusConfig::admin_key`] for
+    /// the shipped placeholder, or without one, the key and its lock
+    /// commented out (an open Janus, as Debian ships it); `locks`: the
+    /// plugin forwards, and locks its forwarders with the key.
+    fn keyed(&self, edits: &[(&'static str, String)], locks: bool) -> Vec<(&'static str, String)> {
+        let mut edits = edits.to_vec();
+        match &self.config.admin_key {
+            Some(key) => edits.push(("@ADMIN_KEY@", key.clone())),
+            None => {
+                edits.push(("admin_key = \"@ADMIN_KEY@\"", "#admin_key = \"\"".into()));
+                if locks {
+                    edits.push(("lock_rtp_forward = true", "#lock_rtp_forward = true".into()));
+                }
+            }
         }
-        rewrite("janus.plugin.audiobridge.jcfg", &bridge);
-        rewrite("janus.plugin.streaming.jcfg", &streaming);
-        rewrite("janus.plugin.textroom.jcfg", &[]);
-        rewrite("janus.plugin.videoroom.jcfg", &videoroom);
+        edits
     }
 
     fn launch(&mut self) {

@@ -290,7 +290,7 @@ janus_start() {
             continue
         fi
         rm -rf "$d"; mkdir -p "$d"
-        cp "$repo"/conf/janus/*.jcfg "$d/"
+        bash "$repo/deploy/janus-conf.sh" "$d" >/dev/null  # as shipped, with a fresh admin key
         sed -i "s/rtp_port_range = \"20000-40000\"/rtp_port_range = \"$((base + 10))-$((base + 29))\"/" "$d/janus.jcfg"
         sed -i "s/port = 8088/port = $base/; s/admin_port = 7088/admin_port = $((base + 1))/" "$d/janus.transport.http.jcfg"
         sed -i "s/rtp_port_range = \"10000-10100\"/rtp_port_range = \"$((base + 30))-$((base + 49))\"/" "$d/janus.plugin.audiobridge.jcfg"
@@ -521,7 +521,7 @@ test_arch() {
     CONF=$INSTALL/etc/broadcast-agent/agent.toml
     set_agent_cmd
     set_keys "$CONF" \
-        "janus.url=\"$JANUS_URL\"" \
+        "janus.url=\"$JANUS_URL\"" "room.admin_key_file=\"$work/janus/broadcast-agent.admin_key\"" \
         "stream.video_port=$((JANUS_BASE + 2))" "stream.audio_port=$((JANUS_BASE + 3))" \
         "stream.video_rtcp_port=$((JANUS_BASE + 4))" "stream.transport=\"${UPLINKS[0]}\"" \
         "speaker.enabled=false" "gpio.enabled=false" \
