@@ -28,7 +28,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Settings;
+use crate::config::{Purpose, Settings};
 use crate::controls::socket::{self, Request};
 
 /// Exit status for a configuration the agent cannot use (sysexits' EX_CONFIG);
@@ -84,13 +84,7 @@ fn main() -> ExitCode {
     systemd::init_logging(log::LevelFilter::Info);
     match cli.command {
         Cmd::Run(arg) => run(&arg.config),
-        Cmd::Check(arg) => match load(&arg.config).and_then(|s| check_folders(&s).map(|()| s)) {
-            Ok(settings) => {
-                print!("# {}: valid\n{settings}", arg.config.display());
-                ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
+        Cmd::Check(arg) => check(&arg.config),
         Cmd::Status { target, json } => control(&target, Request::Status, |reply| {
             if json {
                 reply["status"].to_string() + "\n"
@@ -103,8 +97,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// Validates the configuration at `path` as the service would load it, and
+/// prints it with secrets masked.
+fn check(path: &Path) -> ExitCode {
+    let settings = match load(path, Purpose::Check) {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    if let Err(code) = check_folders(&settings) {
+        return code;
+    }
+    println!("# {}: valid", path.display());
+    for key in &settings.deferred_secrets {
+        println!(
+            "# {key}: in systemd's credentials directory, read by the service (LoadCredential=); not checked here"
+        );
+    }
+    print!("{settings}");
+    ExitCode::SUCCESS
+}
+
 fn run(path: &Path) -> ExitCode {
-    let settings = match load(path) {
+    let settings = match load(path, Purpose::Run) {
         Ok(settings) => settings,
         Err(code) => return code,
     };
@@ -165,8 +179,8 @@ fn check_folders(settings: &Settings) -> Result<(), ExitCode> {
 }
 
 /// Loads the settings, or logs the one-line reason and returns exit status 78.
-fn load(path: &Path) -> Result<Settings, ExitCode> {
-    Settings::load(path).map_err(|e| {
+fn load(path: &Path, purpose: Purpose) -> Result<Settings, ExitCode> {
+    Settings::load_for(path, purpose).map_err(|e| {
         log::error!("config error: {e}");
         ExitCode::from(EX_CONFIG)
     })

@@ -106,3 +106,24 @@ fn shipped_config_checks() {
     assert!(status.success(), "{err}");
     assert!(out.contains("valid"));
 }
+
+/// The README's advice, `token_file = "%d/janus_token"` (systemd
+/// credentials), passes `check` outside the service, where
+/// `$CREDENTIALS_DIRECTORY` is unset (as `deploy.sh` runs it), and says the
+/// service reads it; `run` without the directory still refuses it.
+#[test]
+fn check_accepts_secrets_in_systemd_credentials() {
+    let toml = "[janus]\ntoken_file = \"%d/janus_token\"\n";
+    let (code, out, err) = check(toml, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("# janus.token_file: in systemd's credentials directory, read by the service"),
+        "{out}"
+    );
+    let dir = scratch();
+    let path = dir.path().join("agent.toml");
+    write_private(&path, toml);
+    let (status, _, err) = run_agent(&["run", "--config", path.to_str().expect("utf-8")], &[]);
+    assert_eq!(status.code(), Some(78), "{err}");
+    assert!(err.contains("$CREDENTIALS_DIRECTORY is not set"), "{err}");
+}

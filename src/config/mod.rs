@@ -94,6 +94,22 @@ pub struct Settings {
     pub log: LogSettings,
     /// Prometheus metrics for node exporter.
     pub metrics: MetricsSettings,
+    /// The `*_file` keys left for the service to read: they name systemd's
+    /// credentials directory, which only exists inside the service
+    /// ([`Purpose::Check`] outside it).
+    #[serde(skip)]
+    pub deferred_secrets: Vec<&'static str>,
+}
+
+/// What the settings are loaded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The service: every secret must be read.
+    Run,
+    /// `broadcast-agent check`, run by a person or `deploy.sh` outside the
+    /// service: a secret in systemd's credentials directory (`%d/`) is
+    /// left for the service when `$CREDENTIALS_DIRECTORY` is unset.
+    Check,
 }
 
 impl Settings {
@@ -101,11 +117,16 @@ impl Settings {
     /// A file that holds secrets inline and that every user can read is
     /// refused ([`ConfigError::Exposed`]).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_for(path, Purpose::Run)
+    }
+
+    /// [`Self::load`], for `purpose`.
+    pub fn load_for(path: &Path, purpose: Purpose) -> Result<Self, ConfigError> {
         let raw = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        let settings = Self::from_sources(path, &raw, std::env::vars())?;
+        let settings = Self::from_sources(path, &raw, std::env::vars(), purpose)?;
         let mode = std::fs::metadata(path)
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
             .unwrap_or(0);
@@ -118,6 +139,7 @@ impl Settings {
         path: &Path,
         toml: &str,
         env: impl IntoIterator<Item = (String, String)>,
+        purpose: Purpose,
     ) -> Result<Self, ConfigError> {
         let mut credentials = None;
         let env: config::Map<String, String> = env
@@ -152,7 +174,7 @@ impl Settings {
             reason,
         };
         settings
-            .read_secret_files(credentials.as_deref())
+            .read_secret_files(credentials.as_deref(), purpose)
             .map_err(invalid)?;
         settings
             .validate()
@@ -272,6 +294,7 @@ mod tests {
             Path::new("agent.toml"),
             toml,
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            Purpose::Run,
         )
     }
 

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ConfigError, Settings};
+use super::{ConfigError, Purpose, Settings};
 use crate::secret::Secret;
 
 /// The secrets that may be written inline or read from a `<key>_file`.
@@ -24,11 +24,14 @@ impl Settings {
     /// Reads each secret given as a `*_file` key into its setting. The file
     /// holds the secret alone; trailing line breaks are dropped. A path may
     /// start with `%d/` or `$CREDENTIALS_DIRECTORY/` for systemd's
-    /// credentials directory (`LoadCredential=`).
+    /// credentials directory (`LoadCredential=`); to [`Purpose::Check`]
+    /// outside the service, such a file is listed in `deferred_secrets`.
     pub(super) fn read_secret_files(
         &mut self,
         credentials: Option<&Path>,
+        purpose: Purpose,
     ) -> Result<(), (&'static str, String)> {
+        let mut deferred = Vec::new();
         let (janus, room) = (&mut self.janus, &mut self.room);
         let slots: [(
             &'static str,
@@ -70,38 +73,53 @@ impl Settings {
                     format!("set either {key} or {file_key}, not both"),
                 ));
             }
-            let path = credential_path(file_key, file, credentials)?;
+            let path = match credential_path(file, credentials) {
+                Credential::Path(path) => path,
+                Credential::Unset if purpose == Purpose::Check => {
+                    deferred.push(file_key);
+                    continue;
+                }
+                Credential::Unset => {
+                    return Err((
+                        file_key,
+                        format!(
+                            "{} names systemd's credentials directory, but ${CREDENTIALS_VARIABLE} is not set \
+                             (add LoadCredential= to the unit)",
+                            file.display()
+                        ),
+                    ))
+                }
+            };
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| (file_key, format!("cannot read {}: {e}", path.display())))?;
             let secret = Secret::new(text.trim_end_matches(['\n', '\r']))
                 .ok_or_else(|| (file_key, format!("{} is empty", path.display())))?;
             *value = Some(secret);
         }
+        self.deferred_secrets = deferred;
         Ok(())
     }
 }
 
+/// Where a `*_file` path leads.
+enum Credential {
+    /// To this file.
+    Path(PathBuf),
+    /// Into systemd's credentials directory, which is not set here.
+    Unset,
+}
+
 /// `path` with a leading `%d/` or `$CREDENTIALS_DIRECTORY/` replaced by
 /// systemd's credentials directory.
-fn credential_path(
-    key: &'static str,
-    path: &Path,
-    credentials: Option<&Path>,
-) -> Result<PathBuf, (&'static str, String)> {
+fn credential_path(path: &Path, credentials: Option<&Path>) -> Credential {
     let text = path.to_string_lossy();
     let rest = text
         .strip_prefix("%d/")
         .or_else(|| text.strip_prefix("$CREDENTIALS_DIRECTORY/"));
     match (rest, credentials) {
-        (None, _) => Ok(path.to_owned()),
-        (Some(name), Some(dir)) => Ok(dir.join(name)),
-        (Some(_), None) => Err((
-            key,
-            format!(
-                "{text} names systemd's credentials directory, but ${CREDENTIALS_VARIABLE} is not set \
-                 (add LoadCredential= to the unit)"
-            ),
-        )),
+        (None, _) => Credential::Path(path.to_owned()),
+        (Some(name), Some(dir)) => Credential::Path(dir.join(name)),
+        (Some(_), None) => Credential::Unset,
     }
 }
 
@@ -218,6 +236,25 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(s.janus.token.as_ref().map(Secret::expose), Some("tok"));
+    }
+
+    #[test]
+    fn check_leaves_systemd_credentials_to_the_service() {
+        let toml = "[janus]\ntoken_file = \"%d/janus_token\"\n";
+        let checked = Settings::from_sources(Path::new("agent.toml"), toml, [], Purpose::Check)
+            .expect("valid for check");
+        assert_eq!(checked.deferred_secrets, ["janus.token_file"]);
+        assert!(checked.janus.token.is_none());
+        // With the variable set (inside the service), check reads it too.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let credentials = [(
+            CREDENTIALS_VARIABLE.to_owned(),
+            dir.path().display().to_string(),
+        )];
+        let e = Settings::from_sources(Path::new("agent.toml"), toml, credentials, Purpose::Check)
+            .expect_err("missing credential")
+            .to_string();
+        assert!(e.contains("janus.token_file: cannot read"), "{e}");
     }
 
     #[test]
