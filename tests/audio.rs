@@ -1072,3 +1072,43 @@ fn the_canceller_finds_the_echo_and_follows_it() {
         "the reference ({shift} ms) did not follow the echo ({after} ms)"
     );
 }
+
+/// The echo canceller's reference shift as the microphone's `status --json`
+/// shows it.
+fn echo_shift(agent: &Agent) -> Option<u64> {
+    let status = agent.status_json();
+    let pipelines = status["pipelines"].as_array()?;
+    let mic = pipelines.iter().find(|p| p["name"] == "microphone")?;
+    mic["echo"]["shift_ms"].as_u64()
+}
+
+/// `echo_delay_ms` and `echo_delay_auto` take effect on a reload (SIGHUP),
+/// as every other key does: the process does not keep its first values.
+#[test]
+fn a_reload_applies_new_echo_delay_settings() {
+    let janus = Janus::start();
+    let base = ports(4);
+    let config = format!(
+        "{head}\n[speaker]\nport = {speaker}\ndevice = \"null\"\n[video]\nsource = \"none\"\n\
+             [microphone]\ndevice = \"test\"\necho_cancel = true\necho_delay_ms = 10\n\
+             echo_delay_auto = false\n",
+        head = common::config_head(&janus.url(), 320, SECRET, base, common::Extra::default()),
+        speaker = base + 3,
+    );
+    let agent = Agent::start(&config);
+    agent.wait_log(Duration::from_secs(10), "microphone pipeline: running");
+    wait_for(Duration::from_secs(5), "a shift of 10 ms", || {
+        (echo_shift(&agent) == Some(10)).then_some(())
+    });
+    let path = agent.config_path();
+    let written = fs::read_to_string(&path).expect("the agent's config");
+    let edited = written.replace("echo_delay_ms = 10", "echo_delay_ms = 60");
+    common::write_private(&path, &edited);
+    agent.signal("HUP");
+    agent.wait_log(Duration::from_secs(5), "SIGHUP: configuration reloaded");
+    wait_for(
+        Duration::from_secs(10),
+        "a shift of 60 ms after the reload",
+        || (echo_shift(&agent) == Some(60)).then_some(()),
+    );
+}

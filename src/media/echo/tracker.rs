@@ -11,7 +11,8 @@
 //! reach: a different sound card, a Bluetooth speaker, clock drift.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, Once, OnceLock};
 use std::time::Duration;
 
 use gstreamer as gst;
@@ -64,41 +65,71 @@ pub struct Tracker {
     heard: Mutex<Heard>,
     /// The reference's current shift.
     shift: Mutex<Duration>,
-    /// Whether the shift follows the echo.
-    follows: bool,
+    /// The settings it was last given: the shift to start from
+    /// (`echo_delay_ms`) and whether it follows the echo (`echo_delay_auto`).
+    settings: Mutex<(Duration, bool)>,
+    /// Whether the shift follows the echo now.
+    follows: AtomicBool,
+    /// The thread that follows it, started with the first that does.
+    thread: Once,
 }
 
 impl Tracker {
-    /// The process's tracker: the first call decides the shift to start from
-    /// and whether it follows the echo (then a thread starts measuring).
+    /// The process's tracker, with the shift to start from and whether it
+    /// follows the echo as `start` and `follows` say: a reload that changes
+    /// either starts it afresh (one that does not keeps what it learned).
+    /// The thread that measures starts the first time it follows.
     pub fn get(start: Duration, follows: bool) -> &'static Tracker {
         static TRACKER: OnceLock<Tracker> = OnceLock::new();
-        let mut made = false;
-        let tracker = TRACKER.get_or_init(|| {
-            made = true;
-            Tracker {
-                heard: Mutex::default(),
-                shift: Mutex::new(start),
-                follows,
-            }
+        let tracker = TRACKER.get_or_init(|| Tracker {
+            heard: Mutex::default(),
+            shift: Mutex::new(start),
+            settings: Mutex::new((start, follows)),
+            follows: AtomicBool::new(follows),
+            thread: Once::new(),
         });
-        if made && follows {
-            let spawned = std::thread::Builder::new()
-                .name("echo-delay".into())
-                .spawn(move || loop {
-                    std::thread::sleep(PERIOD);
-                    tracker.step();
-                });
-            if let Err(e) = spawned {
-                log::warn!("echo: cannot follow the echo's delay: {e}");
-            }
+        tracker.configure(start, follows);
+        if follows {
+            tracker.thread.call_once(|| tracker.spawn());
         }
         tracker
     }
 
+    /// Starts afresh from `start` when the settings changed.
+    fn configure(&self, start: Duration, follows: bool) {
+        let mut settings = lock(&self.settings);
+        if *settings == (start, follows) {
+            return;
+        }
+        *settings = (start, follows);
+        *lock(&self.heard) = Heard::default();
+        *lock(&self.shift) = start;
+        self.follows.store(follows, Ordering::Relaxed);
+        log::info!(
+            "echo: the canceller's reference starts {} ms late{}",
+            start.as_millis(),
+            if follows { " and follows the echo" } else { "" }
+        );
+    }
+
+    /// Starts the thread that looks for the echo while the shift follows it.
+    fn spawn(&'static self) {
+        let spawned = std::thread::Builder::new()
+            .name("echo-delay".into())
+            .spawn(move || loop {
+                std::thread::sleep(PERIOD);
+                if self.follows() {
+                    self.step();
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("echo: cannot follow the echo's delay: {e}");
+        }
+    }
+
     /// Whether the taps are wanted.
     pub fn follows(&self) -> bool {
-        self.follows
+        self.follows.load(Ordering::Relaxed)
     }
 
     /// The reference's shift now.
