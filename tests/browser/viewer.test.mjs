@@ -6,7 +6,7 @@
 // Environment (set by run.sh): WORK, WEB_ROOT, JANUS_URL, ROOM, BROADCASTER,
 // JANUS_CTL, RESULTS, SCREENSHOT, ADMIN_URL, ADMIN_SECRET.
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import {
@@ -23,6 +23,9 @@ const RESULTS = env('RESULTS');
 const SCREENSHOT = env('SCREENSHOT');
 const ADMIN_URL = env('ADMIN_URL');
 const ADMIN_SECRET = env('ADMIN_SECRET');
+// The plugins' admin key deploy/janus-conf.sh wrote for the test Janus (janus.sh):
+// only its holders create rooms, as the operator of this test does.
+const adminKey = () => readFileSync(`${WORK}/janus/broadcast-agent.admin_key`, 'utf8').trim();
 const VIEWER_NAME = 'e2e-viewer';
 // The second viewer's name: markup in it must show as text.
 const SECOND_NAME = 'Bea <i>B</i>';
@@ -588,10 +591,10 @@ try {
   await check('PIN-protected broadcast: asks for the PIN, joins with it', async () => {
     const pinRoom = 7001;
     const r1 = await pluginRequest('janus.plugin.audiobridge',
-      { request: 'create', room: pinRoom, pin: '2468', sampling_rate: 48000 });
+      { request: 'create', room: pinRoom, pin: '2468', sampling_rate: 48000, admin_key: adminKey() });
     assert(r1.audiobridge === 'created', 'create room: ' + JSON.stringify(r1));
     const r2 = await pluginRequest('janus.plugin.streaming', {
-      request: 'create', type: 'rtp', id: pinRoom, pin: '2468',
+      request: 'create', type: 'rtp', id: pinRoom, pin: '2468', admin_key: adminKey(),
       media: [{ type: 'video', mid: 'v', port: 5104, pt: 96, codec: 'h264' }],
     });
     assert(r2.streaming === 'created', 'create mountpoint: ' + JSON.stringify(r2));
