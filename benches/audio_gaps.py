@@ -50,6 +50,8 @@ AGENT = """[janus]
 url = "{janus}"
 [room]
 id = {room}
+secret = "bench-room-secret"
+admin_key_file = "{work}/janus/broadcast-agent.admin_key"
 [control]
 socket = "{work}/agent.sock"
 [stream]
@@ -159,7 +161,9 @@ class Bench:
 
     def janus(self):
         conf = os.path.join(self.work, "janus")
-        shutil.copytree(os.path.join(REPO, "conf", "janus"), conf)
+        # As shipped, with a fresh admin key (deploy/janus-conf.sh).
+        subprocess.run(["bash", os.path.join(REPO, "deploy", "janus-conf.sh"), conf], check=True,
+                       stdout=subprocess.DEVNULL)
         http = os.path.join(conf, "janus.transport.http.jcfg")
         with open(http) as f:
             text = f.read().replace("port = 8088", f"port = {JANUS_PORT}")
@@ -186,7 +190,7 @@ class Bench:
 
     def agent(self, binary, mic):
         config = os.path.join(self.work, "agent.toml")
-        with open(config, "w") as f:
+        with open(os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             f.write(AGENT.format(janus=JANUS, room=ROOM, work=self.work, video=VIDEO_PORT,
                                  audio=AUDIO_PORT, rtcp=RTCP_PORT, mic=mic, speaker=SPEAKER_PORT))
         return self.start([binary, "run", "--config", config], log="agent.log",

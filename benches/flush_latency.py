@@ -47,6 +47,7 @@ CONFIG = """
 url = "http://127.0.0.1:{janus_port}/janus"
 [room]
 id = 4556
+secret = "bench-room-secret"
 [stream]
 host = "127.0.0.1"
 video_port = {port}

@@ -89,6 +89,23 @@ def video_age_ms():
         post(f"{JANUS}/{session}", {"janus": "destroy"})
 
 
+# The room's secret in the benches' agent configurations: without one, a
+# room opens only when asked (a fresh install broadcasts nothing by itself).
+ROOM_SECRET = "bench-room-secret"
+
+
+def janus_conf(dest):
+    """conf/janus into `dest`, with a fresh admin key (deploy/janus-conf.sh)."""
+    subprocess.run(["bash", os.path.join(REPO, "deploy", "janus-conf.sh"), dest], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def write_private(path, text):
+    """Writes `text` to `path`, readable by its owner alone (it holds a secret)."""
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(text)
+
+
 class Timeout(Exception):
     """Something the bench waited for did not happen."""
 
@@ -145,7 +162,7 @@ class Bench:
 
     def janus(self):
         conf = os.path.join(self.work, "janus")
-        shutil.copytree(os.path.join(REPO, "conf", "janus"), conf)
+        janus_conf(conf)
         log = open(os.path.join(self.work, "janus.log"), "w")
         self.start(["janus", "-F", conf, "-o"], stdout=log, stderr=log)
         wait("Janus", lambda: _answers(f"{JANUS}/info"))
@@ -165,9 +182,9 @@ class Bench:
 
     def agent(self, media, env=None):
         config = os.path.join(self.work, "agent.toml")
-        with open(config, "w") as f:
-            f.write(f'[janus]\nurl = "{JANUS}"\n[room]\nid = {ROOM}\ndestroy_on_close = false\n'
-                    f'[control]\nsocket = "{self.work}/agent.sock"\n' + media)
+        write_private(config, f'[janus]\nurl = "{JANUS}"\n[room]\nid = {ROOM}\ndestroy_on_close = false\n'
+                      f'secret = "{ROOM_SECRET}"\nadmin_key_file = "{self.work}/janus/broadcast-agent.admin_key"\n'
+                      f'[control]\nsocket = "{self.work}/agent.sock"\n' + media)
         log = open(os.path.join(self.work, "agent.log"), "a")
         return self.start([self.agent_bin, "run", "--config", config], stdout=log, stderr=log,
                           env=dict(os.environ, **(env or {})))

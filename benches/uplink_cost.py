@@ -57,8 +57,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from overhead import (JANUS, REPO, ROOM, TICK, Timeout, _answers, cpu_seconds,  # noqa: E402
-                      peak_rss_mib, wait)
+from overhead import (JANUS, REPO, ROOM, ROOM_SECRET, TICK, Timeout, _answers, cpu_seconds,  # noqa: E402
+                      janus_conf, peak_rss_mib, wait, write_private)
 
 LOCK = "/tmp/broadcast-bench.lock"
 RELEASE = os.path.join(REPO, "target", "release", "broadcast-agent")
@@ -73,6 +73,7 @@ url = "{janus}"
 [room]
 id = {room}
 admin_key_file = "{work}/janus/broadcast-agent.admin_key"
+secret = "{secret}"
 check_interval_ms = 2000
 [stream]
 transport = "{transport}"
@@ -175,8 +176,7 @@ class Bench:
 
     def janus(self):
         conf = os.path.join(self.work, "janus")
-        subprocess.run(["bash", os.path.join(REPO, "deploy", "janus-conf.sh"), conf], check=True,
-                       stdout=subprocess.DEVNULL)
+        janus_conf(conf)
         log = open(os.path.join(self.work, "janus.log"), "w")
         self.janus_process = subprocess.Popen(["janus", "-F", conf, "-o"], stdin=subprocess.DEVNULL,
                                               stdout=log, stderr=log)
@@ -193,8 +193,8 @@ class Bench:
     def run(self, transport, seconds):
         """One agent run on `transport`: its figures over `seconds` of media at Janus."""
         config = os.path.join(self.work, f"agent-{transport}.toml")
-        with open(config, "w") as f:
-            f.write(AGENT.format(janus=JANUS, room=ROOM, transport=transport, work=self.work, source=self.source))
+        write_private(config, AGENT.format(janus=JANUS, room=ROOM, transport=transport, work=self.work,
+                                           source=self.source, secret=ROOM_SECRET))
         log = open(os.path.join(self.work, f"agent-{transport}.log"), "a")
         with Lock():
             started = time.monotonic()

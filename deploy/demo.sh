@@ -71,11 +71,15 @@ cp /usr/share/javascript/webrtc-adapter/adapter.js "$WORK/web/adapter.js"
 python3 -m http.server 8000 --bind 127.0.0.1 --directory "$WORK/web" >"$WORK/web.log" 2>&1 &
 pids=($! "${pids[@]}")
 
+# The room's secret, fresh: the agent proves the room is its own with it
+# (and opens nothing by itself without one). Readable by its owner alone.
+(umask 077; od -An -N12 -tx1 /dev/urandom | tr -d ' \n' >"$WORK/room.secret")
 cat >"$WORK/agent.toml" <<TOML
 [janus]
 url = "http://127.0.0.1:8088/janus"
 [room]
 id = 4556
+secret_file = "$WORK/room.secret"
 admin_key_file = "$WORK/janus/broadcast-agent.admin_key"
 viewer_url = "http://127.0.0.1:8000/?r={room}&janus=http://127.0.0.1:8088/janus"
 [video]

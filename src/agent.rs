@@ -169,8 +169,7 @@ impl Running {
             None
         };
         let state_dir = settings.control.state_dir.clone();
-        let (choice, choices) =
-            watch::channel(owner::load(&state_dir, settings.room.open_on_start));
+        let (choice, choices) = watch::channel(owner::load(&state_dir, &settings.room));
         media::init()?;
         let signalling = Arc::new(Signalling::default());
         let uplink = room::UplinkParts {

@@ -7,7 +7,8 @@
 //! `<state_dir>/room.json` atomically (temporary file, fsync, rename, fsync of
 //! the directory), so a power cut leaves the old choice or the new one, never
 //! half a file. At start [`load`] reads it back; it wins over
-//! `room.open_on_start`, which decides only while nothing (valid) is stored.
+//! `room.open_on_start`, which decides only while the owner never chose
+//! (no file). Anything else it cannot be sure of keeps the room closed.
 
 use std::fs;
 use std::io::{self, Write};
@@ -17,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::state::{CloseReason, Desired};
+use crate::config::RoomSettings;
+use crate::state::{CloseReason, Desired, Earlier};
 
 /// The file's name inside `control.state_dir`.
 const FILE_NAME: &str = "room.json";
@@ -32,18 +34,28 @@ pub struct Choice {
 }
 
 impl Choice {
-    /// What `room.open_on_start` says, before the owner chose anything.
-    pub fn on_start(open_on_start: bool) -> Self {
-        if open_on_start {
-            Self {
-                desired: Desired::Open,
-                closed_by: None,
-            }
-        } else {
-            Self {
-                desired: Desired::Closed,
-                closed_by: Some(CloseReason::Command),
-            }
+    /// Open.
+    pub const OPEN: Self = Self {
+        desired: Desired::Open,
+        closed_by: None,
+    };
+
+    /// Closed, for `reason`.
+    pub fn closed(reason: CloseReason) -> Self {
+        Self {
+            desired: Desired::Closed,
+            closed_by: Some(reason),
+        }
+    }
+
+    /// What the configuration says before the owner chose anything:
+    /// `room.open_on_start`, once there is a `room.secret` (a fresh
+    /// install, configured by nobody yet, broadcasts nothing).
+    pub fn on_start(room: &RoomSettings) -> Self {
+        match (room.open_on_start, room.secret.is_some()) {
+            (false, _) => Self::closed(CloseReason::Command),
+            (true, false) => Self::closed(CloseReason::Unconfigured),
+            (true, true) => Self::OPEN,
         }
     }
 }
@@ -65,6 +77,16 @@ enum StoredReason {
     MaxDuration,
 }
 
+impl From<StoredReason> for Earlier {
+    fn from(reason: StoredReason) -> Self {
+        match reason {
+            StoredReason::Command => Self::Owner,
+            StoredReason::IdleTimeout => Self::IdleTimeout,
+            StoredReason::MaxDuration => Self::MaxDuration,
+        }
+    }
+}
+
 impl From<Choice> for Stored {
     fn from(choice: Choice) -> Self {
         match (choice.desired, choice.closed_by) {
@@ -74,6 +96,14 @@ impl From<Choice> for Stored {
             }
             (Desired::Closed, Some(CloseReason::MaxDuration)) => {
                 Self::Closed(StoredReason::MaxDuration)
+            }
+            // Still closed for the same reason, through a restart.
+            (Desired::Closed, Some(CloseReason::Restored(earlier))) => {
+                Self::Closed(match earlier {
+                    Earlier::Owner => StoredReason::Command,
+                    Earlier::IdleTimeout => StoredReason::IdleTimeout,
+                    Earlier::MaxDuration => StoredReason::MaxDuration,
+                })
             }
             (Desired::Closed, _) => Self::Closed(StoredReason::Command),
         }
@@ -118,28 +148,61 @@ pub fn path(state_dir: &Path) -> PathBuf {
 }
 
 /// The choice to start with: the stored one (a closed room is shown as
-/// [`CloseReason::Restored`]), or, with one warning when the file is missing
-/// or unreadable, what `open_on_start` says.
-pub fn load(state_dir: &Path, open_on_start: bool) -> Choice {
-    match read(&path(state_dir)) {
-        Ok(Stored::Open) => Choice::on_start(true),
-        Ok(Stored::Closed(_)) => {
-            log::info!(
-                "the owner closed the room before this start ({}): it stays closed until opened",
-                path(state_dir).display()
-            );
-            Choice {
-                desired: Desired::Closed,
-                closed_by: Some(CloseReason::Restored),
+/// [`CloseReason::Restored`], with why it was closed), or, when the owner
+/// never chose (no file), what the configuration says ([`Choice::on_start`]).
+/// Fails closed: a file that cannot be read or is not a choice, or a
+/// `state_dir` that cannot be written (the next choice would be lost),
+/// keeps the room closed until the owner opens it, and says why.
+pub fn load(state_dir: &Path, room: &RoomSettings) -> Choice {
+    if let Err(e) = check_writable(state_dir) {
+        log::error!(
+            "control.state_dir: cannot write {} ({e}): the owner's choice would not survive a restart, \
+             so the room stays closed until opened; give the service a writable folder (StateDirectory=)",
+            state_dir.display()
+        );
+        return Choice::closed(CloseReason::Unwritable);
+    }
+    let reason = match read(&path(state_dir)) {
+        Ok(Stored::Open) => return Choice::OPEN,
+        Ok(Stored::Closed(reason)) => Earlier::from(reason),
+        Err(StoreError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            let choice = Choice::on_start(room);
+            if choice.closed_by == Some(CloseReason::Unconfigured) {
+                log::warn!(
+                    "room {}: room.secret is not set, so open_on_start waits: nothing is broadcast until \
+                     the owner sets it (room.secret_file) or opens the room",
+                    room.id
+                );
             }
+            return choice;
         }
         Err(e) => {
-            log::warn!(
-                "{e}; room.open_on_start = {open_on_start} decides until the room is opened or closed"
+            log::error!(
+                "{e}: the owner's last choice is unknown, so the room stays closed until opened"
             );
-            Choice::on_start(open_on_start)
+            return Choice::closed(CloseReason::Unreadable);
         }
-    }
+    };
+    let restored = CloseReason::Restored(reason);
+    log::info!(
+        "room {}: {} ({}): it stays closed until opened",
+        room.id,
+        restored.words(),
+        path(state_dir).display()
+    );
+    Choice::closed(restored)
+}
+
+/// Whether a file can be made in `state_dir` (made if missing): a fresh
+/// name, made and removed.
+fn check_writable(state_dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(state_dir)?;
+    let probe = state_dir.join(format!(".write-check.{}", std::process::id()));
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    fs::remove_file(&probe)
 }
 
 fn read(path: &Path) -> Result<Stored, StoreError> {
@@ -201,20 +264,25 @@ pub fn follow(state_dir: PathBuf, mut choices: watch::Receiver<Choice>) -> JoinH
 mod tests {
     use super::*;
 
-    fn closed(reason: CloseReason) -> Choice {
-        Choice {
-            desired: Desired::Closed,
-            closed_by: Some(reason),
+    fn room(open_on_start: bool, secret: Option<&str>) -> RoomSettings {
+        RoomSettings {
+            open_on_start,
+            secret: secret.and_then(crate::secret::Secret::new),
+            ..RoomSettings::default()
         }
     }
 
     #[test]
-    fn a_saved_choice_wins_over_open_on_start() {
+    fn a_saved_choice_wins_over_open_on_start_and_keeps_its_reason() {
         let dir = tempfile::tempdir().expect("tempdir");
-        save(dir.path(), closed(CloseReason::IdleTimeout)).expect("save");
-        assert_eq!(load(dir.path(), true), closed(CloseReason::Restored));
-        save(dir.path(), Choice::on_start(true)).expect("save");
-        assert_eq!(load(dir.path(), false), Choice::on_start(true));
+        save(dir.path(), Choice::closed(CloseReason::IdleTimeout)).expect("save");
+        let restored = Choice::closed(CloseReason::Restored(Earlier::IdleTimeout));
+        assert_eq!(load(dir.path(), &room(true, Some("s"))), restored);
+        // Saved again while still closed: still the idle timeout's.
+        save(dir.path(), restored).expect("save");
+        assert_eq!(load(dir.path(), &room(true, Some("s"))), restored);
+        save(dir.path(), Choice::OPEN).expect("save");
+        assert_eq!(load(dir.path(), &room(false, None)), Choice::OPEN);
         let names: Vec<_> = fs::read_dir(dir.path())
             .expect("list")
             .map(|e| e.expect("entry").file_name())
@@ -223,14 +291,40 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_or_corrupt_file_falls_back_to_open_on_start() {
+    fn only_a_missing_file_lets_the_configuration_decide() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(load(dir.path(), false), Choice::on_start(false));
+        assert_eq!(load(dir.path(), &room(true, Some("s"))), Choice::OPEN);
+        assert_eq!(
+            load(dir.path(), &room(false, Some("s"))),
+            Choice::closed(CloseReason::Command)
+        );
         fs::write(path(dir.path()), "{\"room\":\"clo").expect("write");
-        assert_eq!(load(dir.path(), true), Choice::on_start(true));
-        assert!(matches!(
-            read(&path(dir.path())),
-            Err(StoreError::Corrupt { .. })
-        ));
+        assert_eq!(
+            load(dir.path(), &room(true, Some("s"))),
+            Choice::closed(CloseReason::Unreadable)
+        );
+    }
+
+    #[test]
+    fn without_a_room_secret_nothing_opens_by_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(
+            load(dir.path(), &room(true, None)),
+            Choice::closed(CloseReason::Unconfigured)
+        );
+        // The owner's own choice opens it, secret or not.
+        save(dir.path(), Choice::OPEN).expect("save");
+        assert_eq!(load(dir.path(), &room(true, None)), Choice::OPEN);
+    }
+
+    #[test]
+    fn a_state_dir_that_cannot_be_written_keeps_the_room_closed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a-file");
+        fs::write(&file, "").expect("write");
+        assert_eq!(
+            load(&file.join("state"), &room(true, Some("s"))),
+            Choice::closed(CloseReason::Unwritable)
+        );
     }
 }

@@ -276,8 +276,7 @@ impl Uplink {
 }
 
 /// What closed the room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
     /// A button, `broadcast-agent close`, or `open_on_start = false`.
     Command,
@@ -285,19 +284,74 @@ pub enum CloseReason {
     IdleTimeout,
     /// It was open for `room.max_duration_s`.
     MaxDuration,
-    /// The owner closed it before the agent (re)started (`control.state_dir`).
-    Restored,
+    /// It was closed before the agent (re)started, and `control.state_dir`
+    /// kept that, and why.
+    Restored(Earlier),
+    /// The saved choice cannot be read (or is not one): the room stays
+    /// closed until the owner chooses again, rather than guess.
+    Unreadable,
+    /// `control.state_dir` cannot be written: no choice would survive a
+    /// restart, so nothing opens by itself.
+    Unwritable,
+    /// No `room.secret` and no choice yet: a fresh install broadcasts
+    /// nothing by itself (`open_on_start` waits for the secret).
+    Unconfigured,
+}
+
+/// Why the room was closed before the agent restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Earlier {
+    /// By the owner (a button, `broadcast-agent close`).
+    Owner,
+    /// By `room.idle_timeout_s`.
+    IdleTimeout,
+    /// By `room.max_duration_s`.
+    MaxDuration,
 }
 
 impl CloseReason {
+    /// In one word, as `status --json` shows it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Command => "command",
+            Self::IdleTimeout => "idle_timeout",
+            Self::MaxDuration => "max_duration",
+            Self::Restored(_) => "restored",
+            Self::Unreadable => "unreadable",
+            Self::Unwritable => "unwritable",
+            Self::Unconfigured => "unconfigured",
+        }
+    }
+
     /// In words, for the status line.
     pub fn words(self) -> &'static str {
         match self {
             Self::Command => "closed on request",
             Self::IdleTimeout => "idle timeout",
             Self::MaxDuration => "maximum duration reached",
-            Self::Restored => "closed by the owner before the agent restarted",
+            Self::Restored(Earlier::Owner) => "closed by the owner before the agent restarted",
+            Self::Restored(Earlier::IdleTimeout) => {
+                "closed by its idle timeout (room.idle_timeout_s) before the agent restarted"
+            }
+            Self::Restored(Earlier::MaxDuration) => {
+                "closed at its maximum duration (room.max_duration_s) before the agent restarted"
+            }
+            Self::Unreadable => {
+                "the owner's last choice (room.json in control.state_dir) cannot be read: closed until opened"
+            }
+            Self::Unwritable => {
+                "control.state_dir cannot be written, so no choice would survive a restart: closed until opened"
+            }
+            Self::Unconfigured => {
+                "room.secret is not set: nothing opens by itself until it is (or the room is opened)"
+            }
         }
+    }
+}
+
+impl Serialize for CloseReason {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.label())
     }
 }
 

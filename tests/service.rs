@@ -470,19 +470,102 @@ fn a_closed_room_stays_closed_across_restarts() {
     assert_eq!(agent.status_json()["room"]["desired"], "open");
 }
 
+/// Waits up to 2 s for the room to be closed, then holds for a second
+/// more: nothing of it appears on Janus. Returns the status as JSON.
+fn stays_closed(agent: &Agent, probe: &common::janus::Probe, room: u64) -> serde_json::Value {
+    common::wait_for(Duration::from_secs(2), "a closed room", || {
+        let json = agent.status_json();
+        (json["phase"] == "closed").then_some(json)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!probe.room_exists(room) && probe.mountpoint(room, SECRET).is_none());
+    agent.status_json()
+}
+
+/// The owner's choice is never guessed: a saved choice that cannot be
+/// read, or a state directory the agent cannot write (the next choice
+/// would be lost), keeps the room closed until opened, and says why.
 #[test]
-fn a_corrupt_choice_falls_back_to_open_on_start_with_one_warning() {
+fn a_choice_the_agent_cannot_be_sure_of_keeps_the_room_closed() {
     let janus = Janus::start();
     let probe = janus.probe();
     let dir = scratch();
     std::fs::write(dir.path().join("room.json"), "{\"room\":").expect("write");
     let agent = remembering_agent(&remembering_config(&janus, 52, true), dir.path());
+    let json = stays_closed(&agent, &probe, 52);
+    assert_eq!(json["room"]["closed_by"], "unreadable", "{json}");
+    let log = agent.log();
+    let errors: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("room.json"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(errors[0].contains("is not a saved choice"), "{errors:?}");
+    assert!(agent
+        .status_text()
+        .contains("cannot be read: closed until opened"));
+    // Opened by the owner, it is saved whole again.
+    assert!(agent.control(&["open"]).0.success());
     probe.wait_room(52, SECRET, true);
-    let warnings = agent.warnings("room.json");
-    assert_eq!(warnings.len(), 1, "{}", agent.log());
+    drop(agent);
+
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").expect("write");
+    let agent = remembering_agent(&remembering_config(&janus, 53, true), &file.join("state"));
+    let json = stays_closed(&agent, &probe, 53);
+    assert_eq!(json["room"]["closed_by"], "unwritable", "{json}");
+    assert!(agent.log().contains("control.state_dir: cannot write"));
+}
+
+/// A room its idle timeout closed stays closed after a restart, and is
+/// said to be the timeout's, not the owner's.
+#[test]
+fn a_room_closed_by_its_timeout_is_said_so_after_a_restart() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let dir = scratch();
+    let saved = "{\"room\":\"closed\",\"reason\":\"idle_timeout\"}\n";
+    std::fs::write(dir.path().join("room.json"), saved).expect("write");
+    let agent = remembering_agent(&remembering_config(&janus, 54, true), dir.path());
+    let json = stays_closed(&agent, &probe, 54);
+    assert_eq!(json["room"]["closed_by"], "restored", "{json}");
+    let text = agent.status_text();
     assert!(
-        warnings[0].contains("is not a saved choice"),
-        "{warnings:?}"
+        text.contains("closed by its idle timeout (room.idle_timeout_s)"),
+        "{text}"
+    );
+    assert!(
+        agent.log().contains("closed by its idle timeout"),
+        "{}",
+        agent.log()
+    );
+}
+
+/// A fresh install (no room secret, no choice yet) broadcasts nothing by
+/// itself, whatever open_on_start says; `status` says why, and the owner
+/// can still open it.
+#[test]
+fn without_a_room_secret_nothing_opens_by_itself() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let dir = scratch();
+    let config =
+        remembering_config(&janus, 55, true).replace(&format!("secret = \"{SECRET}\""), "");
+    let agent = remembering_agent(&config, dir.path());
+    let json = stays_closed(&agent, &probe, 55);
+    assert_eq!(json["room"]["closed_by"], "unconfigured", "{json}");
+    assert!(
+        agent
+            .status_text()
+            .contains("room.secret is not set: nothing opens by itself"),
+        "{}",
+        agent.status_text()
+    );
+    assert!(agent.control(&["open"]).0.success());
+    common::wait_for(
+        Duration::from_secs(5),
+        "the room opened by the owner",
+        || probe.room_exists(55).then_some(()),
     );
 }
 

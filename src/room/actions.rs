@@ -191,14 +191,17 @@ impl Janus {
     ) -> Result<(), PassError> {
         let room = &self.settings.room;
         let id = room.id;
-        let made = self
-            .lockdown
-            .create(audiobridge::PLUGIN, id, room.admin_key.as_ref(), |admin_key| {
+        let made = self.lockdown.create(
+            audiobridge::PLUGIN,
+            id,
+            room.admin_key.as_ref(),
+            |admin_key| {
                 bridge.create(&RoomSpec {
                     admin_key,
                     ..self.room_spec()
                 })
-            })?;
+            },
+        )?;
         match made {
             Created::New => {
                 log::info!("room {id}: created");
@@ -307,11 +310,11 @@ impl Janus {
             srtp: key.as_ref(),
             ..self.mountpoint_spec()
         };
-        let made = self
-            .lockdown
-            .create(streaming::PLUGIN, spec.id, spec.admin_key, |admin_key| {
-                stream.create(&MountpointSpec { admin_key, ..spec })
-            })?;
+        let made =
+            self.lockdown
+                .create(streaming::PLUGIN, spec.id, spec.admin_key, |admin_key| {
+                    stream.create(&MountpointSpec { admin_key, ..spec })
+                })?;
         if made == Created::Existing {
             // Made by someone meanwhile: check whose it is.
             (observed.srtp_key, observed.mountpoint) = (None, Presence::Unknown);
@@ -541,11 +544,12 @@ impl Janus {
             Action::CheckChat => observed.chat = self.check_chat(&chat)?,
             Action::CreateChat => {
                 let spec = self.chat_spec();
-                let made = self
-                    .lockdown
-                    .create(textroom::PLUGIN, room.id, spec.admin_key, |admin_key| {
-                        chat.create(&ChatSpec { admin_key, ..spec })
-                    })?;
+                let made = self.lockdown.create(
+                    textroom::PLUGIN,
+                    room.id,
+                    spec.admin_key,
+                    |admin_key| chat.create(&ChatSpec { admin_key, ..spec }),
+                )?;
                 observed.chat = match made {
                     Created::New => {
                         log::info!("chat {} (TextRoom): created", room.id);

@@ -696,7 +696,7 @@ mod tests {
         settings.janus.request_timeout = Duration::from_secs(3);
         let client = Arc::new(Client::new(&settings.janus).expect("client"));
         let deadline = Duration::from_millis(1000);
-        let (owner, _) = watch::channel(crate::owner::Choice::on_start(true));
+        let (owner, _) = watch::channel(crate::owner::Choice::OPEN);
         let uplink = UplinkParts {
             signalling: Arc::default(),
             local_webrtc: None,

@@ -135,11 +135,11 @@ impl Janus {
             pin: settings.pin.as_ref(),
             admin_key: settings.admin_key.as_ref(),
         };
-        let made = self
-            .lockdown
-            .create(videoroom::PLUGIN, spec.id, spec.admin_key, |admin_key| {
-                room.create(&VideoRoomSpec { admin_key, ..spec })
-            })?;
+        let made =
+            self.lockdown
+                .create(videoroom::PLUGIN, spec.id, spec.admin_key, |admin_key| {
+                    room.create(&VideoRoomSpec { admin_key, ..spec })
+                })?;
         observed.uplink.room = match made {
             Created::New => {
                 log::info!("video room {}: created (the WebRTC uplink's)", settings.id);

@@ -57,11 +57,13 @@ broadcaster_start() {
     return
   fi
   pulse_start
-  cat >"$CONFIG" <<TOML
+  # Holds the room's secret: readable by its owner alone, as the agent asks.
+  (umask 077; cat >"$CONFIG") <<TOML
 [janus]
 url = "$JANUS_URL"
 [room]
 id = $ROOM
+secret = "browser-e2e-room-secret"
 admin_key_file = "$WORK/janus/broadcast-agent.admin_key"
 check_interval_ms = 500
 viewer_url = "http://127.0.0.2:8000/?r={room}"

@@ -522,6 +522,7 @@ test_arch() {
     set_agent_cmd
     set_keys "$CONF" \
         "janus.url=\"$JANUS_URL\"" "room.admin_key_file=\"$work/janus/broadcast-agent.admin_key\"" \
+        "room.secret=\"arm-e2e-room-secret\"" \
         "stream.video_port=$((JANUS_BASE + 2))" "stream.audio_port=$((JANUS_BASE + 3))" \
         "stream.video_rtcp_port=$((JANUS_BASE + 4))" "stream.transport=\"${UPLINKS[0]}\"" \
         "speaker.enabled=false" "gpio.enabled=false" \
