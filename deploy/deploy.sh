@@ -26,11 +26,19 @@
 # serves both; only the unit's location differs (/etc/systemd/system here, overriding
 # /lib/systemd/system from the package: remove it if you switch to the .deb).
 #
+# Nothing is left readable by others on either side: ssh's control socket lives in a
+# private folder (mktemp -d, 0700) removed at exit, and the files are staged 0600 in a
+# private folder on the Pi, then copied by root into a folder of root's where the
+# config is root:broadcast-agent 0640, as it will be installed, before the check (a
+# config with inline secrets must not be readable by every user: the agent refuses it).
+#
 # Environment: SSH, SCP (default ssh, scp), SSH_OPTS (extra options for both),
 # BINARY, UNIT, CONFIG (default systemd/broadcast-agent.service, conf/agent.toml).
 # Needs passwordless sudo on the Pi (Raspberry Pi OS's default for the first user)
 # or a terminal to type the password into.
 set -euo pipefail
+# Every file this script makes is its user's alone.
+umask 077
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -65,10 +73,19 @@ done
 [ -f "$UNIT" ] || die "unit file $UNIT not found"
 [ -f "$CONFIG" ] || die "config $CONFIG not found"
 
-# One ssh connection for all steps (one password prompt at most).
-ctl="${TMPDIR:-/tmp}/broadcast-agent-ssh-%C"
+# One ssh connection for all steps (one password prompt at most). Its socket is in
+# a folder of this user's (a name in the shared /tmp could be taken or planted by
+# another user); the connection is closed and the folder removed at exit.
+ctl_dir=$(mktemp -d "${TMPDIR:-/tmp}/ba-ssh.XXXXXXXX") || die "mktemp failed"
+chmod 0700 "$ctl_dir"
+remote_script="" tmpd=""
 # shellcheck disable=SC2206
-ssh_opts=(-o ControlMaster=auto -o "ControlPath=$ctl" -o ControlPersist=60 ${SSH_OPTS-})
+ssh_opts=(-o ControlMaster=auto -o "ControlPath=$ctl_dir/%C" -o ControlPersist=60 ${SSH_OPTS-})
+cleanup() {
+    "$SSH" "${ssh_opts[@]}" -O exit "$host" >/dev/null 2>&1 || true
+    rm -rf "$ctl_dir" ${remote_script:+"$remote_script"} ${tmpd:+"$tmpd"}
+}
+trap cleanup EXIT
 rssh() { "$SSH" "${ssh_opts[@]}" "$@"; }
 
 # --- what is on the other end ------------------------------------------------------
@@ -129,12 +146,15 @@ fi
 # The remote part runs as root through sudo. BA_FAKE_ROOT is unset on a real Pi; the
 # test (tests/ship/deploy-test.sh) sets it to install into a directory instead of /.
 remote_script=$(mktemp)
-trap 'rm -f "$remote_script"' EXIT
 cat >"$remote_script" <<'REMOTE'
 set -eu
+umask 077
 stage=$1 service=broadcast-agent user=broadcast-agent
 R="${BA_FAKE_ROOT:-}"
-trap 'rm -rf "$stage"' EXIT
+# The stage is the ssh user's; root copies the files into a folder of its own,
+# with the owners and modes they are installed with, before checking them.
+ready=$(mktemp -d)
+trap 'rm -rf "$stage" "$ready"' EXIT
 conf_dir="$R/etc/broadcast-agent" conf="$R/etc/broadcast-agent/agent.toml"
 
 if ! id -u "$user" >/dev/null 2>&1; then
@@ -154,27 +174,33 @@ done
 usermod -a -G audio,video,gpio "$user"
 
 # Check the config the service will read with the new binary, as the service user,
-# before replacing anything: a bad config must not take a running agent down.
-chmod 0755 "$stage"
-if [ -e "$conf" ]; then check_conf=$conf; else check_conf=$stage/agent.toml; fi
-if ! runuser -u "$user" -- "$stage/broadcast-agent" check --config "$check_conf" >/dev/null; then
+# before replacing anything: a bad config must not take a running agent down. A
+# first config is checked as it will be installed: root:broadcast-agent 0640.
+chown "root:$user" "$ready"
+chmod 0750 "$ready"
+install -m 0755 "$stage/broadcast-agent" "$ready/broadcast-agent"
+install -m 0644 "$stage/broadcast-agent.service" "$ready/broadcast-agent.service"
+install -m 0640 "$stage/agent.toml" "$ready/agent.toml"
+chown "root:$user" "$ready/agent.toml"
+if [ -e "$conf" ]; then check_conf=$conf; else check_conf=$ready/agent.toml; fi
+if ! runuser -u "$user" -- "$ready/broadcast-agent" check --config "$check_conf" >/dev/null; then
     echo "deploy: $check_conf is not valid for the new binary: nothing installed" >&2
     exit 3
 fi
 
 install -d -m 0755 "$R/usr/bin" "$R/etc/systemd/system"
-install -m 0755 "$stage/broadcast-agent" "$R/usr/bin/broadcast-agent"
-install -m 0644 "$stage/broadcast-agent.service" "$R/etc/systemd/system/broadcast-agent.service"
+install -m 0755 "$ready/broadcast-agent" "$R/usr/bin/broadcast-agent"
+install -m 0644 "$ready/broadcast-agent.service" "$R/etc/systemd/system/broadcast-agent.service"
 install -d -m 0750 "$conf_dir"
 chown "root:$user" "$conf_dir"
 if [ ! -e "$conf" ]; then
-    install -m 0640 "$stage/agent.toml" "$conf"
+    install -m 0640 "$ready/agent.toml" "$conf"
     chown "root:$user" "$conf"
     echo "installed default config $conf: edit it, then: sudo systemctl restart $service"
-elif cmp -s "$stage/agent.toml" "$conf"; then
+elif cmp -s "$ready/agent.toml" "$conf"; then
     echo "config $conf unchanged"
 else
-    install -m 0640 "$stage/agent.toml" "$conf.dist"
+    install -m 0640 "$ready/agent.toml" "$conf.dist"
     chown "root:$user" "$conf.dist"
     echo "kept your $conf; the shipped default is $conf.dist"
 fi
@@ -201,15 +227,17 @@ fi
 echo "$service is running"
 REMOTE
 
-stage=$(rssh "$host" 'mktemp -d "${TMPDIR:-/tmp}/broadcast-agent-deploy.XXXXXX"') || die "mktemp on $host failed"
+stage=$(rssh "$host" 'umask 077; mktemp -d "${TMPDIR:-/tmp}/broadcast-agent-deploy.XXXXXX"') ||
+    die "mktemp on $host failed"
 log "copying to $host:$stage"
 tmpd=$(mktemp -d)
-trap 'rm -f "$remote_script"; rm -rf "$tmpd"' EXIT
 cp "$BINARY" "$tmpd/broadcast-agent"
 cp "$UNIT" "$tmpd/broadcast-agent.service"
 cp "$CONFIG" "$tmpd/agent.toml"
 cp "$remote_script" "$tmpd/install.sh"
-chmod 0755 "$tmpd/broadcast-agent"
+# scp gives the copies these modes: the ssh user's alone on the Pi too.
+chmod 0700 "$tmpd/broadcast-agent"
+chmod 0600 "$tmpd/broadcast-agent.service" "$tmpd/agent.toml" "$tmpd/install.sh"
 "$SCP" "${ssh_opts[@]}" -q "$tmpd/broadcast-agent" "$tmpd/broadcast-agent.service" \
     "$tmpd/agent.toml" "$tmpd/install.sh" "$host:$stage/" || die "scp to $host failed"
 

@@ -13,6 +13,7 @@ mod janus;
 mod media;
 mod metrics;
 mod owner;
+mod replace;
 mod resolve;
 mod room;
 mod rtp;
@@ -136,8 +137,16 @@ fn run(path: &Path) -> ExitCode {
     }
 }
 
+/// How to let the service write node exporter's folder, as docs/metrics.md
+/// says.
+const METRICS_FOLDER_HINT: &str = "; Debian's prometheus-node-exporter makes its folder \
+     root:root 0755: let the group broadcast-agent write it with \
+     `sudo chgrp broadcast-agent DIR && sudo chmod 1775 DIR` (docs/metrics.md)";
+
 /// Refuses a folder the agent must write that the unit's sandbox keeps
-/// read-only; warns when the recordings' budget exceeds the free space.
+/// read-only, or that this user may not write (run `check` as the
+/// service's user to know); warns when the recordings' budget exceeds the
+/// free space.
 fn check_folders(settings: &Settings) -> Result<(), ExitCode> {
     let writable = sandbox::writable_paths();
     let recording = &settings.recording;
@@ -159,6 +168,14 @@ fn check_folders(settings: &Settings) -> Result<(), ExitCode> {
                 list.join(", "),
                 dir.display()
             );
+            return Err(ExitCode::from(EX_CONFIG));
+        }
+        if let Some(refusal) = sandbox::not_writable_by_me(dir) {
+            let hint = match key {
+                "metrics.textfile" => METRICS_FOLDER_HINT,
+                _ => "",
+            };
+            log::error!("config error: {key}: {refusal}{hint}");
             return Err(ExitCode::from(EX_CONFIG));
         }
     }

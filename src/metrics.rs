@@ -1,8 +1,11 @@
 //! Prometheus metrics for node exporter's textfile collector (`[metrics]`):
 //! a task that renders the agent's status — the published room state and
 //! the pipelines' statuses, as `broadcast-agent status` shows them — in the
-//! text exposition format, and replaces the file atomically (a temporary
-//! file, fsync, rename) every `interval_s`.
+//! text exposition format, and replaces the file atomically
+//! ([`crate::replace`]: a fresh temporary file, fsync, rename) every
+//! `interval_s`, and at once when the room's phase or the class of its
+//! Janus error changes, so that an alert on the phase need not wait for
+//! the next interval.
 //!
 //! Janus errors are counted by class as the room state shows them: once per
 //! change of error, as the reconciler logs them, not once per retry.
@@ -12,10 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write as _};
-use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -33,6 +33,9 @@ const RUN_STATES: [RunState; 4] = [
     RunState::Failed,
 ];
 
+/// The file's mode: node exporter, another user, reads it.
+const MODE: u32 = 0o644;
+
 /// Starts writing metrics, if `[metrics] textfile` is set. The task ends
 /// when the reconciler does (its room watch closes).
 pub fn spawn(
@@ -43,50 +46,104 @@ pub fn spawn(
     if !settings.enabled() {
         return None;
     }
-    let path = settings.textfile.clone();
+    let mut textfile = Textfile::new(settings.textfile.clone(), status);
     let interval = settings.interval;
     Some(tokio::spawn(async move {
-        let mut tally = Tally::default();
         let mut tick = tokio::time::interval(interval);
-        let mut failing: Option<String> = None;
         let mut room = room;
         loop {
             tokio::select! {
                 // Time to write the file.
                 _ = tick.tick() => {}
-                // The room changed: count a new error, if it is one.
+                // The room changed: count a new error, if it is one, and
+                // write at once if the file no longer shows its headline.
                 changed = room.changed() => {
                     if changed.is_err() {
                         return;
                     }
-                    tally.saw(&room.borrow_and_update());
-                    continue;
+                    if !textfile.saw(&room.borrow_and_update()) {
+                        continue;
+                    }
                 }
             }
-            let text = render(&status.snapshot(), &tally);
-            let target = path.clone();
-            let written = tokio::task::spawn_blocking(move || write_atomically(&target, &text))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-            report(&path, written, &mut failing);
+            textfile.write().await;
         }
     }))
 }
 
-/// Logs a failed write once per change of error, and the recovery.
-fn report(path: &Path, written: std::io::Result<()>, failing: &mut Option<String>) {
-    match written {
-        Ok(()) => {
-            if failing.take().is_some() {
-                log::info!("metrics.textfile {}: written again", path.display());
-            }
+/// What a change of makes the file be written at once: the room's phase
+/// and the class of its Janus error.
+type Headline = (Phase, Option<ErrorClass>);
+
+fn headline(room: &RoomState) -> Headline {
+    (room.phase(), room.last_error.as_ref().map(|f| f.class))
+}
+
+/// The textfile and what it was last written with.
+struct Textfile {
+    path: PathBuf,
+    status: StatusSource,
+    tally: Tally,
+    /// The headline of the last write, once written.
+    shown: Option<Headline>,
+    /// The error of the last write, while writes fail.
+    failing: Option<String>,
+}
+
+impl Textfile {
+    fn new(path: PathBuf, status: StatusSource) -> Self {
+        Self {
+            path,
+            status,
+            tally: Tally::default(),
+            shown: None,
+            failing: None,
         }
-        Err(e) => {
-            let text = e.to_string();
-            if failing.as_deref() != Some(&text) {
-                log::warn!("metrics.textfile {}: cannot write: {text}", path.display());
+    }
+
+    /// Records a published room state; true when the file should be
+    /// written now (its phase or error class differs from the file's).
+    fn saw(&mut self, room: &RoomState) -> bool {
+        self.tally.saw(room);
+        self.shown.is_some_and(|shown| shown != headline(room))
+    }
+
+    /// Writes the file with the status as it is now.
+    async fn write(&mut self) {
+        let status = self.status.snapshot();
+        self.shown = Some(headline(&status.room));
+        let text = render(&status, &self.tally);
+        let path = self.path.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            crate::replace::replace(&path, text.as_bytes(), MODE)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        self.report(written);
+    }
+
+    /// Logs a failed write once per change of error, and the recovery.
+    fn report(&mut self, written: std::io::Result<()>) {
+        let path = self.path.display();
+        match written {
+            Ok(()) => {
+                if self.failing.take().is_some() {
+                    log::info!("metrics.textfile {path}: written again");
+                }
             }
-            *failing = Some(text);
+            Err(e) => {
+                let text = e.to_string();
+                if self.failing.as_deref() != Some(&text) {
+                    let hint = match e.kind() {
+                        std::io::ErrorKind::PermissionDenied => {
+                            " (the folder must be writable by the agent's user: see docs/metrics.md)"
+                        }
+                        _ => "",
+                    };
+                    log::warn!("metrics.textfile {path}: cannot write: {text}{hint}");
+                }
+                self.failing = Some(text);
+            }
         }
     }
 }
@@ -413,36 +470,6 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Replaces `path` with `text` so that a reader sees the old file or the
-/// new one, never a part: written to a temporary file beside it, flushed
-/// to disk, renamed over it. Readable by node exporter (mode 0644,
-/// whatever the unit's umask).
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let temporary = temporary_for(path);
-    let result = (|| {
-        let mut file = fs::File::create(&temporary)?;
-        file.set_permissions(fs::Permissions::from_mode(0o644))?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&temporary, path)?;
-        if let Some(dir) = path.parent() {
-            fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temporary);
-    }
-    result
-}
-
-/// The temporary file beside `path`: not `*.prom`, so node exporter skips it.
-fn temporary_for(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,19 +554,5 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }
         assert!(!text.contains("medium=\"audio\""), "{text}");
-    }
-
-    #[test]
-    fn the_file_is_replaced_whole_and_readable_by_others() {
-        let dir = std::env::temp_dir().join(format!("metrics-test-{}", std::process::id()));
-        fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("agent.prom");
-        write_atomically(&path, "a 1\n").expect("first");
-        write_atomically(&path, "a 2\n").expect("second");
-        assert_eq!(fs::read_to_string(&path).expect("read"), "a 2\n");
-        let mode = fs::metadata(&path).expect("meta").permissions().mode();
-        assert_eq!(mode & 0o777, 0o644);
-        assert!(!temporary_for(&path).exists());
-        let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -4,14 +4,15 @@
 //!
 //! The reconciler publishes each choice (a button, `broadcast-agent
 //! open|close`, a room timeout) on a `watch`; [`follow`] writes it to
-//! `<state_dir>/room.json` atomically (temporary file, fsync, rename, fsync of
-//! the directory), so a power cut leaves the old choice or the new one, never
-//! half a file. At start [`load`] reads it back; it wins over
-//! `room.open_on_start`, which decides only while the owner never chose
-//! (no file). Anything else it cannot be sure of keeps the room closed.
+//! `<state_dir>/room.json` atomically ([`crate::replace`]: a fresh temporary
+//! file, fsync, rename, fsync of the directory), so a power cut leaves the old
+//! choice or the new one, never half a file. At start [`load`] reads it back;
+//! it wins over `room.open_on_start`, which decides only while the owner
+//! never chose (no file). Anything else it cannot be sure of keeps the room
+//! closed.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,8 @@ use crate::state::{CloseReason, Desired, Earlier};
 
 /// The file's name inside `control.state_dir`.
 const FILE_NAME: &str = "room.json";
+/// The file's mode: the agent's, and its group's to read.
+const MODE: u32 = 0o640;
 
 /// The owner's choice: open, or closed and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,19 +226,15 @@ pub fn save(state_dir: &Path, choice: Choice) -> Result<(), StoreError> {
         path: target.clone(),
         source,
     };
-    let text = serde_json::to_vec(&Stored::from(choice)).map_err(io::Error::other);
-    let temporary = state_dir.join(format!(".{FILE_NAME}.tmp"));
-    let write = |text: Vec<u8>| -> io::Result<()> {
+    let write = |mut text: Vec<u8>| -> io::Result<()> {
+        text.push(b'\n');
         fs::create_dir_all(state_dir)?;
-        let mut file = fs::File::create(&temporary)?;
-        file.write_all(&text)?;
-        file.write_all(b"\n")?;
-        file.sync_all()?;
-        fs::rename(&temporary, &target)?;
-        // The rename itself is durable only once the directory is synced.
-        fs::File::open(state_dir)?.sync_all()
+        crate::replace::replace(&target, &text, MODE)
     };
-    text.and_then(write).map_err(fail)
+    serde_json::to_vec(&Stored::from(choice))
+        .map_err(io::Error::other)
+        .and_then(write)
+        .map_err(fail)
 }
 
 /// Writes every new choice published on `choices` until the sender is

@@ -10,6 +10,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// The unit as this agent ships it.
@@ -70,6 +71,29 @@ fn writable_in(texts: &[String]) -> Vec<PathBuf> {
 /// Whether `dir` is inside one of `writable`.
 pub fn is_writable(dir: &Path, writable: &[PathBuf]) -> bool {
     writable.iter().any(|root| dir.starts_with(root))
+}
+
+/// Why this process may not create files in `dir`, when it may not: the
+/// folder's owner and mode and this user; `None` when it may, or when `dir`
+/// does not exist yet (the unit makes its own folders at start).
+pub fn not_writable_by_me(dir: &Path) -> Option<String> {
+    let path = CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `path` is a valid C string; access only reads it.
+    if unsafe { libc::access(path.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
+        return None;
+    }
+    let error = std::io::Error::last_os_error();
+    let meta = fs::metadata(dir).ok()?;
+    // SAFETY: getuid and getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    Some(format!(
+        "{} (owner uid {}, gid {}, mode {:04o}) is not writable by uid {uid} gid {gid}, \
+         which runs this check: {error}",
+        dir.display(),
+        meta.uid(),
+        meta.gid(),
+        meta.mode() & 0o7777
+    ))
 }
 
 /// The free space, in bytes, of the file system `dir` (or the nearest

@@ -145,3 +145,46 @@ fn the_textfile_parses_and_follows_the_room() {
     assert!(value(&back, counted) >= Some(1.0), "{back:?}");
     assert_eq!(value(&back, "broadcast_agent_janus_session{}"), Some(1.0));
 }
+
+/// With an interval far longer than the test, the file still follows the
+/// room's phase (written at each change of it); a symlink planted in the
+/// folder at the temporary file's old, fixed name is not written through.
+#[test]
+fn the_file_follows_each_phase_at_once_and_no_planted_link() {
+    let janus = Janus::start();
+    let dir = scratch();
+    let file = dir.path().join("broadcast_agent.prom");
+    let victim = dir.path().join("victim.json");
+    std::fs::write(&victim, "{\"room\":\"closed\"}\n").expect("victim");
+    let planted = dir.path().join("broadcast_agent.prom.tmp");
+    std::os::unix::fs::symlink(&victim, &planted).expect("symlink");
+    let rest = format!(
+        "[metrics]\ntextfile = \"{}\"\ninterval_s = 3600\n",
+        file.display()
+    );
+    let extra = Extra {
+        rest: &rest,
+        ..Extra::default()
+    };
+    let agent = Agent::start(&no_media_config(&janus.url(), 62, SECRET, ports(1), extra));
+    wait_metrics(&file, "live, without waiting an interval", |m| {
+        phase(m, 62, "live")
+    });
+    let (status, _, err) = agent.control(&["close"]);
+    assert!(status.success(), "{err}");
+    wait_metrics(&file, "closed", |m| phase(m, 62, "closed"));
+    let (status, _, err) = agent.control(&["open"]);
+    assert!(status.success(), "{err}");
+    wait_metrics(&file, "live again", |m| phase(m, 62, "live"));
+
+    let kept = std::fs::read_to_string(&victim).expect("victim");
+    assert_eq!(kept, "{\"room\":\"closed\"}\n", "written through the link");
+    let meta = std::fs::symlink_metadata(&file).expect("textfile");
+    assert!(meta.is_file(), "the textfile is a link: {meta:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".tmp") && *n != "broadcast_agent.prom.tmp")
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}

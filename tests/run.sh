@@ -8,7 +8,8 @@
 #   4. cross builds for both Raspberry Pi targets, unit tests under qemu
 #   5. the .deb packages; then each installed into a Bookworm root filesystem of
 #      its Depends, streaming to a real Janus under qemu-user (arm64 and armhf);
-#      the deploy script against a stand-in Pi
+#      the deploy script against a stand-in Pi; the metrics textfile in Debian's
+#      node exporter folder, as the service's user, read by node exporter
 # Stops at the first failing step; prints a summary line per step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,3 +34,5 @@ step "arm64 and armhf packages end to end under qemu (tests/ship/arm-e2e.sh)"
 bash tests/ship/arm-e2e.sh all
 step "deploy script against a stand-in Pi (tests/ship/deploy-test.sh)"
 bash tests/ship/deploy-test.sh
+step "metrics textfile in Debian's node exporter folder (tests/ship/metrics-folder-test.sh)"
+bash tests/ship/metrics-folder-test.sh

@@ -147,6 +147,36 @@ EOF
     check "$t: postinst gives the config to root:broadcast-agent 0640" \
         bash -c "grep -q 'chown \"root:\$user\" \"\$conf\"' '$ctl/postinst' && grep -q 'chmod 0640 \"\$conf\"' '$ctl/postinst'"
     check "$t: prerm stops the service on remove" grep -q 'deb-systemd-invoke stop broadcast-agent.service' "$ctl/prerm"
+
+    # Install, remove and purge with the real dpkg into an empty root ($DPKG_ROOT,
+    # scripts run here with the fake tools above), after the service had run:
+    # remove keeps its files, purge leaves nothing of the package behind.
+    dr=$work/$arch-root
+    mkdir -p "$dr/var/lib/dpkg/info" "$dr/var/lib/dpkg/updates"
+    : >"$dr/var/lib/dpkg/status"
+    dpkg_root() { PATH="$fk:$PATH" dpkg --root="$dr" --force-script-chrootless --force-not-root "$@" >"$work/dpkg.out" 2>&1; }
+    if dpkg_root --force-architecture --force-depends -i "$deb"; then
+        ok "$t: dpkg installs it into an empty root"
+    else
+        bad "$t: dpkg installs it into an empty root" "$(tail -n 3 "$work/dpkg.out")"
+    fi
+    # What the service and an admin leave: the owner's last choice (closed), a
+    # recording, GStreamer's registry, the metrics textfile and a temporary one
+    # beside it (root's apt.prom is not the package's), a .dist copy.
+    mkdir -p "$dr/var/lib/broadcast-agent/recordings" "$dr/var/cache/broadcast-agent/gstreamer-1.0" \
+        "$dr/var/lib/prometheus/node-exporter"
+    echo '{"room":"closed","closed_by":"owner"}' >"$dr/var/lib/broadcast-agent/room.json"
+    touch "$dr/var/lib/broadcast-agent/recordings/20261201-120000.mkv" \
+        "$dr/var/cache/broadcast-agent/gstreamer-1.0/registry.aarch64.bin" \
+        "$dr/etc/broadcast-agent/agent.toml.dist" \
+        "$dr/var/lib/prometheus/node-exporter/"{broadcast_agent.prom,.broadcast_agent.prom.0123456789abcdef.tmp,apt.prom}
+    dpkg_root -r broadcast-agent || bad "$t: dpkg -r" "$(tail -n 3 "$work/dpkg.out")"
+    check "$t: remove keeps the state (room.json) and the config" \
+        test -f "$dr/var/lib/broadcast-agent/room.json" -a -f "$dr/etc/broadcast-agent/agent.toml"
+    dpkg_root --purge broadcast-agent || bad "$t: dpkg --purge" "$(tail -n 3 "$work/dpkg.out")"
+    left=$(cd "$dr" && find . -path '*broadcast*' | sort | paste -sd ' ')
+    eq "$t: purge leaves nothing of the package (state, cache, config, textfile)" "$left" ""
+    check "$t: purge keeps root's apt.prom beside the textfile" test -f "$dr/var/lib/prometheus/node-exporter/apt.prom"
 done
 
 [ ${#debs[@]} -gt 0 ] || bad "no packages to check"

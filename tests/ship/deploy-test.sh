@@ -36,17 +36,29 @@ new_pi "$root"
 
 bin=$work/bin remote=$work/remote-bin
 mkdir -p "$bin" "$remote"
+# Both record where ssh's control socket would be, and that folder's mode and
+# owner at the time: "<mode> <owner> <folder>" in control-path.log.
+cat >"$work/control-path.sh" <<'EOF'
+case "$1" in ControlPath=*)
+    d=$(dirname "${1#ControlPath=}")
+    echo "$(stat -c '%a %U' "$d" 2>/dev/null || echo missing -) $d" >>"$FAKE_LOGS/control-path.log" ;;
+esac
+EOF
 cat >"$bin/ssh" <<'EOF'
 #!/usr/bin/env bash
 while [ $# -gt 0 ]; do
     case "$1" in
-        -o|-p|-i|-l|-F|-J|-O) shift 2 ;;
+        -O) echo "$2" >>"$FAKE_LOGS/ssh-control.log"; shift 2 ;;
+        -o) sh "$FAKE_LOGS/control-path.sh" "$2"; shift 2 ;;
+        -p|-i|-l|-F|-J) shift 2 ;;
         --) shift; break ;;
         -*) shift ;;
         *) break ;;
     esac
 done
 host=$1; shift
+# `ssh -O exit HOST` ends the control master: nothing runs on the Pi.
+[ $# -gt 0 ] || exit 0
 printf '%s\n' "$*" >>"$FAKE_LOGS/ssh.log"
 [ "$host" = "$FAKE_HOST" ] || { echo "ssh: Could not resolve hostname $host" >&2; exit 255; }
 export BA_FAKE_ROOT=$FAKE_ROOT TMPDIR=$FAKE_ROOT/tmp BA_SETTLE_SECONDS=0 PATH=$FAKE_REMOTE_BIN:$PATH
@@ -56,13 +68,22 @@ cat >"$bin/scp" <<'EOF'
 #!/usr/bin/env bash
 args=()
 while [ $# -gt 0 ]; do
-    case "$1" in -o|-P|-i|-F|-J) shift 2 ;; -*) shift ;; *) args+=("$1"); shift ;; esac
+    case "$1" in
+        -o) sh "$FAKE_LOGS/control-path.sh" "$2"; shift 2 ;;
+        -P|-i|-F|-J) shift 2 ;;
+        -*) shift ;;
+        *) args+=("$1"); shift ;;
+    esac
 done
 dest=${args[${#args[@]}-1]}
 unset 'args[${#args[@]}-1]'
 case "$dest" in "$FAKE_HOST":*) ;; *) echo "scp: unexpected destination $dest" >&2; exit 1 ;; esac
 printf 'scp %s -> %s\n' "${args[*]}" "$dest" >>"$FAKE_LOGS/ssh.log"
 cp "${args[@]}" "${dest#*:}"
+# What others could read on the Pi: "<mode> <path>" of the stage and each copy.
+d=${dest#*:}
+stat -c '%a %n' "$d" >>"$FAKE_LOGS/staged-modes.log"
+for a in "${args[@]}"; do stat -c '%a %n' "$d/${a##*/}" >>"$FAKE_LOGS/staged-modes.log"; done
 EOF
 cat >"$remote/sudo" <<'EOF'
 #!/usr/bin/env bash
@@ -161,18 +182,24 @@ exec /bin/uname "$@"
 EOF
 chmod +x "$bin"/* "$remote"/*
 
-# A stand-in binary: `check --config F` fails for a file containing INVALID.
-make_binary() {  # make_binary PATH VERSION
+# A stand-in binary: `check --config F` fails for a file containing INVALID. It
+# records the modes of F and of its folder ("<mode> <mode>") in checked-modes.log.
+# With a third argument the check is the real agent's, built for this machine.
+make_binary() {  # make_binary PATH VERSION [real]
     cat >"$1" <<EOF
 #!/bin/sh
 # fake broadcast-agent $2
 echo "\$*" >>"\$FAKE_LOGS/agent.log"
 [ "\$1" = check ] && [ "\$2" = --config ] || exit 64
+echo "\$(stat -c %a "\$3") \$(stat -c %a "\$(dirname "\$3")")" >>"\$FAKE_LOGS/checked-modes.log"
+${3:+exec "$host_agent" check --config "\$3"}
 [ -r "\$3" ] || { echo "cannot read \$3" >&2; exit 78; }
 ! grep -q INVALID "\$3" || { echo "config error in \$3" >&2; exit 78; }
 EOF
     chmod 0755 "$1"
 }
+(cd "$repo" && cargo build --locked --quiet --bin broadcast-agent) || bad "cargo build (the real check)"
+host_agent=${CARGO_TARGET_DIR:-$repo/target}/debug/broadcast-agent
 
 # The unit file shipped in systemd/ (a stand-in if it is not written yet).
 unit=$repo/systemd/broadcast-agent.service
@@ -225,6 +252,17 @@ check "check ran on the shipped config (none installed yet)" grep -Eq '^check --
 eq "systemctl: daemon-reload, then enable --now" "$(systemctl_calls)" "daemon-reload|enable --now broadcast-agent"
 check "prints how to follow the journal" contains "$work/out1" "journalctl -u broadcast-agent -f"
 eq "remote staging directory removed" "$(find "$root/tmp" -mindepth 1 -maxdepth 1 | wc -l)" 0
+# Nothing readable by others on the way: ssh's control socket, the stage, the check.
+eq "one ControlPath folder for every ssh and scp" "$(sort -u "$work/control-path.log" | wc -l)" 1
+read -r ctl_mode ctl_owner ctl_dir < <(head -n1 "$work/control-path.log")
+check "ControlPath is not in the shared ${TMPDIR:-/tmp} itself" \
+    test "$ctl_dir" != "${TMPDIR:-/tmp}" -a "$ctl_dir" != /tmp
+eq "ControlPath's folder is private (0700, this user's)" "$ctl_mode $ctl_owner" "700 $(id -un)"
+check "ControlPath's folder removed at exit" test ! -e "$ctl_dir"
+check "the control master is told to exit" grep -qx exit "$work/ssh-control.log"
+eq "staged files and their folder are not readable by others" "$(awk '$1 !~ /00$/' "$work/staged-modes.log")" ""
+eq "the first config is checked 0640 in a folder others cannot enter (0750)" \
+    "$(tail -n1 "$work/checked-modes.log")" "640 750"
 check "remote install ran through sudo" grep -q '^sudo sh .*/install.sh' "$work/sudo.log"
 
 # --- 2: edited config, new binary ---------------------------------------------------------
@@ -274,6 +312,19 @@ check "Bullseye refused" test "$rc" != 0
 check "nothing installed on refused Pis" test ! -e "$root2/usr/bin/broadcast-agent"
 run_deploy "$work/out7" pi@nowhere.local --no-build --binary "$work/agent-v1"
 check "unreachable host: non-zero exit" test "$rc" != 0
+
+# --- 6: a first deploy whose config holds a secret, checked by the real agent -------------------
+root3=$work/pi3
+new_pi "$root3"
+secret_config=$work/secret.toml
+sed 's/^secret = ""$/secret = "the-room-secret"/' "$config" >"$secret_config"
+chmod 0644 "$secret_config"  # as an editor saves it
+check "the test config holds room.secret inline" grep -qx 'secret = "the-room-secret"' "$secret_config"
+make_binary "$work/agent-real" real real
+FAKE_ROOT=$root3 CONFIG=$secret_config run_deploy "$work/out8" pi@raspberrypi.local --no-build --binary "$work/agent-real"
+eq "first deploy with an inline secret exits 0 (the real check accepts it as installed)" "$rc" 0
+[ "$rc" = 0 ] || sed 's/^/       | /' "$work/out8"
+eq "the config with the secret is installed 0640" "$(mode_of "$root3/etc/broadcast-agent/agent.toml")" 640
 
 echo "deploy: $pass passed, $fail failed"
 [ "$fail" = 0 ]
