@@ -87,13 +87,18 @@ fn existing_room_and_mountpoint_are_adopted() {
     let mut agent = Agent::start(&config);
     probe.wait_all_present(777, SECRET, speaker, Duration::from_secs(3));
     // Adopted: the agent went live in the very room and mountpoint left
-    // behind, neither made anew nor replaced.
-    let room = probe
-        .room(777)
-        .expect("the public room left behind (the agent makes private ones)");
-    assert_eq!(room["description"], LEFT, "{room}");
-    let mountpoint = probe.mountpoint(777, SECRET).expect("the mountpoint");
-    assert_eq!(mountpoint["description"], LEFT, "{mountpoint}");
+    // behind, neither made anew nor replaced, only given the configured
+    // description (and PIN).
+    const CONFIGURED: &str = "Raspberry Pi broadcast";
+    wait_for(Duration::from_secs(3), "the configured description", || {
+        let room = probe.room(777)?;
+        let mountpoint = probe.mountpoint(777, SECRET)?;
+        (room["description"] == CONFIGURED && mountpoint["description"] == CONFIGURED).then_some(())
+    });
+    assert!(
+        probe.room(777).is_some(),
+        "the public room left behind (the agent makes private ones)"
+    );
     for made in ["room 777: created", "mountpoint 777: created"] {
         assert!(!agent.log().contains(made), "{}", agent.log());
     }
@@ -544,8 +549,8 @@ fn without_a_room_secret_the_agent_warns_at_start() {
     let janus = Janus::start();
     let config = config(&janus, 4700, ports(1)).replace(&format!("secret = \"{SECRET}\""), "");
     let agent = Agent::start(&config);
-    let log = agent.wait_log(Duration::from_secs(3), "room.secret");
-    assert!(log.contains("anybody"), "{log}");
+    let log = agent.wait_log(Duration::from_secs(3), "can take the room over");
+    assert!(log.contains("room.secret is not set"), "{log}");
 }
 
 #[test]
@@ -582,4 +587,62 @@ fn without_a_speaker_the_room_forwards_nothing_to_the_pi() {
     assert_eq!(agent.status_json()["phase"], "live");
     let text = agent.status_text();
     assert!(text.contains("forwarder off (no speaker)"), "{text}");
+}
+
+/// A room kept on Janus (`destroy_on_close = false`, a crash, a power cut)
+/// is adopted with the PIN the configuration has now: after the owner
+/// changes `room.pin`, the old PIN no longer lets anybody in, the new one
+/// does, and the mountpoint asks for the new one too.
+#[test]
+fn an_adopted_room_takes_the_pin_of_the_configuration() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let speaker = ports(1);
+    let config = config_with(
+        &janus,
+        371,
+        speaker,
+        "destroy_on_close = false\nallow_rtp_participants = true\npin = \"1111\"",
+    );
+    let mut agent = Agent::start(&config);
+    probe.wait_all_present(371, SECRET, speaker, Duration::from_secs(5));
+    assert!(agent.stop(Duration::from_secs(10)).success());
+    assert!(
+        probe.room_exists(371),
+        "destroy_on_close = false keeps the room"
+    );
+
+    let agent = Agent::start(&config.replace("pin = \"1111\"", "pin = \"2468\""));
+    agent.wait_log(Duration::from_secs(5), "room 371: made before this run");
+    wait_for(Duration::from_secs(5), "the mountpoint's new PIN", || {
+        let info = probe.mountpoint(371, SECRET)?;
+        (info["pin"] == "2468").then_some(())
+    });
+    let old = janus.probe().join(371, Some("1111"), ports(1));
+    assert!(
+        old.get("error_code").is_some(),
+        "the old PIN still joins: {old}"
+    );
+    let new = janus.probe().join(371, Some("2468"), ports(1));
+    assert_eq!(new["audiobridge"], "joined", "{new}");
+    assert!(!agent.log().contains("2468"), "the PIN was logged");
+    drop(agent);
+
+    // Without a PIN now: the room loses it; the chat, whose TextRoom edit
+    // cannot remove one, is made again.
+    let agent = Agent::start(&config.replace("pin = \"1111\"", ""));
+    agent.wait_log(
+        Duration::from_secs(5),
+        "chat 371: made before this run, perhaps with a PIN: made again without one",
+    );
+    wait_for(
+        Duration::from_secs(5),
+        "the mountpoint without a PIN",
+        || {
+            let info = probe.mountpoint(371, SECRET)?;
+            info.get("pin").is_none().then_some(())
+        },
+    );
+    let open = janus.probe().join(371, None, ports(1));
+    assert_eq!(open["audiobridge"], "joined", "{open}");
 }

@@ -229,6 +229,7 @@ impl<'a> AudioBridge<'a> {
 impl RoomPlugin for AudioBridge<'_> {
     const NO_SUCH_ROOM: u16 = code::NO_SUCH_ROOM;
     const REFUSED: [u16; 2] = [code::UNAUTHORIZED, code::MISSING_ELEMENT];
+    const CLEARS_PIN: bool = true;
     /// The room's forwarders: listing them needs the secret.
     type Proof = Vec<Forwarder>;
 

@@ -646,6 +646,30 @@ fn insert_secret(body: &mut Value, key: &str, secret: Option<&Secret>) {
     }
 }
 
+/// What viewers meet of a room the agent made: its description and PIN.
+#[derive(Debug, Clone, Copy)]
+pub struct Listing<'a> {
+    /// Shown to viewers (`room.description`).
+    pub description: &'a str,
+    /// Asked of viewers (`room.pin`); none: open to anyone with the link.
+    pub pin: Option<&'a Secret>,
+}
+
+/// The `edit` that gives the room whose id is `id` (named `key`: `room`,
+/// or `id` for a mountpoint) `listing`: an empty `new_pin` removes a PIN,
+/// where the plugin can ([`rooms::RoomPlugin::CLEARS_PIN`]).
+fn edit_request(key: &str, id: u64, secret: Option<&Secret>, listing: Listing<'_>) -> Value {
+    let mut body = json!({
+        "request": "edit",
+        "new_description": listing.description,
+        "new_pin": "",
+    });
+    body[key] = json!(id);
+    insert_secret(&mut body, "secret", secret);
+    insert_secret(&mut body, "new_pin", listing.pin);
+    body
+}
+
 /// Reads a plugin's `create` reply: made now, or already there (`exists_code`).
 fn created(
     result: Result<Value, JanusError>,

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::{exists_flag, ignore_code, insert_secret, JanusError};
+use super::{edit_request, exists_flag, ignore_code, insert_secret, JanusError, Listing};
 use crate::secret::Secret;
 
 /// What checking a room with the agent's secret finds.
@@ -25,6 +25,9 @@ pub trait RoomPlugin {
     const NO_SUCH_ROOM: u16;
     /// The plugin's errors for a wrong or missing secret.
     const REFUSED: [u16; 2];
+    /// Whether its `edit` can remove a PIN (an empty `new_pin`); where it
+    /// cannot, a room that must lose its PIN is made again.
+    const CLEARS_PIN: bool;
     /// What a request that needs the room's secret returns.
     type Proof;
 
@@ -51,6 +54,17 @@ pub trait RoomPlugin {
         let mut body = json!({ "request": "destroy", "room": room });
         insert_secret(&mut body, "secret", secret);
         ignore_code(self.request(body), Self::NO_SUCH_ROOM)
+    }
+
+    /// Gives the room (the agent's: `secret` controls it) `listing`.
+    fn edit_listing(
+        &self,
+        room: u64,
+        secret: Option<&Secret>,
+        listing: Listing<'_>,
+    ) -> Result<(), JanusError> {
+        self.request(edit_request("room", room, secret, listing))
+            .map(drop)
     }
 
     /// Whether the room is guarded by a secret: the plugin refuses a

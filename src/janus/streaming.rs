@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::audiobridge::Created;
-use super::{ignore_code, insert_secret, Client, Handle, JanusError};
+use super::{edit_request, ignore_code, insert_secret, Client, Handle, JanusError, Listing};
 use crate::h264::Level;
 use crate::rtp::Medium;
 use crate::secret::{Secret, SrtpKey};
@@ -239,6 +239,18 @@ impl<'a> Streaming<'a> {
         let mut body = json!({ "request": "destroy", "id": id });
         insert_secret(&mut body, "secret", secret);
         ignore_code(self.request(body), code::NO_SUCH_MOUNTPOINT)
+    }
+
+    /// Gives the mountpoint (the agent's: `secret` controls it) `listing`;
+    /// an empty `new_pin` removes its PIN.
+    pub fn edit_listing(
+        &self,
+        id: u64,
+        secret: Option<&Secret>,
+        listing: Listing<'_>,
+    ) -> Result<(), JanusError> {
+        self.request(edit_request("id", id, secret, listing))
+            .map(drop)
     }
 
     fn request(&self, body: Value) -> Result<Value, JanusError> {

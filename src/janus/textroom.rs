@@ -73,6 +73,7 @@ impl<'a> TextRoom<'a> {
 impl RoomPlugin for TextRoom<'_> {
     const NO_SUCH_ROOM: u16 = code::NO_SUCH_ROOM;
     const REFUSED: [u16; 2] = [code::UNAUTHORIZED, code::MISSING_ELEMENT];
+    const CLEARS_PIN: bool = false;
     type Proof = ();
 
     fn request(&self, body: Value) -> Result<Value, JanusError> {

@@ -291,6 +291,7 @@ fn publishers(data: &Value) -> Vec<Forwarders> {
 impl RoomPlugin for VideoRoom<'_> {
     const NO_SUCH_ROOM: u16 = code::NO_SUCH_ROOM;
     const REFUSED: [u16; 2] = [code::UNAUTHORIZED, code::MISSING_ELEMENT];
+    const CLEARS_PIN: bool = false;
     type Proof = Vec<Forwarders>;
 
     fn request(&self, body: Value) -> Result<Value, JanusError> {

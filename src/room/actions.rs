@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::error::PassError;
 use super::lockdown::Lockdown;
-use super::plan::{next_action, Action, Goal, Observed, Plan, Session};
+use super::plan::{next_action, Action, Goal, Observed, Part, Plan, Session};
 use super::uplink::Mids;
 use super::{Event, MAX_ACTIONS_PER_PASS};
 use crate::config::Settings;
@@ -18,7 +18,7 @@ use crate::janus::longpoll::{self, CurrentSession};
 use crate::janus::rooms::{Holding, RoomPlugin};
 use crate::janus::streaming::{self, MountpointInfo, MountpointSpec, Streaming};
 use crate::janus::textroom::{self, ChatSpec, TextRoom};
-use crate::janus::{Client, Handle, SessionId};
+use crate::janus::{Client, Handle, Listing, SessionId};
 use crate::rtp::{Medium, SPEAKER_PAYLOAD_TYPE};
 use crate::secret::SrtpKey;
 use crate::signalling::Signalling;
@@ -107,6 +107,7 @@ impl Janus {
                 *observed = Observed {
                     session: Some(session),
                     srtp_key: observed.srtp_key,
+                    conformed: observed.conformed,
                     ..Observed::default()
                 };
                 observed.uplink.kind = Some(uplink);
@@ -126,8 +127,23 @@ impl Janus {
             Action::CheckForwarder => self.check_forwarder(&bridge, observed)?,
             Action::CreateForwarder => self.create_forwarder(&bridge, observed)?,
             Action::StopForwarder(id) => self.stop_forwarder(&bridge, id, observed)?,
-            Action::CheckChat | Action::CreateChat | Action::DestroyChat => {
-                self.chat(session, action, observed)?
+            Action::CheckChat
+            | Action::CreateChat
+            | Action::DestroyChat
+            | Action::Conform(Part::Chat) => self.chat(session, action, observed)?,
+            Action::Conform(Part::Room) => {
+                // AudioBridge's edit removes a PIN too: never made again.
+                self.conform(&bridge, "room")?;
+                observed.conformed.room = true;
+            }
+            Action::Conform(Part::Mountpoint) => {
+                let room = &self.settings.room;
+                stream.edit_listing(room.id, room.secret.as_ref(), self.listing())?;
+                log::info!(
+                    "mountpoint {}: made before this run: description and PIN set as configured",
+                    room.id
+                );
+                observed.conformed.mountpoint = true;
             }
             Action::CountParticipants => self.count_participants(&bridge, observed)?,
             Action::CheckVideoRoom
@@ -137,7 +153,8 @@ impl Janus {
             | Action::Unpublish
             | Action::CheckUplinkForwarders
             | Action::ForwardUplink
-            | Action::StopUplinkForwarders => self.uplink(session, action, observed)?,
+            | Action::StopUplinkForwarders
+            | Action::Conform(Part::VideoRoom) => self.uplink(session, action, observed)?,
             Action::DestroySession => {
                 self.current.set(None);
                 observed.session = None;
@@ -176,6 +193,40 @@ impl Janus {
         self.record_forwarders(&list, observed)
     }
 
+    /// Gives a room of the agent's that this reconciler did not make
+    /// (kept on Janus from before, perhaps with another PIN) the
+    /// configured listing; `Remake` where the plugin cannot remove a PIN
+    /// and none is configured.
+    pub(super) fn conform<P: RoomPlugin>(
+        &self,
+        plugin: &P,
+        what: &str,
+    ) -> Result<Conforming, PassError> {
+        let room = &self.settings.room;
+        if room.pin.is_none() && !P::CLEARS_PIN {
+            log::info!(
+                "{what} {}: made before this run, perhaps with a PIN: made again without one",
+                room.id
+            );
+            return Ok(Conforming::Remake);
+        }
+        plugin.edit_listing(room.id, room.secret.as_ref(), self.listing())?;
+        log::info!(
+            "{what} {}: made before this run: description and PIN set as configured",
+            room.id
+        );
+        Ok(Conforming::Edited)
+    }
+
+    /// The description and PIN viewers meet, as configured.
+    fn listing(&self) -> Listing<'_> {
+        let room = &self.settings.room;
+        Listing {
+            description: &room.description,
+            pin: room.pin.as_ref(),
+        }
+    }
+
     /// The room is not there, nor anything in it.
     fn room_gone(&self, observed: &mut Observed) {
         observed.room = Presence::Absent;
@@ -207,6 +258,7 @@ impl Janus {
                 log::info!("room {id}: created");
                 self.room_gone(observed);
                 observed.room = Presence::Present(Owner::Us);
+                observed.conformed.room = true;
             }
             // Made by someone meanwhile: check whose it is.
             Created::Existing => observed.room = Presence::Unknown,
@@ -223,6 +275,7 @@ impl Janus {
         bridge.destroy(room.id, room.secret.as_ref())?;
         log::info!("room {}: destroyed", room.id);
         self.room_gone(observed);
+        observed.conformed.room = false;
         Ok(())
     }
 
@@ -328,6 +381,7 @@ impl Janus {
             if key.is_some() { ", SRTP" } else { "" }
         );
         (observed.srtp_key, observed.mountpoint) = (key, Presence::Present(Fit::Matches));
+        observed.conformed.mountpoint = true;
         // Janus latches a forwarder's RTCP port once: the uplink's are made again.
         if let Presence::Present(forwards) = &mut observed.uplink.forwards {
             forwards.stale = true;
@@ -344,6 +398,7 @@ impl Janus {
         stream.destroy(room.id, room.secret.as_ref())?;
         log::info!("mountpoint {}: destroyed", room.id);
         observed.mountpoint = Presence::Absent;
+        observed.conformed.mountpoint = false;
         observed.srtp_key = None;
         Ok(())
     }
@@ -553,16 +608,25 @@ impl Janus {
                 observed.chat = match made {
                     Created::New => {
                         log::info!("chat {} (TextRoom): created", room.id);
+                        observed.conformed.chat = true;
                         Presence::Present(Owner::Us)
                     }
                     // Made by someone meanwhile: check whose it is.
                     Created::Existing => Presence::Unknown,
                 }
             }
+            Action::Conform(_) => {
+                if self.conform(&chat, "chat")? == Conforming::Remake {
+                    chat.destroy(room.id, room.secret.as_ref())?;
+                    observed.chat = Presence::Absent;
+                }
+                observed.conformed.chat = observed.chat == Presence::Present(Owner::Us);
+            }
             _ => {
                 chat.destroy(room.id, room.secret.as_ref())?;
                 log::info!("chat {} (TextRoom): destroyed", room.id);
                 observed.chat = Presence::Absent;
+                observed.conformed.chat = false;
             }
         }
         Ok(())
@@ -687,6 +751,15 @@ fn local_address_towards(host: &str) -> Result<IpAddr, PassError> {
     let socket = UdpSocket::bind(bind).map_err(unroutable)?;
     socket.connect((target, 9)).map_err(unroutable)?;
     Ok(socket.local_addr().map_err(unroutable)?.ip().to_canonical())
+}
+
+/// What making a room found on Janus match the configuration takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Conforming {
+    /// It was edited.
+    Edited,
+    /// It must be made again.
+    Remake,
 }
 
 /// A room check's finding, as the state shows it.

@@ -103,6 +103,30 @@ impl Default for UplinkSeen {
     }
 }
 
+/// A part of the room on Janus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Part {
+    /// The AudioBridge room.
+    Room,
+    /// The Streaming mountpoint.
+    Mountpoint,
+    /// The TextRoom room.
+    Chat,
+    /// The VideoRoom room (the WebRTC uplink's).
+    VideoRoom,
+}
+
+/// The parts whose listing (description, PIN) this reconciler set: made
+/// by it, or found on Janus (left from before, or by a run with another
+/// PIN) and edited once to match the configuration.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Conformed {
+    pub(super) room: bool,
+    pub(super) mountpoint: bool,
+    pub(super) chat: bool,
+    pub(super) video_room: bool,
+}
+
 /// What the agent last saw on Janus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Observed {
@@ -128,6 +152,8 @@ pub struct Observed {
     pub(super) media_age: MediaAge,
     /// The WebRTC uplink's parts.
     pub(super) uplink: UplinkSeen,
+    /// The parts that show the configured listing; kept like `srtp_key`.
+    pub(super) conformed: Conformed,
 }
 
 impl Default for Observed {
@@ -144,19 +170,21 @@ impl Default for Observed {
             forward: None,
             media_age: MediaAge::default(),
             uplink: UplinkSeen::default(),
+            conformed: Conformed::default(),
         }
     }
 }
 
 impl Observed {
     /// Forgets what exists (but keeps the session, the keys, the uplink
-    /// chosen and the publisher, which no check finds again), so the next
-    /// pass checks again.
+    /// chosen, the publisher and what was conformed, which no check finds
+    /// again), so the next pass checks again.
     pub(super) fn forget(&mut self) {
         *self = Self {
             session: self.session,
             srtp_key: self.srtp_key,
             forward: self.forward,
+            conformed: self.conformed,
             uplink: UplinkSeen {
                 kind: self.uplink.kind,
                 publisher: self.uplink.publisher,
@@ -206,6 +234,8 @@ pub(super) enum Action {
     CheckChat,
     CreateChat,
     DestroyChat,
+    /// Give a part found on Janus the configured listing (description, PIN).
+    Conform(Part),
     CountParticipants,
     DestroySession,
     CheckVideoRoom,
@@ -331,6 +361,9 @@ fn opening(plan: Plan, observed: &Observed) -> Result<Option<Action>, Conflict> 
 /// fit: the forwarder (or none, without a speaker), the uplink, the count.
 fn opening_extras(plan: Plan, observed: &Observed) -> Result<Option<Action>, Conflict> {
     use Presence::{Absent, Present, Unknown};
+    if let Some(part) = unconformed(plan, observed) {
+        return Ok(Some(Action::Conform(part)));
+    }
     let forwarder = match (observed.stale_forwarder, observed.forwarder) {
         (Some(id), _) => Some(Action::StopForwarder(id)),
         (None, Unknown) => Some(Action::CheckForwarder),
@@ -343,6 +376,23 @@ fn opening_extras(plan: Plan, observed: &Observed) -> Result<Option<Action>, Con
     }
     let count = plan.count_participants && observed.participants == Unknown;
     Ok(count.then_some(Action::CountParticipants))
+}
+
+/// A part of the agent's found on Janus (not made by this reconciler) that
+/// does not yet show the configured listing. Asked only once room and
+/// mountpoint are known to be ours and to fit (and the chat, checked
+/// first, ours): nothing is edited of a room another agent shares.
+fn unconformed(plan: Plan, observed: &Observed) -> Option<Part> {
+    let done = observed.conformed;
+    let video_room = observed.webrtc() && observed.uplink.room == Presence::Present(Owner::Us);
+    [
+        (!done.room, Part::Room),
+        (!done.mountpoint, Part::Mountpoint),
+        (plan.chat && !done.chat, Part::Chat),
+        (video_room && !done.video_room, Part::VideoRoom),
+    ]
+    .into_iter()
+    .find_map(|(due, part)| due.then_some(part))
 }
 
 /// The WebRTC uplink's step towards an open room, once room and mountpoint
@@ -485,9 +535,18 @@ mod tests {
             room,
             mountpoint,
             forwarder,
+            conformed: ALL_CONFORMED,
             ..Observed::default()
         }
     }
+
+    /// Every part shows the configured listing (made by this reconciler).
+    const ALL_CONFORMED: Conformed = Conformed {
+        room: true,
+        mountpoint: true,
+        chat: true,
+        video_room: true,
+    };
 
     fn next(goal: Goal, plan: Plan, observed: &Observed) -> Option<Action> {
         next_action(goal, plan, observed).expect("no conflict")
@@ -523,6 +582,7 @@ mod tests {
                 }
                 Action::StopForwarder(_) => observed.forwarder = Absent,
                 Action::CheckChat | Action::CreateChat => observed.chat = OURS,
+                Action::Conform(_) => observed.conformed = ALL_CONFORMED,
                 Action::DestroyChat => observed.chat = Absent,
                 Action::CountParticipants => observed.participants = Present(0),
                 Action::DestroySession => observed.session = None,
@@ -897,6 +957,30 @@ mod tests {
         );
         let steps = plan_from(Goal::Stopped, CHAT, theirs);
         assert!(!steps.contains(&Action::DestroyChat), "{steps:?}");
+    }
+
+    #[test]
+    fn parts_found_on_janus_are_conformed_once_all_are_known_ours() {
+        let found = Observed {
+            chat: OURS,
+            conformed: Conformed::default(),
+            ..seen(OURS, Present(Fit::Matches), Present(1))
+        };
+        assert_eq!(
+            plan_from(Goal::Open, CHAT, found),
+            [Action::Conform(Part::Room)],
+            "the simulation conforms every part at once"
+        );
+        // A mountpoint someone else holds: nothing of the room is edited.
+        let shared = Observed {
+            mountpoint: Present(Fit::Foreign(Foreign::OtherPorts)),
+            ..found
+        };
+        assert!(next_action(Goal::Open, CHAT, &shared).is_err());
+        // Nothing is conformed on the way to a closed room.
+        assert!(!plan_from(Goal::Closed, CHAT, found)
+            .iter()
+            .any(|a| matches!(a, Action::Conform(_))));
     }
 
     #[test]

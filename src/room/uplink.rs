@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::actions::{presence, Janus};
+use super::actions::{presence, Conforming, Janus};
 use super::error::PassError;
 use super::plan::{Action, Forwards, LivePublisher, Observed, Publisher, Session};
 use crate::janus::audiobridge::Created;
@@ -90,6 +90,7 @@ impl Janus {
                 room.destroy(settings.id, settings.secret.as_ref())?;
                 log::info!("video room {}: destroyed", settings.id);
                 observed.uplink.room = Presence::Absent;
+                observed.conformed.video_room = false;
             }
             Action::Publish(offer) => self.publish(session.id, offer, observed)?,
             Action::Unpublish => self.unpublish(observed)?,
@@ -99,6 +100,16 @@ impl Janus {
                 self.record_uplink_forwarders(&list, observed);
             }
             Action::ForwardUplink => self.forward_uplink(&room, observed)?,
+            Action::Conform(_) => {
+                if self.conform(&room, "video room")? == Conforming::Remake {
+                    let settings = &self.settings.room;
+                    room.destroy(settings.id, settings.secret.as_ref())?;
+                    observed.uplink.room = Presence::Absent;
+                    observed.uplink.forwards = Presence::Absent;
+                }
+                observed.conformed.video_room =
+                    observed.uplink.room == Presence::Present(Owner::Us);
+            }
             Action::StopUplinkForwarders => self.stop_uplink_forwarders(&room, observed)?,
             _ => {}
         }
@@ -143,6 +154,7 @@ impl Janus {
         observed.uplink.room = match made {
             Created::New => {
                 log::info!("video room {}: created (the WebRTC uplink's)", settings.id);
+                observed.conformed.video_room = true;
                 Presence::Present(Owner::Us)
             }
             // Made by someone meanwhile: check whose it is.

@@ -542,10 +542,24 @@ impl Probe {
     /// Joins the AudioBridge room as a plain-RTP participant sending Opus
     /// from `local_port`; returns the port Janus receives on.
     pub fn join_rtp(&self, room: u64, local_port: u16) -> u16 {
-        let ack = self.audiobridge(json!({
+        let joined = self.join(room, None, local_port);
+        joined["rtp"]["port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or_else(|| panic!("not joined: {joined}"))
+    }
+
+    /// Joins as [`Self::join_rtp`] does, with `pin`; returns what Janus
+    /// answered: `joined`, or the error (a wrong PIN).
+    pub fn join(&self, room: u64, pin: Option<&str>, local_port: u16) -> Value {
+        let mut body = json!({
             "request": "join", "room": room, "display": "rtp-test",
             "rtp": { "ip": "127.0.0.1", "port": local_port, "payload_type": 111 }
-        }));
+        });
+        if let Some(pin) = pin {
+            body["pin"] = json!(pin);
+        }
+        let ack = self.audiobridge(body);
         // `join` is asynchronous: the reply is an ack, the result an event.
         assert!(ack.is_null(), "join was answered synchronously: {ack}");
         let mut url = format!("{}/{}?maxev=1", self.url, self.session);
@@ -554,13 +568,11 @@ impl Probe {
                 url.push_str(&format!("&{name}={value}"));
             }
         }
-        wait_for(Duration::from_secs(5), "the joined event", || {
+        wait_for(Duration::from_secs(5), "the join's event", || {
             let event: Value = ureq::get(&url).call().ok()?.body_mut().read_json().ok()?;
             let data = &event["plugindata"]["data"];
-            (data["audiobridge"] == "joined")
-                .then(|| data["rtp"]["port"].as_u64())
-                .flatten()
-                .and_then(|p| u16::try_from(p).ok())
+            (data["audiobridge"] == "joined" || data.get("error_code").is_some())
+                .then(|| data.clone())
         })
     }
 
