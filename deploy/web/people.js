@@ -157,7 +157,7 @@
     };
     const changed = () => {
       if (imitatesPi(cleanName(nameInput.value))) return refuse();
-      identity.name = ownName(nameInput.value) || identity.name;
+      identity.name = cleanName(nameInput.value) || identity.name;
       nameInput.value = identity.name;
       saveIdentity(identity);
       show();
@@ -283,6 +283,6 @@
   }
 
   window.BroadcastPeople = {
-    AVATARS, NAME_MAX, PI, encodeDisplay, parseDisplay, imitatesPi, avatarImage, identityControls, participantList,
+    AVATARS, NAME_MAX, PI, encodeDisplay, parseDisplay, avatarImage, identityControls, participantList,
   };
 })();
