@@ -366,10 +366,16 @@ fn a_squatted_chat_opens_nothing_and_an_open_janus_is_named_once() {
     }));
     assert_eq!(squat["textroom"], "created", "{squat}");
     let agent = Agent::start(&config(&janus, 7302, "", "admin_key = \"unused-key\""));
-    agent.wait_log(Duration::from_secs(5), "chat room 7302 on Janus is not this agent's");
+    agent.wait_log(
+        Duration::from_secs(5),
+        "chat room 7302 on Janus is not this agent's",
+    );
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(agent.status_json()["phase"], "conflict");
-    assert!(!probe.room_exists(7302), "the room was opened beside a stranger's chat");
+    assert!(
+        !probe.room_exists(7302),
+        "the room was opened beside a stranger's chat"
+    );
     assert!(probe.mountpoint(7302, SECRET).is_none());
     drop(agent);
 
@@ -379,5 +385,9 @@ fn a_squatted_chat_opens_nothing_and_an_open_janus_is_named_once() {
     std::thread::sleep(Duration::from_secs(1));
     let warnings = agent.warnings("Janus lets anybody create rooms");
     assert_eq!(warnings.len(), 1, "{}", agent.log());
-    assert!(warnings[0].contains("deploy/janus-conf.sh"), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("deploy/janus-conf.sh"),
+        "{}",
+        warnings[0]
+    );
 }

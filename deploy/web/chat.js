@@ -23,6 +23,14 @@
 // messages are cut to MESSAGE_MAX characters, and the panel keeps the last
 // LOG_MAX of them.
 //
+// Who speaks: a message shows its sender's display (people.js parseDisplay,
+// which never gives the Pi's name or avatar); the Pi (People.PI) speaks
+// only in announcements, which Janus sends for whoever has the room's
+// secret (the agent) and never for a participant. A whisper (a message
+// Janus marks `whisper`: sent to this viewer alone) is shown with
+// data-private="true" and "to you (private)" after the name, never as a
+// public message.
+//
 // Plain ES2017, no build step; needs janus.js and people.js; defines
 // window.BroadcastChat.
 (function () {
@@ -179,9 +187,11 @@
       }
       switch (msg.textroom) {
         case 'message':
-          return show(msg.from, msg.display || names.get(msg.from), msg.text, msg.date, msg.from === c.username);
+          return show(msg, People.parseDisplay(msg.display || names.get(msg.from) || msg.from), {
+            self: msg.from === c.username, whisper: msg.whisper === true,
+          });
         case 'announcement':
-          return show(null, null, msg.text, msg.date, false);
+          return show(msg, People.PI, {});
         case 'join':
           names.set(msg.username, msg.display || msg.username);
           return setState('open', 'chat: ' + names.size + ' here');
@@ -196,30 +206,39 @@
       }
     }
 
-    // Appends one message to the log, as text.
-    function show(from, display, text, date, self) {
-      const who = from === null ? { avatar: 'pi', name: 'announcement' } : People.parseDisplay(display || from);
+    // Appends message `msg` (its from, text and date) to the log, as text,
+    // drawn as `who` ({ name, avatar }); `how`: { self, whisper }.
+    function show(msg, who, how) {
       const li = document.createElement('li');
-      li.dataset.from = from || '';
+      li.dataset.from = msg.from || '';
       li.dataset.name = who.name;
-      if (self) li.dataset.self = 'true';
+      if (how.self) li.dataset.self = 'true';
+      if (how.whisper) li.dataset.private = 'true';
+      if (who.imitation) li.dataset.imitation = 'true';
       li.appendChild(People.avatarImage(who.avatar));
-      const when = parseDate(date);
+      const when = parseDate(msg.date);
       const time = document.createElement('time');
       time.dateTime = when.toISOString();
       time.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
       const name = document.createElement('span');
       name.className = 'name';
       name.textContent = who.name;
+      li.append(time, name);
+      if (how.whisper) {
+        const label = document.createElement('span');
+        label.className = 'private';
+        label.textContent = 'to you (private)';
+        li.appendChild(label);
+      }
       const body = document.createElement('span');
       body.className = 'text';
-      const t = String(text == null ? '' : text);
+      const t = String(msg.text == null ? '' : msg.text);
       body.textContent = t.length > MESSAGE_MAX ? t.slice(0, MESSAGE_MAX) + '…' : t;
-      li.append(time, name, body);
+      li.appendChild(body);
       const atBottom = els.log.scrollHeight - els.log.scrollTop - els.log.clientHeight < 40;
       els.log.appendChild(li);
       while (els.log.children.length > LOG_MAX) els.log.firstChild.remove();
-      if (atBottom || self) els.log.scrollTop = els.log.scrollHeight;
+      if (atBottom || how.self) els.log.scrollTop = els.log.scrollHeight;
     }
 
     // Janus's "%FT%T%z" (e.g. 2026-12-01T14:55:00+0100); now if unreadable.

@@ -12,6 +12,14 @@
 // parseDisplay() reads it back; a display in any other form (another client,
 // a SIP/RTP gateway) is shown as it is, with the "guest" avatar.
 //
+// The Pi's name (PI.name) and avatar ("pi") are the Pi's alone: nobody's
+// display can give them (the "pi" avatar is not in AVATARS), a name that
+// imitates the Pi's (imitatesPi) is shown with the "guest" avatar and
+// " (not the Pi)" after it, and the viewer cannot take one. The page draws
+// PI only for what a viewer cannot send: the broadcaster's entry here (the
+// broadcast is live) and the chat's announcements (chat.js; they need the
+// room's secret, which the agent holds).
+//
 // The list (#people) holds one <li> per AudioBridge participant, with
 // data-id, data-name, data-avatar, data-talking="true|false", data-muted and data-self
 // on the viewer's own entry, plus a first entry for the Pi (the broadcaster
@@ -26,9 +34,41 @@
   const NAME_MAX = 40;
   const NAME_KEY = 'broadcast-viewer-name';
   const AVATAR_KEY = 'broadcast-viewer-avatar';
+  /** Who the Pi is drawn as, and only the Pi. */
+  const PI = Object.freeze({ name: 'The Pi (broadcaster)', avatar: 'pi' });
+  // Cyrillic and Greek letters that look like Latin ones (after
+  // lower-casing), and what looks like an i ("The P1", "The Pl").
+  const LOOKALIKES = {
+    'а': 'a', 'е': 'e', 'і': 'i', 'ӏ': 'i', 'о': 'o', 'р': 'p', 'т': 't', 'н': 'h', 'с': 'c', 'ѕ': 's',
+    'α': 'a', 'ε': 'e', 'η': 'h', 'ι': 'i', 'ο': 'o', 'ρ': 'p', 'τ': 't', 'ı': 'i', '1': 'i', 'l': 'i',
+  };
+
+  // Invisible characters that reorder or hide text (bidi controls, zero-width
+  // ones): a name with "\u202e" could show reversed text as "The Pi".
+  const INVISIBLE = /[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]/g;
 
   function cleanName(name) {
-    return String(name || '').replace(/\s+/g, ' ').trim().slice(0, NAME_MAX);
+    return String(name || '').replace(INVISIBLE, '').replace(/\s+/g, ' ').trim().slice(0, NAME_MAX);
+  }
+
+  /**
+   * Whether `name` could pass for the Pi's: read blind to case, accents,
+   * spacing and look-alike letters, it has the word "pi" or "broadcaster"
+   * in it, or is "pi" or "the pi" spaced out ("T h e P i").
+   */
+  function imitatesPi(name) {
+    const plain = String(name || '').normalize('NFKD').replace(/[\u0300-\u036f]/g, '').toLowerCase();
+    const folded = Array.from(plain, (c) => LOOKALIKES[c] || c).join('').replace(/[^a-z0-9]+/g, ' ');
+    const words = folded.split(' ').filter(Boolean);
+    const joined = words.join('');
+    return words.includes('pi') || words.includes('thepi') || joined.includes('broadcaster') ||
+      joined === 'pi' || joined === 'thepi';
+  }
+
+  // The viewer's own name from `name`: '' when it is empty or the Pi's.
+  function ownName(name) {
+    const n = cleanName(name);
+    return imitatesPi(n) ? '' : n;
   }
 
   /** The display string Janus carries for `identity` ({ name, avatar }). */
@@ -36,11 +76,16 @@
     return '[' + identity.avatar + '] ' + identity.name;
   }
 
-  /** { name, avatar } from a display string of any form. */
+  /**
+   * { name, avatar } from a display string of any form; never the Pi's
+   * (a name imitating it is marked " (not the Pi)", with `imitation` set).
+   */
   function parseDisplay(display) {
     const m = /^\[([a-z]+)\] ([\s\S]+)$/.exec(display || '');
-    if (m && AVATARS.includes(m[1])) return { avatar: m[1], name: cleanName(m[2]) || 'viewer' };
-    return { avatar: 'guest', name: cleanName(display) || 'guest' };
+    const who = m && AVATARS.includes(m[1]) ? { avatar: m[1], name: cleanName(m[2]) || 'viewer' }
+      : { avatar: 'guest', name: cleanName(display) || 'guest' };
+    if (!imitatesPi(who.name)) return who;
+    return { avatar: 'guest', name: who.name + ' (not the Pi)', imitation: true };
   }
 
   /** A new <img> of avatar `id` (one of AVATARS, "guest" or "pi"). */
@@ -67,10 +112,10 @@
       name = localStorage.getItem(NAME_KEY);
     } catch (e) { /* storage disabled: a fresh identity each visit */ }
     const identity = {
-      name: cleanName(nameParam) || cleanName(name) || 'viewer-' + Math.floor(Math.random() * 9000 + 1000),
+      name: ownName(nameParam) || ownName(name) || 'viewer-' + Math.floor(Math.random() * 9000 + 1000),
       avatar: AVATARS.includes(avatar) ? avatar : AVATARS[Math.floor(Math.random() * AVATARS.length)],
     };
-    if (!cleanName(name) && !cleanName(nameParam)) remember(NAME_KEY, identity.name);
+    if (!ownName(name) && !ownName(nameParam)) remember(NAME_KEY, identity.name);
     if (avatar !== identity.avatar) remember(AVATAR_KEY, identity.avatar);
     return identity;
   }
@@ -86,7 +131,9 @@
 
   /**
    * The name input and avatar picker: fills them from storage (or `?name=`),
-   * and calls onChange(identity) after each change the viewer makes.
+   * and calls onChange(identity) after each change the viewer makes. A name
+   * that imitates the Pi's is refused: the input goes back to the name in
+   * use and says why.
    */
   function identityControls(nameInput, picker, nameParam, onChange) {
     const identity = storedIdentity(nameParam);
@@ -109,12 +156,20 @@
       for (const b of buttons) b.setAttribute('aria-checked', String(b.dataset.avatar === identity.avatar));
     };
     const changed = () => {
+      if (imitatesPi(cleanName(nameInput.value))) return refuse();
       identity.name = cleanName(nameInput.value) || identity.name;
       nameInput.value = identity.name;
       saveIdentity(identity);
       show();
       onChange(identity);
     };
+    // The name in use stays; the input says why until the viewer types again.
+    const refuse = () => {
+      nameInput.value = identity.name;
+      nameInput.setCustomValidity('That name is the Pi\'s; choose another.');
+      nameInput.reportValidity();
+    };
+    nameInput.addEventListener('input', () => nameInput.setCustomValidity(''));
     nameInput.addEventListener('change', changed);
     show();
     return identity;
@@ -161,6 +216,8 @@
       const who = parseDisplay(display);
       li.dataset.name = who.name;
       li.dataset.avatar = who.avatar;
+      if (who.imitation) li.dataset.imitation = 'true';
+      else delete li.dataset.imitation;
       li.querySelector('img').src = 'avatars/' + who.avatar + '.svg';
       li.querySelector('.name').textContent = who.name + (extra || '');
     }
@@ -209,12 +266,12 @@
         if (on && !piEntry) {
           piEntry = document.createElement('li');
           piEntry.dataset.id = 'pi';
-          piEntry.dataset.name = 'The Pi (broadcaster)';
-          piEntry.dataset.avatar = 'pi';
-          piEntry.appendChild(avatarImage('pi'));
+          piEntry.dataset.name = PI.name;
+          piEntry.dataset.avatar = PI.avatar;
+          piEntry.appendChild(avatarImage(PI.avatar));
           const name = document.createElement('span');
           name.className = 'name';
-          name.textContent = 'The Pi (broadcaster)';
+          name.textContent = PI.name;
           piEntry.appendChild(name);
           listEl.insertBefore(piEntry, listEl.firstChild);
         } else if (!on && piEntry) {
@@ -226,6 +283,6 @@
   }
 
   window.BroadcastPeople = {
-    AVATARS, NAME_MAX, encodeDisplay, parseDisplay, avatarImage, identityControls, participantList,
+    AVATARS, NAME_MAX, PI, encodeDisplay, parseDisplay, avatarImage, identityControls, participantList,
   };
 })();

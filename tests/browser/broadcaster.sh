@@ -9,7 +9,7 @@
 #                          for 2 s; succeeds if something was played there
 #   broadcaster.sh status  prints `broadcast-agent status --json`
 #   broadcaster.sh stop    stops the agent (SIGTERM) and PulseAudio
-# Environment: WORK (scratch folder), JANUS_URL, ROOM, REPO; AGENT (the binary,
+# Environment: WORK (scratch folder), JANUS_URL, ROOM, ROOM_SECRET, REPO; AGENT (the binary,
 # default target/debug/broadcast-agent, built before entering the namespace);
 # for the benches: VIDEO_SOURCE (default test; `libcamera` runs rpicam-vid from
 # PATH, e.g. the stand-in), VIDEO_FRAMERATE (15), VIDEO_BITRATE_KBPS (800),
@@ -23,7 +23,7 @@
 # namespace of its own too) from an address of their own, which the uplink
 # loss bench drops (janus.sh loss) without touching Chromium's.
 set -euo pipefail
-: "${WORK:?}" "${JANUS_URL:?}" "${ROOM:?}"
+: "${WORK:?}" "${JANUS_URL:?}" "${ROOM:?}" "${ROOM_SECRET:?}"
 REPO=${REPO:-$(cd "$(dirname "$0")/../.." && pwd)}
 AGENT=${AGENT:-$REPO/target/debug/broadcast-agent}
 CONFIG="$WORK/agent.toml"
@@ -63,7 +63,7 @@ broadcaster_start() {
 url = "$JANUS_URL"
 [room]
 id = $ROOM
-secret = "browser-e2e-room-secret"
+secret = "$ROOM_SECRET"
 admin_key_file = "$WORK/janus/broadcast-agent.admin_key"
 check_interval_ms = 500
 viewer_url = "http://127.0.0.2:8000/?r={room}"

@@ -107,6 +107,8 @@ export JANUS_URL="http://$JANUS_HOST:8088/janus"
 export ADMIN_URL="http://$JANUS_HOST:7088/admin"
 export ADMIN_SECRET=$(sed -n 's/^\s*admin_secret\s*=\s*"\(.*\)".*/\1/p' "$REPO/conf/janus/janus.jcfg")
 export ROOM=4556
+# The room's secret, which the agent holds: the chat's announcements need it.
+export ROOM_SECRET=e2e-room-secret
 RESULTS="$WORK/results"
 : >"$RESULTS"
 export RESULTS

@@ -4,7 +4,7 @@
 // to $RESULTS; run.sh counts them.
 //
 // Environment (set by run.sh): WORK, WEB_ROOT, JANUS_URL, ROOM, BROADCASTER,
-// JANUS_CTL, RESULTS, SCREENSHOT, ADMIN_URL, ADMIN_SECRET.
+// JANUS_CTL, RESULTS, SCREENSHOT, ADMIN_URL, ADMIN_SECRET, ROOM_SECRET.
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -17,6 +17,7 @@ const WORK = env('WORK');
 const WEB_ROOT = env('WEB_ROOT');
 const JANUS_URL = env('JANUS_URL');
 const ROOM = Number(env('ROOM'));
+const ROOM_SECRET = env('ROOM_SECRET');
 const BROADCASTER = env('BROADCASTER');
 const JANUS_CTL = env('JANUS_CTL');
 const RESULTS = env('RESULTS');
@@ -29,6 +30,9 @@ const adminKey = () => readFileSync(`${WORK}/janus/broadcast-agent.admin_key`, '
 const VIEWER_NAME = 'e2e-viewer';
 // The second viewer's name: markup in it must show as text.
 const SECOND_NAME = 'Bea <i>B</i>';
+// The name the page gives the Pi (deploy/web/people.js), only to the Pi.
+const PI_NAME = 'The Pi (broadcaster)';
+const isPiName = (name) => String(name).replace(/\s+/g, ' ').trim().toLowerCase() === PI_NAME.toLowerCase();
 
 // The name in an AudioBridge display "[avatar] name" (deploy/web/people.js).
 const nameOf = (display) => (/^\[[a-z]+\] ([\s\S]*)$/.exec(display || '') || [null, display])[1];
@@ -200,6 +204,68 @@ async function chatDelay(from, to, text) {
   return seenAt - sentAt;
 }
 
+// A chat participant that is not the viewer page, so it can send what the
+// page never does (any display, whispers): janus.js in a blank tab of the
+// page's server, joined to the chat room as `username` with `display`.
+// Returns { participants (the join reply's), send(body) -> reply, close() }.
+async function chatClient(username, display) {
+  const tab = await browser.newPage();
+  tab.on('pageerror', (e) => pageErrors.push('chat client: ' + e.message));
+  await tab.goto(new URL('blank', PAGE_BASE).href, { timeout: 15000 });
+  for (const src of ['adapter.js', 'janus.js']) await tab.addScriptTag({ url: new URL(src, PAGE_BASE).href });
+  const participants = await tab.evaluate((a) => new Promise((resolve, reject) => {
+    setTimeout(() => reject(new Error('no TextRoom join within 15 s')), 15000);
+    let handle = null;
+    let seq = 0;
+    const waiting = {};
+    window.__chatSend = (body) => new Promise((done) => {
+      const transaction = 'c' + (++seq);
+      waiting[transaction] = done;
+      handle.data({ text: JSON.stringify({ transaction, room: a.room, ...body }), error: (e) => reject(new Error(e)) });
+    });
+    const joined = (r) => (r.textroom === 'success' ? resolve(r.participants || []) : reject(new Error(JSON.stringify(r))));
+    Janus.init({ callback: () => {
+      const janus = new Janus({ server: a.server, error: (e) => reject(new Error(e)), success: () => janus.attach({
+        plugin: 'janus.plugin.textroom',
+        error: (e) => reject(new Error(e)),
+        success: (h) => { handle = h; h.send({ message: { request: 'setup' } }); },
+        onmessage: (msg, jsep) => {
+          if (msg.error) reject(new Error(msg.error));
+          if (jsep) handle.createAnswer({ jsep, tracks: [{ type: 'data' }], error: (e) => reject(new Error(e)),
+            success: (ours) => handle.send({ message: { request: 'ack' }, jsep: ours }) });
+        },
+        ondataopen: () => window.__chatSend({ textroom: 'join', username: a.username, display: a.display }).then(joined),
+        ondata: (data) => {
+          const m = JSON.parse(data);
+          if (waiting[m.transaction]) { waiting[m.transaction](m); delete waiting[m.transaction]; }
+        },
+      }) });
+    } });
+  }), { server: JANUS_URL, room: ROOM, username, display });
+  return { participants, send: (body) => tab.evaluate((b) => window.__chatSend(b), body), close: () => tab.close() };
+}
+
+// A participant of the AudioBridge room without media (joined through
+// Janus's HTTP API), with participant id `id` and `display`. Returns close().
+async function bridgeGuest(id, display) {
+  const s = await janusPost('', { janus: 'create' });
+  assert(s.janus === 'success', 'janus create: ' + JSON.stringify(s));
+  const close = () => janusPost(`/${s.data.id}`, { janus: 'destroy' }).catch(() => {});
+  const h = await janusPost(`/${s.data.id}`, { janus: 'attach', plugin: 'janus.plugin.audiobridge' });
+  const r = await janusPost(`/${s.data.id}/${h.data.id}`, { janus: 'message', body: { request: 'join', room: ROOM, id, display } });
+  if (r.janus !== 'ack') { await close(); throw new Error('audiobridge join: ' + JSON.stringify(r)); }
+  return close;
+}
+
+// How page `p` draws the chat message whose text is `text` (the last such):
+// { name, avatar (the img's src), private (data-private), label (.private's text) }.
+const chatEntry = (p, text) => p.evaluate((t) => {
+  const li = [...document.querySelectorAll('#chat-log li')].filter((e) => e.querySelector('.text').textContent === t).pop();
+  const label = li && li.querySelector('.private');
+  return li && { name: li.querySelector('.name').textContent, avatar: li.querySelector('img').getAttribute('src'),
+    private: li.dataset.private, label: label ? label.textContent : '' };
+}, text);
+
 // 1 s of a steady 440 Hz tone at -12 dBFS (48 kHz, 16-bit mono WAV), which
 // Chromium loops as its fake microphone: speech-like loudness, all the time.
 function writeTone(path) {
@@ -276,6 +342,74 @@ async function chatChecks(first) {
       }), evil);
       assert(r.text && r.elements === 0 && r.pwned === undefined, JSON.stringify(r));
     }
+  });
+  await check('chat: a whisper to the viewer is shown marked private, to the viewer', async () => {
+    const whisperer = await chatClient('e2e-whisperer', '[cat] Cleo');
+    try {
+      const viewer = whisperer.participants.find((p) => p.display === `[fox] ${VIEWER_NAME}`);
+      assert(viewer, `the viewer is not in the chat room: ${JSON.stringify(whisperer.participants)}`);
+      const text = `psst ${Date.now()}`;
+      const reply = await whisperer.send({ textroom: 'message', to: viewer.username, text });
+      assert(reply.textroom === 'success' && reply.sent && reply.sent[viewer.username] === true, JSON.stringify(reply));
+      const entry = await waitFor('the whisper at the viewer', () => chatEntry(first, text), 5000, 20);
+      assert(entry.private === 'true' && /to you/.test(entry.label) && entry.name === 'Cleo', JSON.stringify(entry));
+      return JSON.stringify(entry);
+    } finally {
+      await whisperer.close();
+    }
+  });
+  await check("chat and list: only the Pi is drawn with the Pi's name and avatar; the page refuses the name", async () => {
+    const seen = [];
+    // In the chat, with the page's display form and with a raw one.
+    const imitator = await chatClient('e2e-imitator', `[fox] ${PI_NAME}`);
+    try {
+      for (const display of [null, ' the  PI (Broadcaster)']) {
+        if (display) {
+          await imitator.send({ textroom: 'leave' });
+          const r = await imitator.send({ textroom: 'join', username: 'e2e-imitator', display });
+          assert(r.textroom === 'success', `join again: ${JSON.stringify(r)}`);
+        }
+        const text = `I am the Pi ${Date.now()}`;
+        assert((await imitator.send({ textroom: 'message', text })).textroom === 'success', 'message not sent');
+        const e = await waitFor('the message at the viewer', () => chatEntry(first, text), 5000, 20);
+        assert(!isPiName(e.name) && e.avatar !== 'avatars/pi.svg' && e.private !== 'true', `drawn as ${JSON.stringify(e)}`);
+        seen.push(`chat "${e.name}" ${e.avatar}`);
+      }
+      // An announcement needs the room's secret, which the agent holds.
+      const refused = await imitator.send({ textroom: 'announcement', text: 'no secret' });
+      assert(refused.textroom === 'error', `announcement without the secret: ${JSON.stringify(refused)}`);
+    } finally {
+      await imitator.close();
+    }
+    const text = `from the Pi ${Date.now()}`;
+    const sent = await pluginRequest('janus.plugin.textroom', { request: 'announcement', room: ROOM, secret: ROOM_SECRET, text });
+    assert(sent && sent.textroom === 'success', `announcement with the secret: ${JSON.stringify(sent)}`);
+    const pi = await waitFor('the announcement at the viewer', () => chatEntry(first, text), 5000, 20);
+    assert(isPiName(pi.name) && pi.avatar === 'avatars/pi.svg', `the Pi's announcement drawn as ${JSON.stringify(pi)}`);
+    // In the participant list.
+    const guestId = 990001;
+    const closeGuest = await bridgeGuest(guestId, `[robot] THE PI  (broadcaster)`);
+    try {
+      const li = await waitFor('the guest listed', () => first.evaluate((id) => {
+        const e = document.querySelector(`#people li[data-id="${id}"]`);
+        return e && { name: e.querySelector('.name').textContent, avatar: e.dataset.avatar };
+      }, guestId), 5000, 20);
+      assert(!isPiName(li.name) && li.avatar !== 'pi', `listed as ${JSON.stringify(li)}`);
+      const pis = await first.evaluate(() => [...document.querySelectorAll('#people li')]
+        .filter((e) => e.dataset.avatar === 'pi').map((e) => e.dataset.id));
+      assert(pis.join() === 'pi', `entries with the Pi's avatar: ${pis.join(', ')}`);
+      seen.push(`list "${li.name}" ${li.avatar}`);
+    } finally {
+      await closeGuest();
+    }
+    // The viewer's own name: refused, the one in use stays.
+    await first.fill('#name', 'the pi (BROADCASTER) ');
+    await first.dispatchEvent('#name', 'change');
+    const kept = await first.inputValue('#name');
+    await first.fill('#name', VIEWER_NAME);
+    if (kept !== VIEWER_NAME) await first.dispatchEvent('#name', 'change');
+    assert(kept === VIEWER_NAME, `the page took the name "${kept}"`);
+    return seen.join('; ');
   });
   await check('both viewers see each other in the room with their names and avatars', async () => {
     const want = [[first, SECOND_NAME, 'owl'], [pageB, VIEWER_NAME, 'fox'], [first, VIEWER_NAME, 'fox'],
