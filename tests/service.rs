@@ -658,3 +658,32 @@ fn check_refuses_a_recording_dir_the_unit_cannot_write_and_warns_of_space() {
     let (status, _, err) = check("[recording]\nenabled = true\nmax_total_mb = 1\n");
     assert!(status.success() && !err.contains("max_total_mb"), "{err}");
 }
+
+/// The configuration the .deb installs, untouched but for where Janus is:
+/// the service starts, and nothing is broadcast until the owner has set a
+/// room secret (or opened the room); `status` says so.
+#[test]
+fn a_fresh_install_broadcasts_nothing() {
+    let janus = Janus::start();
+    let probe = janus.probe();
+    let shipped = std::fs::read_to_string(common::repo().join("conf/agent.toml")).expect("shipped");
+    // The test's own control socket and state directory instead of /run's and /var/lib's.
+    let mut config = String::new();
+    let mut in_control = false;
+    for line in shipped.lines() {
+        if line.starts_with('[') {
+            in_control = line == "[control]";
+        }
+        if !in_control {
+            config.push_str(line);
+            config.push('\n');
+        }
+    }
+    let room: u64 = 4556;
+    let agent = Agent::start_with(&config, &[("BROADCAST_AGENT__JANUS__URL", &janus.url())]);
+    let json = stays_closed(&agent, &probe, room);
+    assert_eq!(json["room"]["closed_by"], "unconfigured", "{json}");
+    assert!(!probe.chat_exists(room));
+    let text = agent.status_text();
+    assert!(text.contains("room.secret is not set"), "{text}");
+}
