@@ -60,7 +60,8 @@ enum End {
 /// half-read would leave as whole.
 #[derive(Debug, Default)]
 pub struct Splitter {
-    /// Bytes read and not yet handed on.
+    /// Bytes read and not yet handed on: from a start code (or zeros that
+    /// may begin one).
     pending: Vec<u8>,
     /// How far `pending` was searched for its first frame's end.
     scan: Scan,
@@ -76,7 +77,9 @@ impl Splitter {
     /// Takes bytes read from the program's stdout.
     pub fn bytes(&mut self, data: &[u8]) {
         self.pending.extend_from_slice(data);
-        if self.lost && !starts_with_start_code(&self.pending) {
+        if !starts_with_start_code(&self.pending) {
+            // Only after a frame was cut (dropped, or it left half-read):
+            // up to the next start code, the bytes are of no whole frame.
             self.skip_to_start_code();
         }
         if self.pending.len() > MAX_PENDING {
@@ -117,10 +120,10 @@ impl Splitter {
         Some(std::mem::replace(&mut self.pending, rest))
     }
 
-    /// Drops what waits (no frame ended in it), but for the bytes that may
+    /// Drops what waits (no frame ended in it), but for zeros that may
     /// begin a start code; what follows goes too, up to a start code.
     fn drop_pending(&mut self) {
-        let dropped = self.pending.len() - 2;
+        let dropped = self.pending.len() - trailing_zeros(&self.pending);
         if self.lost {
             log::debug!("video: dropped {dropped} more bytes of the camera program's output");
         } else {
@@ -135,15 +138,21 @@ impl Splitter {
     }
 
     /// Drops the bytes before the first start code pending, keeping the
-    /// last two if there is none (they may begin one).
+    /// zeros at the end if there is none (they may begin one).
     fn skip_to_start_code(&mut self) {
         let at = start_codes(&self.pending, 0)
             .next()
             .map(|(_, code, _)| code);
-        let at = at.unwrap_or(self.pending.len().saturating_sub(2));
+        let at = at.unwrap_or(self.pending.len() - trailing_zeros(&self.pending));
         self.pending.drain(..at);
         self.scan = Scan::default();
     }
+}
+
+/// How many of the last three bytes of `data` are zeros that may begin a
+/// start code.
+fn trailing_zeros(data: &[u8]) -> usize {
+    data.iter().rev().take(3).take_while(|&&b| b == 0).count()
 }
 
 /// Whether `data` begins with a three- or four-byte start code.
@@ -448,6 +457,25 @@ mod tests {
             s.announced(1);
             assert_eq!(s.next_frame(), Some(P.to_vec()));
         }
+    }
+
+    #[test]
+    fn a_frame_cut_costs_no_other() {
+        // The empty buffer's line comes with the next frame's first bytes:
+        // the count cannot tell, and that frame leaves half-read.
+        let mut s = splitter(&[keyframe().as_slice(), &P[..6]].concat());
+        s.announced(2);
+        assert_eq!(s.next_frame(), Some(keyframe()));
+        assert_eq!(s.next_frame(), Some(P[..6].to_vec()));
+        // Its tail goes nowhere, and the next frame leaves whole.
+        s.bytes(&P[6..]);
+        s.announced(1);
+        assert_eq!(s.next_frame(), None);
+        s.bytes(&P[..6]);
+        assert_eq!(s.next_frame(), None, "half a frame");
+        s.bytes(&P[6..]);
+        s.announced(1);
+        assert_eq!(s.next_frame(), Some(P.to_vec()));
     }
 
     #[test]
