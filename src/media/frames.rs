@@ -16,8 +16,11 @@
 //! starts, as with `h264parse` alone. A frame is never cut: bytes leave only
 //! up to the end of a frame that was announced or that the next frame's
 //! start proves complete. A line for a buffer without a picture (an empty
-//! one) does not count once all that was read has left, and output in which
-//! no frame ends is dropped beyond a bound rather than kept.
+//! one) stops counting once all that was read has left; only read together
+//! with the next frame's first bytes does it let that frame leave half-read,
+//! and the rest of that frame is dropped, so that no other frame suffers.
+//! Output in which no frame ends is dropped beyond `MAX_PENDING` bytes
+//! rather than kept.
 
 use std::fs::File;
 use std::io::{self, Read};
