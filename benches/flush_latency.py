@@ -181,7 +181,7 @@ def run_case(binary, work, case, flush, seconds):
     written = {}
     with open(frames) as f:
         for line in f:
-            number, ns, size = (int(x) for x in line.split())
+            number, ns, size = (int(x) for x in line.split()[:3])
             written[number] = (ns, size)
     # The first second is start-up; the last frames' tails may still wait
     # in the pipe when the agent stops.

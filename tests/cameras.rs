@@ -386,16 +386,122 @@ fn a_pi_4_is_not_asked_more_than_its_encoder_does() {
     assert!(pi4.runs().is_empty(), "{:?}", pi4.runs());
 }
 
+/// The payload of an RTP packet (after its CSRCs and header extension).
+fn rtp_payload(packet: &[u8]) -> Option<&[u8]> {
+    let first = *packet.first()?;
+    let mut at = 12 + 4 * usize::from(first & 0x0f);
+    if first & 0x10 != 0 {
+        let words = packet.get(at + 2..at + 4)?;
+        at += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
+    }
+    packet.get(at..)
+}
+
 /// The frame number the stand-in puts in an SEI at the start of each frame
-/// (`STANDIN_FRAME_LOG`), if this RTP packet carries it (alone or in a STAP-A).
-fn frame_number(packet: &[u8]) -> Option<u32> {
+/// (`STANDIN_FRAME_LOG`), if this RTP payload carries it (alone or in a STAP-A).
+fn frame_number(payload: &[u8]) -> Option<u32> {
     const UUID: [u8; 16] = *b"ABCDEFGHIJKLMNOP";
-    let csrcs = usize::from(*packet.first()? & 0x0f);
-    let payload = packet.get(12 + 4 * csrcs..)?;
     let sei = payload.windows(2).position(|w| w == [0x06, 0x05])?;
     let at = sei + payload[sei..].windows(16).position(|w| w == UUID)? + 16;
     let bytes = payload.get(at..at + 4)?;
     Some(bytes.iter().fold(0, |n, b| (n << 7) | u32::from(b & 0x7f)))
+}
+
+/// The bytes of slice NAL units (types 1 and 5) an RTP payload carries
+/// (alone, in a STAP-A or as a fragment of an FU-A), as the stand-in counts
+/// them: without start codes.
+fn slice_bytes(payload: &[u8]) -> usize {
+    let is_slice = |header: u8| matches!(header & 0x1f, 1 | 5);
+    match payload.first().map(|b| b & 0x1f) {
+        Some(24) => {
+            let (mut at, mut sum) = (1, 0);
+            while let Some(size) = payload.get(at..at + 2) {
+                let size = usize::from(u16::from_be_bytes([size[0], size[1]]));
+                sum += payload
+                    .get(at + 2)
+                    .filter(|h| is_slice(**h))
+                    .map_or(0, |_| size);
+                at += 2 + size;
+            }
+            sum
+        }
+        // Its header goes with the first fragment.
+        Some(28) => match payload.get(1) {
+            Some(&fu) if is_slice(fu) => payload.len() - 2 + usize::from(fu & 0x80 != 0),
+            _ => 0,
+        },
+        Some(_) if is_slice(payload[0]) => payload.len(),
+        _ => 0,
+    }
+}
+
+/// A frame as it left the agent over RTP.
+struct Sent {
+    /// The stand-in's number for it, if it carried one.
+    number: Option<u32>,
+    /// When its last packet (RTP marker) arrived, CLOCK_MONOTONIC ns.
+    at_ns: u64,
+    /// The bytes of its slices, as [`slice_bytes`] counts them.
+    slice_bytes: usize,
+    /// A packet of it (or before it) did not arrive: the RTP sequence
+    /// numbers skip.
+    lossy: bool,
+}
+
+/// The frames that arrive on `socket`, from the first numbered one, until
+/// `count` numbered ones have or `within` has passed.
+fn receive_frames(socket: &std::net::UdpSocket, count: usize, within: Duration) -> Vec<Sent> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("a timeout");
+    let (mut frames, mut numbered, mut next_seq) = (Vec::new(), 0, None);
+    let fresh = || Sent {
+        number: None,
+        at_ns: 0,
+        slice_bytes: 0,
+        lossy: false,
+    };
+    let mut current = fresh();
+    let mut buf = [0u8; 2048];
+    let end = Instant::now() + within;
+    while numbered < count && Instant::now() < end {
+        let Ok(n) = socket.recv(&mut buf) else {
+            continue;
+        };
+        let Some(payload) = rtp_payload(&buf[..n]) else {
+            continue;
+        };
+        let seq = u16::from_be_bytes([buf[2], buf[3]]);
+        current.lossy |= next_seq.is_some_and(|next| next != seq);
+        next_seq = Some(seq.wrapping_add(1));
+        current.number = frame_number(payload).or(current.number);
+        current.slice_bytes += slice_bytes(payload);
+        if buf[1] & 0x80 == 0 {
+            continue;
+        }
+        current.at_ns = monotonic_ns();
+        let frame = std::mem::replace(&mut current, fresh());
+        if frame.number.is_some() || numbered > 0 {
+            numbered += usize::from(frame.number.is_some());
+            frames.push(frame);
+        }
+    }
+    frames
+}
+
+/// What the stand-in's frame log (`STANDIN_FRAME_LOG`) says of each frame
+/// by number: when it was written (CLOCK_MONOTONIC ns) and the bytes of its
+/// slices.
+fn frames_written(log: &str) -> std::collections::HashMap<u32, (u64, usize)> {
+    std::fs::read_to_string(log)
+        .expect("the frame log")
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<u64> = l.split(' ').filter_map(|f| f.parse().ok()).collect();
+            let number = u32::try_from(*f.first()?).ok()?;
+            Some((number, (*f.get(1)?, usize::try_from(*f.get(3)?).ok()?)))
+        })
+        .collect()
 }
 
 /// CLOCK_MONOTONIC in ns, the stand-in's clock for its frame log.
@@ -421,9 +527,6 @@ fn a_pi_4_s_frames_leave_whole_as_soon_as_written() {
     let pi4 = StandIns::install(Machine::Pi4, "1.6.0");
     let base = ports(3);
     let socket = std::net::UdpSocket::bind(("127.0.0.1", base)).expect("a UDP port");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("a timeout");
     let janus_url = format!("http://127.0.0.1:{}/janus", ports(1));
     let config = format!(
         "{head}\n[speaker]\nenabled = false\n[microphone]\nenabled = false\n{video}",
@@ -436,45 +539,115 @@ fn a_pi_4_s_frames_leave_whole_as_soon_as_written() {
         &config,
         &env_refs(&env, &[("STANDIN_FRAME_LOG", &frame_log)]),
     );
-    // Per frame: when its last packet (RTP marker) arrived; and how many
-    // frames ended without a number (the tail of a frame cut in two).
-    let (mut sent, mut unnumbered, mut current) = (Vec::new(), 0, None);
-    let mut buf = [0u8; 2048];
-    let end = Instant::now() + Duration::from_secs(20);
-    while sent.len() < 45 && Instant::now() < end {
-        let Ok(n) = socket.recv(&mut buf) else {
-            continue;
-        };
-        current = frame_number(&buf[..n]).or(current);
-        if n > 1 && buf[1] & 0x80 != 0 {
-            match current.take() {
-                Some(number) => sent.push((number, monotonic_ns())),
-                None if !sent.is_empty() => unnumbered += 1,
-                None => {}
-            }
-        }
-    }
-    assert!(sent.len() >= 45, "{} frames in 20 s", sent.len());
-    assert_eq!(unnumbered, 0, "frames cut in two");
-    let written: std::collections::HashMap<u32, u64> = std::fs::read_to_string(&frame_log)
-        .expect("the frame log")
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split(' ').map(str::parse::<u64>);
-            Some((u32::try_from(f.next()?.ok()?).ok()?, f.next()?.ok()?))
-        })
+    let frames = receive_frames(&socket, 45, Duration::from_secs(20));
+    let sent: Vec<(u32, u64)> = frames
+        .iter()
+        .filter_map(|f| Some((f.number?, f.at_ns)))
         .collect();
+    assert!(sent.len() >= 45, "{} frames in 20 s", sent.len());
+    // The tail of a frame cut in two would end without a number.
+    let unnumbered = frames.len() - sent.len();
+    assert_eq!(unnumbered, 0, "frames cut in two");
+    let written = frames_written(&frame_log);
     let numbers: Vec<u32> = sent.iter().map(|(n, _)| *n).collect();
     assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
     // Sent before the next frame was written (that is, within 67 ms at 15
     // fps, mostly within a few ms): all but the odd one a busy machine delays.
     let early = sent
         .iter()
-        .filter(|(n, at)| written.get(&(n + 1)).is_none_or(|next| at < next))
+        .filter(|(n, at)| written.get(&(n + 1)).is_none_or(|(next, _)| at < next))
         .count();
     assert!(
         early * 10 >= sent.len() * 9,
         "{early} of {} frames",
         sent.len()
+    );
+}
+
+#[test]
+fn standins_write_a_line_for_an_empty_buffer() {
+    // rpicam-vid writes its --save-pts line for every buffer the encoder
+    // hands over, bytes or none (output/output.cpp, Output::OutputReady).
+    let pi4 = StandIns::install(Machine::Pi4, "1.6.0");
+    let (pts, frames) = (pi4.path("pts.txt"), pi4.path("frames.log"));
+    let out = pi4
+        .command("rpicam-vid")
+        .args(small_stream("1000"))
+        .args(["--save-pts", &pts, "-o", "-"])
+        .env("STANDIN_EMPTY_BUFFERS", "5")
+        .env("STANDIN_FRAME_LOG", &frames)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the stand-in");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let written = frames_written(&frames).len();
+    let text = std::fs::read_to_string(&pts).expect("the time stamps");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&"# timecode format v2"));
+    assert!(written >= 10, "{written} frames");
+    assert_eq!(lines.len() - 1, written + written / 5, "{text}");
+    // The empty buffer's line comes after its frame's, with its time.
+    assert_eq!(lines[5], lines[6], "{text}");
+}
+
+#[test]
+fn a_pi_4_s_empty_buffers_let_no_half_frame_go() {
+    // rpicam-vid's line for an empty buffer must not count as a frame: if it
+    // did, each frame read half-written would leave cut, and here every
+    // frame is (noise at 10 Mbit/s: more than a pipe holds). Nothing listens
+    // at the Janus URL: the agent sends anyway, to this socket in Janus's
+    // place, which sees each frame's slices as the agent sent them.
+    let pi4 = StandIns::install(Machine::Pi4, "1.6.0");
+    let base = ports(3);
+    let socket = std::net::UdpSocket::bind(("127.0.0.1", base)).expect("a UDP port");
+    let janus_url = format!("http://127.0.0.1:{}/janus", ports(1));
+    let config = format!(
+        "{head}\n[speaker]\nenabled = false\n[microphone]\nenabled = false\n\
+         [video]\nsource = \"libcamera\"\nwidth = 640\nheight = 480\nframerate = 15\n\
+         bitrate_kbps = 10000\n",
+        head = common::config_head(&janus_url, 1740, SECRET, base, common::Extra::default()),
+    );
+    let frame_log = pi4.path("frames.log");
+    let env = pi4.env();
+    let _agent = Agent::start_with(
+        &config,
+        &env_refs(
+            &env,
+            &[
+                ("STANDIN_FRAME_LOG", &frame_log),
+                ("STANDIN_PATTERN", "snow"),
+                ("STANDIN_EMPTY_BUFFERS", "10"),
+            ],
+        ),
+    );
+    let frames = receive_frames(&socket, 60, Duration::from_secs(30));
+    let written = frames_written(&frame_log);
+    // Frames whose packets all arrived (at 10 Mbit/s, the socket may drop some).
+    let numbered: Vec<(u32, usize)> = frames
+        .iter()
+        .filter(|f| !f.lossy)
+        .filter_map(|f| Some((f.number?, f.slice_bytes)))
+        .collect();
+    println!(
+        "{} of {} frames arrived whole",
+        numbered.len(),
+        frames.len()
+    );
+    assert!(numbered.len() >= 40, "{} whole in 30 s", numbered.len());
+    // Well past the first empty buffer (after frame 10).
+    assert!(
+        numbered.last().is_some_and(|(n, _)| *n > 40),
+        "{numbered:?}"
+    );
+    let cut: Vec<_> = numbered
+        .iter()
+        .filter(|(n, got)| written.get(n).is_none_or(|(_, whole)| got != whole))
+        .map(|(n, got)| (n, got, written.get(n).map(|(_, whole)| whole)))
+        .collect();
+    assert!(
+        cut.is_empty(),
+        "{} of {} frames cut (number, slice bytes sent, written): {cut:?}",
+        cut.len(),
+        numbered.len()
     );
 }

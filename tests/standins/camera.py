@@ -24,8 +24,9 @@ RaspiCLI.c; the Pi's bcm2835-v4l2-codec driver), not their code:
   fully buffered on a pipe (4096 bytes here): without --flush / -fl the tail
   of a frame waits for the next frames. libav writes through its own I/O
   layer, which flushes after every packet. --save-pts FILE: a line per frame
-  after the frame is written (a header line first), flushed with --flush;
-  libav refuses it unless it writes an elementary stream to a *.264 file.
+  after the frame is written (a header line first), flushed with --flush,
+  and one for an empty buffer too; libav refuses it unless it writes an
+  elementary stream to a *.264 file.
 - The SPS carries the level the encoder was given: 4 unless told otherwise on
   the hardware (its driver's default); libx264's own choice on a Pi 5.
 
@@ -36,8 +37,11 @@ Environment:
   BROADCAST_AGENT_DEVICE_TREE  the device-tree compatible file (default /proc/device-tree/compatible)
   STANDIN_RPICAM_VERSION       the rpicam-apps release to be, e.g. 1.5.2 (default 1.6.0)
   STANDIN_LOG                  append one JSON line per run: what was asked, what the stand-in did
-  STANDIN_FRAME_LOG            append "frame monotonic_ns bytes" per frame written, and put the
-                               frame's number in an SEI NAL at its start (for benches/flush_latency.py)
+  STANDIN_FRAME_LOG            append "frame monotonic_ns bytes slice_bytes" per frame written (slice_bytes:
+                               its slice NAL units' bytes without start codes), and put the frame's
+                               number in an SEI NAL at its start (for benches/flush_latency.py)
+  STANDIN_EMPTY_BUFFERS        N: rpicam-vid's encoder hands over an empty buffer after every Nth frame,
+                               for which --save-pts gets a line and stdout no bytes (see Timestamps)
   STANDIN_IGNORE_FLUSH         act as if --flush / -fl were not given (what an agent without them gets)
   STANDIN_PATTERN              videotestsrc's pattern (default ball, a still scene; snow fills the bitrate),
                                or `stamp`: frames that carry their capture time in the pixels (see
@@ -198,7 +202,8 @@ def rpicam_vid(args):
         "encoder": "libx264" if pi5 else "hardware", "level": level_idc,
         "low_latency": low_latency, "flush": flush, "save_pts": o.get("save-pts"),
     }
-    pts = Timestamps(o["save-pts"], flush) if o.get("save-pts") else None
+    empty = int(os.environ.get("STANDIN_EMPTY_BUFFERS", "0"))
+    pts = Timestamps(o["save-pts"], flush, empty) if o.get("save-pts") else None
     stream(
         run,
         width=o.get("width") or 640, height=o.get("height") or 480,
@@ -366,7 +371,7 @@ def stream(run, width, height, fps, kbps, intra, rotation, hflip, vflip,
         write(data)
         if pts:
             pts.frame(buf.pts)
-        frames.written(seq, len(data))
+        frames.written(seq, data)
         if stamped:
             stamped.written()
         seq += 1
@@ -575,18 +580,33 @@ class Timestamps:
     camera starts ("Failed to open timestamp file" if it cannot be), a
     header line, then after each frame is written its time stamp in ms with
     three decimals, counted from the first frame; flushed after each line
-    with --flush, otherwise C stdio's full buffering."""
+    with --flush, otherwise C stdio's full buffering.
 
-    def __init__(self, path, flush):
+    The line is written for every buffer the encoder hands over, empty or
+    not: Output::OutputReady calls outputBuffer, which writes bytes only
+    `if (fp_ && size)` (output/file_output.cpp, FileOutput::outputBuffer),
+    then timestampReady unconditionally. With `empty_every` N, an empty
+    buffer (with the frame's time) follows every Nth frame."""
+
+    def __init__(self, path, flush, empty_every):
         try:
             self.file = open(path, "w")
         except OSError:
             raise Stop(f"Failed to open timestamp file {path}", 255) from None
         self.flush = flush
+        self.empty_every = empty_every
+        self.frames = 0
         self.first = None
         self.file.write("# timecode format v2\n")
 
     def frame(self, pts_ns):
+        """The buffer of a frame just written, then any empty one after it."""
+        self.buffer(pts_ns)
+        self.frames += 1
+        if self.empty_every and self.frames % self.empty_every == 0:
+            self.buffer(pts_ns)
+
+    def buffer(self, pts_ns):
         if self.first is None:
             self.first = pts_ns
         us = (pts_ns - self.first) // 1000
@@ -624,9 +644,15 @@ class FrameLog:
             at = au.find(b"\x00\x00\x01", at + 3)
         return au
 
-    def written(self, seq, size):
+    def written(self, seq, au):
         if self.file:
-            self.file.write(f"{seq} {time.monotonic_ns()} {size}\n")
+            self.file.write(f"{seq} {time.monotonic_ns()} {len(au)} {slice_bytes(au)}\n")
+
+
+def slice_bytes(au):
+    """The bytes of the AU's slice NAL units (types 1 and 5), without start codes."""
+    nals = au.split(b"\x00\x00\x01")[1:]
+    return sum(len(n.rstrip(b"\x00")) for n in nals if n and (n[0] & 0x1F) in (1, 5))
 
 
 def log(run):
