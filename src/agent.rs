@@ -22,6 +22,7 @@ use crate::janus::{Client, TlsSetupError};
 use crate::media::{self, MediaError};
 use crate::metrics;
 use crate::owner;
+use crate::relay;
 use crate::room::{self, Command, RoomHandle};
 use crate::signalling::Signalling;
 use crate::status::StatusSource;
@@ -154,6 +155,8 @@ struct Running {
     /// Writes the owner's choices; ends (having written the last) after the reconciler.
     owner: JoinHandle<()>,
     pipelines: Vec<JoinHandle<()>>,
+    /// The edges' keepers: like the pipelines, they end with the room watch.
+    relays: Vec<JoinHandle<()>>,
     services: Vec<JoinHandle<()>>,
     socket: Option<std::path::PathBuf>,
 }
@@ -172,14 +175,22 @@ impl Running {
         let (choice, choices) = watch::channel(owner::load(&state_dir, &settings.room));
         media::init()?;
         let signalling = Arc::new(Signalling::default());
+        let edges = Arc::new(relay::Board::new(&settings));
         let uplink = room::UplinkParts {
             signalling: Arc::clone(&signalling),
             local_webrtc: media::uplink::missing_here(),
+            edges: Arc::clone(&edges),
         };
         let (room, reconciler) = room::spawn(client, Arc::clone(&settings), choice, uplink);
+        let relays = relay::spawn(&settings, &edges, &room.state());
         let owner = owner::follow(state_dir, choices);
         let (media, pipelines) = media::spawn(&settings, &room.state(), &signalling)?;
-        let status = StatusSource::new(room.state(), media, settings.viewer_url());
+        let status = StatusSource::new(
+            room.state(),
+            media,
+            Arc::clone(&edges),
+            settings.viewer_url(),
+        );
         let mut services = vec![tokio::spawn(systemd::keep_informed(
             status.clone(),
             room.clone(),
@@ -202,6 +213,7 @@ impl Running {
             reconciler,
             owner,
             pipelines,
+            relays,
             services,
             socket,
         })
@@ -214,7 +226,7 @@ impl Running {
         let _ = self.owner.await;
         // The reconciler's end closes the room watch: each supervisor stops
         // its pipeline (setting it to NULL) and returns.
-        for pipeline in self.pipelines {
+        for pipeline in self.pipelines.into_iter().chain(self.relays) {
             let _ = pipeline.await;
         }
         // Awaited, not only aborted: a restart in place (SIGHUP) takes the

@@ -13,6 +13,7 @@ mod janus;
 mod media;
 mod metrics;
 mod owner;
+mod relay;
 mod replace;
 mod resolve;
 mod room;

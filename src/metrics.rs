@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::MetricsSettings;
 use crate::media::supervisor::RunState;
+use crate::relay::EdgePhase;
 use crate::state::{ErrorClass, Phase, Presence, RoomState, UplinkKind};
 use crate::status::{AgentStatus, StatusSource};
 
@@ -213,7 +214,38 @@ fn render(status: &AgentStatus, errors: &Tally) -> String {
     janus_errors(&mut out, room, errors);
     pipelines(&mut out, status);
     uplink(&mut out, status);
+    edges(&mut out, status);
     out.text
+}
+
+/// Each edge Janus (`[[relay]]`): its phase and how fresh its video is.
+fn edges(out: &mut Exposition, status: &AgentStatus) {
+    if status.edges.is_empty() {
+        return;
+    }
+    out.family(
+        "edge_live",
+        "gauge",
+        "1 while the edge Janus holds the agent's mountpoint (the origin forwards into it).",
+    );
+    for edge in &status.edges {
+        let live = u8::from(edge.phase == EdgePhase::Live);
+        out.sample("edge_live", &[("edge", &edge.url)], live);
+    }
+    out.family(
+        "edge_media_age_seconds",
+        "gauge",
+        "Time since the edge's mountpoint last received video.",
+    );
+    for edge in &status.edges {
+        if let Some(ms) = edge.media_age_ms {
+            out.sample(
+                "edge_media_age_seconds",
+                &[("edge", &edge.url)],
+                Seconds(ms),
+            );
+        }
+    }
 }
 
 /// Which uplink runs and, with WebRTC, its PeerConnection and repairs.

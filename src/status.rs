@@ -4,6 +4,7 @@
 //! stored: everything is computed from the one published state.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -11,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::media::supervisor::RunState;
 use crate::media::{MediaStatus, PipelineStatus};
+use crate::relay::{Board, Edge, EdgePhase};
 use crate::state::{CloseReason, Desired, Phase, RoomState, Uplink, UplinkKind};
 
 /// Where the status comes from.
@@ -18,6 +20,7 @@ use crate::state::{CloseReason, Desired, Phase, RoomState, Uplink, UplinkKind};
 pub struct StatusSource {
     room: watch::Receiver<RoomState>,
     media: MediaStatus,
+    edges: Arc<Board>,
     started: Instant,
     viewer_url: Option<String>,
 }
@@ -27,11 +30,13 @@ impl StatusSource {
     pub fn new(
         room: watch::Receiver<RoomState>,
         media: MediaStatus,
+        edges: Arc<Board>,
         viewer_url: Option<String>,
     ) -> Self {
         Self {
             room,
             media,
+            edges,
             started: Instant::now(),
             viewer_url,
         }
@@ -48,6 +53,7 @@ impl StatusSource {
                 .flatten(),
             room,
             pipelines: self.media.snapshot(),
+            edges: self.edges.edges(),
             uptime_s: self.started.elapsed().as_secs(),
         }
     }
@@ -64,6 +70,8 @@ pub struct AgentStatus {
     pub room: RoomState,
     /// Each configured pipeline.
     pub pipelines: Vec<PipelineStatus>,
+    /// Each edge Janus (`[[relay]]`).
+    pub edges: Vec<Edge>,
     /// Seconds since the agent started.
     pub uptime_s: u64,
     /// Where viewers watch, while the room is live.
@@ -91,6 +99,7 @@ impl AgentStatus {
             phase: room.phase(),
             room,
             pipelines,
+            edges: Vec::new(),
             uptime_s: 0,
             viewer_url: None,
         }
@@ -197,6 +206,9 @@ impl AgentStatus {
         for p in &self.pipelines {
             pipeline_text(&mut out, p);
         }
+        for edge in &self.edges {
+            edge_text(&mut out, edge);
+        }
         if let Some(note) = self.network() {
             let _ = writeln!(out, "  network: {note}");
         }
@@ -277,6 +289,28 @@ fn pipeline_text(out: &mut String, p: &PipelineStatus) {
 fn uptime(d: Duration) -> String {
     let s = d.as_secs();
     format!("{}h{:02}m{:02}s", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// One edge's line: `edge <url>: live, video 40 ms ago`.
+fn edge_text(out: &mut String, edge: &Edge) {
+    let phase = match edge.phase {
+        EdgePhase::Idle => "idle",
+        EdgePhase::Opening => "opening",
+        EdgePhase::Live => "live",
+        EdgePhase::Unreachable => "unreachable",
+        EdgePhase::Conflict => {
+            "conflict (a mountpoint with the room's id that is not this agent's)"
+        }
+        EdgePhase::NeedsWebrtc => "not fed: edges need the WebRTC uplink (stream.transport)",
+    };
+    let _ = write!(out, "  edge {}: {phase}", edge.url);
+    if let Some(age) = edge.media_age_ms {
+        let _ = write!(out, ", video {age} ms ago");
+    }
+    if let Some(error) = &edge.error {
+        let _ = write!(out, " ({error})");
+    }
+    out.push('\n');
 }
 
 #[cfg(test)]

@@ -151,7 +151,7 @@ impl Default for RoomSettings {
 }
 
 /// Deserializes an optional path where `""` (the documented "unset") is `None`.
-fn optional_path<'de, D: serde::Deserializer<'de>>(
+pub(super) fn optional_path<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<PathBuf>, D::Error> {
     Ok(Option::<String>::deserialize(deserializer)?
@@ -160,7 +160,7 @@ fn optional_path<'de, D: serde::Deserializer<'de>>(
 }
 
 /// Shows an unset optional value as `""`, as the shipped file writes it.
-fn none_as_empty<T: Serialize, S: serde::Serializer>(
+pub(super) fn none_as_empty<T: Serialize, S: serde::Serializer>(
     value: &Option<T>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {

@@ -17,6 +17,7 @@
 mod duration;
 mod janus;
 mod media;
+mod relay;
 mod secrets;
 mod service;
 mod validate;
@@ -31,6 +32,7 @@ pub use media::{
     MicrophoneSettings, RecordingSettings, Rotation, SpeakerSettings, StreamSettings, Transport,
     VideoSettings, VideoSource,
 };
+pub use relay::{RelaySettings, MAX_RELAYS};
 use secrets::{check_exposure, CREDENTIALS_VARIABLE};
 pub use service::{ControlSettings, GpioSettings, LogSettings, MetricsSettings};
 
@@ -94,6 +96,9 @@ pub struct Settings {
     pub log: LogSettings,
     /// Prometheus metrics for node exporter.
     pub metrics: MetricsSettings,
+    /// Edge Janus servers the broadcast is forwarded to (`[[relay]]`).
+    #[serde(rename = "relay")]
+    pub relays: Vec<RelaySettings>,
     /// The `*_file` keys left for the service to read: they name systemd's
     /// credentials directory, which only exists inside the service
     /// ([`Purpose::Check`] outside it).

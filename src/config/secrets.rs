@@ -16,6 +16,9 @@ const SECRET_KEYS: [(&str, &str); 5] = [
     ("room", "admin_key"),
 ];
 
+/// The secrets of each `[[relay]]` that may be written inline.
+const RELAY_SECRET_KEYS: [&str; 3] = ["api_secret", "token", "admin_key"];
+
 /// What `*_file` paths may start with to name systemd's credentials
 /// directory (`LoadCredential=`), which the agent finds in this variable.
 pub(super) const CREDENTIALS_VARIABLE: &str = "CREDENTIALS_DIRECTORY";
@@ -31,14 +34,8 @@ impl Settings {
         credentials: Option<&Path>,
         purpose: Purpose,
     ) -> Result<(), (&'static str, String)> {
-        let mut deferred = Vec::new();
         let (janus, room) = (&mut self.janus, &mut self.room);
-        let slots: [(
-            &'static str,
-            &'static str,
-            &mut Option<Secret>,
-            &Option<PathBuf>,
-        ); 5] = [
+        let mut slots: Vec<Slot<'_>> = vec![
             (
                 "janus.api_secret",
                 "janus.api_secret_file",
@@ -65,6 +62,29 @@ impl Settings {
                 &room.admin_key_file,
             ),
         ];
+        for relay in &mut self.relays {
+            slots.extend([
+                (
+                    "relay.api_secret",
+                    "relay.api_secret_file",
+                    &mut relay.api_secret,
+                    &relay.api_secret_file,
+                ),
+                (
+                    "relay.token",
+                    "relay.token_file",
+                    &mut relay.token,
+                    &relay.token_file,
+                ),
+                (
+                    "relay.admin_key",
+                    "relay.admin_key_file",
+                    &mut relay.admin_key,
+                    &relay.admin_key_file,
+                ),
+            ] as [Slot<'_>; 3]);
+        }
+        let mut deferred = Vec::new();
         for (key, file_key, value, file) in slots {
             let Some(file) = file else { continue };
             if value.is_some() {
@@ -100,6 +120,15 @@ impl Settings {
         Ok(())
     }
 }
+
+/// A secret that may come from a file: its key, the file's key, the
+/// setting, and the file.
+type Slot<'a> = (
+    &'static str,
+    &'static str,
+    &'a mut Option<Secret>,
+    &'a Option<PathBuf>,
+);
 
 /// Where a `*_file` path leads.
 enum Credential {
@@ -146,17 +175,26 @@ fn inline_secrets(raw: &str) -> Vec<String> {
     let Ok(table) = raw.parse::<toml::Table>() else {
         return Vec::new();
     };
-    SECRET_KEYS
+    let set = |section: &toml::Value, key: &str| {
+        section
+            .get(key)
+            .and_then(toml::Value::as_str)
+            .is_some_and(|v| !v.is_empty())
+    };
+    let mut keys: Vec<String> = SECRET_KEYS
         .iter()
-        .filter(|(section, key)| {
-            table
-                .get(*section)
-                .and_then(|s| s.get(*key))
-                .and_then(toml::Value::as_str)
-                .is_some_and(|v| !v.is_empty())
-        })
+        .filter(|(section, key)| table.get(*section).is_some_and(|s| set(s, key)))
         .map(|(section, key)| format!("{section}.{key}"))
-        .collect()
+        .collect();
+    let relays = table.get("relay").and_then(toml::Value::as_array);
+    for (i, relay) in relays.into_iter().flatten().enumerate() {
+        for key in RELAY_SECRET_KEYS {
+            if set(relay, key) {
+                keys.push(format!("relay[{i}].{key}"));
+            }
+        }
+    }
+    keys
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::janus::url_host;
-use super::{duration, MicrophoneSettings, Settings, VideoSettings, VideoSource};
+use super::{duration, MicrophoneSettings, Settings, VideoSettings, VideoSource, MAX_RELAYS};
 use crate::h264;
 use crate::secret::Secret;
 
@@ -23,6 +23,7 @@ impl Settings {
         self.validate_video()?;
         self.validate_gpio()?;
         self.validate_recording()?;
+        self.validate_relays()?;
         self.validate_metrics()
     }
 
@@ -116,22 +117,14 @@ impl Settings {
     fn validate_stream(&self) -> Result<(), (&'static str, String)> {
         let stream = &self.stream;
         check_host("stream.host", &stream.host)?;
-        check_port("stream.video_port", stream.video_port)?;
-        check_port("stream.audio_port", stream.audio_port)?;
-        if stream.video_port == stream.audio_port {
-            return Err((
+        check_mountpoint_ports(
+            [
+                "stream.video_port",
                 "stream.audio_port",
-                "must differ from stream.video_port".into(),
-            ));
-        }
-        if stream.video_rtcp_port != 0
-            && [stream.video_port, stream.audio_port].contains(&stream.video_rtcp_port)
-        {
-            return Err((
                 "stream.video_rtcp_port",
-                "must differ from stream.video_port and stream.audio_port (0 turns it off)".into(),
-            ));
-        }
+            ],
+            [stream.video_port, stream.audio_port, stream.video_rtcp_port],
+        )?;
         check_millis(
             "stream.stall_timeout_ms",
             stream.stall_timeout,
@@ -144,6 +137,52 @@ impl Settings {
             1000,
             3_600_000,
         )
+    }
+
+    /// `[[relay]]`: at most [`MAX_RELAYS`] edges, each a Janus of its own
+    /// with a mountpoint's ports.
+    fn validate_relays(&self) -> Result<(), (&'static str, String)> {
+        if self.relays.len() > MAX_RELAYS {
+            return Err((
+                "relay",
+                format!("{} edges; at most {MAX_RELAYS}", self.relays.len()),
+            ));
+        }
+        let mut urls = vec![self.janus.url.trim_end_matches('/')];
+        for (i, relay) in self.relays.iter().enumerate() {
+            let url = relay.url.trim_end_matches('/');
+            if url_host(url).is_none() {
+                return Err((
+                    "relay.url",
+                    format!(
+                        "relay {}: {url:?} is not an http:// or https:// URL with a host",
+                        i + 1
+                    ),
+                ));
+            }
+            if urls.contains(&url) {
+                return Err((
+                    "relay.url",
+                    format!("relay {}: {url} is the origin's or another edge's", i + 1),
+                ));
+            }
+            urls.push(url);
+            check_mountpoint_ports(
+                [
+                    "relay.video_port",
+                    "relay.audio_port",
+                    "relay.video_rtcp_port",
+                ],
+                [relay.video_port, relay.audio_port, relay.video_rtcp_port],
+            )?;
+            check_millis(
+                "relay.request_timeout_ms",
+                relay.request_timeout,
+                100,
+                120_000,
+            )?;
+        }
+        Ok(())
     }
 
     /// `[speaker]` and `[microphone]`.
@@ -402,6 +441,29 @@ fn check_host(key: &'static str, host: &str) -> Result<(), (&'static str, String
     } else {
         Err((key, format!("{host:?} is not an IP address or host name")))
     }
+}
+
+/// A mountpoint's video, audio and video RTCP ports (`keys` in that
+/// order): set, video and audio apart, RTCP (0: none) apart from both.
+fn check_mountpoint_ports(
+    keys: [&'static str; 3],
+    [video, audio, rtcp]: [u16; 3],
+) -> Result<(), (&'static str, String)> {
+    check_port(keys[0], video)?;
+    check_port(keys[1], audio)?;
+    if video == audio {
+        return Err((keys[1], format!("must differ from {}", keys[0])));
+    }
+    if rtcp != 0 && [video, audio].contains(&rtcp) {
+        return Err((
+            keys[2],
+            format!(
+                "must differ from {} and {} (0 turns it off)",
+                keys[0], keys[1]
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,9 +8,11 @@ use serde_json::{json, Value};
 
 use super::audiobridge::Created;
 use super::{edit_request, ignore_code, insert_secret, Client, Handle, JanusError, Listing};
+use crate::config::Settings;
 use crate::h264::Level;
 use crate::rtp::Medium;
 use crate::secret::{Secret, SrtpKey};
+use crate::state::Foreign;
 
 /// The plugin's package name, for `attach`.
 pub const PLUGIN: &str = "janus.plugin.streaming";
@@ -61,7 +63,31 @@ pub struct MountpointSpec<'a> {
     pub audio: (u16, u8),
 }
 
-impl MountpointSpec<'_> {
+impl<'a> MountpointSpec<'a> {
+    /// The room's mountpoint (its id, description, secret and PIN, the
+    /// camera's H.264 level) on the video, audio and video RTCP `ports`
+    /// (RTCP 0: none), made with `admin_key`; without SRTP.
+    pub fn for_room(
+        settings: &'a Settings,
+        ports: [u16; 3],
+        admin_key: Option<&'a Secret>,
+    ) -> Self {
+        let room = &settings.room;
+        let [video, audio, rtcp] = ports;
+        Self {
+            id: room.id,
+            description: &room.description,
+            secret: room.secret.as_ref(),
+            pin: room.pin.as_ref(),
+            admin_key,
+            srtp: None,
+            video: (video, Medium::Video.payload_type()),
+            video_rtcp: (rtcp != 0).then_some(rtcp),
+            video_level: settings.video.h264_level(),
+            audio: (audio, Medium::Audio.payload_type()),
+        }
+    }
+
     fn media(&self) -> Value {
         let mut video = json!({ "type": "video", "mid": "v", "port": self.video.0,
             "pt": self.video.1, "codec": "h264", "fmtp": h264_fmtp(self.video_level) });
@@ -239,6 +265,27 @@ impl<'a> Streaming<'a> {
         let mut body = json!({ "request": "destroy", "id": id });
         insert_secret(&mut body, "secret", secret);
         ignore_code(self.request(body), code::NO_SUCH_MOUNTPOINT)
+    }
+
+    /// Why the mountpoint `info` describes (asked with `spec.secret`) is not
+    /// the one `spec` wants, if it is not: its ports showed only to the
+    /// secret (without it, they must stay hidden) and are `spec`'s.
+    pub fn stranger(
+        &self,
+        info: &MountpointInfo,
+        spec: &MountpointSpec<'_>,
+    ) -> Result<Option<Foreign>, JanusError> {
+        Ok(if !info.shows_ports() {
+            Some(Foreign::OtherSecret)
+        } else if !info.fits(spec) {
+            Some(Foreign::OtherPorts)
+        } else if spec.secret.is_some()
+            && self.info(spec.id, None)?.is_some_and(|i| i.shows_ports())
+        {
+            Some(Foreign::NoSecret)
+        } else {
+            None
+        })
     }
 
     /// Gives the mountpoint (the agent's: `secret` controls it) `listing`;

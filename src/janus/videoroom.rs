@@ -3,6 +3,8 @@
 //! (one handle each, joined and published with the uplink's offer), and the
 //! forwarders that copy what it publishes into the Streaming mountpoint.
 
+use std::net::IpAddr;
+
 use serde_json::{json, Value};
 
 use super::audiobridge::Created;
@@ -51,8 +53,17 @@ pub struct VideoRoomSpec<'a> {
 pub struct Forwarder {
     /// Janus's id for it.
     pub stream_id: u64,
+    /// The address it sends to (Janus reports it resolved).
+    pub host: Option<IpAddr>,
     /// The port it sends to.
     pub port: u16,
+}
+
+impl Forwarder {
+    /// Whether it sends to `port` on Janus's own machine.
+    pub fn is_local_to(&self, port: u16) -> bool {
+        self.port == port && self.host.is_some_and(|h| h.is_loopback())
+    }
 }
 
 /// One publisher's forwarders.
@@ -74,12 +85,14 @@ pub struct Published {
     pub audio_mid: Option<String>,
 }
 
-/// Where a publisher's media is forwarded: the mountpoint's ports on
-/// Janus's own machine.
+/// Where a publisher's media is forwarded: a mountpoint's ports, on
+/// Janus's own machine or an edge Janus.
 #[derive(Debug)]
 pub struct ForwardSpec<'a> {
     pub room: u64,
     pub publisher: u64,
+    /// Where to: `127.0.0.1`, or an edge's host (Janus resolves names).
+    pub host: &'a str,
     /// `(mid, port, rtcp port)` for video and `(mid, port)` for audio.
     pub video: Option<(&'a str, u16, Option<u16>)>,
     pub audio: Option<(&'a str, u16)>,
@@ -201,7 +214,7 @@ impl<'a> VideoRoom<'a> {
             "request": "rtp_forward",
             "room": spec.room,
             "publisher_id": spec.publisher,
-            "host": "127.0.0.1",
+            "host": spec.host,
             "streams": streams,
         });
         insert_secret(&mut body, "secret", spec.secret);
@@ -274,6 +287,7 @@ fn publishers(data: &Value) -> Vec<Forwarders> {
                         .filter_map(|f| {
                             Some(Forwarder {
                                 stream_id: f.get("stream_id")?.as_u64()?,
+                                host: f.get("host")?.as_str()?.parse().ok(),
                                 port: u16::try_from(f.get("port")?.as_u64()?).ok()?,
                             })
                         })
@@ -332,10 +346,12 @@ mod tests {
                 forwarders: vec![
                     Forwarder {
                         stream_id: 1,
+                        host: Some(std::net::Ipv4Addr::LOCALHOST.into()),
                         port: 8004
                     },
                     Forwarder {
                         stream_id: 2,
+                        host: Some(std::net::Ipv4Addr::LOCALHOST.into()),
                         port: 8005
                     }
                 ]

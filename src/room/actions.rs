@@ -19,6 +19,7 @@ use crate::janus::rooms::{Holding, RoomPlugin};
 use crate::janus::streaming::{self, MountpointInfo, MountpointSpec, Streaming};
 use crate::janus::textroom::{self, ChatSpec, TextRoom};
 use crate::janus::{Client, Handle, Listing, SessionId};
+use crate::relay::Board;
 use crate::rtp::{Medium, SPEAKER_PAYLOAD_TYPE};
 use crate::secret::SrtpKey;
 use crate::signalling::Signalling;
@@ -38,6 +39,8 @@ pub(super) struct Janus {
     pub(super) mids: Mutex<Mids>,
     /// Whether Janus lets anybody create rooms.
     pub(super) lockdown: Lockdown,
+    /// The edges (`[[relay]]`), as their keepers see them.
+    pub(super) edges: Arc<Board>,
 }
 
 impl Janus {
@@ -56,6 +59,7 @@ impl Janus {
             };
             self.expire_unconnected(observed);
             self.retire_spent_offer(observed);
+            observed.edge_targets = self.edges.targets();
             let Some(action) = next_action(goal, plan, observed).map_err(PassError::Conflict)?
             else {
                 return Ok(());
@@ -154,6 +158,8 @@ impl Janus {
             | Action::CheckUplinkForwarders
             | Action::ForwardUplink
             | Action::StopUplinkForwarders
+            | Action::ForwardEdge(_)
+            | Action::StopEdgeForward(_)
             | Action::Conform(Part::VideoRoom) => self.uplink(session, action, observed)?,
             Action::DestroySession => {
                 self.current.set(None);
@@ -315,18 +321,7 @@ impl Janus {
         key_known: bool,
     ) -> Result<Fit, PassError> {
         let room = &self.settings.room;
-        let foreign = if !info.shows_ports() {
-            Some(Foreign::OtherSecret)
-        } else if !info.fits(&self.mountpoint_spec()) {
-            Some(Foreign::OtherPorts)
-        } else if room.secret.is_some()
-            && stream.info(room.id, None)?.is_some_and(|i| i.shows_ports())
-        {
-            Some(Foreign::NoSecret)
-        } else {
-            None
-        };
-        Ok(match foreign {
+        Ok(match stream.stranger(info, &self.mountpoint_spec())? {
             Some(why) => Fit::Foreign(why),
             None if self.settings.stream.srtp && !key_known => {
                 log::info!(
@@ -657,19 +652,12 @@ impl Janus {
     }
 
     fn mountpoint_spec(&self) -> MountpointSpec<'_> {
-        let (room, stream) = (&self.settings.room, &self.settings.stream);
-        MountpointSpec {
-            id: room.id,
-            description: &room.description,
-            secret: room.secret.as_ref(),
-            pin: room.pin.as_ref(),
-            admin_key: room.admin_key.as_ref(),
-            srtp: None,
-            video: (stream.video_port, Medium::Video.payload_type()),
-            video_rtcp: (stream.video_rtcp_port != 0).then_some(stream.video_rtcp_port),
-            video_level: self.settings.video.h264_level(),
-            audio: (stream.audio_port, Medium::Audio.payload_type()),
-        }
+        let stream = &self.settings.stream;
+        MountpointSpec::for_room(
+            &self.settings,
+            [stream.video_port, stream.audio_port, stream.video_rtcp_port],
+            self.settings.room.admin_key.as_ref(),
+        )
     }
 
     /// Where Janus should send the room's audio: `speaker.host` (resolved),

@@ -149,6 +149,8 @@ pub struct UplinkParts {
     pub signalling: Arc<Signalling>,
     /// What this machine lacks for WebRTC (an element, its package), if anything.
     pub local_webrtc: Option<&'static str>,
+    /// The edges the publisher is forwarded to, as their keepers see them.
+    pub edges: Arc<crate::relay::Board>,
 }
 
 /// Starts the reconciler on the current runtime, with the owner's choice in
@@ -199,6 +201,7 @@ fn spawn_with_deadline(
             local_webrtc: uplink.local_webrtc,
             mids: std::sync::Mutex::default(),
             lockdown: lockdown::Lockdown::default(),
+            edges: uplink.edges,
         }),
         inbox,
         state,
@@ -393,12 +396,15 @@ impl Reconciler {
                 .map_or(deadline, |t| t.min(deadline));
         }
         let signalling = Arc::clone(&self.janus.signalling);
+        let edges = Arc::clone(&self.janus.edges);
         loop {
             let next = tokio::select! {
                 () = sleep_until(deadline) => self.tick(),
                 event = self.inbox.recv() => self.event(event),
                 // The uplink offered (or its offer went): publish it now.
                 () = signalling.changed() => self.offered(),
+                // An edge's mountpoint came or went: forward accordingly.
+                () = edges.changed() => Next::Pass,
             };
             if next != Next::Wait {
                 return next;
@@ -700,6 +706,7 @@ mod tests {
         let uplink = UplinkParts {
             signalling: Arc::default(),
             local_webrtc: None,
+            edges: Arc::default(),
         };
         let (room, _task) =
             spawn_with_deadline(client, Arc::new(settings), owner, uplink, deadline);

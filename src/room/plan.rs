@@ -2,6 +2,7 @@
 //! headed ([`Goal`]), and [`next_action`], the pure function that picks the
 //! next step from one towards the other.
 
+use crate::config::MAX_RELAYS;
 use crate::janus::{Handle, SessionId};
 use crate::secret::SrtpKey;
 use crate::signalling::{Latest, OfferId};
@@ -74,6 +75,18 @@ pub struct Forwards {
     pub(super) stale: bool,
 }
 
+/// The publisher's forwarders into one edge's mountpoint (`[[relay]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeForward {
+    /// The publisher they forward: they end with it.
+    pub(super) publisher: u64,
+    /// The edge's mountpoint they feed, by its generation on the board.
+    pub(super) generation: u64,
+    /// Janus's ids for the video and audio forwarders.
+    pub(super) video: Option<u64>,
+    pub(super) audio: Option<u64>,
+}
+
 /// The WebRTC uplink's parts on Janus, as last seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UplinkSeen {
@@ -88,6 +101,8 @@ pub struct UplinkSeen {
     pub(super) offer: Option<Latest>,
     /// Publishers in a row that ended without ever connecting.
     pub(super) unconnected: u8,
+    /// The forwards into each edge (by its index in `[[relay]]`).
+    pub(super) edges: [Option<EdgeForward>; MAX_RELAYS],
 }
 
 impl Default for UplinkSeen {
@@ -99,6 +114,7 @@ impl Default for UplinkSeen {
             forwards: Presence::Unknown,
             offer: None,
             unconnected: 0,
+            edges: [None; MAX_RELAYS],
         }
     }
 }
@@ -154,6 +170,9 @@ pub struct Observed {
     pub(super) uplink: UplinkSeen,
     /// The parts that show the configured listing; kept like `srtp_key`.
     pub(super) conformed: Conformed,
+    /// The edges whose mountpoint is live, by the generation of that
+    /// mountpoint, as of this step (from the board).
+    pub(super) edge_targets: [Option<u64>; MAX_RELAYS],
 }
 
 impl Default for Observed {
@@ -171,6 +190,7 @@ impl Default for Observed {
             media_age: MediaAge::default(),
             uplink: UplinkSeen::default(),
             conformed: Conformed::default(),
+            edge_targets: [None; MAX_RELAYS],
         }
     }
 }
@@ -189,6 +209,7 @@ impl Observed {
                 kind: self.uplink.kind,
                 publisher: self.uplink.publisher,
                 unconnected: self.uplink.unconnected,
+                edges: self.uplink.edges,
                 ..UplinkSeen::default()
             },
             ..Self::default()
@@ -236,6 +257,10 @@ pub(super) enum Action {
     DestroyChat,
     /// Give a part found on Janus the configured listing (description, PIN).
     Conform(Part),
+    /// Forward the publisher into edge `n`'s mountpoint.
+    ForwardEdge(usize),
+    /// Stop the publisher's forwards into edge `n` (gone, or re-made).
+    StopEdgeForward(usize),
     CountParticipants,
     DestroySession,
     CheckVideoRoom,
@@ -424,13 +449,33 @@ fn opening_uplink(plan: Plan, observed: &Observed) -> Result<Option<Action>, Con
         (_, Publisher::Live(live)) if latest.map(|l| l.id) != Some(live.offer) => {
             closing_publisher(uplink)
         }
-        (_, Publisher::Live(_)) => match uplink.forwards {
+        (_, Publisher::Live(live)) => match uplink.forwards {
             Unknown => Some(Action::CheckUplinkForwarders),
             Absent => Some(Action::ForwardUplink),
             Present(forwards) if forwards.stale => Some(Action::StopUplinkForwarders),
-            Present(_) => None,
+            Present(_) => edge_step(observed, &live),
         },
     })
+}
+
+/// The step that makes the publisher's forwards match the live edges: into
+/// each live edge's current mountpoint, none into the others (forwards of
+/// an earlier publisher ended with it).
+fn edge_step(observed: &Observed, live: &LivePublisher) -> Option<Action> {
+    let forwards = observed.uplink.edges.iter();
+    (0..MAX_RELAYS)
+        .zip(observed.edge_targets.iter().zip(forwards))
+        .find_map(|(n, (target, forward))| {
+            let current = forward.filter(|f| f.publisher == live.id);
+            match (target, current) {
+                (Some(_), None) => Some(Action::ForwardEdge(n)),
+                (Some(generation), Some(f)) if f.generation != *generation => {
+                    Some(Action::StopEdgeForward(n))
+                }
+                (None, Some(_)) => Some(Action::StopEdgeForward(n)),
+                _ => None,
+            }
+        })
 }
 
 /// The steps that end the publisher: its forwarders, then its handle.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::actions::{presence, Conforming, Janus};
 use super::error::PassError;
-use super::plan::{Action, Forwards, LivePublisher, Observed, Publisher, Session};
+use super::plan::{Action, EdgeForward, Forwards, LivePublisher, Observed, Publisher, Session};
 use crate::janus::audiobridge::Created;
 use crate::janus::rooms::{Holding, RoomPlugin};
 use crate::janus::videoroom::{self, ForwardSpec, Forwarders, VideoRoom, VideoRoomSpec};
@@ -111,6 +111,8 @@ impl Janus {
                     observed.uplink.room == Presence::Present(Owner::Us);
             }
             Action::StopUplinkForwarders => self.stop_uplink_forwarders(&room, observed)?,
+            Action::ForwardEdge(n) => self.forward_edge(&room, n, observed)?,
+            Action::StopEdgeForward(n) => self.stop_edge_forward(&room, n, observed)?,
             _ => {}
         }
         Ok(())
@@ -172,7 +174,7 @@ impl Janus {
         let stream = &self.settings.stream;
         let ours = list.iter().find(|p| p.publisher == live.id);
         let port = |port: u16| {
-            ours.and_then(|p| p.forwarders.iter().find(|f| f.port == port))
+            ours.and_then(|p| p.forwarders.iter().find(|f| f.is_local_to(port)))
                 .map(|f| f.stream_id)
         };
         let forwards = Forwards {
@@ -345,6 +347,7 @@ impl Janus {
         let spec = ForwardSpec {
             room: settings.id,
             publisher: live.id,
+            host: "127.0.0.1",
             video: mids
                 .video
                 .as_deref()
@@ -397,6 +400,88 @@ impl Janus {
             )?;
         }
         observed.uplink.forwards = Presence::Absent;
+        Ok(())
+    }
+
+    /// Forwards the live publisher into edge `n`'s mountpoint (its host and
+    /// ports in `[[relay]]`), video with the RTCP port that carries the
+    /// edge's viewers' keyframe requests back.
+    fn forward_edge(
+        &self,
+        room: &VideoRoom<'_>,
+        n: usize,
+        observed: &mut Observed,
+    ) -> Result<(), PassError> {
+        let (Publisher::Live(live), Some(generation), Some(relay)) = (
+            observed.uplink.publisher,
+            observed.edge_targets[n],
+            self.settings.relays.get(n),
+        ) else {
+            return Ok(());
+        };
+        let mids = self
+            .mids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let known = mids.publisher == live.id;
+        let settings = &self.settings.room;
+        let rtcp = (relay.video_rtcp_port != 0).then_some(relay.video_rtcp_port);
+        let spec = ForwardSpec {
+            room: settings.id,
+            publisher: live.id,
+            host: relay.host(),
+            video: mids
+                .video
+                .as_deref()
+                .filter(|_| known)
+                .map(|mid| (mid, relay.video_port, rtcp)),
+            audio: mids
+                .audio
+                .as_deref()
+                .filter(|_| known)
+                .map(|mid| (mid, relay.audio_port)),
+            srtp: None,
+            secret: settings.secret.as_ref(),
+            admin_key: settings.admin_key.as_ref(),
+        };
+        let made = room.rtp_forward(&spec)?;
+        let id_of = |medium| made.iter().find(|(m, _)| *m == medium).map(|(_, id)| *id);
+        log::info!(
+            "video room {}: forwarding the publisher to edge {} ({} of 2 streams)",
+            settings.id,
+            relay.url,
+            made.len()
+        );
+        observed.uplink.edges[n] = Some(EdgeForward {
+            publisher: live.id,
+            generation,
+            video: id_of(Medium::Video),
+            audio: id_of(Medium::Audio),
+        });
+        Ok(())
+    }
+
+    /// Stops the publisher's forwards into edge `n`.
+    fn stop_edge_forward(
+        &self,
+        room: &VideoRoom<'_>,
+        n: usize,
+        observed: &mut Observed,
+    ) -> Result<(), PassError> {
+        let Some(forward) = observed.uplink.edges[n].take() else {
+            return Ok(());
+        };
+        let settings = &self.settings.room;
+        for stream_id in [forward.video, forward.audio].into_iter().flatten() {
+            room.stop_rtp_forward(
+                settings.id,
+                forward.publisher,
+                stream_id,
+                settings.secret.as_ref(),
+                settings.admin_key.as_ref(),
+            )?;
+        }
         Ok(())
     }
 }
