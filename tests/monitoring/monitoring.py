@@ -217,6 +217,7 @@ def duration_s(text):
 
 # What Grafana puts for its own variables, for the evaluation.
 BUILTIN = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m", "__range_s": "300"}
+LEGEND_LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 
 
@@ -233,16 +234,19 @@ def substitute(expr, variables):
 
 
 def dashboard_queries(board):
-    """(where, expr) of every panel target, rows' panels included, and of
-    every query variable (label_values(expr, label) is Grafana's: its
-    expr must return series carrying that label)."""
+    """(where, expr, label) of every panel target, rows' panels included,
+    once per label its legend shows (`{{label}}`), and of every query
+    variable (label_values(expr, label) is Grafana's): the series the expr
+    returns must carry that label."""
     panels = list(board.get("panels", []))
     for panel in list(panels):
         panels.extend(panel.get("panels", []))
     for panel in panels:
         for target in panel.get("targets", []):
             if "expr" in target:
-                yield f"panel {panel.get('title')!r} ({target.get('refId')})", target["expr"], None
+                where = f"panel {panel.get('title')!r} ({target.get('refId')})"
+                for label in LEGEND_LABEL.findall(target.get("legendFormat", "")) or [None]:
+                    yield where, target["expr"], label
     for var in board.get("templating", {}).get("list", []):
         if var.get("type") == "query":
             text = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
@@ -270,7 +274,8 @@ def check_dashboard(url, path):
                 raise Failure("no series")
             if label and not all(label in s["metric"] for s in result):
                 raise Failure(f"series without label {label}")
-            print(f"ok   {where}: {len(result)} series")
+            shown = f" {{{{{label}}}}}" if label else ""
+            print(f"ok   {where}{shown}: {len(result)} series")
         except Failure as e:
             wrong += 1
             print(f"FAIL {where}: {expr}: {e}")
