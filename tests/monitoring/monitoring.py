@@ -1,17 +1,19 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """The monitoring test's helpers, against a real Prometheus that scrapes a
 real agent's textfile through node exporter (tests/monitoring/run.sh):
 
   wait URL QUERY SECONDS        until QUERY returns a series (or exit 1)
-  capture URL NAME DIR          every broadcast-agent, node_textfile and up
-                                series, as Prometheus holds it now, into
-                                DIR/NAME.json
+  capture URL NAME DIR QUERY SECONDS
+                                every broadcast-agent, node_textfile and up
+                                series, at the first moment QUERY returns a
+                                series, into DIR/NAME.json
   tests TEMPLATE DIR RULES OUT  the promtool test file: TEMPLATE's tests with
                                 their input series built from the captures
                                 (see `build_series`)
-  dashboard URL JSON            evaluates every query of the Grafana
-                                dashboard JSON; fails on an error or a query
-                                that returns no series
+  dashboard URL JSON CAPTURE    evaluates every query of the Grafana
+                                dashboard JSON at the moment of a capture;
+                                fails on an error or a query that returns no
+                                series
 
 Only the standard library and python3-yaml (Debian).
 """
@@ -42,9 +44,11 @@ class Failure(Exception):
     """What the test found wrong, in one line."""
 
 
-def query(url, expr):
-    """The instant vector `expr` evaluates to now, as Prometheus's API gives it."""
-    address = f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+def query(url, expr, at=None):
+    """The instant vector `expr` evaluates to at `at` (Unix time; None:
+    now), as Prometheus's API gives it."""
+    params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
+    address = f"{url}/api/v1/query?" + urllib.parse.urlencode(params)
     try:
         with urllib.request.urlopen(address, timeout=10) as reply:
             body = json.load(reply)
@@ -72,13 +76,24 @@ def wait(url, expr, seconds):
         time.sleep(0.25)
 
 
-def capture(url, name, directory):
-    """Saves every captured series with its value."""
-    series = [{"metric": s["metric"], "value": s["value"][1]} for s in query(url, CAPTURED)]
-    if not any(s["metric"]["__name__"].startswith("broadcast_agent_") for s in series):
-        raise Failure(f"capture {name}: Prometheus holds no broadcast_agent_ series")
+def capture(url, name, directory, condition, seconds):
+    """Saves every captured series with its value, as they were at a moment
+    `condition` held: both are evaluated at the same time, one scrape
+    interval back, so that no scrape lands between them."""
+    deadline = time.monotonic() + float(seconds)
+    while True:
+        at = time.time() - 2
+        try:
+            if query(url, condition, at):
+                break
+        except Failure:
+            pass  # Prometheus still starting
+        if time.monotonic() > deadline:
+            raise Failure(f"capture {name}: no series for {condition} within {seconds} s")
+        time.sleep(0.25)
+    series = [{"metric": s["metric"], "value": s["value"][1]} for s in query(url, CAPTURED, at)]
     with open(f"{directory}/{name}.json", "w") as out:
-        json.dump(series, out, indent=1)
+        json.dump({"at": at, "series": series}, out, indent=1)
     print(f"captured {name}: {len(series)} series")
 
 
@@ -115,7 +130,7 @@ def load_captures(directory, timeline):
             continue
         try:
             with open(f"{directory}/{name}.json") as f:
-                captures[name] = {key(s["metric"]): s["value"] for s in json.load(f)}
+                captures[name] = {key(s["metric"]): s["value"] for s in json.load(f)["series"]}
         except OSError as e:
             raise Failure(f"timeline names capture {name!r}, which the run did not take: {e}") from e
     return captures
@@ -255,10 +270,13 @@ def dashboard_queries(board):
             yield f"variable ${var['name']}", expr, label
 
 
-def check_dashboard(url, path):
-    """Evaluates every query; prints each and fails at the end if any is wrong."""
+def check_dashboard(url, path, capture_file):
+    """Evaluates every query at the moment of a capture; prints each and
+    fails at the end if any is wrong."""
     with open(path) as f:
         board = json.load(f)
+    with open(capture_file) as f:
+        at = json.load(f)["at"]
     variables = dict(BUILTIN)
     for var in board.get("templating", {}).get("list", []):
         # The test's Prometheus holds one agent: `.+` selects it whatever
@@ -269,7 +287,7 @@ def check_dashboard(url, path):
     for where, expr, label in dashboard_queries(board):
         count += 1
         try:
-            result = query(url, substitute(expr, variables))
+            result = query(url, substitute(expr, variables), at)
             if not result:
                 raise Failure("no series")
             if label and not all(label in s["metric"] for s in result):
@@ -289,9 +307,9 @@ def check_dashboard(url, path):
 def main(argv):
     commands = {
         "wait": (wait, 3),
-        "capture": (capture, 3),
+        "capture": (capture, 5),
         "tests": (promtool_tests, 4),
-        "dashboard": (check_dashboard, 2),
+        "dashboard": (check_dashboard, 3),
     }
     if len(argv) < 2 or argv[1] not in commands or len(argv) - 2 != commands[argv[1]][1]:
         print(__doc__, file=sys.stderr)
