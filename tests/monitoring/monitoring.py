@@ -22,6 +22,7 @@ import json
 import re
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -171,8 +172,9 @@ def value_at(k, stretch, captures, before, t):
 
 
 def compact(values):
-    """promtool's expanding notation for a list of values: runs as `vxN`,
-    and `_` after a first `stale` (promtool wants no repeated stale)."""
+    """promtool's expanding notation for a list of values: runs as `vxN`;
+    a run of `stale` as one stale marker and then no samples (`_`), as a
+    series that ends in a real Prometheus."""
     out = []
     i = 0
     while i < len(values):
