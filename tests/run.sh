@@ -5,8 +5,10 @@
 #   2. cargo test: unit tests and the integration tests with real parts (a real
 #      Janus on loopback, real GStreamer pipelines, a real ALSA device)
 #   3. the browser end-to-end test (Chromium, the viewer page, the real agent)
-#   4. cross builds for both Raspberry Pi targets, unit tests under qemu
-#   5. the .deb packages; then each installed into a Bookworm root filesystem of
+#   4. the alert rules (promtool) and the Grafana dashboard's queries against a
+#      real Prometheus, over the series of the real agent
+#   5. cross builds for both Raspberry Pi targets, unit tests under qemu
+#   6. the .deb packages; then each installed into a Bookworm root filesystem of
 #      its Depends, streaming to a real Janus under qemu-user (arm64 and armhf);
 #      the deploy script against a stand-in Pi; the metrics textfile in Debian's
 #      node exporter folder, as the service's user, read by node exporter
@@ -26,6 +28,8 @@ step "cargo test"
 cargo test --locked
 step "browser end-to-end (tests/browser/run.sh)"
 bash tests/browser/run.sh
+step "alert rules and dashboard (tests/monitoring/run.sh)"
+bash tests/monitoring/run.sh
 step "cross builds + unit tests under qemu (deploy/cross-build.sh all --test)"
 CARGO_BUILD_ARGS=--locked bash deploy/cross-build.sh all --test
 step ".deb packages (tests/ship/deb-test.sh)"
