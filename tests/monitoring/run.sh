@@ -88,7 +88,8 @@ ip route add default via 10.77.0.1
 
 echo "== Janus, node exporter, Prometheus"
 mkdir -p "$WORK/janus" "$WORK/textfile" "$WORK/state" "$WORK/tsdb" "$WORK/captures"
-cp "$REPO"/conf/janus/*.jcfg "$WORK/janus/"   # as shipped: HTTP on 127.0.0.1:8088
+# As shipped (HTTP on 127.0.0.1:8088), with a fresh admin key for the agent.
+bash "$REPO/deploy/janus-conf.sh" "$WORK/janus" >/dev/null
 janus -F "$WORK/janus" -o --log-stdout >"$WORK/janus.log" 2>&1 &
 janus_pid=$!
 prometheus-node-exporter --web.listen-address=127.0.0.1:9100 --collector.disable-defaults \
@@ -107,11 +108,14 @@ check "Janus answers" timeout 10 sh -c \
   'until curl -sf -m 1 http://127.0.0.1:8088/janus/info >/dev/null; do sleep 0.1; done'
 
 echo "== the agent"
-cat >"$WORK/agent.toml" <<TOML
+# Holds the room's secret (without one, nothing opens by itself): owner-only.
+(umask 077; cat >"$WORK/agent.toml") <<TOML
 [janus]
 url = "http://127.0.0.1:8088/janus"
 [room]
 id = 4556
+secret = "monitoring-room-secret"
+admin_key_file = "$WORK/janus/broadcast-agent.admin_key"
 check_interval_ms = 500
 [stream]
 transport = "webrtc"
