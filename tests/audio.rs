@@ -23,9 +23,9 @@
 //! ```
 //!
 //! `ECHO_FAR=noise` makes the far end talk alone in a steady broadband
-//! noise at the same level, the hardest case for the canceller (README
-//! "Echo cancellation"); `ECHO_FAR_SECONDS` lengthens that part (the long form in
-//! README "Echo cancellation"); the drift run's is [`DRIFT_ALONE`] s, its
+//! noise at the same level, the hardest case for the canceller
+//! (docs/measurements/echo-and-talk-back.md); `ECHO_FAR_SECONDS` lengthens that part (the long form in
+//! docs/measurements/echo-and-talk-back.md); the drift run's is [`DRIFT_ALONE`] s, its
 //! drift `ECHO_DRIFT_PPM` (default 100). Runs: cancellation off, on, the
 //! near end alone (no far end: the reference for its level), ~70 s; the
 //! drift test (ignored: the long form) off, then on with drift, ~2 minutes.
@@ -49,7 +49,7 @@ const FAR_START: f64 = 1.0;
 const FAR_ALONE: f64 = 7.0;
 /// How long the far end talks alone in the drift run: 100 ppm drift moves
 /// the echo by 6 ms in that time (the canceller lost a digital echo path
-/// after ~1 ms, README "Echo cancellation and talk-back").
+/// after ~1 ms, docs/measurements/echo-and-talk-back.md).
 const DRIFT_ALONE: f64 = 60.0;
 /// Each of the two double-talk parts (against far-end noise, then speech).
 const DOUBLE_TALK: f64 = 4.0;
@@ -803,7 +803,7 @@ fn echo_is_cancelled_and_the_near_end_kept() {
 /// minute. The long form: the relay (Python at real-time priority) underran
 /// in one run of five on an idle machine, which the rig's own check fails.
 #[test]
-#[ignore = "long form (2 min): a minute of far end through a drifting relay, README \"Echo cancellation\""]
+#[ignore = "long form (2 min): a minute of far end through a drifting relay, docs/measurements/echo-and-talk-back.md"]
 fn echo_is_cancelled_under_clock_drift() {
     let _rig = one_rig();
     let off = run(case(false, true, None, FAR_ALONE), None);

@@ -107,7 +107,7 @@ fn shipped_config_checks() {
     assert!(out.contains("valid"));
 }
 
-/// The README's advice, `token_file = "%d/janus_token"` (systemd
+/// docs/security.md's advice, `token_file = "%d/janus_token"` (systemd
 /// credentials), passes `check` outside the service, where
 /// `$CREDENTIALS_DIRECTORY` is unset (as `deploy.sh` runs it), and says the
 /// service reads it; `run` without the directory still refuses it.

@@ -283,7 +283,7 @@ mod tests {
     }
 
     /// What one look costs (`cargo test --release --bin broadcast-agent
-    /// cost_of_one_look -- --ignored --nocapture`): README "Echo cancellation".
+    /// cost_of_one_look -- --ignored --nocapture`): docs/measurements/echo-and-talk-back.md.
     #[test]
     #[ignore = "a benchmark: prints the time one look takes"]
     fn cost_of_one_look() {
