@@ -46,8 +46,10 @@ fn toml_keys(text: &str, commented: bool) -> BTreeSet<String> {
     let mut section = String::new();
     let mut keys = BTreeSet::new();
     for line in text.lines() {
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = name.to_string();
+        // `[section]`, and `[[relay]]` (an array of tables), commented or not.
+        let header = line.strip_prefix('#').filter(|_| commented).unwrap_or(line);
+        if let Some(name) = header.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.trim_matches(['[', ']']).to_string();
             continue;
         }
         let line = match line.strip_prefix('#') {
@@ -109,7 +111,7 @@ fn reference_rows() -> Vec<Row> {
                 .trim()
                 .strip_prefix("`[")
                 .and_then(|h| h.strip_suffix("]`"))
-                .map(str::to_string);
+                .map(|h| h.trim_matches(['[', ']']).to_string());
             continue;
         }
         let (Some(section), Some(row)) = (&section, line.strip_prefix('|')) else {

@@ -313,6 +313,11 @@ mod tests {
             "{e}"
         );
         check_exposure(path, raw, 0o100_640).expect("group-readable is fine");
+        let edge = "[[relay]]\nurl = \"http://e/janus\"\n[[relay]]\nadmin_key = \"k\"\n";
+        let e = check_exposure(path, edge, 0o100_644)
+            .expect_err("an edge's key is a secret too")
+            .to_string();
+        assert!(e.contains("holds secrets (relay[1].admin_key)"), "{e}");
         check_exposure(path, "[room]\nid = 3\nsecret_file = \"/x\"\n", 0o100_644)
             .expect("no inline secret");
     }

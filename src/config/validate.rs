@@ -167,6 +167,16 @@ impl Settings {
                 ));
             }
             urls.push(url);
+            let ca = relay
+                .ca_file
+                .as_ref()
+                .filter(|ca| !ca.as_os_str().is_empty());
+            if let Some(ca) = ca.filter(|ca| !ca.is_file()) {
+                return Err((
+                    "relay.ca_file",
+                    format!("relay {}: {} is not a file", i + 1, ca.display()),
+                ));
+            }
             check_mountpoint_ports(
                 [
                     "relay.video_port",
@@ -480,6 +490,26 @@ mod tests {
             "stream.video_rtcp_port",
         );
         assert!(load("[stream]\nvideo_rtcp_port = 0\n").is_ok());
+    }
+
+    #[test]
+    fn relays_are_refused_naming_the_key() {
+        refused(
+            "[[relay]]\nurl = \"ftp://edge\"\n",
+            "relay.url: relay 1: \"ftp://edge\" is not",
+        );
+        refused(
+            "[[relay]]\nurl = \"http://127.0.0.1:8088/janus\"\n",
+            "relay.url: relay 1: http://127.0.0.1:8088/janus is the origin's",
+        );
+        refused(
+            "[[relay]]\nurl = \"http://edge/janus\"\naudio_port = 8004\n",
+            "relay.audio_port: must differ from relay.video_port",
+        );
+        let nine = "[[relay]]\nurl = \"http://edge/janus\"\n".repeat(9);
+        refused(&nine, "relay: 9 edges; at most 8");
+        let s = load("[[relay]]\nurl = \"http://edge/janus\"\nca_file = \"\"\n").expect("valid");
+        assert_eq!(s.relays[0].host(), "edge");
     }
 
     #[test]
