@@ -210,7 +210,12 @@ fn a_restarted_agent_takes_the_publishing_place_of_its_killed_run() {
     in_lan(|_| {
         let janus = Janus::start();
         let base = ports(3);
-        let mut first = Agent::start(&config(&janus, base, "webrtc"));
+        let with_pin = config(&janus, base, "webrtc").replacen(
+            "check_interval_ms = 500\n",
+            "check_interval_ms = 500\npin = \"2580\"\n",
+            1,
+        );
+        let mut first = Agent::start(&with_pin);
         wait_whole(
             &janus,
             base,
@@ -222,7 +227,10 @@ fn a_restarted_agent_takes_the_publishing_place_of_its_killed_run() {
         first.signal("KILL");
         first.wait(Duration::from_secs(5));
         let start = Instant::now();
-        let second = Agent::start(&config(&janus, base, "webrtc"));
+        // With a PIN, the room the killed run left is kept (its listing
+        // edited), and the publishing place taken back; without one it
+        // would be made again (Janus cannot remove a VideoRoom's PIN).
+        let second = Agent::start(&with_pin);
         wait_for(
             Duration::from_secs(10),
             "the second run's publisher alone",
