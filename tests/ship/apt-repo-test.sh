@@ -34,8 +34,10 @@ SOURCE_FILE=/etc/apt/sources.list.d/broadcast-agent.list
 CONF=/etc/broadcast-agent/agent.toml
 UNIT=broadcast-agent.service
 V2_SUFFIX=+test2
-# apt-get update of the broadcast-agent source alone (see docs/apt-repository.md).
-UPDATE_OURS=(-o "Dir::Etc::SourceList=$SOURCE_FILE" -o Dir::Etc::SourceParts=- -o APT::Get::List-Cleanup=0)
+# apt-get update of the broadcast-agent source alone (see docs/apt-repository.md):
+# its file as the source list, an empty folder (made in the chroot) as the parts.
+NO_SOURCES_DIR=/run/no-apt-sources.d
+UPDATE_OURS=(-o "Dir::Etc::SourceList=$SOURCE_FILE" -o "Dir::Etc::SourceParts=$NO_SOURCES_DIR" -o APT::Get::List-Cleanup=0)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'apt-repo-test: error: %s\n' "$*" >&2; exit 2; }
@@ -176,7 +178,7 @@ cp -a "$ROOTFS" "$root"
 # systemd "runs" (the postinst asks it then), and a stand-in systemctl records what
 # it is asked. It takes the place of the real one (systemd came with the Depends):
 # apt runs dpkg with PATH=/usr/sbin:/usr/bin:/sbin:/bin (DPkg::Path).
-mkdir -p "$root/run/systemd/system"
+mkdir -p "$root/run/systemd/system" "$root$NO_SOURCES_DIR"
 mv "$root/usr/bin/systemctl" "$root/usr/bin/systemctl.real"
 cat >"$root/usr/bin/systemctl" <<'EOF'
 #!/bin/sh
@@ -212,6 +214,10 @@ key_line=$(owner_line '^sudo curl .*/etc/apt/keyrings/broadcast-agent.gpg' "$bas
 [ -n "$key_line" ] || bad "docs/apt-repository.md has the owner's key line (sudo curl ... $KEYRING)"
 source_line() { owner_line "^echo \"deb \[signed-by=$KEYRING\] " "$base_url/$1"; }
 [ -n "$(source_line good)" ] || bad "docs/apt-repository.md has the owner's source line (echo \"deb [signed-by=$KEYRING] ...)"
+no_warning() {  # the last in_root's output holds no apt warning
+    if grep -q '^W:' "$work/out"; then bad "... without a warning" "$(grep '^W:' "$work/out")"
+    else ok "... without a warning"; fi
+}
 # shellcheck disable=SC2016  # dpkg-query's format
 installed_version() { in_root dpkg-query -W -f '${Status} ${Version}' broadcast-agent; sed -n 's/^install ok installed //p' "$work/out"; }
 
@@ -244,6 +250,7 @@ refused unsigned "is not signed"
 in_root sh -c "$(source_line good)" || bad "good: owner's source line" "$(tail -n 3 "$work/out")"
 if in_root apt-get "${UPDATE_OURS[@]}" update; then ok "apt-get update takes the signed repository"
 else bad "apt-get update takes the signed repository" "$(tail -n 5 "$work/out")"; fi
+no_warning
 if in_root apt-get install -y broadcast-agent; then ok "apt-get install -y broadcast-agent"
 else bad "apt-get install -y broadcast-agent" "$(tail -n 8 "$work/out")"; fi
 check "... fetched from the repository" grep -q "^Get:.* $base_url/good $SUITE/main $ARCH broadcast-agent $ARCH $v1" "$work/out"
@@ -274,6 +281,7 @@ if publish good "$work/signing-key.asc" "$deb"; then bad "publishing $v1 again (
 else ok "publishing $v1 again (older) is refused: $(grep -o 'error: .*' "$work/publish.log" | cut -c8-90)"; fi
 if in_root apt-get "${UPDATE_OURS[@]}" update; then ok "apt-get update sees $v2"
 else bad "apt-get update sees $v2" "$(tail -n 5 "$work/out")"; fi
+no_warning
 if in_root apt-get upgrade -y; then ok "apt-get upgrade -y"
 else bad "apt-get upgrade -y" "$(tail -n 8 "$work/out")"; fi
 check "... upgrades broadcast-agent and nothing else" grep -q '^1 upgraded, 0 newly installed, 0 to remove' "$work/out"
