@@ -10,8 +10,10 @@
 #   5. cross builds for both Raspberry Pi targets, unit tests under qemu
 #   6. the .deb packages; then each installed into a Bookworm root filesystem of
 #      its Depends, streaming to a real Janus under qemu-user (arm64 and armhf);
-#      the deploy script against a stand-in Pi; the metrics textfile in Debian's
-#      node exporter folder, as the service's user, read by node exporter
+#      the signed apt repository, installed and upgraded with apt-get in a Bookworm
+#      arm64 root filesystem under qemu-user; the deploy script against a stand-in
+#      Pi; the metrics textfile in Debian's node exporter folder, as the service's
+#      user, read by node exporter
 # Stops at the first failing step; prints a summary line per step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +38,8 @@ step ".deb packages (tests/ship/deb-test.sh)"
 bash tests/ship/deb-test.sh
 step "arm64 and armhf packages end to end under qemu (tests/ship/arm-e2e.sh)"
 bash tests/ship/arm-e2e.sh all
+step "apt repository: signed, installed and upgraded with apt-get in a Bookworm arm64 rootfs (tests/ship/apt-repo-test.sh)"
+bash tests/ship/apt-repo-test.sh
 step "deploy script against a stand-in Pi (tests/ship/deploy-test.sh)"
 bash tests/ship/deploy-test.sh
 step "metrics textfile in Debian's node exporter folder (tests/ship/metrics-folder-test.sh)"

@@ -83,6 +83,8 @@
 set -uo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=tests/ship/lib.sh
+. "$repo/tests/ship/lib.sh"
 ROOTFS_CACHE=${ROOTFS_CACHE:-/var/cache/broadcast-agent-rootfs}
 ROOTFS_SUITE=${ROOTFS_SUITE:-bookworm}
 MEDIA_TIMEOUT_S=${MEDIA_TIMEOUT_S:-120}
@@ -204,9 +206,6 @@ ensure_rootfs() {
         log "rootfs $ROOTFS (cached: $(sed -n 2p "$stamp"))"
         return 0
     fi
-    if [ -z "${DEBIAN_MIRROR:-}" ]; then
-        eval "$(bash "$repo/deploy/cross-build.sh" mirrors)" || die "no Debian mirror found"
-    fi
     local tmp="$ROOTFS.tmp.$$" t0=$SECONDS
     rm -rf "$tmp"
     # apt in the chroot reads the .deb by its path there: a setup hook copies it in
@@ -219,23 +218,15 @@ ensure_rootfs() {
     # `apt install ./x.deb` on the Pi does; mmdebstrap installs no Recommends.
     # The extract hook records what was pulled in (no dpkg database is written).
     # shellcheck disable=SC2016  # the hook's $1 is for mmdebstrap's shell
-    local mm=(mmdebstrap --mode=root --variant=extract --architectures="$ARCH"
+    local mm=(--mode=root --variant=extract --architectures="$ARCH"
               --setup-hook="mkdir -p \"\$1$(dirname "$indeb")\" && cp '$indeb' \"\$1$indeb\""
               --include="$indeb" --include="$TEST_EXTRA_PACKAGES"
               --keyring=/usr/share/keyrings/debian-archive-keyring.gpg
               --extract-hook='for f in "$1"/var/cache/apt/archives/*.deb; do dpkg-deb --show --showformat="\${Package} \${Version} \${Architecture} \${Installed-Size}\n" "$f"; done >"$1/.packages"'
-              -q "$ROOTFS_SUITE" "$tmp"
-              "deb $DEBIAN_MIRROR $ROOTFS_SUITE main" "deb $DEBIAN_MIRROR $ROOTFS_SUITE-updates main")
+              -q)
     log "building the $ROOTFS_SUITE/$ARCH root filesystem from the .deb's Depends in $ROOTFS"
-    if [ -n "${DEBIAN_SECURITY_MIRROR:-}" ] &&
-        "${mm[@]}" "deb $DEBIAN_SECURITY_MIRROR $ROOTFS_SUITE-security main" >"$work/mmdebstrap.$ARCH.log" 2>&1; then
-        :
-    else
-        [ -n "${DEBIAN_SECURITY_MIRROR:-}" ] && log "retrying without the security suite"
-        rm -rf "$tmp"
-        "${mm[@]}" >"$work/mmdebstrap.$ARCH.log" 2>&1 || {
-            cat "$work/mmdebstrap.$ARCH.log" >&2; die "mmdebstrap failed for $ARCH"; }
-    fi
+    ship_mmdebstrap "$ROOTFS_SUITE" "$tmp" "$work/mmdebstrap.$ARCH.log" "${mm[@]}" || {
+        cat "$work/mmdebstrap.$ARCH.log" >&2; die "mmdebstrap failed for $ARCH"; }
     rm -rf "${tmp:?}$work" "$work/deb"
     # Keep the cache free of the agent itself: each run unpacks the .deb under test.
     local path

@@ -11,11 +11,8 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/deb-test.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-pass=0 fail=0
-ok()  { pass=$((pass + 1)); printf 'ok   - %s\n' "$1"; }
-bad() { fail=$((fail + 1)); printf 'FAIL - %s\n' "$1"; [ $# -lt 2 ] || printf '       %s\n' "${@:2}"; }
-check() { local name=$1; shift; if "$@" >/dev/null 2>&1; then ok "$name"; else bad "$name" "command: $*"; fi; }
-eq() { if [ "$2" = "$3" ]; then ok "$1"; else bad "$1" "expected: $3" "got:      $2"; fi; }
+# shellcheck source=tests/ship/lib.sh
+. "$repo/tests/ship/lib.sh"  # ok, bad, check, eq
 
 debs=("$@")
 if [ ${#debs[@]} -eq 0 ]; then
