@@ -15,6 +15,7 @@ mod janus;
 mod media;
 mod metrics;
 mod owner;
+mod problems;
 mod replace;
 mod resolve;
 mod room;

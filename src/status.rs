@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::media::supervisor::RunState;
 use crate::media::{MediaStatus, PipelineStatus};
+use crate::problems::{self, Problem};
 use crate::state::{CloseReason, Desired, Phase, RoomState, Uplink, UplinkKind};
 
 /// Where the status comes from.
@@ -40,14 +41,16 @@ impl StatusSource {
     /// The status right now.
     pub fn snapshot(&self) -> AgentStatus {
         let room = self.room.borrow().clone();
+        let pipelines = self.media.snapshot();
         AgentStatus {
             version: env!("CARGO_PKG_VERSION"),
             phase: room.phase(),
+            problems: problems::of(&room, &pipelines),
             viewer_url: (room.phase() == Phase::Live)
                 .then(|| self.viewer_url.clone())
                 .flatten(),
             room,
-            pipelines: self.media.snapshot(),
+            pipelines,
             uptime_s: self.started.elapsed().as_secs(),
         }
     }
@@ -60,6 +63,8 @@ pub struct AgentStatus {
     pub version: &'static str,
     /// The room in one word.
     pub phase: Phase,
+    /// What is wrong and what to do, most important first.
+    pub problems: Vec<Problem>,
     /// Desired and observed state of room, mountpoint and forwarder.
     pub room: RoomState,
     /// Each configured pipeline.
@@ -89,6 +94,7 @@ impl AgentStatus {
         Self {
             version: "0",
             phase: room.phase(),
+            problems: problems::of(&room, &pipelines),
             room,
             pipelines,
             uptime_s: 0,
@@ -150,7 +156,9 @@ impl AgentStatus {
         self.pipelines.iter().find_map(|p| p.network)
     }
 
-    /// Text for a person: `broadcast-agent status`.
+    /// Text for a person: `broadcast-agent status`. The first line is the
+    /// room's phase; then each problem and what to do about it; then the
+    /// details.
     pub fn text(&self) -> String {
         let r = &self.room;
         let mut out = format!(
@@ -163,11 +171,15 @@ impl AgentStatus {
                 "closed"
             }
         );
-        if let Some(reason) = r.closed_by {
-            let _ = writeln!(out, "  closed: {}", reason.words());
+        if self.problems.is_empty() {
+            out.push_str("  problems: none\n");
         }
-        if let Some(conflict) = r.conflict() {
-            let _ = writeln!(out, "  conflict: {conflict}");
+        for Problem { problem, fix } in &self.problems {
+            let _ = writeln!(out, "  problem: {problem}\n       do: {fix}");
+        }
+        // A reason with a fix is a problem above.
+        if let Some(reason) = r.closed_by.filter(|r| r.fix().is_none()) {
+            let _ = writeln!(out, "  closed: {}", reason.words());
         }
         if let Some(n) = r.participants {
             let _ = writeln!(out, "  participants: {n}");
@@ -184,9 +196,6 @@ impl AgentStatus {
             },
             r.chat.label()
         );
-        if let Some(trouble) = r.chat.trouble() {
-            let _ = writeln!(out, "  chat: {trouble}");
-        }
         let _ = writeln!(out, "  uplink: {}", uplink_text(r.uplink));
         if let (Some(video), Some(audio)) = (r.media_age.video_ms, r.media_age.audio_ms) {
             let _ = writeln!(
