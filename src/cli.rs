@@ -13,6 +13,9 @@ use clap_mangen::Man;
 
 use crate::config;
 
+/// The command as installed.
+const NAME: &str = "broadcast-agent";
+
 /// What the top-level `--help` and the manual page say before the commands.
 const LONG_ABOUT: &str = "\
 Turns a Raspberry Pi with a camera, microphone and speaker into the broadcasting \
@@ -24,7 +27,7 @@ control socket, as the GPIO buttons do.";
 
 /// The command line of `broadcast-agent`.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = LONG_ABOUT, after_help = help_text(TOP))]
+#[command(version, about, long_about = LONG_ABOUT, after_help = help_text(sections_of(NAME)))]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -35,13 +38,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run the agent (what systemd starts).
-    #[command(after_help = help_text(RUN))]
+    #[command(after_help = help_text(sections_of("run")))]
     Run(ConfigArg),
     /// Validate the configuration and print the effective settings, secrets masked.
-    #[command(after_help = help_text(CHECK))]
+    #[command(after_help = help_text(sections_of("check")))]
     Check(ConfigArg),
     /// Show what a running agent is doing, what is wrong and what to do.
-    #[command(after_help = help_text(STATUS))]
+    #[command(after_help = help_text(sections_of("status")))]
     Status {
         #[command(flatten)]
         target: SocketArg,
@@ -50,10 +53,10 @@ pub enum Cmd {
         json: bool,
     },
     /// Open the room (as the open button does).
-    #[command(after_help = help_text(OPEN))]
+    #[command(after_help = help_text(sections_of("open")))]
     Open(SocketArg),
     /// Close the room (as the close button does).
-    #[command(after_help = help_text(CLOSE))]
+    #[command(after_help = help_text(sections_of("close")))]
     Close(SocketArg),
     /// Print the completion script for SHELL (for packagers).
     #[command(hide = true)]
@@ -165,15 +168,17 @@ const CLOSE: &[Section] = &[Section {
     ],
 }];
 
-/// The sections of the command named `name` (`broadcast-agent` for the top).
+/// The sections of the command named `name` ([`NAME`] for the top), for
+/// both its `--help` and its manual page.
 fn sections_of(name: &str) -> &'static [Section] {
     match name {
+        NAME => TOP,
         "run" => RUN,
         "check" => CHECK,
         "status" => STATUS,
         "open" => OPEN,
         "close" => CLOSE,
-        _ => TOP,
+        _ => &[],
     }
 }
 
@@ -199,8 +204,6 @@ fn command() -> Command {
     Cli::command().disable_help_subcommand(true)
 }
 
-/// The command as installed.
-const NAME: &str = "broadcast-agent";
 /// The name bash's script is made for: clap_complete's bash generator
 /// misspells the states of a hyphenated name, so that no command's options
 /// complete (clap-rs/clap#6421); the script is then registered for [`NAME`].
