@@ -180,6 +180,12 @@ fn cli_without_an_agent_says_so() {
     );
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("cannot talk to the agent"), "{err}");
+    assert!(
+        err.contains(
+            "the agent is not running there: start it with `sudo systemctl start broadcast-agent`"
+        ),
+        "says what to do: {err}"
+    );
 }
 
 /// Collects sd-notify datagrams sent to a socket of the test's.
