@@ -6,14 +6,17 @@
 # TARGET: aarch64-unknown-linux-gnu (arm64 .deb, 64-bit Pi OS) or
 #         armv7-unknown-linux-gnueabihf (armhf .deb, 32-bit Pi OS); aliases arm64, armhf.
 # Uses $CARGO_TARGET_DIR/<target>/release/broadcast-agent (default target/cross, where
-# deploy/cross-build.sh puts it), running cross-build.sh first if it is missing or with
-# --rebuild. Packages it with `cargo deb --no-build` (installs cargo-deb if needed) using
+# deploy/cross-build.sh puts it) and the manual pages and completions it made in
+# release/share/, running cross-build.sh first if they are missing or with --rebuild.
+# Packages them with `cargo deb --no-build` (installs cargo-deb if needed) using
 # [package.metadata.deb] in Cargo.toml and the maintainer scripts in deploy/deb/.
 # The .deb goes to $CARGO_TARGET_DIR/deb/; its path is the last line printed.
 #
 # Package layout: /usr/bin/broadcast-agent, /lib/systemd/system/broadcast-agent.service
 # (enabled and started on install), /etc/broadcast-agent/agent.toml (conffile,
-# 0640 root:broadcast-agent); postinst creates the system user broadcast-agent and
+# 0640 root:broadcast-agent), man pages in /usr/share/man/man1, bash, zsh and fish
+# completions in /usr/share/{bash-completion/completions,zsh/vendor-completions,
+# fish/vendor_completions.d}; postinst creates the system user broadcast-agent and
 # adds it to audio, video and gpio where they exist. Install on the Pi with
 #   sudo apt install ./broadcast-agent_<version>_arm64.deb
 set -euo pipefail
@@ -53,8 +56,8 @@ fi
 mkdir -p "$out_dir"
 for t in "${targets[@]}"; do
     bin=$CARGO_TARGET_DIR/$t/release/broadcast-agent
-    if [ "$rebuild" = 1 ] || [ ! -f "$bin" ]; then
-        log "no binary for $t yet: deploy/cross-build.sh $t"
+    if [ "$rebuild" = 1 ] || [ ! -f "$bin" ] || [ ! -f "${bin%/*}/share/man/broadcast-agent.1.gz" ]; then
+        log "no binary, manual or completions for $t yet: deploy/cross-build.sh $t"
         "$here/cross-build.sh" "$t" >&2
     fi
     [ "$bin" -nt "$repo/Cargo.toml" ] || log "warning: $bin is older than Cargo.toml: rebuild with --rebuild?"

@@ -24,7 +24,9 @@
 #      one is rebuilt when the package lists in this script change or it lacks a pkg-config
 #      module the build needs; --refresh-sysroot rebuilds it anyway);
 #   3. `cargo build --release --target T` with the cross linker, --sysroot and
-#      pkg-config pointed into the sysroot, and prints `file` output and size;
+#      pkg-config pointed into the sysroot, and prints `file` output and size; then
+#      runs the binary under qemu-user for its manual pages and shell completions
+#      (share/ beside it, which deploy/build-deb.sh packages);
 #   4. with --test: `cargo test --target T --bins` (unit tests only: tests/ needs a
 #      Janus server) run under qemu-user with the sysroot's GStreamer plugins.
 # Exits non-zero if any build or unit test run fails.
@@ -279,6 +281,21 @@ target_env() {  # exports for build scripts (pkg-config) and the test runner
     unset GST_PLUGIN_PATH GST_PLUGIN_PATH_1_0
 }
 
+# The manual pages (gzipped) and the bash, zsh and fish completions, made by the
+# binary $1 itself (under qemu-user) from its command-line definitions, into share/
+# beside it: the files Cargo.toml's [package.metadata.deb] assets name.
+write_share() {
+    local bin=$1 share=${1%/*}/share
+    rm -rf "$share"
+    mkdir -p "$share/man" "$share/completions"
+    "$QEMU" -L "$SYSROOT" "$bin" man "$share/man" >/dev/null
+    gzip -9n "$share"/man/*.1
+    "$QEMU" -L "$SYSROOT" "$bin" completions bash >"$share/completions/broadcast-agent.bash"
+    "$QEMU" -L "$SYSROOT" "$bin" completions zsh >"$share/completions/_broadcast-agent"
+    "$QEMU" -L "$SYSROOT" "$bin" completions fish >"$share/completions/broadcast-agent.fish"
+    echo "manual pages and completions: $(cd "$share" && find . -type f | sort | paste -sd ' ')"
+}
+
 fmt_size() { awk -v b="$1" 'BEGIN { printf "%d bytes (%.2f MiB)", b, b / 1048576 }'; }
 
 # --- one target ----------------------------------------------------------------
@@ -309,6 +326,7 @@ build_target() {
             echo "stripped size: $(fmt_size "$(stat -c %s "$stripped")")  $stripped"
             echo "needs: $("$GNU_TYPE-objdump" -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n1)," \
                  "$("$GNU_TYPE-objdump" -p "$bin" | awk '/NEEDED/ { printf "%s%s", s, $2; s = " " }')"
+            write_share "$bin" || exit 11
         fi
         if [ "$TEST" = 1 ]; then
             log "cargo test --target $t --bins (under $QEMU)"

@@ -3,7 +3,8 @@
 # and run its tests: Janus, GStreamer (1.22) with the plugins the pipelines use,
 # ALSA, PulseAudio as a sound card for machines without one, and Python's
 # GStreamer bindings for the stand-in camera programs (tests/standins/), and the
-# Prometheus client library whose parser reads the metrics file in tests.
+# Prometheus client library whose parser reads the metrics file in tests, and
+# groff (groff-base), which formats the manual pages in tests/cli.rs.
 # WebRTC: libgstreamer-plugins-bad1.0-dev (gstreamer-webrtc-1.0.pc, for the
 # gstreamer-webrtc crate), gstreamer1.0-nice (libnice's ICE elements for webrtcbin),
 # and nftables for the tests.
@@ -21,6 +22,7 @@ packages=(
   systemd
   python3-gi gir1.2-gstreamer-1.0
   python3-prometheus-client
+  groff-base
 )
 
 bash "$(dirname "$0")/ensure-packages.sh" "${packages[@]}"

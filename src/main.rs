@@ -2,10 +2,12 @@
 //!
 //! `run` is the daemon systemd starts; `check` validates a configuration;
 //! `status`, `open` and `close` talk to a running agent over its control
-//! socket, exactly as the GPIO buttons do.
+//! socket, exactly as the GPIO buttons do. The command line itself is in
+//! [`cli`].
 
 mod agent;
 mod backoff;
+mod cli;
 mod config;
 mod controls;
 mod h264;
@@ -13,6 +15,7 @@ mod janus;
 mod media;
 mod metrics;
 mod owner;
+mod problems;
 mod relay;
 mod replace;
 mod resolve;
@@ -25,61 +28,18 @@ mod state;
 mod status;
 mod systemd;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
+use crate::cli::{Cli, Cmd, SocketArg};
 use crate::config::{Purpose, Settings};
 use crate::controls::socket::{self, Request};
 
 /// Exit status for a configuration the agent cannot use (sysexits' EX_CONFIG);
 /// the unit's `RestartPreventExitStatus=78` stops systemd retrying it.
 const EX_CONFIG: u8 = 78;
-
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Cmd,
-}
-
-#[derive(Debug, Subcommand)]
-enum Cmd {
-    /// Run the agent (what systemd starts).
-    Run(ConfigArg),
-    /// Validate the configuration and print the effective settings, secrets masked.
-    Check(ConfigArg),
-    /// Show what a running agent is doing.
-    Status {
-        #[command(flatten)]
-        target: SocketArg,
-        /// Print JSON for scripts.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Open the room (as the open button does).
-    Open(SocketArg),
-    /// Close the room (as the close button does).
-    Close(SocketArg),
-}
-
-#[derive(Debug, clap::Args)]
-struct ConfigArg {
-    /// Configuration file.
-    #[arg(long, short, default_value = config::DEFAULT_PATH)]
-    config: PathBuf,
-}
-
-#[derive(Debug, clap::Args)]
-struct SocketArg {
-    /// Configuration file naming the control socket.
-    #[arg(long, short, default_value = config::DEFAULT_PATH)]
-    config: PathBuf,
-    /// The control socket (instead of reading it from the configuration).
-    #[arg(long, short)]
-    socket: Option<PathBuf>,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -96,6 +56,25 @@ fn main() -> ExitCode {
         }),
         Cmd::Open(target) => control(&target, Request::Open, |_| "open requested\n".into()),
         Cmd::Close(target) => control(&target, Request::Close, |_| "close requested\n".into()),
+        Cmd::Completions { shell } => match cli::completions(shell, &mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                log::error!("cannot write the completion script: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Man { dir } => match cli::write_manual(&dir) {
+            Ok(pages) => {
+                for page in pages {
+                    println!("{}", page.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                log::error!("cannot write the manual pages: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -116,15 +116,28 @@ pub struct Conflict {
     pub why: Foreign,
 }
 
+impl Conflict {
+    /// What to do about a conflict.
+    pub const FIX: &'static str = "pick another room.id, or remove it on Janus if it is a leftover";
+
+    /// What is wrong, without the fix.
+    pub fn problem(&self) -> String {
+        format!(
+            "{} {} on Janus is not this agent's ({})",
+            self.what,
+            self.id,
+            self.why.words()
+        )
+    }
+}
+
 impl std::fmt::Display for Conflict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} {} on Janus is not this agent's ({}): another agent or user holds this id; \
-             pick another room.id, or remove it on Janus if it is a leftover",
-            self.what,
-            self.id,
-            self.why.words()
+            "{}: another agent or user holds this id; {}",
+            self.problem(),
+            Self::FIX
         )
     }
 }
@@ -170,11 +183,12 @@ impl Chat {
     }
 
     /// Why the room has no chat though one is wanted, and the fix.
-    pub fn trouble(&self) -> Option<&'static str> {
-        (*self == Self::Unavailable).then_some(
+    pub fn trouble(&self) -> Option<(&'static str, &'static str)> {
+        (*self == Self::Unavailable).then_some((
             "Janus refuses to attach janus.plugin.textroom (not loaded, or the token may not use it): \
-             the room runs without chat; load libjanus_textroom.so on Janus (conf/janus does) or set room.chat = false",
-        )
+             the room runs without chat",
+            "load libjanus_textroom.so on Janus (conf/janus does) or set room.chat = false",
+        ))
     }
 }
 
@@ -349,6 +363,27 @@ impl CloseReason {
     }
 }
 
+impl CloseReason {
+    /// What the owner must do when this reason keeps the room closed
+    /// though nobody closed it; `None` for a room closed on purpose.
+    pub fn fix(self) -> Option<&'static str> {
+        match self {
+            Self::Unconfigured => Some(
+                "set room.secret (or room.secret_file) in the configuration, then \
+                 `sudo systemctl reload broadcast-agent`; or open the room now: `broadcast-agent open`",
+            ),
+            Self::Unwritable => Some(
+                "let the service's user write control.state_dir (`sudo -u broadcast-agent broadcast-agent check` \
+                 says why not), then `sudo systemctl reload broadcast-agent`",
+            ),
+            Self::Unreadable => Some(
+                "choose again with `broadcast-agent open` or `broadcast-agent close`: the choice is written anew",
+            ),
+            Self::Command | Self::IdleTimeout | Self::MaxDuration | Self::Restored(_) => None,
+        }
+    }
+}
+
 impl Serialize for CloseReason {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.label())
@@ -413,6 +448,48 @@ impl ErrorClass {
             Self::Protocol => "protocol",
             Self::Conflict => "conflict",
             Self::Local => "local",
+        }
+    }
+}
+
+impl ErrorClass {
+    /// What failed, in words, before the cause.
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::Unreachable => "Janus cannot be reached",
+            Self::Tls => "the TLS handshake with Janus fails",
+            Self::Http => "HTTP to Janus fails",
+            Self::Core => "Janus refuses the agent's request",
+            Self::Plugin => "a Janus plugin refuses the agent's request",
+            Self::Protocol => "Janus answers what its API does not document",
+            Self::Conflict => "someone else holds the room's id on Janus",
+            Self::Local => "this machine cannot talk to Janus",
+        }
+    }
+
+    /// What to do about a failure of this class.
+    pub fn fix(self) -> &'static str {
+        match self {
+            Self::Unreachable => {
+                "start Janus, or set janus.url to where it listens; the agent retries by itself"
+            }
+            Self::Tls => {
+                "fix Janus's certificate, or set janus.ca_file to the CA that signed it (docs/security.md)"
+            }
+            Self::Http => {
+                "check the web server in front of Janus and janus.url's path (Janus's HTTP API is at /janus)"
+            }
+            Self::Core | Self::Plugin => {
+                "change what the error names in the configuration (the last error below), \
+                 then `sudo systemctl reload broadcast-agent`"
+            }
+            Self::Protocol => {
+                "check that janus.url is Janus's HTTP API; `journalctl -u broadcast-agent` shows the exchange"
+            }
+            Self::Conflict => Conflict::FIX,
+            Self::Local => {
+                "check that janus.url's host resolves and routes from here (`journalctl -u broadcast-agent` has the details)"
+            }
         }
     }
 }

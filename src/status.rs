@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::media::supervisor::RunState;
 use crate::media::{MediaStatus, PipelineStatus};
+use crate::problems::{self, Problem};
 use crate::relay::{Board, Edge, EdgePhase};
 use crate::state::{CloseReason, Desired, Phase, RoomState, Uplink, UplinkKind};
 
@@ -45,15 +46,18 @@ impl StatusSource {
     /// The status right now.
     pub fn snapshot(&self) -> AgentStatus {
         let room = self.room.borrow().clone();
+        let pipelines = self.media.snapshot();
+        let edges = self.edges.edges();
         AgentStatus {
             version: env!("CARGO_PKG_VERSION"),
             phase: room.phase(),
+            problems: problems::of(&room, &pipelines, &edges),
             viewer_url: (room.phase() == Phase::Live)
                 .then(|| self.viewer_url.clone())
                 .flatten(),
             room,
-            pipelines: self.media.snapshot(),
-            edges: self.edges.edges(),
+            pipelines,
+            edges,
             uptime_s: self.started.elapsed().as_secs(),
         }
     }
@@ -66,6 +70,8 @@ pub struct AgentStatus {
     pub version: &'static str,
     /// The room in one word.
     pub phase: Phase,
+    /// What is wrong and what to do, most important first.
+    pub problems: Vec<Problem>,
     /// Desired and observed state of room, mountpoint and forwarder.
     pub room: RoomState,
     /// Each configured pipeline.
@@ -97,6 +103,7 @@ impl AgentStatus {
         Self {
             version: "0",
             phase: room.phase(),
+            problems: problems::of(&room, &pipelines, &[]),
             room,
             pipelines,
             edges: Vec::new(),
@@ -159,7 +166,9 @@ impl AgentStatus {
         self.pipelines.iter().find_map(|p| p.network)
     }
 
-    /// Text for a person: `broadcast-agent status`.
+    /// Text for a person: `broadcast-agent status`. The first line is the
+    /// room's phase; then each problem and what to do about it; then the
+    /// details.
     pub fn text(&self) -> String {
         let r = &self.room;
         let mut out = format!(
@@ -172,11 +181,15 @@ impl AgentStatus {
                 "closed"
             }
         );
-        if let Some(reason) = r.closed_by {
-            let _ = writeln!(out, "  closed: {}", reason.words());
+        if self.problems.is_empty() {
+            out.push_str("  problems: none\n");
         }
-        if let Some(conflict) = r.conflict() {
-            let _ = writeln!(out, "  conflict: {conflict}");
+        for Problem { problem, fix } in &self.problems {
+            let _ = writeln!(out, "  problem: {problem}\n       do: {fix}");
+        }
+        // A reason with a fix is a problem above.
+        if let Some(reason) = r.closed_by.filter(|r| r.fix().is_none()) {
+            let _ = writeln!(out, "  closed: {}", reason.words());
         }
         if let Some(n) = r.participants {
             let _ = writeln!(out, "  participants: {n}");
@@ -193,9 +206,6 @@ impl AgentStatus {
             },
             r.chat.label()
         );
-        if let Some(trouble) = r.chat.trouble() {
-            let _ = writeln!(out, "  chat: {trouble}");
-        }
         let _ = writeln!(out, "  uplink: {}", uplink_text(r.uplink));
         if let (Some(video), Some(audio)) = (r.media_age.video_ms, r.media_age.audio_ms) {
             let _ = writeln!(

@@ -1,7 +1,11 @@
 //! The command line: `check` validates and masks, a bad config exits 78
-//! with one line naming the key.
+//! with one line naming the key; every command's help has examples, and
+//! the shell completions and manual pages made from it work.
 
 mod common;
+
+use std::fs;
+use std::process::Command;
 
 use common::{run_agent, scratch, write_private};
 
@@ -126,4 +130,141 @@ fn check_accepts_secrets_in_systemd_credentials() {
     let (status, _, err) = run_agent(&["run", "--config", path.to_str().expect("utf-8")], &[]);
     assert_eq!(status.code(), Some(78), "{err}");
     assert!(err.contains("$CREDENTIALS_DIRECTORY is not set"), "{err}");
+}
+
+/// The commands `broadcast-agent --help` lists (without `help`).
+fn commands() -> Vec<String> {
+    let (status, out, err) = run_agent(&["--help"], &[]);
+    assert!(status.success(), "{err}");
+    let list = out
+        .split("Commands:\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no command list in\n{out}"));
+    let names: Vec<String> = list
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect();
+    assert!(names.len() >= 5, "{out}");
+    names
+}
+
+/// Every command's `--help` (and the top's) ends with examples that use it.
+#[test]
+fn every_command_s_help_shows_an_example() {
+    for command in commands() {
+        let (status, out, err) = run_agent(&[&command, "--help"], &[]);
+        assert!(status.success(), "{command}: {err}");
+        let examples = out
+            .split("\nExamples:\n")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{command} --help has no examples:\n{out}"));
+        assert!(
+            examples.contains(&format!("broadcast-agent {command}")),
+            "no example of {command}:\n{out}"
+        );
+    }
+    let (_, out, _) = run_agent(&["--help"], &[]);
+    assert!(out.contains("\nExamples:\n  "), "{out}");
+    assert!(out.contains("\nExit status:\n"), "{out}");
+}
+
+/// Runs `script` in bash with `completions bash` sourced, as
+/// bash-completion loads it; returns its output.
+fn in_bash_with_completion(script: &str) -> String {
+    let dir = scratch();
+    let path = dir.path().join("broadcast-agent.bash");
+    let (status, completion, err) = run_agent(&["completions", "bash"], &[]);
+    assert!(status.success(), "{err}");
+    fs::write(&path, completion).expect("write the completion script");
+    let out = Command::new("bash")
+        .arg("--norc")
+        .arg("-c")
+        .arg(format!(
+            "set -e; source {}; {script}",
+            path.to_str().expect("utf-8")
+        ))
+        .output()
+        .expect("run bash");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.is_empty(), "{stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Bash completes every command after `broadcast-agent `, and a command's
+/// options after it (`status --` offers `--json`).
+#[test]
+fn bash_completes_every_command_and_their_options() {
+    // What bash does on Tab: the function `complete -p` names, with the
+    // words so far.
+    let complete = r#"complete_words() {
+        local f; f=$(complete -p broadcast-agent | sed -n 's/.* -F \([^ ]*\) .*/\1/p')
+        COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); COMPREPLY=()
+        "$f" broadcast-agent "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+        echo "${COMPREPLY[*]}"
+    }"#;
+    let out = in_bash_with_completion(&format!(
+        "{complete}\ncomplete_words broadcast-agent ''\ncomplete_words broadcast-agent status --\n\
+         complete_words broadcast-agent check --c"
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let offered: Vec<&str> = lines[0].split(' ').collect();
+    for command in commands() {
+        assert!(
+            offered.contains(&command.as_str()),
+            "{command} not offered: {out}"
+        );
+    }
+    assert_eq!(lines[1], "--config --socket --json --help", "{out}");
+    assert_eq!(lines[2], "--config", "{out}");
+}
+
+/// zsh's and fish's scripts are for `broadcast-agent` and know every command.
+#[test]
+fn zsh_and_fish_completions_name_every_command() {
+    for (shell, head) in [("zsh", "#compdef broadcast-agent\n"), ("fish", "")] {
+        let (status, script, err) = run_agent(&["completions", shell], &[]);
+        assert!(status.success(), "{shell}: {err}");
+        assert!(script.starts_with(head), "{shell}:\n{script}");
+        for command in commands() {
+            let named = match shell {
+                "zsh" => format!("'{command}:"),
+                _ => format!("-a \"{command}\""),
+            };
+            assert!(script.contains(&named), "{shell}: {command} missing");
+        }
+    }
+}
+
+/// `man DIR` writes broadcast-agent.1 and a page per command, each of which
+/// groff formats without a warning, with the command's examples.
+#[test]
+fn manual_pages_render_without_warnings() {
+    let dir = scratch();
+    let (status, out, err) = run_agent(&["man", dir.path().to_str().expect("utf-8")], &[]);
+    assert!(status.success(), "{err}");
+    let pages: Vec<String> = std::iter::once("broadcast-agent".to_owned())
+        .chain(commands().iter().map(|c| format!("broadcast-agent-{c}")))
+        .collect();
+    assert_eq!(out.lines().count(), pages.len(), "{out}");
+    for page in &pages {
+        let path = dir.path().join(format!("{page}.1"));
+        let rendered = Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-P-cbou"])
+            .arg(&path)
+            .output()
+            .expect("run groff (deploy/install-deps.sh installs groff-base)");
+        let warnings = String::from_utf8_lossy(&rendered.stderr);
+        assert!(
+            rendered.status.success() && warnings.is_empty(),
+            "{page}: {warnings}"
+        );
+        let text = String::from_utf8_lossy(&rendered.stdout);
+        let command = page.replacen("broadcast-agent-", "broadcast-agent ", 1);
+        assert!(text.contains("EXAMPLES"), "{page}:\n{text}");
+        assert!(text.contains(&command), "{page}:\n{text}");
+    }
 }

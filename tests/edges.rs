@@ -203,4 +203,13 @@ fn over_plain_rtp_the_edges_are_said_to_need_webrtc() {
     assert!(edge.probe().mountpoint(ROOM, SECRET).is_none());
     let text = agent.status_text();
     assert!(text.contains("edges need the WebRTC uplink"), "{text}");
+    // Said as a problem, with what to do.
+    assert!(
+        text.contains(&format!(
+            "problem: edge {} is not fed: the uplink is plain RTP",
+            edge.url()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("set stream.transport = \"webrtc\""), "{text}");
 }

@@ -474,7 +474,18 @@ fn a_room_someone_else_made_is_neither_adopted_nor_destroyed() {
         assert!(error.contains(&format!("{what} {id}")), "{error}");
         assert!(error.contains("room.id"), "says what to do: {error}");
         let (_, text, _) = agent.control(&["status"]);
-        assert!(text.contains("conflict"), "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            format!("room {id}: conflict (wanted open)"),
+            "{text}"
+        );
+        let problem = format!("  problem: {what} {id} on Janus is not this agent's");
+        assert!(lines[1].starts_with(&problem), "{text}");
+        assert!(
+            lines[2].starts_with("       do: pick another room.id"),
+            "{text}"
+        );
     }
     // Slow retries, one warning; then SIGTERM removes nothing of theirs.
     std::thread::sleep(Duration::from_secs(3));

@@ -33,7 +33,10 @@ fn close_and_open_over_the_control_socket() {
 
     let (status, out, _) = agent.control(&["status"]);
     assert!(status.success());
-    assert!(out.starts_with("room 41: live (wanted open)"), "{out}");
+    assert!(
+        out.starts_with("room 41: live (wanted open)\n  problems: none\n"),
+        "{out}"
+    );
 
     let (status, _, err) = agent.control(&["close"]);
     assert!(status.success(), "{err}");
@@ -50,6 +53,40 @@ fn close_and_open_over_the_control_socket() {
     assert!(
         !json.to_string().contains(SECRET),
         "the secret reached status"
+    );
+}
+
+/// With Janus unreachable, `status` says so right after the room's phase,
+/// and what to do about it (`status --json` too).
+#[test]
+fn status_says_what_is_wrong_and_what_to_do() {
+    let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/janus", closed.local_addr().expect("address"));
+    drop(closed);
+    let agent = Agent::start(&config(&url, 40, ""));
+    let text = wait_for(Duration::from_secs(5), "the failure in status", || {
+        let text = agent.status_text();
+        text.contains("problem:").then_some(text)
+    });
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "room 40: opening (wanted open)", "{text}");
+    assert!(
+        lines[1].starts_with("  problem: Janus cannot be reached: connection refused"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("       do: start Janus, or set janus.url to where it listens"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  last error: cannot reach Janus at"),
+        "{text}"
+    );
+    let problems = &agent.status_json()["problems"];
+    let first = problems[0]["problem"].as_str().unwrap_or_default();
+    assert!(
+        first.starts_with("Janus cannot be reached: connection refused"),
+        "{problems}"
     );
 }
 
@@ -143,6 +180,12 @@ fn cli_without_an_agent_says_so() {
     );
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("cannot talk to the agent"), "{err}");
+    assert!(
+        err.contains(
+            "the agent is not running there: start it with `sudo systemctl start broadcast-agent`"
+        ),
+        "says what to do: {err}"
+    );
 }
 
 /// Collects sd-notify datagrams sent to a socket of the test's.

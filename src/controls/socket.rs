@@ -55,7 +55,7 @@ pub enum ControlError {
         source: std::io::Error,
     },
     /// The client could not talk to the agent.
-    #[error("cannot talk to the agent at {path}: {source} (is it running? see control.socket)")]
+    #[error("cannot talk to the agent at {path}: {source}; {}", connect_fix(.source))]
     Connect {
         path: PathBuf,
         #[source]
@@ -64,6 +64,22 @@ pub enum ControlError {
     /// The agent answered with an error or an unreadable reply.
     #[error("{0}")]
     Reply(String),
+}
+
+/// What to do when the agent's socket cannot be reached.
+fn connect_fix(error: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
+            "the agent is not running there: start it with `sudo systemctl start broadcast-agent` \
+             (`journalctl -u broadcast-agent` says why it stopped), or name its socket (control.socket, --socket)"
+        }
+        ErrorKind::PermissionDenied => {
+            "this user may not use the socket: use sudo, or join the group broadcast-agent \
+             (`sudo adduser $USER broadcast-agent`, then log in again)"
+        }
+        _ => "is it running? see control.socket",
+    }
 }
 
 /// Creates the socket (mode 0660, replacing a stale one) and serves it.

@@ -602,8 +602,8 @@ impl Reconciler {
             if *current == next {
                 return false;
             }
-            if let (Some(trouble), true) = (next.chat.trouble(), current.chat != next.chat) {
-                log::warn!("room {room_id}: chat: {trouble}");
+            if let (Some((trouble, fix)), true) = (next.chat.trouble(), current.chat != next.chat) {
+                log::warn!("room {room_id}: chat: {trouble}; {fix}");
             }
             log_uplink_choice(room_id, current.uplink, next.uplink);
             let (was, is) = (current.phase(), next.phase());

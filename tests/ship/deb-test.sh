@@ -98,6 +98,25 @@ for deb in "${debs[@]}"; do
         grep -Eq '^ExecStart=/usr/bin/broadcast-agent .*--config /etc/broadcast-agent/agent.toml' \
         "$data/lib/systemd/system/broadcast-agent.service"
 
+    # The manual pages and completions the binary made of its own command line.
+    man1=usr/share/man/man1
+    bash_c=usr/share/bash-completion/completions/broadcast-agent
+    zsh_c=usr/share/zsh/vendor-completions/_broadcast-agent
+    fish_c=usr/share/fish/vendor_completions.d/broadcast-agent.fish
+    for f in "$man1/broadcast-agent.1.gz" "$bash_c" "$zsh_c" "$fish_c"; do
+        eq "$t: /$f 0644 root" "$(mode_owner "$f")" "-rw-r--r-- root/root"
+    done
+    man_warnings=$(zcat "$data/$man1/broadcast-agent.1.gz" | groff -man -Tutf8 -ww -z 2>&1 >/dev/null) ||
+        man_warnings="groff failed: $man_warnings"
+    eq "$t: man broadcast-agent formats without warnings" "$man_warnings" ""
+    for sub in $(zcat "$data/$man1/broadcast-agent.1.gz" | sed -n 's/^broadcast\\-agent\\-\([a-z]*\)(1)$/\1/p'); do
+        check "$t: man broadcast-agent-$sub (named by man broadcast-agent)" test -f "$data/$man1/broadcast-agent-$sub.1.gz"
+    done
+    check "$t: the bash completion registers broadcast-agent" \
+        bash --norc -c "source '$data/$bash_c' && complete -p broadcast-agent"
+    eq "$t: the zsh completion is for broadcast-agent" "$(head -n1 "$data/$zsh_c")" "#compdef broadcast-agent"
+    check "$t: the fish completion is for broadcast-agent" grep -q '^complete -c broadcast-agent ' "$data/$fish_c"
+
     bin=$data/usr/bin/broadcast-agent
     check "$t: binary is $arch ($want_file)" grep -Eq "$want_file" <(file -b "$bin")
     check "$t: binary is stripped" bash -c "file -b '$bin' | grep -q ', stripped'"
