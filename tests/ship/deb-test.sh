@@ -85,6 +85,7 @@ for deb in "${debs[@]}"; do
     check "$t: no unit under /usr/lib/systemd (one unit, one place)" \
         bash -c "! grep -q 'usr/lib/systemd/system/' '$work/contents'"
     check "$t: copyright file" grep -q ' ./usr/share/doc/broadcast-agent/copyright$' "$work/contents"
+    check "$t: the README's docs beside it" grep -q ' ./usr/share/doc/broadcast-agent/docs/security.md$' "$work/contents"
 
     ctl=$work/$arch-control data=$work/$arch-data
     mkdir -p "$ctl" "$data"
