@@ -11,7 +11,8 @@
 // speaker; a chat message from A reaches B; edge 1 stopped, A's video comes
 // from edge 2 within FAILOVER_MS, with the same AudioBridge participant and
 // the chat still open; B decodes >= 99 % of the frames over the fault, with no
-// freeze (its inbound-rtp's framesDecoded and freezeCount).
+// freeze (its inbound-rtp's framesDecoded and freezeCount); a new viewer
+// without `?edge=` skips the stopped edge.
 //
 // Environment (set by run.sh): WORK, WEB_ROOT, JANUS_URL, ROOM, BROADCASTER,
 // JANUS_CTL, RESULTS.
@@ -78,7 +79,7 @@ const { server, base } = await servePage(env('WEB_ROOT'), JANUS_URL, { edges: ED
 const browser = await launchChromium(WORK);
 const pageErrors = [];
 
-// A tab on the page as viewer `name`, watching from `edgeUrl` first.
+// A tab on the page as viewer `name`, watching from `edgeUrl` first (null: the page's choice).
 async function openViewer(name, edgeUrl, muted) {
   const page = await browser.newPage();
   page.setDefaultTimeout(15000);
@@ -89,11 +90,11 @@ async function openViewer(name, edgeUrl, muted) {
   return page;
 }
 
-const viewerUrl = (name, edgeUrl, muted) =>
-  `${base}?${new URLSearchParams({ r: String(ROOM), name, edge: edgeUrl, muted: muted ? '1' : '0' })}`;
+const viewerUrl = (name, edgeUrl, muted) => `${base}?${new URLSearchParams({
+  r: String(ROOM), name, muted: muted ? '1' : '0', ...(edgeUrl ? { edge: edgeUrl } : {}) })}`;
 
 const status = (p) => p.evaluate(() => ({
-  state: window.viewerState, edge: window.viewerEdge, shown: document.getElementById('edge').textContent,
+  state: window.viewerState, edge: window.viewerEdge, shown: (document.getElementById('edge') || {}).textContent,
   width: document.getElementById('video').videoWidth,
   frames: document.getElementById('video').getVideoPlaybackQuality().totalVideoFrames,
 }));
@@ -234,6 +235,14 @@ try {
     const a = l.find((p) => String(p.display).endsWith(' edge-viewer-a'));
     assert(a && a.id === idA, `A's participant was ${idA}, now ${JSON.stringify(a)}`);
     await say(A, B, `after the move ${Date.now()}`);
+  });
+
+  await run('edges: a new viewer (no ?edge=) skips the stopped edge and watches from the live one', async () => {
+    const t0 = Date.now();
+    const C = await openViewer('edge-viewer-c', null, true);
+    const s = await waitLiveFrom(C, edge2.url, 15000);
+    await C.close();
+    return `live after ${Date.now() - t0} ms, "${s.shown}"`;
   });
 
   await run('edges: no uncaught page errors', async () => {
