@@ -13,7 +13,9 @@ is decoded, so that the subscribers cost as little CPU as a receiver can.
 Subscribers are added stepwise (--steps, e.g. 1,2,4,...). After each step
 settles (--settle s) it records over --window s: the frames each subscriber
 received against the frames the feed sent (--fps x window), the RTP packets
-lost (webrtcbin's inbound-rtp stats), and the CPU time of Janus (--janus-pid,
+lost (webrtcbin's inbound-rtp stats), the bitrate each viewer is sent (the
+bytes on `lo`, where the feed and every viewer's copy pass, over viewers + 1),
+and the CPU time of Janus (--janus-pid,
 from /proc/PID/stat), of this process (the subscribers) and of the feed
 (--feed-pid). One JSON line per step on stdout; progress on stderr. It stops
 after the first step where the median subscriber received fewer than
@@ -204,23 +206,32 @@ class Subscriber:
         pad.link(chain[0].get_static_pad('sink'))
 
     def counts(self):
-        """(frames received so far, RTP packets received, lost, bytes received) of the video."""
+        """(frames received so far, RTP packets received, lost) of the video."""
         frames = self.frames.get_property('stats').get_value('rendered') if self.frames else 0
         keep = []
         stats = wait_promise(self._emit('get-stats', None), 'get-stats', keep)
-        got = lost = size = 0
+        got = lost = 0
 
         def each(_field, value):
-            nonlocal got, lost, size
+            nonlocal got, lost
             if isinstance(value, Gst.Structure) and value.get_name() == 'inbound-rtp' and \
                     value.get_string('kind') == 'video':
                 got += value.get_value('packets-received') or 0
                 lost += max(0, value.get_value('packets-lost') or 0)
-                size += value.get_value('bytes-received') or 0
             return True
         stats.foreach(each)
         del keep[:]  # the stats read: the reply may go (the promise after it)
-        return frames, got, lost, size
+        return frames, got, lost
+
+
+def loopback_bytes():
+    """Bytes sent on `lo` so far: the feed's RTP to Janus and Janus's to every subscriber."""
+    with open('/proc/net/dev') as f:
+        for line in f:
+            name, _, data = line.partition(':')
+            if name.strip() == 'lo':
+                return int(data.split()[8])
+    raise RuntimeError('no lo in /proc/net/dev')
 
 
 def measure(subs, args, n, janus_idle):
@@ -228,8 +239,10 @@ def measure(subs, args, n, janus_idle):
     pids = {'janus': args.janus_pid, 'subscribers': os.getpid(), 'feed': args.feed_pid}
     before = {k: cpu_seconds(p) for k, p in pids.items() if p}
     c0 = [s.counts() for s in subs]
+    lo0 = loopback_bytes()
     t0 = time.monotonic()
     time.sleep(args.window)
+    lo1 = loopback_bytes()
     c1 = [s.counts() for s in subs]
     elapsed = time.monotonic() - t0
     cpu = {k: round((cpu_seconds(p) - before[k]) / elapsed, 3) for k, p in pids.items() if p}
@@ -237,13 +250,13 @@ def measure(subs, args, n, janus_idle):
     shares = [(b[0] - a[0]) / sent for a, b in zip(c0, c1)]
     lost = sum(b[2] - a[2] for a, b in zip(c0, c1))
     got = sum(b[1] - a[1] for a, b in zip(c0, c1))
-    size = sum(b[3] - a[3] for a, b in zip(c0, c1))
     return {
         'viewers': n, 'window_s': round(elapsed, 2), 'frames_sent': round(sent),
         'frames_median_pct': round(100 * statistics.median(shares), 2),
         'frames_min_pct': round(100 * min(shares), 2),
         'packets_received': got, 'packets_lost': lost,
-        'kbps_per_viewer': round(8 * size / elapsed / n / 1000),
+        # Every viewer gets what the feed sends Janus: lo carries it n + 1 times.
+        'kbps_per_viewer': round(8 * (lo1 - lo0) / elapsed / (n + 1) / 1000),
         'cpu_cores': cpu,
         'janus_per_viewer': round((cpu['janus'] - janus_idle) / n, 4),
         'loadavg': os.getloadavg()[0],
