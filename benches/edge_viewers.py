@@ -206,7 +206,8 @@ class Subscriber:
         pad.link(chain[0].get_static_pad('sink'))
 
     def counts(self):
-        """(frames received so far, RTP packets received, lost) of the video."""
+        """(time, frames received so far, RTP packets received, lost) of the video."""
+        at = time.monotonic()
         frames = self.frames.get_property('stats').get_value('rendered') if self.frames else 0
         keep = []
         stats = wait_promise(self._emit('get-stats', None), 'get-stats', keep)
@@ -221,7 +222,7 @@ class Subscriber:
             return True
         stats.foreach(each)
         del keep[:]  # the stats read: the reply may go (the promise after it)
-        return frames, got, lost
+        return at, frames, got, lost
 
 
 def loopback_bytes():
@@ -247,9 +248,10 @@ def measure(subs, args, n, janus_idle):
     elapsed = time.monotonic() - t0
     cpu = {k: round((cpu_seconds(p) - before[k]) / elapsed, 3) for k, p in pids.items() if p}
     sent = args.fps * elapsed
-    shares = [(b[0] - a[0]) / sent for a, b in zip(c0, c1)]
-    lost = sum(b[2] - a[2] for a, b in zip(c0, c1))
-    got = sum(b[1] - a[1] for a, b in zip(c0, c1))
+    # Each subscriber's frames over its own window (read one after the other).
+    shares = [(b[1] - a[1]) / (args.fps * (b[0] - a[0])) for a, b in zip(c0, c1)]
+    lost = sum(b[3] - a[3] for a, b in zip(c0, c1))
+    got = sum(b[2] - a[2] for a, b in zip(c0, c1))
     return {
         'viewers': n, 'window_s': round(elapsed, 2), 'frames_sent': round(sent),
         'frames_median_pct': round(100 * statistics.median(shares), 2),

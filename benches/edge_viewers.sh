@@ -11,10 +11,9 @@
 #   bash benches/edge_viewers.sh            (as root; prints a table, JSON in $OUT)
 #
 # Environment: BITRATE_KBPS (2000), FPS (30), WIDTH x HEIGHT (640x480),
-# STEPS (1,2,4,8,16,32,64), WINDOW (10 s per step), SETTLE (4 s), PIN_CPUS=1
-# (Janus on CPU 0 alone, feed and subscribers on CPU 1: Janus's own limit on one
-# core), OUT (the JSON lines; default a temporary file, printed), KEEP=1 (keep
-# the scratch folder: Janus's log). Holds
+# STEPS (1,2,4,8,16,32,64), WINDOW (10 s per step), SETTLE (4 s), OUT (the
+# JSON lines; default a temporary file, printed), KEEP=1 (keep the scratch
+# folder: Janus's log). Holds
 # /tmp/broadcast-bench.lock while it measures, so other benches wait.
 # Runs inside a private network namespace: lo plus a veth pair holding
 # 10.99.0.1/24, the one address Janus and the subscribers meet on (Janus offers
@@ -81,15 +80,8 @@ created=$(plugin_request janus.plugin.streaming "{\"request\":\"create\",\"type\
   {\"type\":\"audio\",\"mid\":\"a\",\"port\":$AUDIO_PORT,\"pt\":111,\"codec\":\"opus\"}]}")
 [[ $(jq -r .streaming <<<"$created") == created ]] || { echo "edge_viewers: create: $created" >&2; exit 1; }
 
-# Janus alone on CPU 0 (all its threads, and those it starts later).
-subs_cpus=()
-if [[ "${PIN_CPUS:-0}" == 1 ]]; then
-  taskset -a -pc 0 "$JANUS_PID" >/dev/null
-  subs_cpus=(taskset -c 1)
-fi
-
 # The feed: busy H.264 at BITRATE_KBPS (CBR), a keyframe every 2 s, and Opus.
-"${subs_cpus[@]}" gst-launch-1.0 -q \
+gst-launch-1.0 -q \
   videotestsrc is-live=true pattern=snow ! "video/x-raw,width=$WIDTH,height=$HEIGHT,framerate=$FPS/1" ! \
   x264enc tune=zerolatency speed-preset=ultrafast bitrate="$BITRATE_KBPS" key-int-max=$((2 * FPS)) ! \
   video/x-h264,profile=constrained-baseline ! rtph264pay pt=96 config-interval=-1 ! \
@@ -99,7 +91,7 @@ fi
 FEED_PID=$!
 sleep 2
 
-"${subs_cpus[@]}" /usr/bin/python3 "$HERE/edge_viewers.py" --janus "$JANUS_URL" --mountpoint $ROOM \
+/usr/bin/python3 "$HERE/edge_viewers.py" --janus "$JANUS_URL" --mountpoint $ROOM \
   --janus-pid "$JANUS_PID" --feed-pid "$FEED_PID" --fps "$FPS" --steps "${STEPS:-1,2,4,8,16,32,64}" \
   --window "${WINDOW:-10}" --settle "${SETTLE:-4}" | tee "$OUT"
 
