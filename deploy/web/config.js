@@ -8,6 +8,11 @@ window.BROADCAST_CONFIG = {
   // page); a link naming any other is shown as an error, never followed.
   // Unset: only `janus` above.
   // servers: ["/janus", "https://janus2.example.org/janus"],
+  // Edge Janus servers that relay the broadcast to more viewers than one
+  // Janus carries (docs/edges.md): each viewer watches the video from one of
+  // them (a random one that answers; another one if it dies) and still talks
+  // and chats through `janus` above. Unset or empty: the video comes from `janus`.
+  // edges: ["https://edge1.example.org/janus", "https://edge2.example.org/janus"],
   // ICE servers for viewers behind NAT: a STUN server, and the same TURN
   // server as janus.jcfg's nat.turn_server, with viewer credentials, e.g.
   //   { urls: "stun:stun.example.org:3478" },

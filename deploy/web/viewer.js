@@ -14,7 +14,11 @@
 //   "pin"         the broadcast needs a PIN (missing or wrong),
 //   "error"       the page cannot start at all (bad URL, no WebRTC).
 //
-// Query parameters: r (room id, required), pin, janus (REST URL), name
+// Edges (config.js `edges`): the video is watched on an edge Janus, the room
+// stays on the page's server (see "the edge" below).
+//
+// Query parameters: r (room id, required), pin, janus (REST URL), edge (the
+// edge asked first, one of config.js `edges`), name
 // (display name; else the one remembered), muted=1 (join with the microphone off), delay= (how
 // long the browser may hold video back: `sync`, the default, holds it just enough for lip sync
 // with the Pi's audio; `0` never; MS at most MS; `auto` the browser's own choice; see "playout
@@ -57,6 +61,17 @@
   const requestedServer = params.get('janus');
   const serverUrl = requestedServer || config.janus;
   const serverAllowed = allowedServers.includes(absolute(serverUrl));
+  // Edges: Janus servers that relay the broadcast (a Streaming mountpoint with
+  // the room's id, fed by the origin). Unset or empty: the video comes from
+  // the page's server, as the room does.
+  const edgeList = config.edges === undefined || config.edges === null ? [] : config.edges;
+  const edgeUrls = Array.isArray(edgeList) ? edgeList.map(absolute) : [];
+  const edgeError = !Array.isArray(edgeList) ? 'config.js `edges` is not a list of URLs'
+    : edgeList.filter((_, i) => !edgeUrls[i]).map((u) => 'config.js `edges`: ' + u + ' is not a URL')[0];
+  // `?edge=` (support: "try this one"): the edge asked first; one of `edges` only.
+  const firstEdge = params.get('edge') ? absolute(params.get('edge')) : null;
+  const firstEdgeError = params.get('edge') && !edgeUrls.includes(firstEdge)
+    ? 'edge ' + params.get('edge') + ' is not one of this page\'s edges (config.js `edges`): not contacted' : null;
   const roomParam = params.get('r') || params.get('room');
   const roomId = /^\d+$/.test(roomParam || '') ? parseInt(roomParam, 10) : null;
   let pin = params.get('pin') || null;
@@ -90,6 +105,7 @@
     $('room-panel').style.display = 'none'; // (its CSS display beats `hidden`)
   }
   const talkStateEl = $('talk-state');
+  const edgeEl = $('edge');
   const pinForm = $('pin-form');
   const pinInput = $('pin');
   const pinError = $('pin-error');
@@ -153,11 +169,14 @@
   }
 
   // The session is gone or unusable: drop everything and start over.
+  // With edges the video, on the edge's session, plays on.
   function sessionLost(why) {
     console.warn('[viewer] session lost: ' + why);
-    stopMedia();
+    if (!edgeUrls.length) {
+      stopMedia();
+      stopReopenPoll();
+    }
     leaveRoom();
-    stopReopenPoll();
     const old = janus;
     janus = null;
     sessionSeq++;
@@ -174,7 +193,7 @@
   // broadcast is, or may be, there).
   function startBroadcast() {
     enterRoom();
-    startMedia();
+    if (!(edgeUrls.length && media)) startMedia();
   }
 
   // ---- the room: talk-back, who is in it, chat -------------------------------
@@ -256,10 +275,154 @@
     talkTimer = setTimeout(() => { if (inRoom && !talk) startTalk(); }, RETRY_MS);
   }
 
+  // ---- the edge: where the video comes from ---------------------------------
+  // With config.js `edges`, the mountpoint is watched on an edge Janus through
+  // a session of its own; the room (talk-back, chat, who is in it) stays on
+  // the page's server (`janus`, the origin) and is never touched by what
+  // happens to an edge.
+  //   Choice: the edges in a random order of this page's own, the first in
+  //   it that answers `info` within PROBE_MS (all asked at once). Random, not
+  //   "the fastest": viewers spread evenly over the edges without anyone
+  //   counting them, where the fastest answer would pile every viewer of a
+  //   region onto one edge; an edge that is down is skipped at once.
+  //   Failover: the edge's session fails (janus.js's long-poll), or the video
+  //   stops (no frame for EDGE_CHECK_MS, ICE disconnected or failed, Janus
+  //   hung up) and the edge does not answer `info` within PROBE_MS: the video
+  //   moves to the next edge that answers, the one that failed asked last.
+  //   An edge that answers keeps the viewer: the broadcaster stalled, or
+  //   the broadcast closed, for every edge alike.
+  // No edge answers: all are asked again after RETRY_MS. The origin is never
+  // used as a fallback: it is what the edges keep from being overloaded.
+
+  const PROBE_MS = 1000;      // an edge not answering `info` by then is passed over
+  const EDGE_CHECK_MS = 1000; // no video frame for this long: is the edge still there?
+
+  let edge = null;            // the current edge: { url, janus, up, checkedAt }
+  let edgeTimer = null;       // pending retry when no edge answered
+  let failedEdge = null;      // the edge that failed last: asked last
+  window.viewerEdge = null;   // the URL the video comes from (edges only), for tests
+
+  // The session the video is watched through: the origin's, or the edge's
+  // once it is up (null meanwhile: the edge's `success` resumes the video).
+  function watchSession() {
+    if (!edgeUrls.length) return janus;
+    if (!edge) connectEdge();
+    return edge && edge.up ? edge.janus : null;
+  }
+
+  // The session the video is watched through failed.
+  function watchLost(why) {
+    if (edgeUrls.length) edgeLost(why); else sessionLost(why);
+  }
+
+  // Resolves to whether the Janus at `url` answers `info` within PROBE_MS.
+  function answers(url) {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), PROBE_MS);
+    const done = (ok) => { clearTimeout(timer); return ok; };
+    return fetch(url.replace(/\/+$/, '') + '/info', { signal: abort.signal, cache: 'no-store' })
+      .then((res) => res.json())
+      .then((body) => done(!!body && body.janus === 'server_info'), () => done(false));
+  }
+
+  // Resolves to the first edge that answers in a random order (`?edge=`
+  // first, `failedEdge` last), or null.
+  async function pickEdge() {
+    const order = edgeUrls.filter((u) => u !== failedEdge && u !== firstEdge);
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+    if (firstEdge && firstEdge !== failedEdge) order.unshift(firstEdge);
+    if (edgeUrls.includes(failedEdge)) order.push(failedEdge);
+    const probes = order.map(answers);
+    for (let i = 0; i < order.length; i++) if (await probes[i]) return order[i];
+    return null;
+  }
+
+  // Chooses an edge and opens a session on it; once up, the video resumes there.
+  function connectEdge() {
+    clearTimeout(edgeTimer);
+    const e = { url: null, janus: null, up: false, checkedAt: 0 };
+    edge = e;
+    const current = () => edge === e;
+    showEdge(null);
+    pickEdge().then((url) => {
+      if (!current()) return;
+      if (!url) {
+        console.warn('[viewer] no edge answers: asking again in ' + RETRY_MS + ' ms');
+        edge = null;
+        edgeTimer = setTimeout(connectEdge, RETRY_MS);
+        return;
+      }
+      e.url = url;
+      e.janus = new Janus({
+        server: url,
+        iceServers: config.iceServers,
+        apisecret: config.apiSecret,
+        token: config.token,
+        success: () => {
+          if (!current()) return;
+          e.up = true;
+          console.log('[viewer] watching from edge ' + url);
+          showEdge(url);
+          resumeVideo();
+        },
+        error: (err) => { if (current()) edgeLost('edge ' + url + ' unreachable (' + err + ')'); },
+        destroyed: () => {},
+      });
+    });
+  }
+
+  // The video starts again (on a new edge): a media attempt, or the closed
+  // broadcast's poll; not while the page waits for a PIN or cannot start.
+  function resumeVideo() {
+    if (window.viewerState === 'pin' || window.viewerState === 'error') return;
+    if (window.viewerState === 'closed') pollReopen(); else startMedia();
+  }
+
+  // The current edge is gone: the video moves to the next one that answers.
+  function edgeLost(why) {
+    const e = edge;
+    console.warn('[viewer] edge lost: ' + why);
+    edge = null;
+    if (e && e.url) failedEdge = e.url;
+    stopMedia();
+    stopReopenPoll();
+    clearTimeout(mediaTimer);
+    if (e && e.janus) {
+      try { e.janus.destroy({ cleanupHandles: true, notifyDestroyed: false }); } catch (err) { /* ignore */ }
+    }
+    if (window.viewerState === 'live') setState('connecting', 'video: moving to another server…');
+    connectEdge();
+  }
+
+  // The video stopped: is the edge still there? If not, it is lost; if it
+  // is, `otherwise()` (e.g. a new media attempt on it) runs.
+  function checkEdge(otherwise) {
+    const e = edge;
+    if (!e || !e.up) return otherwise();
+    e.checkedAt = Date.now();
+    answers(e.url).then((ok) => {
+      if (edge !== e) return;
+      if (ok) otherwise(); else edgeLost('edge ' + e.url + ' does not answer');
+    });
+  }
+
+  // Shows which server the video comes from (for support), edges only.
+  function showEdge(url) {
+    window.viewerEdge = url;
+    if (!edgeUrls.length) return;
+    edgeEl.hidden = false;
+    edgeEl.textContent = url ? 'video from ' + new URL(url).host : 'video: choosing a server…';
+    edgeEl.title = url || '';
+  }
+
   // ---- media attempt -----------------------------------------------------
   // A media attempt = one Streaming handle watching the mountpoint (the Pi's
   // video and audio). Any end of it (closed broadcast, failed ICE, not live
-  // after CONNECT_TIMEOUT_MS) drops it and, after RETRY_MS, starts a new one.
+  // after CONNECT_TIMEOUT_MS) drops it and, after RETRY_MS, starts a new one
+  // (with edges, after asking the edge whether it is still there).
 
   let media = null;      // the current attempt: { streaming, stream, ... }
   let mediaTimer = null; // pending retry
@@ -268,7 +431,8 @@
     clearTimeout(mediaTimer);
     stopMedia();
     stopReopenPoll();
-    if (!janus) return;
+    const session = watchSession();
+    if (!session) return;
     const m = {
       streaming: null,
       stream: new MediaStream(),     // the mountpoint's tracks, shown by #video
@@ -284,17 +448,18 @@
     m.watchdog = setTimeout(() => {
       if (current() && window.viewerState !== 'live') retryMedia(null, 'no video yet, trying again…');
     }, CONNECT_TIMEOUT_MS);
+    const failed = (why) => { if (current()) checkEdge(() => { if (current()) retryMedia(null, why); }); };
 
-    janus.attach({
+    session.attach({
       plugin: 'janus.plugin.streaming',
       success: (handle) => {
         if (!current()) { handle.detach(); return; }
         m.streaming = handle;
         const watch = { request: 'watch', id: roomId };
         if (pin) watch.pin = pin;
-        handle.send({ message: watch, error: (e) => requestFailed(current, e) });
+        handle.send({ message: watch, error: (e) => requestFailed(current, e, watchLost) });
       },
-      error: (err) => { if (current()) sessionLost('cannot attach to the Streaming plugin: ' + err); },
+      error: (err) => { if (current()) watchLost('cannot attach to the Streaming plugin: ' + err); },
       onmessage: (msg, jsep) => { if (current()) onStreamingMessage(m, msg, jsep); },
       onremotetrack: (track, mid, on) => {
         if (!current()) return;
@@ -302,14 +467,13 @@
         if (video.srcObject !== m.stream) video.srcObject = m.stream;
       },
       iceState: (state) => {
-        if (current() && state === 'failed') retryMedia(null, 'video connection failed, trying again…');
+        if (state === 'failed') failed('video connection failed, trying again…');
+        if (state === 'disconnected' && current()) checkEdge(() => {}); // may come back by itself
       },
-      webrtcState: (up) => {
-        if (current() && !up) retryMedia(null, 'video connection ended, checking the broadcast…');
-      },
+      webrtcState: (up) => { if (!up) failed('video connection ended, checking the broadcast…'); },
       oncleanup: () => {
         // Janus hung up the PeerConnection (e.g. the mountpoint went away).
-        if (current() && m.gotOffer) retryMedia(null, 'video ended, checking the broadcast…');
+        if (m.gotOffer) failed('video ended, checking the broadcast…');
       },
     });
   }
@@ -339,7 +503,7 @@
     else setState(window.viewerState, window.viewerState === 'closed' ? null : detail);
     clearTimeout(mediaTimer);
     if (window.viewerState === 'closed') pollReopen();
-    else mediaTimer = setTimeout(() => { if (janus) startMedia(); }, RETRY_MS);
+    else mediaTimer = setTimeout(() => { if (janus || edgeUrls.length) startMedia(); }, RETRY_MS);
   }
 
   // ---- waiting for a closed broadcast --------------------------------------
@@ -351,7 +515,8 @@
 
   function pollReopen() {
     stopReopenPoll();
-    if (!janus) return;
+    const session = watchSession();
+    if (!session) return;
     const p = { handle: null, timer: null };
     reopenPoll = p;
     const ask = () => {
@@ -363,17 +528,17 @@
           if (data && data.info) startBroadcast();
           else p.timer = setTimeout(ask, CLOSED_POLL_MS);
         },
-        error: (e) => { if (reopenPoll === p) sessionLost('request failed (' + e + ')'); },
+        error: (e) => { if (reopenPoll === p) watchLost('request failed (' + e + ')'); },
       });
     };
-    janus.attach({
+    session.attach({
       plugin: 'janus.plugin.streaming',
       success: (handle) => {
         if (reopenPoll !== p) { handle.detach(); return; }
         p.handle = handle;
         ask();
       },
-      error: (err) => { if (reopenPoll === p) sessionLost('cannot attach to the Streaming plugin: ' + err); },
+      error: (err) => { if (reopenPoll === p) watchLost('cannot attach to the Streaming plugin: ' + err); },
     });
   }
 
@@ -386,9 +551,10 @@
   }
 
   // A request of the handle that `current()` is about could not even be
-  // sent: usually the session is gone (Janus restarted).
-  function requestFailed(current, err) {
-    if (current()) sessionLost('request failed (' + err + ')');
+  // sent: usually the session is gone (Janus restarted); `lost` (default:
+  // the origin's session) is told.
+  function requestFailed(current, err, lost = sessionLost) {
+    if (current()) lost('request failed (' + err + ')');
   }
 
   // The broadcast (mountpoint or room) does not exist.
@@ -435,7 +601,9 @@
         tracks: [], // nothing to send; the offered audio/video are received
         success: (answer) => {
           if (media !== m) return;
-          m.streaming.send({ message: { request: 'start' }, jsep: answer, error: (e) => requestFailed(() => media === m, e) });
+          m.streaming.send({
+            message: { request: 'start' }, jsep: answer, error: (e) => requestFailed(() => media === m, e, watchLost),
+          });
           startPlayout(m);
         },
         error: (err) => { if (media === m) retryMedia(null, 'WebRTC error: ' + err); },
@@ -715,6 +883,10 @@
       const n = video.getVideoPlaybackQuality().totalVideoFrames;
       if (n !== lastFrameCount) { lastFrameCount = n; if (n > 0) frameArrived(); }
     }
+    // No frame for EDGE_CHECK_MS from an edge: is it still there? (asked once per EDGE_CHECK_MS)
+    const now = Date.now();
+    if (edge && edge.up && media && lastFrameAt && now - lastFrameAt > EDGE_CHECK_MS &&
+        now - edge.checkedAt > EDGE_CHECK_MS) checkEdge(() => {});
     // Live but no frame for a while: the broadcaster stalled (the mountpoint still exists).
     if (window.viewerState === 'live' && Date.now() - lastFrameAt > STALL_MS) {
       setState('connecting', 'video stalled: waiting for the broadcaster…');
@@ -725,6 +897,10 @@
 
   if (roomId === null) {
     setState('error', 'no broadcast given: open this page with ?r=<room number>');
+    return;
+  }
+  if (edgeError || firstEdgeError) {
+    setState('error', edgeError || firstEdgeError);
     return;
   }
   if (!serverAllowed) {

@@ -48,17 +48,40 @@ export async function waitFor(what, fn, timeoutMs, stepMs = 100) {
     (last instanceof Error ? ` (last error: ${last.message})` : ''));
 }
 
+/** POSTs `body` (with a transaction) to the Janus REST API at `janusUrl` + `path`; resolves to the reply. */
+export async function janusPost(janusUrl, path, body) {
+  const res = await fetch(janusUrl + path, {
+    method: 'POST', body: JSON.stringify({ transaction: 't', ...body }),
+    signal: AbortSignal.timeout(5000),
+  });
+  return res.json();
+}
+
+/** Sends `request` to `plugin` of the Janus at `janusUrl` through a throwaway session; resolves to its plugindata.data. */
+export async function pluginRequest(janusUrl, plugin, request) {
+  const s = await janusPost(janusUrl, '', { janus: 'create' });
+  assert(s.janus === 'success', 'janus create: ' + JSON.stringify(s));
+  const sid = s.data.id;
+  try {
+    const h = await janusPost(janusUrl, `/${sid}`, { janus: 'attach', plugin });
+    const reply = await janusPost(janusUrl, `/${sid}/${h.data.id}`, { janus: 'message', body: request });
+    return reply.plugindata && reply.plugindata.data;
+  } finally {
+    await janusPost(janusUrl, `/${sid}`, { janus: 'destroy' }).catch(() => {});
+  }
+}
+
 const TYPES = {
   '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.png': 'image/png', '.svg': 'image/svg+xml',
 };
 
 /**
  * Serves $WEB_ROOT (the page), with config.js as a deployment edits it:
- * `janusUrl` is the page's server. Resolves to { server, base } where base
- * is the page's URL.
+ * `janusUrl` is the page's server, `more` other settings (e.g. `edges`).
+ * Resolves to { server, base } where base is the page's URL.
  */
-export async function servePage(webRoot, janusUrl) {
-  const configJs = `window.BROADCAST_CONFIG = { janus: ${JSON.stringify(janusUrl)}, iceServers: [] };`;
+export async function servePage(webRoot, janusUrl, more = {}) {
+  const configJs = `window.BROADCAST_CONFIG = ${JSON.stringify({ janus: janusUrl, iceServers: [], ...more })};`;
   const server = createServer((req, res) => {
     const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
     if (path === '/config.js') {

@@ -2,6 +2,12 @@
 # The test Janus for the browser test: the project's conf/janus, run from
 # $WORK/janus with its log in $WORK/janus.log.
 #   janus.sh start | stop | restart
+#   janus.sh start-edge N | stop-edge N
+#                           an edge Janus (N = 1..9): the same conf with only
+#                           the Streaming plugin, as docs/edges.md runs one,
+#                           from $WORK/edgeN (log $WORK/edgeN.log), HTTP on
+#                           127.0.0.1:8088+100N, Admin API on 7088+100N, ICE
+#                           ports 40000+1000N and up
 #   janus.sh loss PERCENT   (with JANUS_ADDR and AGENT_ADDR) drops PERCENT % of
 #                           the UDP from AGENT_ADDR at random, by nftables on the
 #                           input hook of Janus's namespace (0: none); ICE, DTLS,
@@ -18,9 +24,37 @@
 set -euo pipefail
 : "${WORK:?WORK must name the scratch folder of the test}"
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
+NAME=janus
 CONF="$WORK/janus"
 PIDFILE="$WORK/janus.pid"
+LOG="$WORK/janus.log"
 JANUS_URL=${JANUS_URL:-http://127.0.0.1:8088/janus}
+
+# Makes this script act on edge N (see above); its conf is written at start.
+as_edge() {
+  local n=${1:-}
+  [[ "$n" =~ ^[1-9]$ ]] || { echo "janus.sh: edge number $n: not 1-9" >&2; exit 2; }
+  NAME=edge$n
+  CONF="$WORK/$NAME"
+  PIDFILE="$WORK/$NAME.pid"
+  LOG="$WORK/$NAME.log"
+  JANUS_URL="http://127.0.0.1:$((8088 + 100 * n))/janus"
+  EDGE=$n
+  JANUS_ADDR=""
+}
+
+# An edge: other ports, and no plugin but Streaming (docs/edges.md).
+edge_conf() {
+  local n=$1
+  sed -i -E -e "s/^(\s*port) = 8088/\1 = $((8088 + 100 * n))/" \
+    -e "s/^(\s*admin_port) = 7088/\1 = $((7088 + 100 * n))/" "$CONF/janus.transport.http.jcfg"
+  sed -i -E -e "s/^(\s*rtp_port_range) = .*/\1 = \"$((40000 + 1000 * n))-$((40999 + 1000 * n))\"/" \
+    -e 's/^(\s*disable = ")(.*libjanus_voicemail\.so)"/\1\2,libjanus_audiobridge.so,libjanus_textroom.so,libjanus_videoroom.so"/' \
+    "$CONF/janus.jcfg"
+  grep -q "port = $((8088 + 100 * n))" "$CONF/janus.transport.http.jcfg" &&
+    grep -q 'libjanus_videoroom.so"' "$CONF/janus.jcfg" ||
+    { echo "janus.sh: the edge conf in $CONF was not written as expected" >&2; return 1; }
+}
 
 start() {
   if [[ ! -d "$CONF" ]]; then
@@ -28,6 +62,7 @@ start() {
     # As shipped (HTTP on 127.0.0.1:8088), with a fresh admin key on the
     # plugins, which the agent reads from $CONF/broadcast-agent.admin_key.
     bash "$REPO/deploy/janus-conf.sh" "$CONF" >/dev/null
+    [[ -z "${EDGE:-}" ]] || edge_conf "$EDGE"
     if [[ -n "${JANUS_ADDR:-}" ]]; then
       sed -i -E 's/^(\s*(admin_)?ip) = "127.0.0.1"/\1 = "0.0.0.0"/' "$CONF/janus.transport.http.jcfg"
     fi
@@ -38,7 +73,7 @@ start() {
       for _ in $(seq 200); do ip link show vjanus1 >/dev/null 2>&1 && break; sleep 0.05; done
       ip addr add "$0/24" dev vjanus1 && ip link set vjanus1 up && ip route add default via "$2" &&
         exec /usr/bin/janus -F "$1" -o --log-stdout' \
-      "$JANUS_ADDR" "$CONF" "${JANUS_PEER:?}" >>"$WORK/janus.log" 2>&1 &
+      "$JANUS_ADDR" "$CONF" "${JANUS_PEER:?}" >>"$LOG" 2>&1 &
     echo $! >"$PIDFILE"
     # Only once it has its own namespace: before, the far end would land here.
     for _ in $(seq 200); do
@@ -49,7 +84,7 @@ start() {
     ip addr add "${JANUS_PEER:?}/24" dev vjanus0
     ip link set vjanus0 up
   else
-    /usr/bin/janus -F "$CONF" -o --log-stdout >>"$WORK/janus.log" 2>&1 &
+    /usr/bin/janus -F "$CONF" -o --log-stdout >>"$LOG" 2>&1 &
     echo $! >"$PIDFILE"
   fi
   for _ in $(seq 100); do   # up to 10 s
@@ -57,8 +92,8 @@ start() {
     kill -0 "$(cat "$PIDFILE")" 2>/dev/null || break
     sleep 0.1
   done
-  echo "janus.sh: Janus did not answer on $JANUS_URL (log: $WORK/janus.log)" >&2
-  tail -20 "$WORK/janus.log" >&2 || true
+  echo "janus.sh: $NAME did not answer on $JANUS_URL (log: $LOG)" >&2
+  tail -20 "$LOG" >&2 || true
   return 1
 }
 
@@ -99,7 +134,9 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   restart) stop; start ;;
+  start-edge) as_edge "${2:-}"; start ;;
+  stop-edge) as_edge "${2:-}"; stop ;;
   loss) loss "${2:-}" ;;
   loss-count) loss_count ;;
-  *) echo "usage: $0 start|stop|restart|loss PERCENT|loss-count" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|restart|start-edge N|stop-edge N|loss PERCENT|loss-count" >&2; exit 2 ;;
 esac

@@ -24,6 +24,12 @@
 #    two 200 ms freezes in 20 s). BROWSER_LOSS_GOAL=full asks for <= 1 s.
 #    Measured: docs/measurements/uplink-loss.md. BROWSER_LOSS_CHECK=0 leaves this
 #    part out, BROWSER_LOSS_CHECK=only runs it alone.
+# 5. Then, in a third private namespace, the broadcast fanned out to two edge
+#    Janus servers (edges.test.mjs, about 60 s; issue 25): a viewer on each edge
+#    sees video, talks and chats through the origin; an edge that hangs, then
+#    one that stops, moves its viewer to the other within 5 s while the other's
+#    viewer decodes >= 99 % of its frames. BROWSER_EDGE_CHECK=0 leaves it out
+#    (so does BROWSER_LOSS_CHECK=0, which runs the viewer part alone).
 # Exits non-zero on any failure. Set KEEP=1 to keep the scratch folder.
 # The benches reuse all of this: BROWSER_SCRIPT names another driver than
 # viewer.test.mjs (in this folder), BROWSER_TIMEOUT its time limit in s.
@@ -89,10 +95,18 @@ single lost packet can be rebuilt from the following one." || status=1
     BROWSER_SCRIPT=glass.mjs BROWSER_TIMEOUT=100 GLASS_MODES=loss GLASS_LOSSES=5 GLASS_TRANSPORTS=webrtc \
     GLASS_LOSS_S=20 GLASS_STRICT=1 GLASS_LOSS_REPAIRED=1 "${goal[@]}" \
     timeout --kill-after=10 220 unshare -n -- bash "$0" --inside | tee "$OUT/loss" || status=1
+  if [[ "${BROWSER_EDGE_CHECK:-1}" == 0 || "${BROWSER_LOSS_CHECK:-1}" == only ]]; then
+    echo "browser: 0 passed, 0 failed" >"$OUT/edges"   # the edge tests left out
+  else
+    echo ""
+    echo "== the broadcast fanned out to two edge Janus servers (edges.test.mjs)"
+    BROWSER_SCRIPT=edges.test.mjs BROWSER_TIMEOUT=150 \
+      timeout --kill-after=10 270 unshare -n -- bash "$0" --inside | tee "$OUT/edges" || status=1
+  fi
   # Each part ends with its own summary line; one without (killed, timed out) is a failure.
   read -r passed failed < <(awk '/^browser: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4; n++ }
-    END { if (n < 2) f++; print p + 0, f + 0 }' "$OUT/viewer" "$OUT/loss")
-  echo "browser: $passed passed, $failed failed (both parts)"
+    END { if (n < 3) f++; print p + 0, f + 0 }' "$OUT/viewer" "$OUT/loss" "$OUT/edges")
+  echo "browser: $passed passed, $failed failed (all parts)"
   ((status == 0 && failed == 0)) && exit 0
   exit 1
 fi
@@ -121,6 +135,7 @@ cleanup() {
     cat "$WORK/relay.log" 2>/dev/null || true
   fi
   bash "$HERE/janus.sh" stop >/dev/null 2>&1 || true
+  for n in 1 2; do bash "$HERE/janus.sh" stop-edge "$n" >/dev/null 2>&1 || true; done   # edges.test.mjs's
   if [[ "${KEEP:-}" == 1 ]]; then echo "(kept $WORK)"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT

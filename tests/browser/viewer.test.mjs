@@ -10,7 +10,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import {
-  assert, check as runCheck, env, launchChromium, record as recordLine, servePage, sleep, waitFor,
+  assert, check as runCheck, env, janusPost as postToJanus, launchChromium, pluginRequest as requestPlugin,
+  record as recordLine, servePage, sleep, waitFor,
 } from './harness.mjs';
 
 const WORK = env('WORK');
@@ -56,26 +57,8 @@ function broadcaster(cmd) {
 
 // ---- a throwaway-session Janus client for probing (listparticipants, create) ----
 
-async function janusPost(path, body) {
-  const res = await fetch(JANUS_URL + path, {
-    method: 'POST', body: JSON.stringify({ transaction: 't', ...body }),
-    signal: AbortSignal.timeout(5000),
-  });
-  return res.json();
-}
-
-async function pluginRequest(plugin, request) {
-  const s = await janusPost('', { janus: 'create' });
-  assert(s.janus === 'success', 'janus create: ' + JSON.stringify(s));
-  const sid = s.data.id;
-  try {
-    const h = await janusPost(`/${sid}`, { janus: 'attach', plugin });
-    const reply = await janusPost(`/${sid}/${h.data.id}`, { janus: 'message', body: request });
-    return reply.plugindata && reply.plugindata.data;
-  } finally {
-    await janusPost(`/${sid}`, { janus: 'destroy' }).catch(() => {});
-  }
-}
+const janusPost = (path, body) => postToJanus(JANUS_URL, path, body);
+const pluginRequest = (plugin, request) => requestPlugin(JANUS_URL, plugin, request);
 
 async function participants(room) {
   const data = await pluginRequest('janus.plugin.audiobridge', { request: 'listparticipants', room });
