@@ -89,6 +89,18 @@ latency_ms = 60
 socket = "$SOCKET"
 state_dir = "$WORK/state"
 TOML
+  # EDGE_RELAYS="1 2": the edges janus.sh start-edge N runs, fed by the
+  # origin's publisher ([[relay]]; their mountpoint ports as edges.test.mjs's).
+  for n in ${EDGE_RELAYS:-}; do
+    cat >>"$CONFIG" <<TOML
+[[relay]]
+url = "http://127.0.0.1:$((8088 + 100 * n))/janus"
+admin_key_file = "$WORK/edge$n/broadcast-agent.admin_key"
+video_port = $((5004 + 100 * n))
+audio_port = $((5006 + 100 * n))
+video_rtcp_port = $((5008 + 100 * n))
+TOML
+  done
   if [[ -n "${AGENT_ADDR:-}" ]]; then
     # As janus.sh: waits for its end of the veth pair, then becomes the agent
     # (same PID). The control socket and PulseAudio's are files: reachable.

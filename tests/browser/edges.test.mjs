@@ -4,7 +4,8 @@
 // agent: AudioBridge room, TextRoom, the Pi's speaker) running.
 //
 // Two edge Janus servers (janus.sh start-edge 1|2: only Streaming), each with
-// the broadcast's mountpoint fed the same test stream (feedEdges); the page's
+// the broadcast's mountpoint, which the agent keeps there and the origin's
+// WebRTC publisher feeds ([[relay]]; feedEdges waits for it); the page's
 // config.js lists both as `edges`. Viewer A watches from edge 1, viewer B from
 // edge 2 (`?edge=`). Checks: each sees video from its edge; both are in the
 // origin's AudioBridge room and A (the one unmuted) is heard on the Pi's
@@ -25,52 +26,30 @@ const JANUS_URL = env('JANUS_URL');
 const ROOM = Number(env('ROOM'));
 const BROADCASTER = env('BROADCASTER');
 const JANUS_CTL = env('JANUS_CTL');
+const ROOM_SECRET = env('ROOM_SECRET');
 const FAILOVER_MS = 5000;     // issue 25: the dead edge's viewer moved within 5 s
-const FPS = 30;               // the test stream's frame rate (feedEdges)
+const FPS = Number(process.env.VIDEO_FRAMERATE || 15); // the agent's frame rate (broadcaster.sh)
 const FAULT_WINDOW_MS = 10000; // B's frames are counted over this long, the fault inside
 
-// The edges as janus.sh start-edge N runs them; each mountpoint's RTP ports.
-const EDGES = [1, 2].map((n) => ({
-  n,
-  url: `http://127.0.0.1:${8088 + 100 * n}/janus`,
-  videoPort: 5004 + 100 * n,
-  audioPort: 5006 + 100 * n,
-}));
+// The edges as janus.sh start-edge N runs them (broadcaster.sh's [[relay]] tables).
+const EDGES = [1, 2].map((n) => ({ n, url: `http://127.0.0.1:${8088 + 100 * n}/janus` }));
 
 const janusCtl = (...args) => execFileSync('bash', [JANUS_CTL, ...args], { stdio: 'inherit', timeout: 30000 });
 
-// ---- the hook: what feeds the edges ----------------------------------------
-// Until the agent forwards to edges itself ([[relay]] in its config), the test
-// does what it will do: creates the mountpoint with the room's id on each edge
-// (the edge's plugin admin key) and sends it one H.264 + Opus test stream
-// (gst-launch-1.0, FPS frames a second, a keyframe each second). Resolves to
-// stop(). To test the agent's forwarding instead: give broadcaster.sh the
-// edges as [[relay]] tables (each edge's url and ports from EDGES), start the
-// edges before the broadcaster, and make this wait for each edge's mountpoint
-// to get media (Streaming `info`, age_ms) and return a no-op stop().
+// ---- what feeds the edges ----------------------------------------------------
+// The agent itself (broadcaster.sh with EDGE_RELAYS: a [[relay]] table per edge):
+// it keeps the mountpoint with the room's id on each edge and the origin's
+// WebRTC publisher forwards the broadcast into it. Waits until each edge's
+// mountpoint receives video (Streaming `info` with the room's secret, age_ms).
 async function feedEdges(edges) {
   for (const e of edges) {
-    const key = readFileSync(`${WORK}/edge${e.n}/broadcast-agent.admin_key`, 'utf8').trim();
-    const reply = await pluginRequest(e.url, 'janus.plugin.streaming', {
-      request: 'create', type: 'rtp', id: ROOM, admin_key: key, description: 'edge test',
-      media: [
-        { type: 'video', mid: 'v', port: e.videoPort, pt: 96, codec: 'h264',
-          fmtp: 'profile-level-id=42e01f;packetization-mode=1' },
-        { type: 'audio', mid: 'a', port: e.audioPort, pt: 111, codec: 'opus' },
-      ],
-    });
-    assert(reply && reply.streaming === 'created', `edge ${e.n}: create: ${JSON.stringify(reply)}`);
+    await waitFor(`the broadcast at edge ${e.n}`, async () => {
+      const info = await pluginRequest(e.url, 'janus.plugin.streaming', { request: 'info', id: ROOM, secret: ROOM_SECRET });
+      const video = ((info && info.info && info.info.media) || []).find((m) => m.type === 'video');
+      return video && typeof video.age_ms === 'number' && video.age_ms < 500;
+    }, 30000, 250);
   }
-  const to = (port) => edges.map((e) => `127.0.0.1:${e[port]}`).join(',');
-  const gst = spawn('gst-launch-1.0', ['-q',
-    'videotestsrc', 'is-live=true', 'pattern=ball', '!', `video/x-raw,width=320,height=240,framerate=${FPS}/1`, '!',
-    'x264enc', 'tune=zerolatency', 'speed-preset=ultrafast', `key-int-max=${FPS}`, 'bitrate=400', '!',
-    'video/x-h264,profile=constrained-baseline', '!', 'rtph264pay', 'pt=96', 'config-interval=-1', '!',
-    'multiudpsink', `clients=${to('videoPort')}`,
-    'audiotestsrc', 'is-live=true', '!', 'audio/x-raw,rate=48000,channels=2', '!', 'opusenc', '!',
-    'rtpopuspay', 'pt=111', '!', 'multiudpsink', `clients=${to('audioPort')}`,
-  ], { stdio: ['ignore', 'inherit', 'inherit'] });
-  return () => gst.kill('SIGTERM');
+  return () => {};
 }
 
 // ---- the viewers -------------------------------------------------------------

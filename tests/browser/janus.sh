@@ -57,6 +57,11 @@ edge_conf() {
 }
 
 start() {
+  # Already running (run.sh started the edges before the broadcaster): done.
+  if [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null &&
+     curl -sf -m 1 "$JANUS_URL/info" >/dev/null; then
+    return 0
+  fi
   if [[ ! -d "$CONF" ]]; then
     mkdir -p "$CONF"
     # As shipped (HTTP on 127.0.0.1:8088), with a fresh admin key on the

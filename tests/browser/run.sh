@@ -100,7 +100,9 @@ single lost packet can be rebuilt from the following one." || status=1
   else
     echo ""
     echo "== the broadcast fanned out to two edge Janus servers (edges.test.mjs)"
-    BROWSER_SCRIPT=edges.test.mjs BROWSER_TIMEOUT=150 \
+    # The agent publishes over WebRTC (a LAN in the namespace: no loopback
+    # candidates) and the origin forwards into the two edges it keeps ([[relay]]).
+    BROWSER_SCRIPT=edges.test.mjs BROWSER_TIMEOUT=150 EDGE_RELAYS="1 2" EDGE_LAN=1 TRANSPORT=webrtc \
       timeout --kill-after=10 270 unshare -n -- bash "$0" --inside | tee "$OUT/edges" || status=1
   fi
   # Each part ends with its own summary line; one without (killed, timed out) is a failure.
@@ -163,8 +165,22 @@ if ! { ip link set lo up &&
   finish
 fi
 
+if [[ -n "${EDGE_LAN:-}" ]]; then
+  echo "== a LAN in the namespace (10.77.0.1/24, 10.77.0.2/24): WebRTC gathers no loopback candidates"
+  if ! { ip link add lan0 type veth peer name lan1 && ip addr add 10.77.0.1/24 dev lan0 &&
+         ip addr add 10.77.0.2/24 dev lan1 && ip link set lan0 up && ip link set lan1 up &&
+         ip route add default via 10.77.0.1; }; then
+    fail_step "LAN setup (ip link/addr/route failed)"
+    finish
+  fi
+fi
+
 echo "== Janus"
 if ! bash "$HERE/janus.sh" start; then fail_step "Janus starts"; finish; fi
+for n in ${EDGE_RELAYS:-}; do
+  # Before the broadcaster: its [[relay]] tables name the edges' admin key files.
+  bash "$HERE/janus.sh" start-edge "$n" || { fail_step "edge $n starts"; finish; }
+done
 
 echo "== web root (page + janus.js + adapter.js)"
 WEB="$WORK/web"
