@@ -15,6 +15,7 @@ use crate::janus::rooms::{Holding, RoomPlugin};
 use crate::janus::videoroom::{self, ForwardSpec, Forwarders, VideoRoom, VideoRoomSpec};
 use crate::janus::{Handle, SessionId};
 use crate::rtp::Medium;
+use crate::secret::SrtpKey;
 use crate::signalling::OfferId;
 use crate::state::{Owner, Presence, UplinkKind};
 
@@ -336,46 +337,89 @@ impl Janus {
         let Publisher::Live(live) = observed.uplink.publisher else {
             return Ok(());
         };
+        let stream = &self.settings.stream;
+        let ports = [stream.video_port, stream.audio_port, stream.video_rtcp_port];
+        let (video, audio) =
+            self.forward_to(room, &live, "127.0.0.1", ports, observed.srtp_key.as_ref())?;
+        log::info!(
+            "video room {}: forwarding the publisher into mountpoint {}",
+            self.settings.room.id,
+            self.settings.room.id,
+        );
+        observed.uplink.forwards = Presence::Present(Forwards {
+            video,
+            audio,
+            stale: false,
+        });
+        Ok(())
+    }
+
+    /// Has the VideoRoom forward the live publisher's video and audio (with
+    /// the mids Janus gave them) to `host`'s video, audio and video RTCP
+    /// `ports` (RTCP 0: none); Janus's ids for the two forwarders.
+    fn forward_to(
+        &self,
+        room: &VideoRoom<'_>,
+        live: &LivePublisher,
+        host: &str,
+        [video, audio, rtcp]: [u16; 3],
+        srtp: Option<&SrtpKey>,
+    ) -> Result<(Option<u64>, Option<u64>), PassError> {
         let mids = self
             .mids
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let (settings, stream) = (&self.settings.room, &self.settings.stream);
-        let rtcp = (stream.video_rtcp_port != 0).then_some(stream.video_rtcp_port);
         let known = mids.publisher == live.id;
+        let settings = &self.settings.room;
+        let rtcp = (rtcp != 0).then_some(rtcp);
         let spec = ForwardSpec {
             room: settings.id,
             publisher: live.id,
-            host: "127.0.0.1",
+            host,
             video: mids
                 .video
                 .as_deref()
                 .filter(|_| known)
-                .map(|mid| (mid, stream.video_port, rtcp)),
+                .map(|mid| (mid, video, rtcp)),
             audio: mids
                 .audio
                 .as_deref()
                 .filter(|_| known)
-                .map(|mid| (mid, stream.audio_port)),
-            srtp: observed.srtp_key.as_ref(),
+                .map(|mid| (mid, audio)),
+            srtp,
             secret: settings.secret.as_ref(),
             admin_key: settings.admin_key.as_ref(),
         };
         let made = room.rtp_forward(&spec)?;
+        if made.len() < 2 {
+            log::warn!(
+                "video room {}: {} of the publisher's 2 streams forwarded to {host}",
+                settings.id,
+                made.len()
+            );
+        }
         let id_of = |medium| made.iter().find(|(m, _)| *m == medium).map(|(_, id)| *id);
-        let forwards = Forwards {
-            video: id_of(Medium::Video),
-            audio: id_of(Medium::Audio),
-            stale: false,
-        };
-        log::info!(
-            "video room {}: forwarding the publisher into mountpoint {} ({} of 2 streams)",
-            settings.id,
-            settings.id,
-            made.len()
-        );
-        observed.uplink.forwards = Presence::Present(forwards);
+        Ok((id_of(Medium::Video), id_of(Medium::Audio)))
+    }
+
+    /// Stops the forwarders `ids` of publisher `publisher`.
+    fn stop_forwards(
+        &self,
+        room: &VideoRoom<'_>,
+        publisher: u64,
+        ids: [Option<u64>; 2],
+    ) -> Result<(), PassError> {
+        let settings = &self.settings.room;
+        for stream_id in ids.into_iter().flatten() {
+            room.stop_rtp_forward(
+                settings.id,
+                publisher,
+                stream_id,
+                settings.secret.as_ref(),
+                settings.admin_key.as_ref(),
+            )?;
+        }
         Ok(())
     }
 
@@ -389,16 +433,7 @@ impl Janus {
         else {
             return Ok(());
         };
-        let settings = &self.settings.room;
-        for stream_id in [forwards.video, forwards.audio].into_iter().flatten() {
-            room.stop_rtp_forward(
-                settings.id,
-                live.id,
-                stream_id,
-                settings.secret.as_ref(),
-                settings.admin_key.as_ref(),
-            )?;
-        }
+        self.stop_forwards(room, live.id, [forwards.video, forwards.audio])?;
         observed.uplink.forwards = Presence::Absent;
         Ok(())
     }
@@ -419,45 +454,18 @@ impl Janus {
         ) else {
             return Ok(());
         };
-        let mids = self
-            .mids
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let known = mids.publisher == live.id;
-        let settings = &self.settings.room;
-        let rtcp = (relay.video_rtcp_port != 0).then_some(relay.video_rtcp_port);
-        let spec = ForwardSpec {
-            room: settings.id,
-            publisher: live.id,
-            host: relay.host(),
-            video: mids
-                .video
-                .as_deref()
-                .filter(|_| known)
-                .map(|mid| (mid, relay.video_port, rtcp)),
-            audio: mids
-                .audio
-                .as_deref()
-                .filter(|_| known)
-                .map(|mid| (mid, relay.audio_port)),
-            srtp: None,
-            secret: settings.secret.as_ref(),
-            admin_key: settings.admin_key.as_ref(),
-        };
-        let made = room.rtp_forward(&spec)?;
-        let id_of = |medium| made.iter().find(|(m, _)| *m == medium).map(|(_, id)| *id);
+        let ports = [relay.video_port, relay.audio_port, relay.video_rtcp_port];
+        let (video, audio) = self.forward_to(room, &live, relay.host(), ports, None)?;
         log::info!(
-            "video room {}: forwarding the publisher to edge {} ({} of 2 streams)",
-            settings.id,
-            relay.url,
-            made.len()
+            "video room {}: forwarding the publisher to edge {}",
+            self.settings.room.id,
+            relay.url
         );
         observed.uplink.edges[n] = Some(EdgeForward {
             publisher: live.id,
             generation,
-            video: id_of(Medium::Video),
-            audio: id_of(Medium::Audio),
+            video,
+            audio,
         });
         Ok(())
     }
@@ -469,19 +477,11 @@ impl Janus {
         n: usize,
         observed: &mut Observed,
     ) -> Result<(), PassError> {
-        let Some(forward) = observed.uplink.edges[n].take() else {
-            return Ok(());
-        };
-        let settings = &self.settings.room;
-        for stream_id in [forward.video, forward.audio].into_iter().flatten() {
-            room.stop_rtp_forward(
-                settings.id,
-                forward.publisher,
-                stream_id,
-                settings.secret.as_ref(),
-                settings.admin_key.as_ref(),
-            )?;
+        match observed.uplink.edges[n].take() {
+            Some(forward) => {
+                self.stop_forwards(room, forward.publisher, [forward.video, forward.audio])
+            }
+            None => Ok(()),
         }
-        Ok(())
     }
 }
