@@ -35,31 +35,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from overhead import (JANUS, REPO, ROOM, ROOM_SECRET, Timeout, _answers, cpu_seconds,  # noqa: E402
                       janus_conf, post, wait, write_private)
-from uplink_cost import RELEASE, Lock, _commit, _cpu_model, _date, lan, loadavg, spread  # noqa: E402
+from uplink_cost import AGENT, RELEASE, Lock, _commit, _cpu_model, _date, lan, loadavg, spread  # noqa: E402
 
 INSIDE = "BROADCAST_EDGE_BENCH_NETNS"
-AGENT = """[janus]
-url = "{janus}"
-[room]
-id = {room}
-admin_key_file = "{work}/origin/broadcast-agent.admin_key"
-secret = "{secret}"
-[stream]
-transport = "webrtc"
-[video]
-source = "test"
-width = 640
-height = 480
-framerate = 30
-bitrate_kbps = 1000
-[microphone]
-device = "test"
-[speaker]
-enabled = false
-[control]
-socket = "{work}/agent.sock"
-state_dir = "{work}/state"
-"""
 RELAY = """[[relay]]
 url = "http://127.0.0.1:{port}/janus"
 admin_key_file = "{work}/edge{n}/broadcast-agent.admin_key"
@@ -115,7 +93,8 @@ def run(work, origin, edges, seconds):
     relays = "".join(RELAY.format(port=p, work=work, n=n, media=9000 + 10 * n, audio=9001 + 10 * n,
                                   rtcp=9002 + 10 * n) for n, p in enumerate(ports))
     config = os.path.join(work, f"agent-{edges}.toml")
-    write_private(config, AGENT.format(janus=JANUS, room=ROOM, work=work, secret=ROOM_SECRET) + relays)
+    write_private(config, AGENT.format(janus=JANUS, room=ROOM, work=work, secret=ROOM_SECRET,
+                                       transport="webrtc", source="test") + relays)
     log = open(os.path.join(work, f"agent-{edges}.log"), "a")
     with Lock():
         agent = subprocess.Popen([RELEASE, "run", "--config", config], stdin=subprocess.DEVNULL,
@@ -176,7 +155,7 @@ def main():
     janus = []
     runs = []
     try:
-        janus.append(start_janus(work, "origin", 8088))
+        janus.append(start_janus(work, "janus", 8088))  # the origin: uplink_cost's AGENT reads its key there
         janus.extend(start_janus(work, f"edge{n}", 8100 + 10 * n) for n in range(max(counts)))
         for i in range(args.rounds):
             order = counts[i % len(counts):] + counts[:i % len(counts)]
