@@ -82,11 +82,14 @@ state=/var/lib/broadcast-agent
 install -d -m 0750 -o broadcast-agent -g broadcast-agent "$state"
 chmod 0711 "$work"
 config=$work/etc/agent.toml
-cat >"$config" <<EOF
+# A room secret (nothing opens by itself without one): the file is the
+# group's alone, as the package installs it.
+(umask 027; cat >"$config") <<EOF
 [janus]
 url = "http://127.0.0.1:9/janus"
 [room]
 id = 4557
+secret = "metrics-folder-secret"
 check_interval_ms = 500
 [speaker]
 enabled = false
