@@ -34,6 +34,18 @@ impl Settings {
         credentials: Option<&Path>,
         purpose: Purpose,
     ) -> Result<(), (&'static str, String)> {
+        let mut deferred = Vec::new();
+        for slot in self.secret_slots() {
+            if let Some(file_key) = read_slot(slot, credentials, purpose)? {
+                deferred.push(file_key);
+            }
+        }
+        self.deferred_secrets = deferred;
+        Ok(())
+    }
+
+    /// Every secret that may come from a file, `[[relay]]`'s included.
+    fn secret_slots(&mut self) -> Vec<Slot<'_>> {
         let (janus, room) = (&mut self.janus, &mut self.room);
         let mut slots: Vec<Slot<'_>> = vec![
             (
@@ -84,41 +96,42 @@ impl Settings {
                 ),
             ] as [Slot<'_>; 3]);
         }
-        let mut deferred = Vec::new();
-        for (key, file_key, value, file) in slots {
-            let Some(file) = file else { continue };
-            if value.is_some() {
-                return Err((
-                    file_key,
-                    format!("set either {key} or {file_key}, not both"),
-                ));
-            }
-            let path = match credential_path(file, credentials) {
-                Credential::Path(path) => path,
-                Credential::Unset if purpose == Purpose::Check => {
-                    deferred.push(file_key);
-                    continue;
-                }
-                Credential::Unset => {
-                    return Err((
-                        file_key,
-                        format!(
-                            "{} names systemd's credentials directory, but ${CREDENTIALS_VARIABLE} is not set \
-                             (add LoadCredential= to the unit)",
-                            file.display()
-                        ),
-                    ))
-                }
-            };
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| (file_key, format!("cannot read {}: {e}", path.display())))?;
-            let secret = Secret::new(text.trim_end_matches(['\n', '\r']))
-                .ok_or_else(|| (file_key, format!("{} is empty", path.display())))?;
-            *value = Some(secret);
-        }
-        self.deferred_secrets = deferred;
-        Ok(())
+        slots
     }
+}
+
+/// Reads one slot's file into its setting; the file's key when it is left
+/// for the service (systemd's credentials, to [`Purpose::Check`]).
+fn read_slot(
+    (key, file_key, value, file): Slot<'_>,
+    credentials: Option<&Path>,
+    purpose: Purpose,
+) -> Result<Option<&'static str>, (&'static str, String)> {
+    let Some(file) = file else { return Ok(None) };
+    if value.is_some() {
+        return Err((
+            file_key,
+            format!("set either {key} or {file_key}, not both"),
+        ));
+    }
+    let path = match credential_path(file, credentials) {
+        Credential::Path(path) => path,
+        Credential::Unset if purpose == Purpose::Check => return Ok(Some(file_key)),
+        Credential::Unset => return Err((
+            file_key,
+            format!(
+                "{} names systemd's credentials directory, but ${CREDENTIALS_VARIABLE} is not set \
+                     (add LoadCredential= to the unit)",
+                file.display()
+            ),
+        )),
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| (file_key, format!("cannot read {}: {e}", path.display())))?;
+    let secret = Secret::new(text.trim_end_matches(['\n', '\r']))
+        .ok_or_else(|| (file_key, format!("{} is empty", path.display())))?;
+    *value = Some(secret);
+    Ok(None)
 }
 
 /// A secret that may come from a file: its key, the file's key, the
