@@ -117,14 +117,16 @@ fn read_slot(
     let path = match credential_path(file, credentials) {
         Credential::Path(path) => path,
         Credential::Unset if purpose == Purpose::Check => return Ok(Some(file_key)),
-        Credential::Unset => return Err((
-            file_key,
-            format!(
+        Credential::Unset => {
+            return Err((
+                file_key,
+                format!(
                 "{} names systemd's credentials directory, but ${CREDENTIALS_VARIABLE} is not set \
                      (add LoadCredential= to the unit)",
                 file.display()
             ),
-        )),
+            ))
+        }
     };
     let text = std::fs::read_to_string(&path)
         .map_err(|e| (file_key, format!("cannot read {}: {e}", path.display())))?;
