@@ -94,6 +94,10 @@ fn check(path: &Path) -> ExitCode {
             "# {key}: in systemd's credentials directory, read by the service (LoadCredential=); not checked here"
         );
     }
+    let settings = std::sync::Arc::new(settings);
+    if let Some(missing) = media::camera_missing(&settings) {
+        println!("# video.source: {missing}");
+    }
     print!("{settings}");
     ExitCode::SUCCESS
 }

@@ -132,18 +132,22 @@ pub enum VideoSource {
     Raspivid,
     /// `rpicam-vid` (or `libcamera-vid`) piped in: Raspberry Pi OS Bookworm.
     Libcamera,
+    /// GStreamer's `libcamerasrc` into the encoder the agent runs
+    /// (Bookworm): keyframes on request, a bitrate that follows the link.
+    Libcamerasrc,
     /// A USB webcam through V4L2, encoded on the Pi.
     V4l2,
 }
 
 impl VideoSource {
     /// Every source, by its config name.
-    const ALL: [(&'static str, Self); 6] = [
+    const ALL: [(&'static str, Self); 7] = [
         ("none", Self::None),
         ("test", Self::Test),
         ("rpicamsrc", Self::Rpicamsrc),
         ("raspivid", Self::Raspivid),
         ("libcamera", Self::Libcamera),
+        ("libcamerasrc", Self::Libcamerasrc),
         ("v4l2", Self::V4l2),
     ];
 }
@@ -275,9 +279,11 @@ impl VideoSettings {
             VideoSource::Rpicamsrc => Level::L4,
             VideoSource::Raspivid => needed.min(Level::L4_2),
             VideoSource::Libcamera if self.hardware_size() => needed.min(Level::L4_2),
-            VideoSource::Libcamera | VideoSource::V4l2 | VideoSource::Test | VideoSource::None => {
-                needed
-            }
+            VideoSource::Libcamera
+            | VideoSource::Libcamerasrc
+            | VideoSource::V4l2
+            | VideoSource::Test
+            | VideoSource::None => needed,
         }
     }
 

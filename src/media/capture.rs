@@ -5,6 +5,7 @@
 //! ```text
 //! test:      videotestsrc ! caps ! [videoflip] ! x264enc ! caps(baseline) ─┐
 //! v4l2:      v4l2src ! caps ! videoconvert ! [videoflip] ! encoder ! caps ─┤
+//! libcamerasrc: libcamerasrc ! caps(NV12) ! [videoflip] ! encoder ! caps ─┤
 //! rpicamsrc: rpicamsrc ! caps(h264) ! h264parse ───────────────────────────┤
 //! raspivid / rpicam-vid ... -o - | appsrc(whole frames) ! h264parse ───────┴─> rtph264pay ! udpsink
 //!
@@ -32,6 +33,7 @@ use super::devices::{self, CameraFormat, Direction};
 use super::echo;
 use super::feedback::{self, Keyframes};
 use super::frames;
+use super::libcamerasrc;
 use super::recorder::Feed;
 use super::uplink;
 use super::{
@@ -415,8 +417,7 @@ impl Video {
     fn encoder(&self) -> Result<Vec<gst::Element>, MediaError> {
         let v = &self.settings.video;
         let keyframe_interval = (v.framerate * 2).max(1);
-        let hardware =
-            v.source == VideoSource::V4l2 && gst::ElementFactory::find("v4l2h264enc").is_some();
+        let hardware = self.hardware_encoder();
         let encoder = if hardware && camera::hardware_encoder_takes(v) {
             let enc = element("v4l2h264enc")?;
             enc.set_property("extra-controls", hardware_encoder_controls(v));
@@ -440,6 +441,16 @@ impl Video {
         Ok(vec![encoder, caps_filter(encoded_caps(v))?])
     }
 
+    /// Whether raw video goes to the Pi's encoder (`v4l2h264enc`): a camera
+    /// source on a Pi that has one (not a Pi 5) and the element to drive it.
+    fn hardware_encoder(&self) -> bool {
+        matches!(
+            self.settings.video.source,
+            VideoSource::V4l2 | VideoSource::Libcamerasrc
+        ) && camera::Encoder::of_this_machine() == camera::Encoder::Hardware
+            && gst::ElementFactory::find("v4l2h264enc").is_some()
+    }
+
     /// What follows `v4l2src` up to raw video: the camera's `format` at the
     /// configured size and rate, a JPEG decoder for MJPEG (the Pi's
     /// `v4l2jpegdec` when present, else `jpegdec`), and `videoconvert`.
@@ -455,6 +466,29 @@ impl Video {
         }
         chain.push(element("videoconvert")?);
         Ok(chain)
+    }
+
+    /// Checks that the camera program or elements the source needs are
+    /// installed (the camera itself is not asked: see `preflight`).
+    pub fn check_installed(&self) -> Result<(), MediaError> {
+        if let Some((candidates, package)) = self.program() {
+            devices::find_program(candidates).ok_or(MediaError::MissingProgram {
+                program: candidates[0],
+                package,
+            })?;
+        }
+        let source = match self.settings.video.source {
+            VideoSource::Test => "videotestsrc",
+            VideoSource::V4l2 => "v4l2src",
+            VideoSource::Libcamerasrc => libcamerasrc::ELEMENT,
+            VideoSource::Rpicamsrc => "rpicamsrc",
+            VideoSource::Raspivid | VideoSource::Libcamera | VideoSource::None => "appsrc",
+        };
+        self.base.preflight(&[source, "h264parse", "rtph264pay"])?;
+        if self.settings.video.source == VideoSource::Libcamerasrc && !self.hardware_encoder() {
+            devices::require_element("x264enc")?;
+        }
+        Ok(())
     }
 
     /// Starts the camera program and reads its stdout into `appsrc`, frame
@@ -516,19 +550,11 @@ impl Recipe for Video {
     }
 
     fn preflight(&self) -> Result<(), MediaError> {
-        if let Some((candidates, package)) = self.program() {
-            devices::find_program(candidates).ok_or(MediaError::MissingProgram {
-                program: candidates[0],
-                package,
-            })?;
+        self.check_installed()?;
+        if self.settings.video.source == VideoSource::Libcamerasrc {
+            libcamerasrc::check_camera()?;
         }
-        let source = match self.settings.video.source {
-            VideoSource::Test => "videotestsrc",
-            VideoSource::V4l2 => "v4l2src",
-            VideoSource::Rpicamsrc => "rpicamsrc",
-            VideoSource::Raspivid | VideoSource::Libcamera | VideoSource::None => "appsrc",
-        };
-        self.base.preflight(&[source, "h264parse", "rtph264pay"])
+        Ok(())
     }
 
     fn build(&self, given: &Given) -> Result<Built, MediaError> {
@@ -549,6 +575,12 @@ impl Recipe for Video {
                 src.set_property("device", &v.device);
                 let mut chain = vec![src];
                 chain.extend(self.v4l2_raw(format)?);
+                chain.extend(self.flips()?);
+                chain.extend(self.encoder()?);
+                chain
+            }
+            VideoSource::Libcamerasrc => {
+                let mut chain = libcamerasrc::source(v, camera::Encoder::of_this_machine())?;
                 chain.extend(self.flips()?);
                 chain.extend(self.encoder()?);
                 chain

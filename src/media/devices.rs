@@ -41,6 +41,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("x264enc", "gstreamer1.0-plugins-ugly"),
     ("jpegdec", "gstreamer1.0-plugins-good"),
     ("v4l2jpegdec", "gstreamer1.0-plugins-good"),
+    ("libcamerasrc", "gstreamer1.0-libcamera"),
+    (
+        "v4l2h264enc",
+        "gstreamer1.0-plugins-good (a Pi 4 or earlier: the VideoCore's encoder)",
+    ),
     (
         "rpicamsrc",
         "gstreamer1.0-plugins-good from Raspberry Pi OS with the legacy camera stack",

@@ -14,6 +14,7 @@ pub mod devices;
 pub mod echo;
 pub mod feedback;
 pub mod frames;
+pub mod libcamerasrc;
 pub mod priority;
 pub mod recorder;
 pub mod rtx;
@@ -92,6 +93,9 @@ pub enum MediaError {
         /// What to check.
         hint: String,
     },
+    /// The camera cannot be had: none found, or held by another program.
+    #[error("{0}")]
+    Camera(String),
     /// A setting the camera, its program or its encoder cannot do here.
     #[error("{key}: {reason}")]
     Setting { key: &'static str, reason: String },
@@ -304,6 +308,21 @@ impl MediaStatus {
 /// Initialises GStreamer (once; later calls do nothing).
 pub fn init() -> Result<(), MediaError> {
     gst::init().map_err(|e| MediaError::build("cannot initialise GStreamer", e))
+}
+
+/// What this machine lacks for the configured camera source — its program,
+/// or a GStreamer element and the package that has it — in one line; for
+/// `check`, which does not acquire the camera (the service may hold it).
+pub fn camera_missing(settings: &Arc<Settings>) -> Option<MediaError> {
+    if settings.video.source == VideoSource::None {
+        return None;
+    }
+    if let Err(e) = init() {
+        return Some(e);
+    }
+    capture::Video::new(settings, None, Arc::default())
+        .check_installed()
+        .err()
 }
 
 /// Starts a supervisor per configured pipeline; `signalling` carries the
