@@ -53,6 +53,7 @@
 //            GLASS_LOSS_REPAIRED=1 also wants NACKs answered by the uplink;
 //            GLASS_LOSS_SPEECH=FILE.wav (with MIC_DEVICE=pulse) speech into the
 //            agent's microphone instead of the test tone
+//   dropone, cap  a weak link (one lost packet; a rate cap): see link.mjs
 // GLASS_TRANSPORTS with other modes: each mode runs once per transport
 // (GLASS_TRANSPORT_ROUNDS times, default 1, interleaved), the agent restarted
 // with that stream.transport before each (webrtc: until its uplink is up).
@@ -61,6 +62,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { check, env, launchChromium, servePage, sleep, waitFor } from './harness.mjs';
+import { cap, dropOne } from './link.mjs';
 
 const WORK = env('WORK');
 const JANUS_URL = env('JANUS_URL');
@@ -254,7 +256,10 @@ function agentCounters() {
   const status = JSON.parse(execFileSync('bash', [BROADCASTER, 'status'], { timeout: 30000 }));
   const pipeline = (name) => (status.pipelines || []).find((p) => p.name === name) || {};
   const video = pipeline('video');
-  return { rtp: video.rtp, keyframes: video.keyframes, uplink: pipeline('uplink').uplink || null, room_uplink: status.room?.uplink ?? null };
+  return {
+    rtp: video.rtp, keyframes: video.keyframes, bitrate: video.bitrate ?? null,
+    uplink: pipeline('uplink').uplink || null, room_uplink: status.room?.uplink ?? null,
+  };
 }
 
 // The agent restarted with stream.transport = `transport`; for webrtc, until
@@ -778,16 +783,26 @@ async function compare() {
     `${JSON.stringify(r.holds.p95_by_hold)}, longest gap ${r.holds.max_gap_ms} ms`).join(' | ');
 }
 
-const MEASURES = { latency, join, reopen, lipsync, loss, compare };
+// What link.mjs's modes use of this driver.
+const linkTools = {
+  variants: TRANSPORTS || [process.env.TRANSPORT || 'rtp'], strict: STRICT, fps: FPS,
+  check, sleep, waitFor, openViewer, inbound, agentCounters, useTransport, janusCtl, pageFreezes,
+};
+// Modes that run each variant themselves (GLASS_TRANSPORTS), each a check.
+const SIDE_BY_SIDE = new Set(['loss', 'dropone', 'cap']);
+const MEASURES = {
+  latency, join, reopen, lipsync, loss, compare,
+  dropone: () => dropOne(linkTools), cap: () => cap(linkTools),
+};
 try {
   for (const mode of MODES) {
     if (!MEASURES[mode]) throw new Error(`GLASS_MODES: unknown mode ${mode}`);
   }
-  if (TRANSPORTS && MODES.some((m) => m !== 'loss')) {
+  if (TRANSPORTS && MODES.some((m) => !SIDE_BY_SIDE.has(m))) {
     // Each mode once per transport, the agent restarted on it before each.
     results.by_transport = [];
     for (let round = 0; round < TRANSPORT_ROUNDS; round++) {
-      for (const mode of MODES.filter((m) => m !== 'loss')) {
+      for (const mode of MODES.filter((m) => !SIDE_BY_SIDE.has(m))) {
         for (const transport of TRANSPORTS) {
           let setup_ms = null;
           await check(`glass: ${mode} (${transport})`, async () => {
@@ -801,8 +816,9 @@ try {
     }
   }
   for (const mode of MODES) {
-    if (TRANSPORTS && mode !== 'loss') continue;
+    if (TRANSPORTS && !SIDE_BY_SIDE.has(mode)) continue;
     if (mode === 'loss' && LOSS_BY === 'nft') { await lossSideBySide(); continue; }
+    if (mode === 'dropone' || mode === 'cap') { await MEASURES[mode](); continue; }
     await check(`glass: ${mode}`, MEASURES[mode]);
   }
 } finally {

@@ -13,6 +13,11 @@
 #                           input hook of Janus's namespace (0: none); ICE, DTLS,
 #                           RTP, RTCP and RTX alike, without a relay in the path
 #   janus.sh loss-count     what that rule saw since: `{"udp":N,"dropped":M}`
+#   janus.sh drop-one       drops the agent's next UDP packet over 1000 bytes
+#                           (video), and only that one; drop-count as above
+#   janus.sh cap KBIT       polices the agent's UDP to KBIT kbit/s (0 lifts it),
+#                           a link that carries less than the agent sends;
+#                           cap-count as above
 # Meant to run inside the test's private network namespace (see run.sh), so
 # the shipped ports (HTTP 8088, admin 7088) cannot clash with anything else.
 # With JANUS_ADDR (and JANUS_PEER), Janus runs in a network namespace of its
@@ -115,23 +120,46 @@ in_janus() { nsenter --net="/proc/$(cat "$PIDFILE")/ns/net" -- "$@"; }
 
 loss() {
   local percent=${1:?loss PERCENT}
-  : "${JANUS_ADDR:?loss needs Janus in a namespace of its own}" "${AGENT_ADDR:?loss needs AGENT_ADDR}"
   [[ "$percent" =~ ^[0-9]+$ ]] && ((percent <= 100)) || { echo "janus.sh: loss $percent: not 0-100" >&2; return 2; }
+  agent_rule uplink_loss "numgen random mod 100 < $percent"
+}
+
+# One table of the agent's UDP on Janus's input hook: $1 its name, $2 the
+# rule that drops (after a counter of all the agent's UDP).
+agent_rule() {
+  : "${JANUS_ADDR:?needs Janus in a namespace of its own}" "${AGENT_ADDR:?needs AGENT_ADDR}"
   in_janus nft -f - <<NFT
-table inet uplink_loss
-delete table inet uplink_loss
-table inet uplink_loss {
+table inet $1
+delete table inet $1
+table inet $1 {
   chain input {
     type filter hook input priority 0; policy accept;
     ip saddr $AGENT_ADDR meta l4proto udp counter
-    ip saddr $AGENT_ADDR meta l4proto udp numgen random mod 100 < $percent counter drop
+    ip saddr $AGENT_ADDR meta l4proto udp $2 counter drop
   }
 }
 NFT
 }
 
-loss_count() {
-  in_janus nft -j list table inet uplink_loss |
+# The next packet of the agent's larger than 1000 bytes (video; audio packets
+# are about 100) is dropped, and no other: a token bucket of one.
+drop_one() { agent_rule uplink_drop 'udp length > 1000 limit rate 1/hour burst 1 packets'; }
+
+# The agent's UDP policed to KBIT kbit/s (a burst of 10 kB), as a weak link
+# that carries less than the agent sends; 0 lifts the cap.
+cap() {
+  local kbit=${1:?cap KBIT}
+  [[ "$kbit" =~ ^[0-9]+$ ]] || { echo "janus.sh: cap $kbit: not a number" >&2; return 2; }
+  if ((kbit == 0)); then
+    in_janus nft delete table inet uplink_cap 2>/dev/null || true
+    return 0
+  fi
+  agent_rule uplink_cap "limit rate over $((kbit * 125)) bytes/second burst 10000 bytes"
+}
+
+# What a table's rules saw: `{"udp":N,"dropped":M}`.
+count() {
+  in_janus nft -j list table inet "$1" |
     jq -c '[.nftables[] | .rule? | select(.) | (.expr[] | .counter? | select(.) | .packets)] | {udp: .[0], dropped: .[1]}'
 }
 
@@ -142,6 +170,10 @@ case "${1:-}" in
   start-edge) as_edge "${2:-}"; start ;;
   stop-edge) as_edge "${2:-}"; stop ;;
   loss) loss "${2:-}" ;;
-  loss-count) loss_count ;;
-  *) echo "usage: $0 start|stop|restart|start-edge N|stop-edge N|loss PERCENT|loss-count" >&2; exit 2 ;;
+  loss-count) count uplink_loss ;;
+  drop-one) drop_one ;;
+  drop-count) count uplink_drop ;;
+  cap) cap "${2:-}" ;;
+  cap-count) count uplink_cap ;;
+  *) echo "usage: $0 start|stop|restart|start-edge N|stop-edge N|loss PERCENT|loss-count|drop-one|drop-count|cap KBIT|cap-count" >&2; exit 2 ;;
 esac
