@@ -178,7 +178,7 @@ def framerate_asked(caps):
     """gst_libcamera_get_framerate_from_caps(): the first structure's, if fixed."""
     value = caps.get_structure(0).get_value("framerate")
     if isinstance(value, Gst.Fraction):
-        return value.num, value.denom
+        return int(value.num), int(value.denom)
     return 30, 1
 
 
@@ -255,6 +255,16 @@ class LibcameraSrc(Gst.Bin):
         self.srcpad = Gst.GhostPad.new_from_template(
             "src", self.filter.get_static_pad("src"), self.get_pad_template("src"))
         self.add_pad(self.srcpad)
+        self.srcpad.set_query_function_full(self.src_query)
+
+    def src_query(self, pad, parent, query):
+        """The real pad answers caps queries with its template, whatever the camera offers."""
+        if query.type == Gst.QueryType.CAPS:
+            template = self.get_pad_template("src").get_caps()
+            wanted = query.parse_caps()
+            query.set_caps_result(wanted.intersect(template) if wanted else template)
+            return True
+        return Gst.ProxyPad.query_default(pad, parent, query)
 
     def do_get_property(self, prop):
         return self.camera_name
