@@ -2,7 +2,9 @@
 # Installs the Debian 12 packages broadcast-agent needs to build, run its demo
 # and run its tests: Janus, GStreamer (1.22) with the plugins the pipelines use,
 # ALSA, PulseAudio as a sound card for machines without one, and Python's
-# GStreamer bindings for the stand-in camera programs (tests/standins/), and the
+# GStreamer bindings for the stand-in camera programs (tests/standins/) with
+# GStreamer's python plugin loader for the stand-in elements libcamerasrc and
+# v4l2h264enc (tests/standins/gst/, tests/libcamerasrc.rs), and the
 # Prometheus client library whose parser reads the metrics file in tests, and
 # groff (groff-base), which formats the manual pages in tests/cli.rs.
 # WebRTC: libgstreamer-plugins-bad1.0-dev (gstreamer-webrtc-1.0.pc, for the
@@ -20,7 +22,7 @@ packages=(
   nftables
   alsa-utils pulseaudio pulseaudio-utils libasound2-plugins
   systemd
-  python3-gi gir1.2-gstreamer-1.0
+  python3-gi gir1.2-gstreamer-1.0 gstreamer1.0-python3-plugin-loader
   python3-prometheus-client
   groff-base
 )
