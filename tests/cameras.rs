@@ -239,8 +239,18 @@ fn stream_through(janus: &Janus, standins: &StandIns, room: u64, source: &str) -
 
 /// [`stream_through`] with the mountpoint on ports `base` to `base + 2`.
 fn stream_on(janus: &Janus, standins: &StandIns, room: u64, source: &str, base: u16) -> Agent {
-    let env = standins.env();
-    let agent = Agent::start_with(&config(janus, room, source, base), &env_refs(&env, &[]));
+    stream_with(
+        janus,
+        &standins.env(),
+        room,
+        &config(janus, room, source, base),
+    )
+}
+
+/// Starts an agent on `config` in `env` and waits until Janus receives
+/// the video of `room`.
+fn stream_with(janus: &Janus, env: &[(&'static str, String)], room: u64, config: &str) -> Agent {
+    let agent = Agent::start_with(config, &env_refs(env, &[]));
     let probe = janus.probe();
     let started = Instant::now();
     wait_for(Duration::from_secs(5), "the mountpoint", || {
@@ -384,6 +394,68 @@ fn a_pi_4_is_not_asked_more_than_its_encoder_does() {
     println!("{line}");
     // Said before rpicam-vid would have failed with "failed to set bitrate".
     assert!(pi4.runs().is_empty(), "{:?}", pi4.runs());
+}
+
+/// The Pi camera in-process (`libcamerasrc`, its stand-in) on a Pi 4, into
+/// the VideoCore's encoder (`v4l2h264enc`'s stand-in), and on a Pi 5, into
+/// x264: each streams, at the level the mountpoint advertises.
+#[test]
+fn libcamerasrc_streams_on_a_pi_4_and_a_pi_5() {
+    let janus = Janus::start();
+    for (machine, room, encoder) in [
+        (Machine::Pi4, 1740, "v4l2h264enc"),
+        (Machine::Pi5, 1741, "x264enc"),
+    ] {
+        let standins = StandIns::install(machine, "1.6.0");
+        let settings = config(&janus, room, "libcamerasrc", ports(3));
+        let agent = stream_with(&janus, &standins.env_with_elements(), room, &settings);
+        let log = agent.log();
+        let line = log.lines().find(|l| l.contains("encoded by"));
+        println!("{machine:?}: {line:?}");
+        assert!(
+            line.is_some_and(|l| l.ends_with(&format!("encoded by {encoder}"))),
+            "{log}"
+        );
+        assert_eq!(advertised_level(&janus.probe(), room), 40);
+    }
+}
+
+/// What libcamerasrc says when it cannot start, as one line in `status`:
+/// no camera (found when it is acquired, before anything starts), and a
+/// frame rate the camera's sensor cannot give at that size (a Camera
+/// Module 3 gives 56 fps at 1080p; libcamerasrc's caps then say 56, which
+/// the agent's refuse).
+#[test]
+fn libcamerasrc_says_what_it_cannot_do() {
+    let janus = Janus::start();
+    let standins = StandIns::install(Machine::Pi4, "1.6.0");
+    let mut env = standins.env_with_elements();
+    env.push(("STANDIN_NO_CAMERA", "1".into()));
+    let no_camera = config(&janus, 1750, "libcamerasrc", ports(3));
+    let agent = Agent::start_with(&no_camera, &env_refs(&env, &[]));
+    let log = agent.wait_log(
+        Duration::from_secs(15),
+        "libcamerasrc: Could not find any supported camera on this system.",
+    );
+    assert!(log.contains("rpicam-hello --list-cameras"), "{log}");
+    let status = agent.status_text();
+    println!("{status}");
+    assert!(
+        status.contains("Could not find any supported camera"),
+        "{status}"
+    );
+    drop(agent);
+
+    let fast = config(&janus, 1751, "libcamerasrc", ports(3)).replace(
+        "width = 320\nheight = 240\nframerate = 15",
+        "width = 1920\nheight = 1080\nframerate = 60",
+    );
+    assert!(fast.contains("framerate = 60"), "{fast}");
+    let agent = Agent::start_with(&fast, &env_refs(&standins.env_with_elements(), &[]));
+    agent.wait_log(
+        Duration::from_secs(15),
+        "video.framerate: the camera cannot give 1920x1080 at 60 fps",
+    );
 }
 
 /// The payload of an RTP packet (after its CSRCs and header extension).

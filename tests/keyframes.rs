@@ -11,12 +11,18 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use common::camera::{Machine, StandIns};
 use common::janus::Janus;
 use common::{no_media_config, ports, wait_for, Agent, Extra};
 
 /// The agent with the test pattern (x264enc in-process, a keyframe every
 /// 2 s), video only, sending to `base` (RTP) and `base + 2` (RTCP).
 fn config(base: u16, closed: u16) -> String {
+    config_with(base, closed, "test")
+}
+
+/// [`config`] with the video `source`.
+fn config_with(base: u16, closed: u16, source: &str) -> String {
     format!(
         "[janus]\nurl = \"http://127.0.0.1:{closed}/janus\"\n\
          [room]\nid = 6262\nsecret = \"kf-secret\"\n\
@@ -24,7 +30,7 @@ fn config(base: u16, closed: u16) -> String {
          [speaker]\nenabled = false\n[microphone]\nenabled = false\n{}",
         base + 1,
         base + 2,
-        common::small_video("test"),
+        common::small_video(source),
     )
 }
 
@@ -58,7 +64,7 @@ fn next_idr(rtp: &UdpSocket, timeout: Duration) -> Option<(Instant, u32)> {
 
 /// The first RTCP sender report, and where it came from.
 fn sender_report(rtcp: &UdpSocket) -> Option<SocketAddr> {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(15);
     let mut buf = [0u8; 1500];
     while Instant::now() < deadline {
         if let Ok((n, from)) = rtcp.recv_from(&mut buf) {
@@ -81,6 +87,37 @@ fn video_counter(agent: &Agent, key: &str) -> u64 {
 
 #[test]
 fn a_keyframe_request_brings_a_keyframe_at_once() {
+    keyframe_on_request("test", &[]);
+}
+
+/// The Pi camera in-process on a Pi 4: `v4l2h264enc` of GStreamer 1.22.0
+/// ignores the force-key-unit event; its `force_key_frame` control works.
+#[test]
+fn libcamerasrc_on_a_pi_4_makes_a_keyframe_when_asked() {
+    let standins = StandIns::install(Machine::Pi4, "1.6.0");
+    let agent = keyframe_on_request("libcamerasrc", &standins.env_with_elements());
+    assert!(
+        agent.log().contains("encoded by v4l2h264enc"),
+        "{}",
+        agent.log()
+    );
+}
+
+/// ... and on a Pi 5, into x264enc.
+#[test]
+fn libcamerasrc_on_a_pi_5_makes_a_keyframe_when_asked() {
+    let standins = StandIns::install(Machine::Pi5, "1.6.0");
+    let agent = keyframe_on_request("libcamerasrc", &standins.env_with_elements());
+    assert!(
+        agent.log().contains("encoded by x264enc"),
+        "{}",
+        agent.log()
+    );
+}
+
+/// The agent on video `source` (and `env`) makes a keyframe at once when
+/// a PLI comes where Janus would send it from, and counts both.
+fn keyframe_on_request(source: &str, env: &[(&'static str, String)]) -> Agent {
     let base = ports(3);
     let rtp = UdpSocket::bind(("127.0.0.1", base)).expect("RTP port");
     let rtcp = UdpSocket::bind(("127.0.0.1", base + 2)).expect("RTCP port");
@@ -89,8 +126,11 @@ fn a_keyframe_request_brings_a_keyframe_at_once() {
             .set_read_timeout(Some(Duration::from_millis(50)))
             .expect("timeout");
     }
-    let agent = Agent::start(&config(base, ports(1)));
-    let from = sender_report(&rtcp).expect("a sender report within 5 s");
+    let agent = Agent::start_with(
+        &config_with(base, ports(1), source),
+        &common::camera::env_refs(env, &[]),
+    );
+    let from = sender_report(&rtcp).expect("a sender report within 15 s");
     // Past the start (whose first frames may be keyframes one after another).
     let _ = next_idr(&rtp, Duration::from_secs(1));
     let (natural, ssrc) = next_idr(&rtp, Duration::from_secs(3)).expect("a keyframe");
@@ -119,6 +159,7 @@ fn a_keyframe_request_brings_a_keyframe_at_once() {
         (video_counter(&agent, "requests") == 1 && video_counter(&agent, "sent") > before)
             .then_some(())
     });
+    agent
 }
 
 /// The value of `key` (a port) in the `[stream]` lines of `config`.
@@ -183,7 +224,7 @@ fn a_keyframe_request_from_anyone_but_janus_is_ignored() {
             .expect("timeout");
     }
     let agent = Agent::start(&config(base, ports(1)));
-    let to = sender_report(&rtcp).expect("a sender report within 5 s");
+    let to = sender_report(&rtcp).expect("a sender report within 15 s");
     let _ = next_idr(&rtp, Duration::from_secs(1));
     let (_, ssrc) = next_idr(&rtp, Duration::from_secs(3)).expect("a keyframe");
     let mut pli = vec![0x81, 206, 0, 2, 0, 0, 0, 1];

@@ -31,6 +31,7 @@ use gstreamer::prelude::*;
 use super::camera;
 use super::devices::{self, CameraFormat, Direction};
 use super::echo;
+use super::encoder::{self, Encoder};
 use super::feedback::{self, Keyframes};
 use super::frames;
 use super::libcamerasrc;
@@ -40,7 +41,7 @@ use super::{
     assemble, caps_filter, element, Built, Flow, Given, Helper, JanusCheck, MediaError, Recipe,
     Supervision,
 };
-use crate::config::{MicrophoneSettings, Settings, Transport, VideoSettings, VideoSource};
+use crate::config::{MicrophoneSettings, Settings, Transport, VideoSource};
 use crate::resolve;
 use crate::rtp::Medium;
 use crate::secret::SrtpKey;
@@ -411,44 +412,33 @@ impl Video {
             .collect()
     }
 
-    /// H.264 encoder for raw sources: the Pi's hardware encoder when present
-    /// and the settings fit it, else x264 tuned for latency; constrained
-    /// baseline at the level the mountpoint advertises either way.
+    /// The H.264 encoder for raw sources, with the caps after it (see
+    /// `encoder.rs`).
     fn encoder(&self) -> Result<Vec<gst::Element>, MediaError> {
         let v = &self.settings.video;
-        let keyframe_interval = (v.framerate * 2).max(1);
-        let hardware = self.hardware_encoder();
-        let encoder = if hardware && camera::hardware_encoder_takes(v) {
-            let enc = element("v4l2h264enc")?;
-            enc.set_property("extra-controls", hardware_encoder_controls(v));
-            enc
-        } else {
-            if hardware {
-                log::info!(
-                    "video: {}x{} at {} kbit/s is beyond the Pi's hardware H.264 encoder: encoding with x264",
-                    v.width,
-                    v.height,
-                    v.bitrate_kbps
-                );
-            }
-            let enc = element("x264enc")?;
-            enc.set_property_from_str("tune", "zerolatency");
-            enc.set_property_from_str("speed-preset", "ultrafast");
-            enc.set_property("bitrate", v.bitrate_kbps);
-            enc.set_property("key-int-max", keyframe_interval);
-            enc
-        };
-        Ok(vec![encoder, caps_filter(encoded_caps(v))?])
+        let kind = self.encoder_kind();
+        log::info!(
+            "video: {}x{} at {} kbit/s, encoded by {}",
+            v.width,
+            v.height,
+            v.bitrate_kbps,
+            kind.factory()
+        );
+        Encoder::new(v, kind)?.elements(v)
     }
 
-    /// Whether raw video goes to the Pi's encoder (`v4l2h264enc`): a camera
-    /// source on a Pi that has one (not a Pi 5) and the element to drive it.
-    fn hardware_encoder(&self) -> bool {
-        matches!(
-            self.settings.video.source,
-            VideoSource::V4l2 | VideoSource::Libcamerasrc
-        ) && camera::Encoder::of_this_machine() == camera::Encoder::Hardware
-            && gst::ElementFactory::find("v4l2h264enc").is_some()
+    /// The encoder a raw source feeds: the Pi's for its cameras (`v4l2`,
+    /// `libcamerasrc`) where it has one, x264 otherwise.
+    fn encoder_kind(&self) -> encoder::Kind {
+        let v = &self.settings.video;
+        let camera = matches!(v.source, VideoSource::V4l2 | VideoSource::Libcamerasrc);
+        let machine = if camera {
+            camera::Encoder::of_this_machine()
+        } else {
+            camera::Encoder::Software
+        };
+        let present = gst::ElementFactory::find("v4l2h264enc").is_some();
+        encoder::Kind::choose(v, machine, present)
     }
 
     /// What follows `v4l2src` up to raw video: the camera's `format` at the
@@ -485,8 +475,12 @@ impl Video {
             VideoSource::Raspivid | VideoSource::Libcamera | VideoSource::None => "appsrc",
         };
         self.base.preflight(&[source, "h264parse", "rtph264pay"])?;
-        if self.settings.video.source == VideoSource::Libcamerasrc && !self.hardware_encoder() {
-            devices::require_element("x264enc")?;
+        let raw = matches!(
+            self.settings.video.source,
+            VideoSource::Test | VideoSource::V4l2 | VideoSource::Libcamerasrc
+        );
+        if raw {
+            devices::require_element(self.encoder_kind().factory())?;
         }
         Ok(())
     }
@@ -580,7 +574,7 @@ impl Recipe for Video {
                 chain
             }
             VideoSource::Libcamerasrc => {
-                let mut chain = libcamerasrc::source(v, camera::Encoder::of_this_machine())?;
+                let mut chain = libcamerasrc::source(v)?;
                 chain.extend(self.flips()?);
                 chain.extend(self.encoder()?);
                 chain
@@ -614,6 +608,13 @@ impl Recipe for Video {
         built.flow = Some(flow);
         built.helper = helper;
         Ok(built)
+    }
+
+    fn explain(&self, error: MediaError) -> MediaError {
+        match self.settings.video.source {
+            VideoSource::Libcamerasrc => libcamerasrc::explain(error, &self.settings.video),
+            _ => error,
+        }
     }
 
     fn supervision(&self) -> Supervision {
@@ -790,31 +791,6 @@ impl Recipe for Microphone {
     }
 }
 
-/// `v4l2h264enc`'s `extra-controls`: bitrate, keyframe interval, and SPS/PPS
-/// repeated before every keyframe, so that a viewer joining mid-stream gets
-/// them from the encoder (GStreamer takes only `int` values here).
-fn hardware_encoder_controls(v: &VideoSettings) -> gst::Structure {
-    gst::Structure::builder("controls")
-        .field(
-            "video_bitrate",
-            i32::try_from(v.bitrate_kbps * 1000).unwrap_or(i32::MAX),
-        )
-        .field("h264_i_frame_period", dimension((v.framerate * 2).max(1)))
-        .field("repeat_sequence_header", 1i32)
-        .build()
-}
-
-/// What the encoders must produce: constrained baseline, as the mountpoint's
-/// fmtp says, at its level. `v4l2h264enc` (since GStreamer 1.18) and
-/// `x264enc` take the level from here; without one the hardware encoder
-/// negotiates level 1.0.
-fn encoded_caps(v: &VideoSettings) -> gst::Caps {
-    gst::Caps::builder("video/x-h264")
-        .field("profile", "constrained-baseline")
-        .field("level", v.h264_level().to_string())
-        .build()
-}
-
 /// A validated setting as the `i32` GStreamer's caps and properties take.
 fn dimension(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
@@ -866,29 +842,6 @@ mod tests {
         assert_eq!(
             args,
             "-t 0 -n -ih -pf baseline -w 640 -h 480 -fps 25 -b 1500000 -g 25 -rot 90 -lev 4 -fl -o -"
-        );
-    }
-
-    #[test]
-    fn encoders_get_the_level_and_repeat_their_headers() {
-        gst::init().expect("GStreamer initialises");
-        let mut v = VideoSettings {
-            width: 1920,
-            height: 1080,
-            framerate: 60,
-            ..VideoSettings::default()
-        };
-        let caps = encoded_caps(&v);
-        let s = caps.structure(0).expect("one structure");
-        assert_eq!(s.get::<&str>("level"), Ok("4.2"));
-        assert_eq!(s.get::<&str>("profile"), Ok("constrained-baseline"));
-        let controls = hardware_encoder_controls(&v);
-        assert_eq!(controls.get::<i32>("repeat_sequence_header"), Ok(1));
-        assert_eq!(controls.get::<i32>("h264_i_frame_period"), Ok(120));
-        v.bitrate_kbps = 8000;
-        assert_eq!(
-            hardware_encoder_controls(&v).get::<i32>("video_bitrate"),
-            Ok(8_000_000)
         );
     }
 

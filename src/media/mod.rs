@@ -12,6 +12,7 @@ pub mod camera;
 pub mod capture;
 pub mod devices;
 pub mod echo;
+pub mod encoder;
 pub mod feedback;
 pub mod frames;
 pub mod libcamerasrc;
@@ -274,6 +275,11 @@ pub trait Recipe: Send + Sync + 'static {
     fn preflight(&self) -> Result<(), MediaError>;
     /// Builds the pipeline (not yet playing) with what the room gave it.
     fn build(&self, given: &Given) -> Result<Built, MediaError>;
+    /// What a failure of this pipeline means in the settings' terms,
+    /// where the recipe can tell; by default the failure as it is.
+    fn explain(&self, error: MediaError) -> MediaError {
+        error
+    }
     /// How the pipeline is watched; by default, by its bus alone.
     fn supervision(&self) -> Supervision {
         Supervision::default()

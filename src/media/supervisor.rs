@@ -207,7 +207,10 @@ pub async fn supervise(
                 backoff.reset();
                 continue;
             }
-            Err(failure) => failure,
+            Err(failure) => RunFailure {
+                error: recipe.explain(failure.error),
+                ..failure
+            },
         };
         no_media = match failure.error {
             MediaError::NotReceived { .. } => no_media + 1,

@@ -67,6 +67,17 @@ impl StandIns {
         ]
     }
 
+    /// [`StandIns::env`] and the GStreamer elements' stand-ins
+    /// (`libcamerasrc`; `v4l2h264enc`, which a Pi 5 has not:
+    /// tests/standins/gst), with a registry of their own.
+    pub fn env_with_elements(&self) -> Vec<(&'static str, String)> {
+        let elements = repo().join("tests/standins/gst");
+        let mut env = self.env();
+        env.push(("GST_PLUGIN_PATH", elements.display().to_string()));
+        env.push(("GST_REGISTRY", self.path("registry.bin")));
+        env
+    }
+
     /// A stand-in, to run directly.
     pub fn command(&self, program: &str) -> Command {
         let mut command = Command::new(self.dir.path().join(program));

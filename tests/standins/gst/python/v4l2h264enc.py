@@ -150,7 +150,9 @@ class V4l2H264Enc(Gst.Bin):
         self.add_pad(self.srcpad)
         self.sinkpad.set_query_function_full(self.sink_query)
         self.sinkpad.add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, self.sink_event)
-        self.srcpad.add_probe(Gst.PadProbeType.EVENT_UPSTREAM, self.src_event)
+        # Inside the element, as its event handler would: probes on its pads
+        # (an application's) see the event first.
+        self.named.get_static_pad("src").add_probe(Gst.PadProbeType.EVENT_UPSTREAM, self.src_event)
         self.apply_controls(DEFAULT_CONTROLS)
 
     def do_get_property(self, prop):
