@@ -12,7 +12,8 @@
 # Environment: WORK (scratch folder), JANUS_URL, ROOM, ROOM_SECRET, REPO; AGENT (the binary,
 # default target/debug/broadcast-agent, built before entering the namespace);
 # for the benches: VIDEO_SOURCE (default test; `libcamera` runs rpicam-vid from
-# PATH, e.g. the stand-in), VIDEO_FRAMERATE (15), VIDEO_BITRATE_KBPS (800),
+# PATH, e.g. the stand-in; `libcamerasrc` the stand-in elements, see
+# standin_elements), VIDEO_FRAMERATE (15), VIDEO_BITRATE_KBPS (800),
 # MIC_DEVICE (default test; an ALSA device such as `pulse`), VIDEO_RTCP_PORT
 # (default 8006; 0: no keyframe requests reach the agent), STREAM_HOST
 # (default: Janus's host; the loss bench's relay), TRANSPORT (stream.transport:
@@ -49,6 +50,20 @@ PA
   return 1
 }
 
+# VIDEO_SOURCE=libcamerasrc: the GStreamer stand-ins (tests/standins/gst:
+# libcamerasrc, and the Pi 4's v4l2h264enc) with a registry of their own, on
+# the Pi of STANDIN_MACHINE (pi4, the default, or pi5), as the stand-in
+# camera programs see it too.
+standin_elements() {
+  [[ "${VIDEO_SOURCE:-test}" == libcamerasrc ]] || return 0
+  export GST_PLUGIN_PATH="$REPO/tests/standins/gst" GST_REGISTRY="$WORK/gst-registry.bin"
+  export BROADCAST_AGENT_DEVICE_TREE="$WORK/compatible"
+  case "${STANDIN_MACHINE:-pi4}" in
+    pi5) printf 'raspberrypi,5-model-b\0brcm,bcm2712\0' >"$BROADCAST_AGENT_DEVICE_TREE" ;;
+    *) printf 'raspberrypi,4-model-b\0brcm,bcm2711\0' >"$BROADCAST_AGENT_DEVICE_TREE" ;;
+  esac
+}
+
 agent_running() { [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
 broadcaster_start() {
@@ -57,6 +72,7 @@ broadcaster_start() {
     return
   fi
   pulse_start
+  standin_elements
   # Holds the room's secret: readable by its owner alone, as the agent asks.
   (umask 077; cat >"$CONFIG") <<TOML
 [janus]
