@@ -28,7 +28,7 @@ SUITE=bookworm ARCH=arm64
 HOST_PACKAGES=(qemu-user-static mmdebstrap debian-archive-keyring reprepro gnupg python3)
 # Beyond Depends: curl for the owner's key line and the Recommends Debian has
 # (both on a Pi once it is installed), so installing the package adds only itself.
-BASE_EXTRA=curl,gstreamer1.0-plugins-ugly
+BASE_EXTRA=curl,gstreamer1.0-plugins-ugly,gstreamer1.0-libcamera
 KEYRING=/etc/apt/keyrings/broadcast-agent.gpg
 SOURCE_FILE=/etc/apt/sources.list.d/broadcast-agent.list
 CONF=/etc/broadcast-agent/agent.toml
