@@ -151,7 +151,7 @@ async function capRun(ctx, variant) {
     frames_decoded_share: delta(a.video, b.video, 'framesDecoded') / (ctx.fps * seconds),
     page_frozen_s: seen.seconds,
     page_freezes: seen.count,
-    adaptive: capped ? capped.adaptive : null,
+    adaptive: capped ? capped.fixed === null : null,
     kbps_capped: capped ? capped.kbps : null,
     ...back,
   };
