@@ -6,27 +6,13 @@
 //! fails here too. Each case runs `gst-launch-1.0` with the stand-ins on
 //! GST_PLUGIN_PATH and a registry of the test run's own.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// Which Raspberry Pi the stand-ins believe they run on.
-#[derive(Clone, Copy)]
-enum Machine {
-    /// vc4: the ISP of the VideoCore, and its H.264 encoder.
-    Pi4,
-    /// pisp: another ISP, no H.264 encoder.
-    Pi5,
-}
-
-impl Machine {
-    fn compatible(self) -> &'static [u8] {
-        match self {
-            Self::Pi4 => b"raspberrypi,4-model-b\0brcm,bcm2711\0",
-            Self::Pi5 => b"raspberrypi,5-model-b\0brcm,bcm2712\0",
-        }
-    }
-}
+use common::camera::Machine;
 
 /// The scratch directory of this test run: the registry and the device trees.
 fn scratch() -> &'static PathBuf {

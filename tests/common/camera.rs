@@ -20,7 +20,7 @@ pub enum Machine {
 
 impl Machine {
     /// The device tree's `compatible` list, as the board has it.
-    fn compatible(self) -> &'static [u8] {
+    pub fn compatible(self) -> &'static [u8] {
         match self {
             Self::Pi4 => b"raspberrypi,4-model-b\0brcm,bcm2711\0",
             Self::Pi5 => b"raspberrypi,5-model-b\0brcm,bcm2712\0",

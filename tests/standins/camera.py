@@ -61,7 +61,8 @@ import struct
 import sys
 import time
 
-DEVICE_TREE = "/proc/device-tree/compatible"
+from machine import is_pi5
+
 # The SEI's UUID (user data unregistered), without zero bytes.
 FRAME_UUID = bytes(range(0x41, 0x51))
 
@@ -73,15 +74,6 @@ class Stop(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
-
-
-def is_pi5():
-    path = os.environ.get("BROADCAST_AGENT_DEVICE_TREE", DEVICE_TREE)
-    try:
-        with open(path, "rb") as f:
-            return b"brcm,bcm2712" in f.read().split(b"\0")
-    except OSError:
-        return False
 
 
 def version():

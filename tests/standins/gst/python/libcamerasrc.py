@@ -63,6 +63,7 @@ Environment:
   STANDIN_NO_CAMERA            1: no camera is connected
 """
 import os
+import sys
 
 import gi
 
@@ -70,9 +71,12 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstVideo", "1.0")
 from gi.repository import GLib, GObject, Gst, GstVideo  # noqa: E402
 
+# tests/standins, for what the stand-ins share.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", ".."))
+from machine import is_pi5  # noqa: E402
+
 Gst.init(None)
 
-DEVICE_TREE = "/proc/device-tree/compatible"
 SENSOR_SIZE = (4608, 2592)
 # (width, height, fastest frames per second) of the imx708's modes, smallest first.
 SENSOR_MODES = [(1536, 864, 120.13), (2304, 1296, 56.03), (4608, 2592, 14.35)]
@@ -106,15 +110,6 @@ PRIMARIES = {1: 1, 4: 4, 7: 7}
 TRANSFERS = {1: 1, 2: 1, 3: 1, 4: 1, 8: 1, 7: 7, 5: 5, 11: 5, 13: 5, 16: 5}
 MATRICES = {1: 1, 2: 4, 4: 4, 3: 3, 6: 6}
 RANGES = {1: 1, 2: 2}
-
-
-def is_pi5():
-    path = os.environ.get("BROADCAST_AGENT_DEVICE_TREE", DEVICE_TREE)
-    try:
-        with open(path, "rb") as f:
-            return b"brcm,bcm2712" in f.read().split(b"\0")
-    except OSError:
-        return False
 
 
 def isp_formats(pi5):
