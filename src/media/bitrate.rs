@@ -41,14 +41,21 @@ const LOSS_CUT: f64 = 0.05;
 const LOSS_GROW: f64 = 0.02;
 /// A cut leaves this share of what got through.
 const CUT_MARGIN: f64 = 0.95;
-/// Growth per second far from the last congestion: floor to 6.7 times the
-/// floor in about 10 s, so a link that is back is used again quickly.
+/// Growth per second far from the last congestion: a link that is back is
+/// used again quickly.
 const GROW_FAST: f64 = 0.20;
-/// Growth per second near the rate where the link was last full.
+/// Growth per second up to the rate where the link was last full; from
+/// there it rises to [`GROW_FAST`] at [`FAR`] times that rate.
 const GROW_NEAR: f64 = 0.04;
-/// "Near" the last congestion: up to this many times its rate. Passed
+/// Growth per second well below it (a cut that went too deep).
+const GROW_BELOW: f64 = 0.12;
+/// "Around" the last congestion: within this share of its rate.
+const NEAR: f64 = 0.1;
+/// Far from the last congestion: this many times its rate. Passed
 /// without loss, the congestion is forgotten.
-const NEAR: f64 = 1.1;
+const FAR: f64 = 2.0;
+/// Cuts this close together are one congestion.
+const EPISODE: Duration = Duration::from_secs(5);
 /// A round trip this much above the lowest one seen holds growth: a queue
 /// is filling somewhere before loss shows it.
 const RTT_HOLD: Duration = Duration::from_millis(100);
@@ -56,7 +63,16 @@ const RTT_HOLD: Duration = Duration::from_millis(100);
 const RTT_CUT: Duration = Duration::from_millis(300);
 /// No second cut sooner than this: the next receiver report still covers
 /// much of what was sent before the first.
-const CUT_GAP: Duration = Duration::from_millis(900);
+const CUT_GAP: Duration = Duration::from_millis(1200);
+/// Janus's NACKs for this share of the video's packets, over the last
+/// quarter second, are loss seen early (a receiver report comes a second
+/// later): the link is full. Random loss that RTX mends stays below it.
+const NACK_CUT: f64 = 0.10;
+/// A cut within [`CUT_GAP`] of the last must go below this share of the
+/// target.
+const DEEPER: f64 = 0.8;
+/// The most loss a NACK share is taken for.
+const NACK_MOST: f64 = 0.5;
 /// After a cut, no growth for this long.
 const HOLD_AFTER_CUT: Duration = Duration::from_millis(1500);
 /// A REMB caps the rate for this long (the VideoRoom repeats its REMB
@@ -85,25 +101,36 @@ pub struct Report {
 /// Loss-based, as GCC's loss controller, but quicker on both sides, since
 /// the Pi's link is usually either fine or capped (weak Wi-Fi):
 ///
+/// - **NACKs for 10 % or more of the video's packets** over a quarter
+///   second (WebRTC): the link is full, seen a second before the receiver
+///   report says so; a cut as below, with that share (at most half) as the
+///   loss. It says when, not how much: Janus asks again for lost
+///   retransmissions too, so the rate where the link was full comes from
+///   the receiver reports only.
 /// - **Loss ≥ 5 %** (after RTX): the link is full. What got through,
-///   `(1 - loss) × sent`, is the link's rate; the target goes to 95 % of it
-///   at once (at `sent` 2000 into a 1000 cap: 50 % loss, 950) — not GCC's
-///   `× (1 - loss/2)`, which takes several reports, each a second of loss.
-///   That rate is remembered as where the link was full.
+///   `(1 - loss) × sent` (`sent`: what the encoder really sent meanwhile),
+///   is the link's rate; the target goes to 95 % of it at once (at `sent`
+///   2000 into a 1000 cap: 50 % loss, 950) — not GCC's `× (1 - loss/2)`,
+///   which takes several reports, each a second of loss, and of
+///   retransmissions that add to the load. That rate is remembered as
+///   where the link was full.
 /// - **2–5 %**: hold; cut as above only when above where the link was last
 ///   full (probing past a cap), so it never settles on a loss.
-/// - **Below 2 %**: grow, 20 % a second (floor 300 to 2000 in about 10 s;
-///   recovery must be within 20 s), but only 4 % a second near where the
-///   link was last full (up to 1.1 times it), so that a capped link is
-///   probed gently, one small loss every few seconds. Passing 1.1 times it
-///   without loss forgets it: the cap is gone.
+/// - **Below 2 %**: grow; 12 % a second up to 90 % of where the link was
+///   last full (what got through at the last cut), 4 % a second around it
+///   (±10 %), so that a capped link is probed gently (the receiver report
+///   comes a second late, and the encoder follows later still); then
+///   faster, up to 20 % a second at twice it, where it is forgotten (the
+///   cap is gone). From a cap at 300 to 2000: about 16 s (recovery must
+///   take under 20 s).
 /// - **Round trip** 100 ms above the lowest seen holds growth (a queue is
 ///   filling); 300 ms above cuts by 10 %. An early sign where loss comes
 ///   late (deep Wi-Fi queues); a drop-tail cap shows none.
 /// - **REMB** caps the target while fresh (10 s).
 ///
 /// Never below the floor nor above the configured rate; a cut at most
-/// every 0.9 s, growth paused 1.5 s after one; the encoder is told a
+/// every 1.2 s unless a much deeper one (below 80 %), growth paused 1.5 s
+/// after one; the encoder is told a
 /// higher rate at most twice a second and only steps of 3 % or more.
 #[derive(Debug, Clone)]
 pub struct Controller {
@@ -113,6 +140,9 @@ pub struct Controller {
     /// The rate where the link was last found full.
     congested_at: Option<f64>,
     last_cut: Option<Instant>,
+    last_nack_cut: Option<Instant>,
+    /// The most loss reported in the current run of cuts.
+    worst_loss: f64,
     /// Growth is allowed (the last loss report was low).
     may_grow: bool,
     grown_at: Option<Instant>,
@@ -133,6 +163,8 @@ impl Controller {
             target: ceiling,
             congested_at: None,
             last_cut: None,
+            last_nack_cut: None,
+            worst_loss: 0.0,
             may_grow: true,
             grown_at: None,
             min_rtt: None,
@@ -155,8 +187,11 @@ impl Controller {
                 self.target = kbps.max(self.floor);
             }
         }
+        // What the loss is a share of: what was really sent while it was
+        // measured (the encoder lags its target, and undershoots on a still
+        // picture), else the target.
         let base = match report.sent_kbps {
-            Some(sent) if sent > 0 => self.target.min(f64::from(sent)),
+            Some(sent) if sent > 0 => f64::from(sent),
             _ => self.target,
         };
         if let Some(lost) = report.fraction_lost {
@@ -164,15 +199,26 @@ impl Controller {
             self.may_grow = lost < LOSS_GROW;
             let above_last = self.congested_at.is_some_and(|c| self.target > c);
             if lost >= LOSS_CUT || (lost >= LOSS_GROW && above_last) {
+                // What got through is what the link carries, whether or
+                // not the target moves now; in a run of cuts, as the report
+                // with the most loss says: the link was surely full then (a
+                // report that still covers the time before a cut shows a
+                // little loss of a lowered rate, and the first of a cap may
+                // show a burst that a buffer let through).
                 let through = (1.0 - lost) * base;
-                self.cut(now, CUT_MARGIN * through, Some(through));
+                let episode = self.last_cut.is_some_and(|at| now - at < EPISODE);
+                if !episode || lost >= self.worst_loss {
+                    self.congested_at = Some(through);
+                    self.worst_loss = lost;
+                }
+                self.cut(now, CUT_MARGIN * through);
             }
         }
         if let Some(rtt) = report.rtt {
             let min = self.min_rtt.map_or(rtt, |m| m.min(rtt));
             self.min_rtt = Some(min);
             if rtt > min + RTT_CUT {
-                self.cut(now, 0.9 * base, None);
+                self.cut(now, 0.9 * base.min(self.target));
             }
             if rtt > min + RTT_HOLD {
                 self.may_grow = false;
@@ -180,18 +226,46 @@ impl Controller {
         }
     }
 
+    /// Takes the share of the video's packets Janus asked for again (NACK)
+    /// over a short window, and what the encoder sent meanwhile: at
+    /// [`NACK_CUT`] or more the link is full, as a receiver report of that
+    /// loss would say a second later. Below it, nothing: the receiver
+    /// reports decide growth.
+    pub fn nacked(&mut self, now: Instant, share: f64, sent_kbps: Option<u32>) {
+        if share < NACK_CUT {
+            return;
+        }
+        // Under heavy loss Janus asks again for retransmissions lost too:
+        // more NACKs than packets. A share tells the onset, not how much:
+        // at most half is taken as lost; the next cut, if NACKs go on,
+        // takes more.
+        let lost = share.min(NACK_MOST);
+        let base = sent_kbps.filter(|s| *s > 0).map_or(self.target, f64::from);
+        self.may_grow = false;
+        // NACKs go on for a while after a cut (the encoder lags, lost
+        // retransmissions are asked for again): one cut per gap.
+        if self.last_nack_cut.is_some_and(|at| now - at < CUT_GAP) {
+            return;
+        }
+        let before = self.target;
+        self.cut(now, CUT_MARGIN * (1.0 - lost) * base);
+        if self.target < before {
+            self.last_nack_cut = Some(now);
+        }
+    }
+
     /// Lowers the target to `to` (not below the floor), unless it was cut
-    /// less than [`CUT_GAP`] ago; `full` is the rate where the link is full.
-    fn cut(&mut self, now: Instant, to: f64, full: Option<f64>) {
-        if self.last_cut.is_some_and(|at| now - at < CUT_GAP) || to >= self.target {
+    /// less than [`CUT_GAP`] ago and `to` is not much lower (a report still
+    /// covering the time before that cut; much heavier loss than it
+    /// assumed cuts again).
+    fn cut(&mut self, now: Instant, to: f64) {
+        let recent = self.last_cut.is_some_and(|at| now - at < CUT_GAP);
+        if to >= self.target || (recent && to > DEEPER * self.target) {
             return;
         }
         self.target = to.max(self.floor);
         self.last_cut = Some(now);
         self.grown_at = None;
-        if full.is_some() {
-            self.congested_at = full;
-        }
     }
 
     /// The highest the target may be now: the ceiling, or a fresh REMB.
@@ -214,11 +288,12 @@ impl Controller {
         let Some(since) = self.grown_at.replace(now) else {
             return;
         };
-        let near = self.congested_at.is_some_and(|c| self.target < NEAR * c);
-        let rate = if near { GROW_NEAR } else { GROW_FAST };
+        let rate = self
+            .congested_at
+            .map_or(GROW_FAST, |c| growth(self.target / c));
         let seconds = (now - since).as_secs_f64().min(1.0);
         self.target = (self.target * (1.0 + rate).powf(seconds)).min(cap);
-        if self.congested_at.is_some_and(|c| self.target >= NEAR * c) {
+        if self.congested_at.is_some_and(|c| self.target >= FAR * c) {
             self.congested_at = None;
         }
     }
@@ -251,6 +326,20 @@ impl Controller {
     /// Forgets what the encoder was told: a new one starts at the target.
     pub fn reset_applied(&mut self) {
         self.applied = None;
+    }
+}
+
+/// Growth per second at `x` times the rate where the link was last full:
+/// [`GROW_BELOW`] well below it, [`GROW_NEAR`] around it, then rising to
+/// [`GROW_FAST`] at [`FAR`] times it.
+fn growth(x: f64) -> f64 {
+    if x < 1.0 - NEAR {
+        GROW_BELOW
+    } else if x < 1.0 + NEAR {
+        GROW_NEAR
+    } else {
+        let far = ((x - 1.0 - NEAR) / (FAR - 1.0 - NEAR)).clamp(0.0, 1.0);
+        GROW_NEAR + (GROW_FAST - GROW_NEAR) * far
     }
 }
 
@@ -361,6 +450,12 @@ fn ntp_middle_now() -> u32 {
     ((seconds << 16) as u32) | ((fraction >> 16) as u32)
 }
 
+/// `bytes` over `elapsed` in kbit/s; None over too short a time to say.
+fn kbps(bytes: u64, elapsed: Duration) -> Option<u32> {
+    let seconds = elapsed.as_secs_f64();
+    (seconds > 0.2).then(|| (bytes as f64 * 8.0 / 1000.0 / seconds) as u32)
+}
+
 /// Whether and why the bitrate does not follow the link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -466,8 +561,10 @@ impl Encoder {
 struct Inner {
     controller: Controller,
     encoder: Option<Encoder>,
-    /// Bytes the encoder produced, and where the last report left them.
+    /// Bytes the encoder produced, where the last report left them.
     sent_at: Option<(u64, Instant)>,
+    /// The same for NACKs: bytes, video packets and NACKs so far.
+    nacks_at: Option<(u64, u64, u64, Instant)>,
     status: BitrateStatus,
 }
 
@@ -496,6 +593,7 @@ impl Bitrate {
                 controller: Controller::new(floor, ceiling),
                 encoder: None,
                 sent_at: None,
+                nacks_at: None,
                 status: BitrateStatus {
                     kbps: ceiling,
                     configured_kbps: ceiling,
@@ -539,6 +637,7 @@ impl Bitrate {
             inner.encoder = found.map(|(encoder, _)| encoder);
             inner.controller.reset_applied();
             inner.sent_at = None;
+            inner.nacks_at = None;
             if inner.encoder.is_none() {
                 inner.status.fixed = Some(Fixed::CameraProgram);
             }
@@ -628,8 +727,37 @@ impl Bitrate {
     fn sent_kbps(&self, now: Instant) -> Option<u32> {
         let bytes = self.bytes.load(Ordering::Relaxed);
         let before = self.with(|inner| inner.sent_at.replace((bytes, now)))?;
-        let seconds = (now - before.1).as_secs_f64();
-        (seconds > 0.2).then(|| ((bytes - before.0) as f64 * 8.0 / 1000.0 / seconds) as u32)
+        kbps(bytes.saturating_sub(before.0), now - before.1)
+    }
+
+    /// Takes the WebRTC uplink's counts so far: video `packets` sent and
+    /// `nacks` received (requests for a packet again). Called 4 times a
+    /// second; the share NACKed since the last call is an early sign of loss.
+    pub fn nacks(&self, now: Instant, packets: u64, nacks: u64) {
+        if !self.adaptive {
+            return;
+        }
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        self.with(|inner| {
+            let Some((b, p, n, at)) = inner.nacks_at.replace((bytes, packets, nacks, now)) else {
+                return;
+            };
+            let sent = packets.saturating_sub(p);
+            // Too few packets to say (a still picture, a stalled encoder).
+            if sent < 10 {
+                return;
+            }
+            let share = nacks.saturating_sub(n) as f64 / sent as f64;
+            if share >= NACK_CUT {
+                log::debug!(
+                    "video bitrate: NACKs for {:.0} % of {sent} packets",
+                    share * 100.0
+                );
+            }
+            let sent_kbps = kbps(bytes.saturating_sub(b), now - at);
+            inner.controller.nacked(now, share, sent_kbps);
+        });
+        self.update(now);
     }
 
     /// Advances the controller's clock to `now`, tells the encoder a new
@@ -668,8 +796,9 @@ mod tests {
         }
     }
 
-    /// Runs `c` for `seconds` with a report every second (`report` of the
-    /// current target) and ticks every 250 ms; the target at the end.
+    /// Runs `c` for `seconds`, ticking every 250 ms, with a report every
+    /// second: `report` of what was sent over that second (the encoder at
+    /// the target each tick); the time at the end.
     fn run(
         c: &mut Controller,
         start: Instant,
@@ -678,18 +807,24 @@ mod tests {
     ) -> Instant {
         let mut now = start;
         for _ in 0..seconds {
+            let mut sent = 0.0;
             for _ in 0..4 {
+                sent += c.target / 4.0;
                 now += Duration::from_millis(250);
                 c.tick(now);
             }
-            c.report(now, &report(c.target));
+            c.report(now, &report(sent));
         }
         now
     }
 
     /// A link capped at `cap` kbit/s: what is sent above it is lost.
     fn capped(cap: f64) -> impl Fn(f64) -> Report {
-        move |sent: f64| loss(((sent - cap) / sent).max(0.0))
+        move |sent: f64| Report {
+            fraction_lost: Some(((sent - cap) / sent).max(0.0)),
+            sent_kbps: Some(sent as u32),
+            ..Report::default()
+        }
     }
 
     #[test]
@@ -699,16 +834,20 @@ mod tests {
         c.report(start, &loss(0.5));
         assert_eq!(c.target(), 950, "95 % of what got through");
         let mut now = start;
-        let mut above = 0;
+        let (mut above, mut sum, mut trace) = (0, 0, Vec::new());
         for _ in 0..30 {
             now = run(&mut c, now, 1, capped(1000.0));
             assert!(c.target() >= 300);
-            if c.target() > 1000 {
-                above += 1;
-            }
+            above += usize::from(c.target() > 1000);
+            sum += c.target();
+            trace.push(c.target());
         }
-        assert!(c.target() > 800, "kept near the cap: {}", c.target());
-        assert!(above <= 8, "above the cap {above} of 30 s");
+        assert!(sum / 30 > 900, "kept near the cap: {trace:?}");
+        let most = trace.iter().max().copied().unwrap_or_default();
+        assert!(
+            above <= 10 && most < 1020,
+            "above the cap {above} of 30 s, at most {most}: {trace:?}"
+        );
     }
 
     #[test]
@@ -729,7 +868,7 @@ mod tests {
             }
         }
         let took = took.expect("back at 2000 within 20 s");
-        assert!(took <= 16, "took {took} s");
+        assert!(took <= 17, "took {took} s");
     }
 
     #[test]
@@ -759,9 +898,10 @@ mod tests {
         };
         c.report(t, &heavy);
         assert_eq!(c.target(), 285, "95 % of half of the 600 really sent");
-        c.report(t + Duration::from_millis(500), &loss(0.5));
-        assert_eq!(c.target(), 285, "no second cut within 0.9 s");
-        c.report(t + Duration::from_millis(1000), &loss(0.5));
+        // The next report still covers what was sent before the cut.
+        c.report(t + Duration::from_millis(500), &heavy);
+        assert_eq!(c.target(), 285, "no second cut within 1.2 s");
+        c.report(t + Duration::from_millis(1300), &loss(0.5));
         assert_eq!(c.target(), 135);
     }
 
@@ -807,6 +947,31 @@ mod tests {
     }
 
     #[test]
+    fn many_nacks_cut_early_and_a_few_do_not() {
+        let mut c = Controller::new(300, 2000);
+        let t = Instant::now();
+        c.nacked(t, 0.05, Some(2000));
+        assert_eq!(c.target(), 2000, "random loss that RTX mends");
+        c.nacked(t, 0.25, Some(1600));
+        assert_eq!(
+            c.target(),
+            1140,
+            "95 % of the 75 % of 1600 that got through"
+        );
+        // The receiver report of that same loss, a second later: no second cut.
+        let same = Report {
+            fraction_lost: Some(0.25),
+            sent_kbps: Some(1600),
+            ..Report::default()
+        };
+        c.report(t + Duration::from_secs(1), &same);
+        assert_eq!(c.target(), 1140);
+        c.tick(t + Duration::from_secs(2));
+        c.tick(t + Duration::from_secs(3));
+        assert_eq!(c.target(), 1140, "no growth until a clean report");
+    }
+
+    #[test]
     fn the_encoder_is_told_seldom() {
         let mut c = Controller::new(300, 2000);
         let t = Instant::now();
@@ -816,7 +981,7 @@ mod tests {
         assert_eq!(c.due(t), Some(950), "a cut at once");
         let mut changes = 0;
         let mut now = t;
-        for tick in 1..=40 {
+        for tick in 1..=60 {
             now += Duration::from_millis(250);
             if tick % 4 == 0 {
                 c.report(now, &loss(0.0));
@@ -825,7 +990,7 @@ mod tests {
             changes += usize::from(c.due(now).is_some());
         }
         assert_eq!(c.target(), 2000);
-        assert!(changes <= 20, "at most twice a second: {changes}");
+        assert!(changes <= 30, "at most twice a second: {changes}");
         assert!(changes >= 4, "{changes}");
     }
 

@@ -71,6 +71,8 @@ pub struct Feed {
     inner: Mutex<FeedInner>,
     /// Keyframes asked for through the uplink.
     requests: AtomicU64,
+    /// Video packets handed to the uplink.
+    video_packets: AtomicU64,
 }
 
 #[derive(Default)]
@@ -96,6 +98,7 @@ impl Default for Feed {
             ssrc: [rand::random(), rand::random()],
             inner: Mutex::default(),
             requests: AtomicU64::new(0),
+            video_packets: AtomicU64::new(0),
         }
     }
 }
@@ -149,6 +152,10 @@ impl Feed {
         });
         // A full or flushing appsrc drops the packet: RTX may send it again.
         if let Some(src) = src {
+            if medium == Medium::Video {
+                self.video_packets
+                    .fetch_add(packets.len() as u64, Ordering::Relaxed);
+            }
             for mut packet in packets {
                 // Stamped anew on the uplink's clock by `do-timestamp`: the
                 // capture pipeline's times (x264's start 1000 hours in) mean
@@ -250,6 +257,10 @@ impl Peer {
         counts.connected = self.connected.load(Ordering::Relaxed);
         counts.keyframe_requests = self.feed.requests.load(Ordering::Relaxed);
         counts.nacks_received = self.nacks.load(Ordering::Relaxed);
+        if let Some(bitrate) = &self.bitrate {
+            let packets = self.feed.video_packets.load(Ordering::Relaxed);
+            bitrate.nacks(Instant::now(), packets, counts.nacks_received);
+        }
         if let Some(rtx) = find_by_factory(&self.webrtcbin, "rtprtxsend") {
             counts.retransmitted = u64::from(rtx.property::<u32>("num-rtx-packets"));
         }
