@@ -239,3 +239,29 @@ fn plain_rtp_the_bitrate_keeps_under_the_remb_janus_relays() {
     let age = janus.probe().media_age(ROOM, SECRET, "video");
     assert!(age.is_some_and(|a| a < 1000), "{age:?}");
 }
+
+/// What a real Janus sends a plain-RTP source with no viewer: no receiver
+/// report and no REMB (the Streaming plugin relays only its viewers' REMB
+/// and keyframe requests), so the bitrate stays where it is configured.
+#[test]
+fn plain_rtp_janus_sends_no_receiver_report() {
+    const CONFIGURED: u64 = 800;
+    let _cores = common::shared();
+    let janus = Janus::start();
+    let base = ports(3);
+    let agent = Agent::start(&config(&janus.url(), base, "rtp", CONFIGURED as u32));
+    poll(Duration::from_secs(20), "video at Janus", || {
+        let age = janus.probe().media_age(ROOM, SECRET, "video")?;
+        (age < 500).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    let b = bitrate(&agent);
+    eprintln!("plain RTP, no viewer, after 5 s: {b}");
+    assert_eq!(b["kbps"], CONFIGURED, "{b}");
+    assert_eq!(
+        (b["reports"].as_u64(), b["rembs"].as_u64()),
+        (Some(0), Some(0)),
+        "{b}"
+    );
+    assert_eq!(b["fixed"], serde_json::Value::Null, "{b}");
+}

@@ -994,6 +994,68 @@ mod tests {
         assert!(changes >= 4, "{changes}");
     }
 
+    /// A REMB from Janus (as the Streaming plugin sends it) reaches a real
+    /// x264enc's `bitrate`; a pipeline without an encoder that can change
+    /// (a camera program's) and `adaptive_bitrate = false` keep the rate
+    /// and say why.
+    #[test]
+    fn the_running_encoder_is_told_and_the_fixed_cases_say_why() {
+        gst::init().expect("GStreamer initialises");
+        if gst::ElementFactory::find("x264enc").is_none() {
+            eprintln!("skipped: no x264enc here (gstreamer1.0-plugins-ugly)");
+            return;
+        }
+        let remb = [
+            0x8F, 206, 0, 5, 0, 0, 0, 1, 0, 0, 0, 0, b'R', b'E', b'M', b'B', 1, 0x07, 0x0D, 0x40,
+            0, 0, 0, 7,
+        ];
+        let launch = |text: &str| {
+            gst::parse::launch(text)
+                .expect("a pipeline")
+                .downcast::<gst::Pipeline>()
+                .expect("a pipeline")
+        };
+        let video = VideoSettings {
+            bitrate_kbps: 1500,
+            ..VideoSettings::default()
+        };
+        let x264 = "videotestsrc is-live=true ! x264enc name=enc bitrate=1500 ! fakesink";
+        let pipeline = launch(x264);
+        let bitrate = Arc::new(Bitrate::new(&video));
+        bitrate.attach(&pipeline);
+        bitrate.rtcp(&remb);
+        let enc = pipeline.by_name("enc").expect("x264enc");
+        assert_eq!(enc.property::<u32>("bitrate"), 400);
+        let status = bitrate.update(Instant::now());
+        assert_eq!(
+            (status.kbps, status.remb_kbps, status.fixed),
+            (400, Some(400), None)
+        );
+
+        let fixed = VideoSettings {
+            adaptive_bitrate: false,
+            ..video
+        };
+        let pipeline = launch(x264);
+        let bitrate = Arc::new(Bitrate::new(&fixed));
+        bitrate.attach(&pipeline);
+        bitrate.rtcp(&remb);
+        let enc = pipeline.by_name("enc").expect("x264enc");
+        assert_eq!(enc.property::<u32>("bitrate"), 1500);
+        let status = bitrate.update(Instant::now());
+        assert_eq!((status.kbps, status.fixed), (1500, Some(Fixed::Configured)));
+
+        let piped = launch("appsrc ! h264parse ! fakesink");
+        let bitrate = Arc::new(Bitrate::new(&VideoSettings::default()));
+        bitrate.attach(&piped);
+        bitrate.rtcp(&remb);
+        let status = bitrate.update(Instant::now());
+        assert_eq!(
+            (status.kbps, status.fixed),
+            (2000, Some(Fixed::CameraProgram))
+        );
+    }
+
     #[test]
     fn report_blocks_and_remb_are_read_from_compound_rtcp() {
         // Janus's receiver report (janus_ice_outgoing_rtcp_handle): sender
