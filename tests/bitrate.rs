@@ -265,3 +265,45 @@ fn plain_rtp_janus_sends_no_receiver_report() {
     );
     assert_eq!(b["fixed"], serde_json::Value::Null, "{b}");
 }
+
+/// A real viewer (the page in Debian's Chromium, `tests/browser/watch.mjs`;
+/// needs `npm ci` in tests/browser) watching a plain-RTP broadcast: the
+/// REMB Chromium sends Janus is relayed to the agent, which keeps under it.
+#[test]
+#[ignore = "needs chromium and playwright-core (npm ci in tests/browser)"]
+fn plain_rtp_a_chromium_viewer_s_remb_reaches_the_agent() {
+    const CONFIGURED: u64 = 1500;
+    let _cores = common::alone();
+    let netns = Netns::with_lan();
+    netns.run(|| {
+        let janus = Janus::start();
+        let base = ports(3);
+        let agent = Agent::start(&config(&janus.url(), base, "rtp", CONFIGURED as u32));
+        poll(Duration::from_secs(20), "video at Janus", || {
+            let age = janus.probe().media_age(ROOM, SECRET, "video")?;
+            (age < 500).then_some(())
+        });
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/watch.mjs");
+        let viewer = std::process::Command::new("node")
+            .args([script, &janus.url(), &ROOM.to_string(), "25"])
+            .spawn()
+            .expect("node");
+        let mut seen = Vec::new();
+        for _ in 0..25 {
+            std::thread::sleep(Duration::from_secs(1));
+            let b = bitrate(&agent);
+            seen.push((
+                b["kbps"].clone(),
+                b["remb_kbps"].clone(),
+                b["rembs"].clone(),
+            ));
+        }
+        let _ = viewer.wait_with_output();
+        eprintln!("each second (kbit/s, REMB kbit/s, REMBs): {seen:?}");
+        let b = bitrate(&agent);
+        assert!(
+            b["rembs"].as_u64().unwrap_or(0) > 0,
+            "no REMB reached the agent: {b}"
+        );
+    });
+}
