@@ -307,3 +307,36 @@ fn plain_rtp_a_chromium_viewer_s_remb_reaches_the_agent() {
         );
     });
 }
+
+/// Random loss that RTX mends (5 %, nftables in the namespace) is not a
+/// full link: the bitrate stays up.
+#[test]
+fn webrtc_random_loss_that_rtx_mends_keeps_the_bitrate() {
+    const CONFIGURED: u64 = 1500;
+    let _cores = common::alone();
+    let netns = Netns::with_lan();
+    netns.run(|| {
+        let janus = Janus::start();
+        let base = ports(3);
+        let agent = Agent::start(&config(&janus.url(), base, "webrtc", CONFIGURED as u32));
+        poll(Duration::from_secs(20), "Janus's receiver reports", || {
+            let b = bitrate(&agent);
+            (b["reports"].as_u64().unwrap_or_default() >= 3).then_some(b)
+        });
+        netns.lose_lan_udp(Some(5));
+        let start = Instant::now();
+        let mut trace = Vec::new();
+        for second in 1..=20 {
+            std::thread::sleep(Duration::from_secs(second).saturating_sub(start.elapsed()));
+            let b = bitrate(&agent);
+            trace.push((
+                b["kbps"].as_u64().unwrap_or(0),
+                b["loss_percent"].as_f64().unwrap_or(0.0),
+            ));
+        }
+        netns.lose_lan_udp(None);
+        eprintln!("5 % random loss, each second (kbit/s, loss % after RTX): {trace:?}");
+        let mean = trace.iter().map(|(k, _)| k).sum::<u64>() / trace.len() as u64;
+        assert!(mean >= CONFIGURED * 8 / 10, "mean {mean} kbit/s: {trace:?}");
+    });
+}
