@@ -108,20 +108,7 @@ fn webrtc_the_bitrate_falls_under_a_capped_link_and_comes_back_within_20_s() {
         eprintln!("uncapped: {uncapped} kbit/s leave for Janus");
 
         netns.cap_lan_udp(Some(CAP));
-        let capped = Instant::now();
-        let (mut under_at, mut trace, mut counts) = (None, Vec::new(), Vec::new());
-        for second in 1..=25 {
-            std::thread::sleep(
-                (Duration::from_secs(second)).saturating_sub(capped.elapsed()),
-            );
-            counts.push(netns.lan_udp_bytes().expect("the counter"));
-            let b = bitrate(&agent);
-            let kbps = b["kbps"].as_u64().unwrap_or(u64::MAX);
-            if under_at.is_none() && kbps < u64::from(CAP) {
-                under_at = Some(capped.elapsed());
-            }
-            trace.push((kbps, b["loss_percent"].as_f64().unwrap_or(0.0)));
-        }
+        let (under_at, trace, counts) = each_second(&netns, &agent, 25, CAP);
         eprintln!("capped at {CAP} kbit/s, each second (kbit/s, loss %): {trace:?}");
         // From 5 s on: what left for Janus (video, audio, RTCP and
         // retransmissions; dropped by the cap or not), and the seconds of
@@ -148,6 +135,31 @@ fn webrtc_the_bitrate_falls_under_a_capped_link_and_comes_back_within_20_s() {
     });
 }
 
+/// For `seconds` from now, each second: the counter's bytes and the
+/// encoder's rate and the loss Janus reported; and when the rate first went
+/// under `cap`.
+#[allow(clippy::type_complexity)]
+fn each_second(
+    netns: &Netns,
+    agent: &Agent,
+    seconds: u64,
+    cap: u32,
+) -> (Option<Duration>, Vec<(u64, f64)>, Vec<u64>) {
+    let start = Instant::now();
+    let (mut under_at, mut trace, mut counts) = (None, Vec::new(), Vec::new());
+    for second in 1..=seconds {
+        std::thread::sleep(Duration::from_secs(second).saturating_sub(start.elapsed()));
+        counts.push(netns.lan_udp_bytes().expect("the counter"));
+        let b = bitrate(agent);
+        let kbps = b["kbps"].as_u64().unwrap_or(u64::MAX);
+        if under_at.is_none() && kbps < u64::from(cap) {
+            under_at = Some(start.elapsed());
+        }
+        trace.push((kbps, b["loss_percent"].as_f64().unwrap_or(0.0)));
+    }
+    (under_at, trace, counts)
+}
+
 /// The Streaming plugin's REMB for `bits_per_second` about `ssrc`, byte for
 /// byte: version 2, FMT 15, PSFB (206), length 5; sender SSRC 1, media
 /// SSRC 0; "REMB", one SSRC, the smallest exponent whose mantissa fits 18
@@ -167,6 +179,15 @@ fn janus_remb(bits_per_second: u32, ssrc: u32) -> Vec<u8> {
     ]);
     packet.extend(ssrc.to_be_bytes());
     packet
+}
+
+/// Where the agent's first sender report on `rtcp` came from, and its SSRC.
+fn first_sender_report(rtcp: &UdpSocket) -> (SocketAddr, u32) {
+    poll(Duration::from_secs(20), "a sender report", || {
+        let mut buf = [0u8; 1500];
+        let (n, from) = rtcp.recv_from(&mut buf).ok()?;
+        sender_ssrc(&buf[..n]).map(|ssrc| (from, ssrc))
+    })
 }
 
 /// The SSRC of the sender report in `rtcp` (its first packet).
@@ -193,11 +214,7 @@ fn plain_rtp_the_bitrate_keeps_under_the_remb_janus_relays() {
         .netns
         .run(|| Agent::start(&config(&link.url(), base, "rtp", CONFIGURED as u32)));
     // The agent's sender reports say where it listens and its SSRC.
-    let (agent_at, ssrc) = poll(Duration::from_secs(20), "a sender report", || {
-        let mut buf = [0u8; 1500];
-        let (n, from): (usize, SocketAddr) = rtcp.recv_from(&mut buf).ok()?;
-        sender_ssrc(&buf[..n]).map(|ssrc| (from, ssrc))
-    });
+    let (agent_at, ssrc) = first_sender_report(&rtcp);
     poll(Duration::from_secs(10), "the encoder at its rate", || {
         (kbps(&agent) == CONFIGURED).then_some(())
     });
