@@ -42,21 +42,23 @@ const LOSS_CUT: f64 = 0.10;
 /// Loss below which the rate may grow. In between it holds, unless it is
 /// above where the link was last found full.
 const LOSS_GROW: f64 = 0.02;
-/// A cut leaves this share of what got through.
-const CUT_MARGIN: f64 = 0.95;
+/// A cut leaves this share of what got through: room below the link's
+/// rate for its buffer to fill again, so that the keyframe a viewer asks
+/// for after the loss gets through whole.
+const CUT_MARGIN: f64 = 0.8;
 /// Growth per second far from the last congestion: a link that is back is
 /// used again quickly.
-const GROW_FAST: f64 = 0.20;
+const GROW_FAST: f64 = 0.25;
 /// Growth per second up to the rate where the link was last full; from
 /// there it rises to [`GROW_FAST`] at [`FAR`] times that rate.
-const GROW_NEAR: f64 = 0.04;
+const GROW_NEAR: f64 = 0.05;
 /// Growth per second well below it (a cut that went too deep).
 const GROW_BELOW: f64 = 0.12;
 /// "Around" the last congestion: within this share of its rate.
 const NEAR: f64 = 0.1;
 /// Far from the last congestion: this many times its rate. Passed
 /// without loss, the congestion is forgotten.
-const FAR: f64 = 2.0;
+const FAR: f64 = 1.6;
 /// Cuts this close together are one congestion.
 const EPISODE: Duration = Duration::from_secs(5);
 /// A round trip this much above the lowest one seen holds growth: a queue
@@ -79,7 +81,11 @@ const DEEPER: f64 = 0.8;
 /// The most loss a NACK share is taken for.
 const NACK_MOST: f64 = 0.5;
 /// After a cut, no growth for this long.
-const HOLD_AFTER_CUT: Duration = Duration::from_millis(1500);
+const HOLD_AFTER_CUT: Duration = Duration::from_millis(2000);
+/// After a cut, no growth past where the link was full for this long: each
+/// probe past it that finds the link still full costs the viewers a
+/// freeze, so not more often than about every 10 s.
+const PROBE_AFTER: Duration = Duration::from_secs(8);
 /// A REMB caps the rate for this long (the VideoRoom repeats its REMB
 /// every 5 s, the Streaming plugin every second while viewers send one).
 const REMB_VALID: Duration = Duration::from_secs(10);
@@ -104,7 +110,10 @@ pub struct Report {
 /// The target bitrate, from the reports.
 ///
 /// Loss-based, as GCC's loss controller, but quicker on both sides, since
-/// the Pi's link is usually either fine or capped (weak Wi-Fi):
+/// the Pi's link is usually either fine or capped (weak Wi-Fi). Tuned
+/// against a real Janus behind an nftables policer (`tests/bitrate.rs`): a
+/// cap shows no rising round trip, and its burst allowance (a second's
+/// worth) hides it for a while, then loses a lot at once.
 ///
 /// - **NACKs for 25 % or more of the video's packets** over a quarter
 ///   second (WebRTC): the link is full, seen a second before the receiver
@@ -114,31 +123,32 @@ pub struct Report {
 ///   the receiver reports only.
 /// - **Loss ≥ 10 %**: the link is full. What got through,
 ///   `(1 - loss) × sent` (`sent`: what the encoder really sent meanwhile),
-///   is the link's rate; the target goes to 95 % of it at once (at `sent`
-///   2000 into a 1000 cap: 50 % loss, 950) — not GCC's `× (1 - loss/2)`,
+///   is the link's rate; the target goes to 80 % of it at once (at `sent`
+///   2000 into a 1000 cap: 50 % loss, 800) — not GCC's `× (1 - loss/2)`,
 ///   which takes several reports, each a second of loss, and of
-///   retransmissions that add to the load. That rate is remembered as
-///   where the link was full.
+///   retransmissions that add to the load. The 20 % left lets the link's
+///   buffer fill again, so that the keyframe viewers then ask for gets
+///   through. That rate is remembered as where the link was full (in a run
+///   of cuts, from the report with the most loss).
 /// - **2–10 %**: hold (random loss, which RTX mends: Janus's reports count
 ///   mended packets as lost too, 3–8 % at 5 % random loss); cut as above
 ///   only when above where the link was last full (probing past a cap), so
 ///   that it never settles on a loss.
 /// - **Below 2 %**: grow; 12 % a second up to 90 % of where the link was
-///   last full (what got through at the last cut), 4 % a second around it
-///   (±10 %), so that a capped link is probed gently (the receiver report
-///   comes a second late, and the encoder follows later still); then
-///   faster, up to 20 % a second at twice it, where it is forgotten (the
-///   cap is gone). From a cap at 300 to 2000: about 16 s (recovery must
-///   take under 20 s).
+///   last full, 5 % a second around it (±10 %), past it only 8 s after the
+///   last cut (each probe that finds the link still full costs viewers a
+///   freeze of a second or two), then faster, up to 25 % a second at 1.6
+///   times it, where it is forgotten (the cap is gone). From a cap at 600 to
+///   1500: under 20 s even when the last cut came just before the cap went.
 /// - **Round trip** 100 ms above the lowest seen holds growth (a queue is
 ///   filling); 300 ms above cuts by 10 %. An early sign where loss comes
-///   late (deep Wi-Fi queues); a drop-tail cap shows none.
+///   late (deep Wi-Fi queues); a policer shows none.
 /// - **REMB** caps the target while fresh (10 s).
 ///
 /// Never below the floor nor above the configured rate; a cut at most
-/// every 1.2 s unless a much deeper one (below 80 %), growth paused 1.5 s
-/// after one; the encoder is told a
-/// higher rate at most twice a second and only steps of 3 % or more.
+/// every 1.2 s unless a much deeper one (below 80 %), growth paused 2 s
+/// after one; the encoder is told a higher rate at most twice a second
+/// and only steps of 3 % or more.
 #[derive(Debug, Clone)]
 pub struct Controller {
     floor: f64,
@@ -147,7 +157,6 @@ pub struct Controller {
     /// The rate where the link was last found full.
     congested_at: Option<f64>,
     last_cut: Option<Instant>,
-    last_nack_cut: Option<Instant>,
     /// The most loss reported in the current run of cuts.
     worst_loss: f64,
     /// Growth is allowed (the last loss report was low).
@@ -170,7 +179,6 @@ impl Controller {
             target: ceiling,
             congested_at: None,
             last_cut: None,
-            last_nack_cut: None,
             worst_loss: 0.0,
             may_grow: true,
             grown_at: None,
@@ -251,14 +259,10 @@ impl Controller {
         self.may_grow = false;
         // NACKs go on for a while after a cut (the encoder lags, lost
         // retransmissions are asked for again): one cut per gap.
-        if self.last_nack_cut.is_some_and(|at| now - at < CUT_GAP) {
+        if self.last_cut.is_some_and(|at| now - at < CUT_GAP) {
             return;
         }
-        let before = self.target;
         self.cut(now, CUT_MARGIN * (1.0 - lost) * base);
-        if self.target < before {
-            self.last_nack_cut = Some(now);
-        }
     }
 
     /// Lowers the target to `to` (not below the floor), unless it was cut
@@ -267,7 +271,8 @@ impl Controller {
     /// assumed cuts again).
     fn cut(&mut self, now: Instant, to: f64) {
         let recent = self.last_cut.is_some_and(|at| now - at < CUT_GAP);
-        if to >= self.target || (recent && to > DEEPER * self.target) {
+        // At the floor already: nothing is cut (and growth is not held).
+        if to.max(self.floor) >= self.target || (recent && to > DEEPER * self.target) {
             return;
         }
         self.target = to.max(self.floor);
@@ -299,7 +304,13 @@ impl Controller {
             .congested_at
             .map_or(GROW_FAST, |c| growth(self.target / c));
         let seconds = (now - since).as_secs_f64().min(1.0);
-        self.target = (self.target * (1.0 + rate).powf(seconds)).min(cap);
+        let mut most = cap;
+        if let (Some(c), Some(at)) = (self.congested_at, self.last_cut) {
+            if now - at < PROBE_AFTER {
+                most = most.min(c.max(self.target));
+            }
+        }
+        self.target = (self.target * (1.0 + rate).powf(seconds)).min(most);
         if self.congested_at.is_some_and(|c| self.target >= FAR * c) {
             self.congested_at = None;
         }
@@ -839,7 +850,7 @@ mod tests {
         let mut c = Controller::new(300, 2000);
         let start = Instant::now();
         c.report(start, &loss(0.5));
-        assert_eq!(c.target(), 950, "95 % of what got through");
+        assert_eq!(c.target(), 800, "80 % of what got through");
         let mut now = start;
         let (mut above, mut sum, mut trace) = (0, 0, Vec::new());
         for _ in 0..30 {
@@ -879,13 +890,40 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_just_before_the_cap_goes_still_recovers_within_20_seconds() {
+        let mut c = Controller::new(150, 1500);
+        let now = run(&mut c, Instant::now(), 30, capped(600.0));
+        // The cap's last loss, just before it goes.
+        let heavy = Report {
+            fraction_lost: Some(0.3),
+            sent_kbps: Some(c.target()),
+            ..Report::default()
+        };
+        let mut now = now + Duration::from_secs(2);
+        c.report(now, &heavy);
+        let mut took = None;
+        for second in 1..=20 {
+            now = run(&mut c, now, 1, |_| loss(0.0));
+            if c.target() == 1500 {
+                took = Some(second);
+                break;
+            }
+        }
+        assert!(
+            took.is_some_and(|t| t <= 19),
+            "took {took:?}: at {}",
+            c.target()
+        );
+    }
+
+    #[test]
     fn small_loss_holds_and_never_goes_above_the_ceiling() {
         let mut c = Controller::new(300, 2000);
         let now = run(&mut c, Instant::now(), 10, |_| loss(0.0));
         assert_eq!(c.target(), 2000, "the ceiling is the most");
         c.report(now, &loss(0.3));
         let cut = c.target();
-        assert_eq!(cut, 1330);
+        assert_eq!(cut, 1120);
         // 3 % loss, no congestion known above: hold.
         let mut c2 = Controller::new(300, 2000);
         c2.target = 1000.0;
@@ -904,12 +942,12 @@ mod tests {
             ..Report::default()
         };
         c.report(t, &heavy);
-        assert_eq!(c.target(), 285, "95 % of half of the 600 really sent");
+        assert_eq!(c.target(), 240, "80 % of half of the 600 really sent");
         // The next report still covers what was sent before the cut.
         c.report(t + Duration::from_millis(500), &heavy);
-        assert_eq!(c.target(), 285, "no second cut within 1.2 s");
+        assert_eq!(c.target(), 240, "no second cut within 1.2 s");
         c.report(t + Duration::from_millis(1300), &loss(0.5));
-        assert_eq!(c.target(), 135);
+        assert_eq!(c.target(), 100, "not below the floor");
     }
 
     #[test]
@@ -960,11 +998,7 @@ mod tests {
         c.nacked(t, 0.1, Some(2000));
         assert_eq!(c.target(), 2000, "random loss that RTX mends");
         c.nacked(t, 0.25, Some(1600));
-        assert_eq!(
-            c.target(),
-            1140,
-            "95 % of the 75 % of 1600 that got through"
-        );
+        assert_eq!(c.target(), 960, "80 % of the 75 % of 1600 that got through");
         // The receiver report of that same loss, a second later: no second cut.
         let same = Report {
             fraction_lost: Some(0.25),
@@ -972,10 +1006,10 @@ mod tests {
             ..Report::default()
         };
         c.report(t + Duration::from_secs(1), &same);
-        assert_eq!(c.target(), 1140);
+        assert_eq!(c.target(), 960);
         c.tick(t + Duration::from_secs(2));
         c.tick(t + Duration::from_secs(3));
-        assert_eq!(c.target(), 1140, "no growth until a clean report");
+        assert_eq!(c.target(), 960, "no growth until a clean report");
     }
 
     #[test]
@@ -985,7 +1019,7 @@ mod tests {
         assert_eq!(c.due(t), Some(2000), "the first time, at once");
         assert_eq!(c.due(t), None);
         c.report(t, &loss(0.5));
-        assert_eq!(c.due(t), Some(950), "a cut at once");
+        assert_eq!(c.due(t), Some(800), "a cut at once");
         let mut changes = 0;
         let mut now = t;
         for tick in 1..=60 {

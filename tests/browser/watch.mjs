@@ -1,7 +1,8 @@
 // Watches a broadcast with the viewer page in Debian's Chromium for a while:
 // `node watch.mjs <janus url> <room> <seconds>`. Used by tests/bitrate.rs to
 // see what a real viewer makes Janus send the agent (the REMB its
-// Streaming plugin relays). Prints the page's state and decoded frames at the end.
+// Streaming plugin relays, the frames a capped uplink lets it decode). Prints
+// `frames <decoded so far>` once a second.
 import { chromium } from 'playwright-core';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -39,11 +40,14 @@ const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir()
 });
 const page = context.pages()[0] || await context.newPage();
 await page.goto(`http://127.0.0.1:${server.address().port}/index.html?r=${room}&janus=${encodeURIComponent(janusUrl)}`);
-await new Promise((r) => setTimeout(r, Number(seconds) * 1000));
-const frames = await page.evaluate(() => {
+const decoded = () => page.evaluate(() => {
   const v = document.querySelector('video');
   return v && v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : -1;
 });
-console.log(`watched ${seconds} s: ${frames} frames decoded`);
+// The frames decoded so far, once a second.
+for (let s = 1; s <= Number(seconds); s++) {
+  await new Promise((r) => setTimeout(r, 1000));
+  console.log(`frames ${await decoded()}`);
+}
 await context.close();
 server.close();
