@@ -94,13 +94,14 @@ fn webrtc_the_bitrate_falls_under_a_capped_link_and_comes_back_within_20_s() {
         let janus = Janus::start();
         let base = ports(3);
         let agent = Agent::start(&config(&janus.url(), base, "webrtc", CONFIGURED as u32));
-        // Janus's receiver reports arrive, and the link takes all of it.
-        let first = poll(Duration::from_secs(20), "Janus's receiver reports", || {
+        // Janus's receiver reports arrive, and the link takes all of it (a
+        // start on a busy machine may lose a burst: then it grows back).
+        let first = poll(Duration::from_secs(30), "reports at the configured rate", || {
             let b = bitrate(&agent);
-            (b["reports"].as_u64().unwrap_or_default() >= 3).then_some(b)
+            let reports = b["reports"].as_u64().unwrap_or_default();
+            (reports >= 3 && b["kbps"] == CONFIGURED).then_some(b)
         });
         eprintln!("before the cap: {first}");
-        assert_eq!(first["kbps"], CONFIGURED, "{first}");
         assert_eq!(first["fixed"], serde_json::Value::Null, "{first}");
         // What leaves for Janus without a cap (a cap far above it counts).
         netns.cap_lan_udp(Some(1_000_000));
