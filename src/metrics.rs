@@ -213,6 +213,7 @@ fn render(status: &AgentStatus, errors: &Tally) -> String {
     room_on_janus(&mut out, room);
     janus_errors(&mut out, room, errors);
     pipelines(&mut out, status);
+    video_bitrate(&mut out, status);
     uplink(&mut out, status);
     edges(&mut out, status);
     out.text
@@ -246,6 +247,33 @@ fn edges(out: &mut Exposition, status: &AgentStatus) {
             );
         }
     }
+}
+
+/// The video encoder's bitrate now, and whether it follows the link.
+fn video_bitrate(out: &mut Exposition, status: &AgentStatus) {
+    let Some(bitrate) = status.pipelines.iter().find_map(|p| p.bitrate) else {
+        return;
+    };
+    out.family(
+        "video_bitrate_bits_per_second",
+        "gauge",
+        "The bitrate the video encoder is set to now (adaptive: between video.min_bitrate_kbps and video.bitrate_kbps).",
+    );
+    out.sample(
+        "video_bitrate_bits_per_second",
+        &[],
+        u64::from(bitrate.kbps) * 1000,
+    );
+    out.family(
+        "video_bitrate_adaptive",
+        "gauge",
+        "1 while the video's bitrate follows the link; 0 when it is fixed (configured, or a camera program).",
+    );
+    out.sample(
+        "video_bitrate_adaptive",
+        &[],
+        u8::from(bitrate.fixed.is_none()),
+    );
 }
 
 /// Which uplink runs and, with WebRTC, its PeerConnection and repairs.
@@ -539,6 +567,30 @@ mod tests {
             "broadcast_agent_uplink_retransmitted_total 11",
             "broadcast_agent_uplink_keyframe_requests_total 2",
             "broadcast_agent_uplink_rtt_seconds 0.003",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_video_bitrate_is_exposed() {
+        let mut video = PipelineStatus::stopped("video");
+        video.bitrate = Some(crate::media::bitrate::BitrateStatus {
+            kbps: 950,
+            configured_kbps: 2000,
+            min_kbps: 300,
+            fixed: None,
+            loss_percent: None,
+            rtt_ms: None,
+            remb_kbps: None,
+            reports: 0,
+            rembs: 0,
+        });
+        let room = RoomState::new(7, Desired::Open);
+        let text = render(&AgentStatus::of(room, vec![video]), &Tally::default());
+        for line in [
+            "broadcast_agent_video_bitrate_bits_per_second 950000",
+            "broadcast_agent_video_bitrate_adaptive 1",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

@@ -284,6 +284,9 @@ fn pipeline_text(out: &mut String, p: &PipelineStatus) {
             u.keyframe_requests
         );
     }
+    if let Some(b) = &p.bitrate {
+        bitrate_text(out, b);
+    }
     if let Some(echo) = &p.echo {
         let heard = echo.heard_ms.map_or("not yet heard".into(), |ms| {
             format!("heard {ms} ms after the speaker's account")
@@ -293,6 +296,33 @@ fn pipeline_text(out: &mut String, p: &PipelineStatus) {
             "    echo: {heard}; the canceller's reference {} ms later",
             echo.shift_ms
         );
+    }
+}
+
+/// The video's bitrate line: what the encoder runs at, and what it follows.
+fn bitrate_text(out: &mut String, b: &crate::media::bitrate::BitrateStatus) {
+    let _ = write!(out, "    bitrate: {} kbit/s", b.kbps);
+    match b.fixed {
+        Some(why) => {
+            let _ = writeln!(out, ", fixed ({})", why.words());
+        }
+        None => {
+            let _ = write!(
+                out,
+                ", adaptive {}..{} kbit/s",
+                b.min_kbps, b.configured_kbps
+            );
+            if let Some(loss) = b.loss_percent {
+                let _ = write!(out, " | loss {loss} %");
+            }
+            if let Some(rtt) = b.rtt_ms {
+                let _ = write!(out, " | round trip {rtt} ms");
+            }
+            if let Some(remb) = b.remb_kbps {
+                let _ = write!(out, " | REMB {remb} kbit/s");
+            }
+            let _ = writeln!(out, " | reports {} | REMBs {}", b.reports, b.rembs);
+        }
     }
 }
 
@@ -360,6 +390,42 @@ mod tests {
         assert_eq!(status.led(), Led::Blinking);
         let json = serde_json::to_value(&status).expect("serializes");
         assert_eq!(json["phase"], "conflict");
+    }
+
+    #[test]
+    fn the_video_bitrate_is_shown_with_what_it_follows() {
+        use crate::media::bitrate::{BitrateStatus, Fixed};
+        let mut video = PipelineStatus::stopped("video");
+        let mut bitrate = BitrateStatus {
+            kbps: 950,
+            configured_kbps: 2000,
+            min_kbps: 300,
+            fixed: None,
+            loss_percent: Some(3.1),
+            rtt_ms: Some(12),
+            remb_kbps: None,
+            reports: 40,
+            rembs: 0,
+        };
+        video.bitrate = Some(bitrate);
+        let status = AgentStatus::of(RoomState::new(7, Desired::Open), vec![video.clone()]);
+        let text = status.text();
+        assert!(
+            text.contains(
+                "    bitrate: 950 kbit/s, adaptive 300..2000 kbit/s | loss 3.1 % | round trip 12 ms | reports 40 | REMBs 0\n"
+            ),
+            "{text}"
+        );
+        let json = serde_json::to_value(&status).expect("serializes");
+        assert_eq!(json["pipelines"][0]["bitrate"]["kbps"], 950);
+        bitrate.fixed = Some(Fixed::CameraProgram);
+        bitrate.kbps = 2000;
+        video.bitrate = Some(bitrate);
+        let text = AgentStatus::of(RoomState::new(7, Desired::Open), vec![video]).text();
+        assert!(
+            text.contains("bitrate: 2000 kbit/s, fixed (the camera program encodes behind a pipe"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -233,8 +233,15 @@ pub struct VideoSettings {
     pub height: u32,
     /// Frames per second.
     pub framerate: u32,
-    /// H.264 bitrate in kbit/s.
+    /// H.264 bitrate in kbit/s: the most, with `adaptive_bitrate`.
     pub bitrate_kbps: u32,
+    /// Follow what the link carries (the in-process encoders), between
+    /// `min_bitrate_kbps` and `bitrate_kbps`; false keeps `bitrate_kbps`.
+    pub adaptive_bitrate: bool,
+    /// The least the adaptive bitrate goes to, kbit/s; unset:
+    /// [`VideoSettings::DEFAULT_MIN_BITRATE_KBPS`], or `bitrate_kbps` when
+    /// that is lower.
+    pub min_bitrate_kbps: Option<u32>,
     /// Clockwise rotation.
     pub rotation: Rotation,
     /// Mirror left-right.
@@ -252,6 +259,8 @@ impl Default for VideoSettings {
             height: 720,
             framerate: 30,
             bitrate_kbps: 2000,
+            adaptive_bitrate: true,
+            min_bitrate_kbps: None,
             rotation: Rotation::Deg0,
             hflip: false,
             vflip: false,
@@ -260,6 +269,16 @@ impl Default for VideoSettings {
 }
 
 impl VideoSettings {
+    /// The floor of the adaptive bitrate when `min_bitrate_kbps` is unset.
+    pub const DEFAULT_MIN_BITRATE_KBPS: u32 = 300;
+
+    /// The floor of the adaptive bitrate, kbit/s.
+    pub fn min_bitrate(&self) -> u32 {
+        self.min_bitrate_kbps
+            .unwrap_or(Self::DEFAULT_MIN_BITRATE_KBPS)
+            .min(self.bitrate_kbps)
+    }
+
     /// The H.264 level the source writes in its SPS (and is told to, where
     /// it can be told); the mountpoint advertises it. At least 4, which the
     /// Pi's hardware encoder writes by default, whichever encoder runs.

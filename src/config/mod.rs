@@ -397,6 +397,20 @@ mod tests {
     }
 
     #[test]
+    fn the_adaptive_bitrate_is_set_from_the_environment() {
+        let s = load_env(
+            "[video]\nsource = \"test\"\n[microphone]\ndevice = \"test\"\n",
+            &[
+                ("BROADCAST_AGENT__VIDEO__ADAPTIVE_BITRATE", "false"),
+                ("BROADCAST_AGENT__VIDEO__MIN_BITRATE_KBPS", "450"),
+            ],
+        )
+        .expect("valid");
+        assert!(!s.video.adaptive_bitrate);
+        assert_eq!(s.video.min_bitrate(), 450);
+    }
+
+    #[test]
     fn wrong_type_from_the_environment_is_named() {
         let e = load_env("", &[("BROADCAST_AGENT__SPEAKER__LATENCY_MS", "soon")])
             .expect_err("rejected")

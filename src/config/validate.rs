@@ -315,6 +315,24 @@ impl Settings {
         check_range("video.height", video.height.into(), 16, 4096)?;
         check_range("video.framerate", video.framerate.into(), 1, 120)?;
         check_range("video.bitrate_kbps", video.bitrate_kbps.into(), 50, 50_000)?;
+        match video.min_bitrate_kbps {
+            Some(0) => {
+                return Err((
+                    "video.min_bitrate_kbps",
+                    "0: the floor of the adaptive bitrate must be more than 0".into(),
+                ))
+            }
+            Some(min) if min > video.bitrate_kbps => {
+                return Err((
+                    "video.min_bitrate_kbps",
+                    format!(
+                        "{min} is more than video.bitrate_kbps ({})",
+                        video.bitrate_kbps
+                    ),
+                ))
+            }
+            _ => {}
+        }
         if video.source == VideoSource::Libcamera && video.rotation.is_quarter_turn() {
             return Err((
                 "video.rotation",
@@ -537,6 +555,31 @@ mod tests {
         let ok =
             load("[video]\nsource = \"test\"\n[microphone]\ndevice = \"test\"\n").expect("valid");
         assert_eq!(ok.video.source, VideoSource::Test);
+    }
+
+    #[test]
+    fn the_floor_of_the_adaptive_bitrate_is_checked() {
+        let e = error("[video]\nbitrate_kbps = 1000\nmin_bitrate_kbps = 1500\n");
+        assert!(
+            e.ends_with("video.min_bitrate_kbps: 1500 is more than video.bitrate_kbps (1000)"),
+            "{e}"
+        );
+        refused_naming(
+            "[video]\nmin_bitrate_kbps = 0\n",
+            "video.min_bitrate_kbps: 0",
+        );
+        let s = load(
+            "[video]\nsource = \"test\"\nbitrate_kbps = 200\n[microphone]\ndevice = \"test\"\n",
+        )
+        .expect("valid");
+        assert_eq!(s.video.min_bitrate(), 200, "unset: never above the bitrate");
+        assert!(s.video.adaptive_bitrate, "adaptive by default");
+        let s = load("[video]\nsource = \"test\"\nmin_bitrate_kbps = 500\nadaptive_bitrate = false\n[microphone]\ndevice = \"test\"\n")
+            .expect("valid");
+        assert_eq!(
+            (s.video.min_bitrate(), s.video.adaptive_bitrate),
+            (500, false)
+        );
     }
 
     #[test]

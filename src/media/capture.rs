@@ -28,6 +28,7 @@ use std::sync::Arc;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
+use super::bitrate::Bitrate;
 use super::camera;
 use super::devices::{self, CameraFormat, Direction};
 use super::echo;
@@ -286,6 +287,8 @@ const RPICAM_VID: CameraFlags = CameraFlags {
 pub struct Video {
     settings: Arc<Settings>,
     base: Capture,
+    /// The encoder's rate, following the link (see `bitrate.rs`).
+    bitrate: Arc<Bitrate>,
 }
 
 impl Video {
@@ -299,7 +302,13 @@ impl Video {
         Self {
             settings: Arc::clone(settings),
             base: Capture::new(settings, Medium::Video, recording, uplink),
+            bitrate: Arc::new(Bitrate::new(&settings.video)),
         }
+    }
+
+    /// The video's bitrate, for the uplink's reports to reach.
+    pub fn bitrate(&self) -> Arc<Bitrate> {
+        Arc::clone(&self.bitrate)
     }
 
     /// The camera program for a piped source, as (candidates, package).
@@ -604,9 +613,11 @@ impl Recipe for Video {
         let (pipeline, flow) = self
             .base
             .assemble_with(chain, pay, Some(&keyframes), given)?;
+        self.bitrate.attach(&pipeline);
         let mut built = Built::plain(pipeline);
         built.flow = Some(flow);
         built.helper = helper;
+        built.bitrate = Some(self.bitrate());
         Ok(built)
     }
 

@@ -8,6 +8,7 @@
 //! is restarting is simply lost, and media flows again the moment the
 //! mountpoint is back, without restarting the camera.
 
+pub mod bitrate;
 pub mod camera;
 pub mod capture;
 pub mod devices;
@@ -205,6 +206,8 @@ pub struct Built {
     pub echo: Option<&'static echo::Tracker>,
     /// The PeerConnection, for the WebRTC uplink.
     pub peer: Option<uplink::Peer>,
+    /// The encoder's bitrate, for video.
+    pub bitrate: Option<Arc<bitrate::Bitrate>>,
 }
 
 impl Built {
@@ -218,6 +221,7 @@ impl Built {
             without: None,
             echo: None,
             peer: None,
+            bitrate: None,
         }
     }
 }
@@ -349,12 +353,11 @@ pub fn spawn(
         .enabled
         .then(|| Arc::new(recorder::Feed::default()));
     let uplink = Arc::new(uplink::Feed::default());
+    let mut bitrate = None;
     if video {
-        recipes.push(Arc::new(capture::Video::new(
-            settings,
-            feed.clone(),
-            Arc::clone(&uplink),
-        )));
+        let recipe = capture::Video::new(settings, feed.clone(), Arc::clone(&uplink));
+        bitrate = Some(recipe.bitrate());
+        recipes.push(Arc::new(recipe));
     }
     if audio {
         recipes.push(Arc::new(capture::Microphone::new(
@@ -372,11 +375,9 @@ pub fn spawn(
         recipes.push(Arc::new(speaker::Speaker::new(settings, room.clone())));
     }
     if settings.sends_media() && settings.stream.transport != crate::config::Transport::Rtp {
-        recipes.push(Arc::new(uplink::Uplink::new(
-            settings,
-            uplink,
-            Arc::clone(signalling),
-        )));
+        recipes.push(Arc::new(
+            uplink::Uplink::new(settings, uplink, Arc::clone(signalling)).with_bitrate(bitrate),
+        ));
     }
     let mut status = MediaStatus::default();
     let mut tasks = Vec::new();

@@ -90,6 +90,9 @@ pub struct PipelineStatus {
     /// The PeerConnection and what it repaired, for the WebRTC uplink.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uplink: Option<super::uplink::UplinkCounts>,
+    /// The encoder's bitrate and what it follows, for video.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bitrate: Option<super::bitrate::BitrateStatus>,
 }
 
 /// RTP packets a pipeline sent.
@@ -137,6 +140,7 @@ impl PipelineStatus {
             echo: None,
             network: None,
             uplink: None,
+            bitrate: None,
         }
     }
 }
@@ -539,17 +543,20 @@ fn publish_counts(built: &Built, status: &watch::Sender<PipelineStatus>) {
         });
     let echo = built.echo.map(echo::Tracker::status);
     let uplink = built.peer.as_ref().map(super::uplink::Peer::counts);
+    let bitrate = built.bitrate.as_ref().map(|b| b.update(Instant::now()));
     status.send_if_modified(|s| {
         let changed = s.rtp != rtp
             || s.playout != playout
             || s.keyframes != keyframes
             || s.echo != echo
-            || s.uplink != uplink;
+            || s.uplink != uplink
+            || s.bitrate != bitrate;
         s.rtp = rtp;
         s.playout = playout;
         s.keyframes = keyframes;
         s.echo = echo;
         s.uplink = uplink;
+        s.bitrate = bitrate;
         changed
     });
 }

@@ -38,6 +38,7 @@ use gstreamer_app as gst_app;
 use gstreamer_webrtc as gst_webrtc;
 use serde::Serialize;
 
+use super::bitrate::Bitrate;
 use super::{element, Built, Given, MediaError, Recipe, Supervision};
 use crate::config::{Settings, VideoSource};
 use crate::rtp::Medium;
@@ -70,6 +71,8 @@ pub struct Feed {
     inner: Mutex<FeedInner>,
     /// Keyframes asked for through the uplink.
     requests: AtomicU64,
+    /// Video packets handed to the uplink.
+    video_packets: AtomicU64,
 }
 
 #[derive(Default)]
@@ -95,6 +98,7 @@ impl Default for Feed {
             ssrc: [rand::random(), rand::random()],
             inner: Mutex::default(),
             requests: AtomicU64::new(0),
+            video_packets: AtomicU64::new(0),
         }
     }
 }
@@ -148,6 +152,10 @@ impl Feed {
         });
         // A full or flushing appsrc drops the packet: RTX may send it again.
         if let Some(src) = src {
+            if medium == Medium::Video {
+                self.video_packets
+                    .fetch_add(packets.len() as u64, Ordering::Relaxed);
+            }
             for mut packet in packets {
                 // Stamped anew on the uplink's clock by `do-timestamp`: the
                 // capture pipeline's times (x264's start 1000 hours in) mean
@@ -231,12 +239,17 @@ pub struct Peer {
     nacks: Arc<AtomicU64>,
     /// When the statistics were last asked for.
     asked: Mutex<Option<Instant>>,
+    /// Where Janus's receiver reports go (the video's bitrate), once
+    /// `webrtcbin`'s RTP session is there to listen to.
+    bitrate: Option<Arc<Bitrate>>,
+    listening: AtomicBool,
 }
 
 impl Peer {
     /// What the uplink did so far; asks `webrtcbin` for fresh figures.
     pub fn counts(&self) -> UplinkCounts {
         self.refresh();
+        self.listen_for_reports();
         let mut counts = *self
             .counts
             .lock()
@@ -244,10 +257,44 @@ impl Peer {
         counts.connected = self.connected.load(Ordering::Relaxed);
         counts.keyframe_requests = self.feed.requests.load(Ordering::Relaxed);
         counts.nacks_received = self.nacks.load(Ordering::Relaxed);
+        if let Some(bitrate) = &self.bitrate {
+            let packets = self.feed.video_packets.load(Ordering::Relaxed);
+            bitrate.nacks(Instant::now(), packets, counts.nacks_received);
+        }
         if let Some(rtx) = find_by_factory(&self.webrtcbin, "rtprtxsend") {
             counts.retransmitted = u64::from(rtx.property::<u32>("num-rtx-packets"));
         }
         counts
+    }
+
+    /// Hands the RTCP Janus sends (receiver reports, REMB) to the video's
+    /// bitrate, once `webrtcbin` has made its RTP session (bundled: one).
+    fn listen_for_reports(&self) {
+        let Some(bitrate) = &self.bitrate else {
+            return;
+        };
+        if self.listening.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(rtpbin) = find_by_factory(&self.webrtcbin, "rtpbin") else {
+            return;
+        };
+        let session =
+            rtpbin.emit_by_name::<Option<gst::glib::Object>>("get-internal-session", &[&0u32]);
+        let Some(session) = session else {
+            return;
+        };
+        let bitrate = Arc::downgrade(bitrate);
+        session.connect("on-receiving-rtcp", false, move |values| {
+            let buffer = values.get(1).and_then(|v| v.get::<gst::Buffer>().ok());
+            if let (Some(buffer), Some(bitrate)) = (buffer, bitrate.upgrade()) {
+                if let Ok(map) = buffer.map_readable() {
+                    bitrate.rtcp(&map);
+                }
+            }
+            None
+        });
+        self.listening.store(true, Ordering::Relaxed);
     }
 
     /// Asks for `webrtcbin`'s statistics, at most every [`STATS_EVERY`];
@@ -335,6 +382,8 @@ pub struct Uplink {
     /// What Janus's mountpoint should receive through it: starving, it
     /// starts over with a new PeerConnection.
     janus: Option<super::JanusCheck>,
+    /// The video's bitrate, which Janus's receiver reports steer.
+    bitrate: Option<Arc<Bitrate>>,
 }
 
 impl Uplink {
@@ -356,7 +405,17 @@ impl Uplink {
                 via: UplinkKind::Webrtc,
                 hint: "starting a new PeerConnection".into(),
             }),
+            bitrate: None,
         }
+    }
+
+    /// The uplink whose receiver reports steer `bitrate` (the video's).
+    pub fn with_bitrate(mut self, bitrate: Option<Arc<Bitrate>>) -> Self {
+        if let Some(bitrate) = &bitrate {
+            bitrate.set_video_ssrc(self.feed.ssrc[slot(Medium::Video)]);
+        }
+        self.bitrate = bitrate;
+        self
     }
 
     /// A live RTP source for `medium`, linked to a new sink pad of
@@ -475,6 +534,8 @@ impl Recipe for Uplink {
             counts: Arc::default(),
             nacks: Arc::default(),
             asked: Mutex::default(),
+            bitrate: self.bitrate.clone(),
+            listening: AtomicBool::new(false),
         };
         super::rtx::answer_twice(pipeline.upcast_ref(), &peer.nacks);
         offer_when_ready(&webrtcbin, &peer);

@@ -106,6 +106,65 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Caps the UDP to the LAN's addresses (both ways: all of WebRTC) at
+    /// `kbit_s` (nftables `limit rate over ... drop` on the input hook: a
+    /// policer, no queue), or (None) lifts the cap. A counter before the
+    /// limit counts what was sent, dropped or not: see [`Netns::lan_udp_bytes`].
+    pub fn cap_lan_udp(&self, kbit_s: Option<u32>) {
+        self.cap_lan_udp_to(kbit_s, &[]);
+    }
+
+    /// [`Netns::cap_lan_udp`] for the datagrams to `ports` only (all when
+    /// empty): one PeerConnection's, say.
+    pub fn cap_lan_udp_to(&self, kbit_s: Option<u32>, ports: &[u16]) {
+        self.run(|| {
+            let Some(kbit_s) = kbit_s else {
+                run_tool("nft", &["delete", "table", "inet", "cap"]);
+                return;
+            };
+            // A cap before goes (and its count with it).
+            let _ = std::process::Command::new("nft")
+                .args(["delete", "table", "inet", "cap"])
+                .stderr(std::process::Stdio::null())
+                .status();
+            run_tool("nft", &["add", "table", "inet", "cap"]);
+            run_tool(
+                "nft",
+                &["add chain inet cap input { type filter hook input priority 0 ; }"],
+            );
+            let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+            let lan = match list.as_slice() {
+                [] => "ip daddr 10.77.0.0/24 meta l4proto udp".to_owned(),
+                _ => format!("ip daddr 10.77.0.0/24 udp dport {{ {} }}", list.join(", ")),
+            };
+            run_tool("nft", &[&format!("add rule inet cap input {lan} counter")]);
+            let bytes = kbit_s * 1000 / 8;
+            run_tool(
+                "nft",
+                &[&format!(
+                    "add rule inet cap input {lan} limit rate over {bytes} bytes/second drop"
+                )],
+            );
+        });
+    }
+
+    /// The bytes of UDP to the LAN's addresses counted since the cap was
+    /// set ([`Netns::cap_lan_udp`]); None without a cap.
+    pub fn lan_udp_bytes(&self) -> Option<u64> {
+        let out = self.run(|| {
+            std::process::Command::new("nft")
+                .args(["list", "table", "inet", "cap"])
+                .output()
+                .ok()
+        })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let after = text.split(" counter packets ").nth(1)?;
+        let bytes = after.split(" bytes ").nth(1)?;
+        bytes.split_whitespace().next()?.parse().ok()
+    }
+}
+
 /// Runs a network tool (`ip`, `nft`) and insists that it worked.
 fn run_tool(tool: &str, args: &[&str]) {
     let status = std::process::Command::new(tool)
