@@ -82,7 +82,7 @@ if [[ "${LOSS_BY:-}" == nft && ",${GLASS_MODES:-}," == *,loss,* ]]; then
   # The in-process encoder answers keyframe requests (a camera program cannot).
   export VIDEO_SOURCE=${VIDEO_SOURCE:-test}
 fi
-export VIDEO_SOURCE=${VIDEO_SOURCE:-libcamera} VIDEO_FRAMERATE=30 VIDEO_BITRATE_KBPS=800
+export VIDEO_SOURCE=${VIDEO_SOURCE:-libcamera} VIDEO_FRAMERATE=${VIDEO_FRAMERATE:-30} VIDEO_BITRATE_KBPS=${VIDEO_BITRATE_KBPS:-800}
 lipsync=
 if [[ ",${GLASS_MODES:-}," == *,lipsync,* || ",${GLASS_MODES:-}," == *,compare,* ]]; then
   lipsync=1

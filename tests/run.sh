@@ -4,7 +4,8 @@
 #   1. cargo fmt --check, cargo clippy -D warnings
 #   2. cargo test: unit tests and the integration tests with real parts (a real
 #      Janus on loopback, real GStreamer pipelines, a real ALSA device)
-#   3. the browser end-to-end test (Chromium, the viewer page, the real agent)
+#   3. the browser end-to-end test (Chromium, the viewer page, the real agent),
+#      then tests/bitrate.rs's test that needs Chromium (ignored in step 2)
 #   4. the alert rules (promtool) and the Grafana dashboard's queries against a
 #      real Prometheus, over the series of the real agent
 #   5. cross builds for both Raspberry Pi targets, unit tests under qemu
@@ -30,6 +31,8 @@ step "cargo test"
 cargo test --locked
 step "browser end-to-end (tests/browser/run.sh)"
 bash tests/browser/run.sh
+step "a Chromium viewer's REMB reaches a plain-RTP agent (tests/bitrate.rs; needs what the browser step installed)"
+cargo test --locked --test bitrate -- --ignored
 step "alert rules and dashboard (tests/monitoring/run.sh)"
 bash tests/monitoring/run.sh
 step "cross builds + unit tests under qemu (deploy/cross-build.sh all --test)"

@@ -2,7 +2,8 @@
 //! `libcamerasrc`): the Pi's `v4l2h264enc` where there is one and the
 //! settings fit it, else `x264enc` tuned for latency; constrained baseline
 //! at the level the mountpoint advertises either way. And what is asked of
-//! it while it runs: a keyframe now, another bitrate.
+//! it while it runs: a keyframe now, another bitrate (`bitrate/`, through
+//! [`set_controls`] on the hardware encoder).
 //!
 //! Keyframes: `rtpsession` (and the WebRTC uplink) turn a viewer's request
 //! into a force-key-unit event travelling upstream. `x264enc` obeys it.
@@ -18,7 +19,7 @@ use super::{camera, caps_filter, element, MediaError};
 use crate::config::VideoSettings;
 
 /// The structure of a force-key-unit event (GstVideo's).
-const FORCE_KEY_UNIT: &str = "GstForceKeyUnit";
+pub const FORCE_KEY_UNIT: &str = "GstForceKeyUnit";
 
 /// The encoder's factory, as chosen for the settings and the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,12 +51,10 @@ impl Kind {
     }
 }
 
-/// A running encoder, to be asked for a keyframe or another bitrate.
-/// Cheap to clone: clones drive the same element.
+/// An encoder in a pipeline. Cheap to clone: clones drive the same element.
 #[derive(Debug, Clone)]
 pub struct Encoder {
     element: gst::Element,
-    kind: Kind,
 }
 
 impl Encoder {
@@ -73,7 +72,7 @@ impl Encoder {
                 enc.set_property("key-int-max", keyframe_interval(video));
             }
         }
-        let encoder = Self { element: enc, kind };
+        let encoder = Self { element: enc };
         if kind == Kind::Hardware {
             encoder.take_keyframe_requests();
         }
@@ -88,34 +87,11 @@ impl Encoder {
         ])
     }
 
-    /// Encodes at `kbps` from now on (both encoders take it while playing).
-    pub fn set_bitrate(&self, kbps: u32) {
-        match self.kind {
-            Kind::X264 => self.element.set_property("bitrate", kbps),
-            Kind::Hardware => self.set_controls(|c| {
-                c.set("video_bitrate", bits_per_second(kbps));
-            }),
-        }
-    }
-
     /// Makes the hardware encoder's next frame a keyframe.
     fn force_keyframe(&self) {
-        self.set_controls(|c| c.set("force_key_frame", 1i32));
+        set_controls(&self.element, |c| c.set("force_key_frame", 1i32));
         // Not kept: setting the controls again (a bitrate) would force another.
-        self.set_controls(|c| {
-            c.remove_field("force_key_frame");
-        });
-    }
-
-    /// Changes the hardware encoder's controls; `v4l2h264enc` applies those
-    /// named at once while its device is open.
-    fn set_controls(&self, change: impl FnOnce(&mut gst::StructureRef)) {
-        let mut controls = self
-            .element
-            .property::<Option<gst::Structure>>("extra-controls")
-            .unwrap_or_else(|| gst::Structure::new_empty("controls"));
-        change(&mut controls);
-        self.element.set_property("extra-controls", controls);
+        set_controls(&self.element, |c| c.remove_field("force_key_frame"));
     }
 
     /// Turns the force-key-unit events reaching the hardware encoder's
@@ -139,6 +115,17 @@ impl Encoder {
             gst::PadProbeReturn::Handled
         });
     }
+}
+
+/// Changes the controls of a hardware encoder (`v4l2h264enc`), which
+/// applies those named at once while its device is open (gstv4l2object.c:
+/// `extra-controls` set again); the others keep their values.
+pub fn set_controls(encoder: &gst::Element, change: impl FnOnce(&mut gst::StructureRef)) {
+    let mut controls = encoder
+        .property::<Option<gst::Structure>>("extra-controls")
+        .unwrap_or_else(|| gst::Structure::new_empty("controls"));
+    change(&mut controls);
+    encoder.set_property("extra-controls", controls);
 }
 
 /// A keyframe every two seconds when nobody asks for one.

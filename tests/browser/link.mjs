@@ -2,7 +2,8 @@
 // `dropone` and `cap` modes of glass.mjs, with Janus and the agent in network
 // namespaces of their own (LOSS_BY=nft: janus.sh drop-one and cap rule the
 // agent's UDP on Janus's input hook). Each runs once per variant of
-// GLASS_TRANSPORTS (`transport@label`, see glass.mjs), GLASS_LINK_ROUNDS times
+// GLASS_TRANSPORTS (`transport@label`, see glass.mjs; GLASS_DROPONE_VARIANTS
+// and GLASS_CAP_VARIANTS for one mode alone), GLASS_LINK_ROUNDS times
 // (default 1), interleaved, the agent restarted on it and one fresh viewer.
 //
 //   dropone  the agent's next video packet (UDP over 1000 bytes) is dropped,
@@ -39,8 +40,10 @@ const pct = (x) => (Number.isFinite(x) ? `${(100 * x).toFixed(1)} %` : 'n/a');
 // GLASS_STRICT=1.
 async function sideBySide(ctx, name, measure, line, misses) {
   const rows = [];
+  const own = env[`GLASS_${name.toUpperCase()}_VARIANTS`];
+  const variants = own ? own.split(',') : ctx.variants;
   for (let round = 0; round < ROUNDS; round++) {
-    for (const variant of ctx.variants) {
+    for (const variant of variants) {
       await ctx.check(`glass: ${name} (${variant})`, async () => {
         const r = { variant, round, ...(await measure(variant)) };
         rows.push(r);
@@ -130,8 +133,12 @@ async function capRun(ctx, variant) {
   const t0 = await page.evaluate(() => performance.now());
   ctx.janusCtl('cap', String(CAP_KBIT));
   let b, capped, counts;
+  const trace = []; // the agent's bitrate each second of the cap
   try {
-    await ctx.sleep(CAP_S * 1000);
+    for (let s = 0; s < CAP_S; s++) {
+      await ctx.sleep(1000);
+      trace.push(videoNow(ctx).bitrate?.kbps ?? null);
+    }
     b = await ctx.inbound(page);
     capped = videoNow(ctx).bitrate;
     counts = JSON.parse(ctx.janusCtl('cap-count'));
@@ -151,6 +158,10 @@ async function capRun(ctx, variant) {
     frames_decoded_share: delta(a.video, b.video, 'framesDecoded') / (ctx.fps * seconds),
     page_frozen_s: seen.seconds,
     page_freezes: seen.count,
+    freezes: seen.freezes, // [s into the cap, ms]
+    kbps_each_second: trace,
+    keyframes_decoded: delta(a.video, b.video, 'keyFramesDecoded'),
+    plis: delta(a.video, b.video, 'pliCount'),
     adaptive: capped ? capped.fixed === null : null,
     kbps_capped: capped ? capped.kbps : null,
     ...back,

@@ -290,11 +290,6 @@ impl Janus {
         self.launch();
     }
 
-    /// The running Janus's process id (0 when it is not running).
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
     /// A probe for this server (over plain http, with whatever credentials
     /// this Janus requires).
     pub fn probe(&self) -> Probe {

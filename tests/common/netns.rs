@@ -112,12 +112,6 @@ impl Netns {
     /// policer, no queue), or (None) lifts the cap. A counter before the
     /// limit counts what was sent, dropped or not: see [`Netns::lan_udp_bytes`].
     pub fn cap_lan_udp(&self, kbit_s: Option<u32>) {
-        self.cap_lan_udp_to(kbit_s, &[]);
-    }
-
-    /// [`Netns::cap_lan_udp`] for the datagrams to `ports` only (all when
-    /// empty): one PeerConnection's, say.
-    pub fn cap_lan_udp_to(&self, kbit_s: Option<u32>, ports: &[u16]) {
         self.run(|| {
             let Some(kbit_s) = kbit_s else {
                 run_tool("nft", &["delete", "table", "inet", "cap"]);
@@ -133,11 +127,7 @@ impl Netns {
                 "nft",
                 &["add chain inet cap input { type filter hook input priority 0 ; }"],
             );
-            let list: Vec<String> = ports.iter().map(u16::to_string).collect();
-            let lan = match list.as_slice() {
-                [] => "ip daddr 10.77.0.0/24 meta l4proto udp".to_owned(),
-                _ => format!("ip daddr 10.77.0.0/24 udp dport {{ {} }}", list.join(", ")),
-            };
+            let lan = "ip daddr 10.77.0.0/24 meta l4proto udp";
             run_tool("nft", &[&format!("add rule inet cap input {lan} counter")]);
             let bytes = kbit_s * 1000 / 8;
             run_tool(

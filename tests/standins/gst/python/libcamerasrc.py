@@ -54,13 +54,16 @@ rules read from upstream's sources, not their code:
   covering the output is used (RPi::CameraData::findBestFormat()'s outcome for
   16:9 sizes).
 
-The picture is videotestsrc (is-live, pattern ball) at the negotiated caps: no
+The picture is videotestsrc (is-live, pattern ball or STANDIN_PATTERN) at the negotiated caps: no
 Python runs per buffer.
 
 Environment:
   BROADCAST_AGENT_DEVICE_TREE  the device-tree compatible file (default /proc/device-tree/compatible);
                                `brcm,bcm2712` in it makes a Pi 5 (pisp), anything else a Pi <= 4 (vc4)
   STANDIN_NO_CAMERA            1: no camera is connected
+  STANDIN_PATTERN              videotestsrc's pattern (default ball, a still scene that needs few bits; snow
+                               fills any bitrate, as a real sensor's noise does; camera.py's
+                               `stamp` is not drawn here: ball)
 """
 import os
 import sys
@@ -242,7 +245,8 @@ class LibcameraSrc(Gst.Bin):
         self.camera_name = None
         self.picture = Gst.ElementFactory.make("videotestsrc", "picture")
         self.picture.set_property("is-live", True)
-        self.picture.set_property("pattern", "ball")
+        pattern = os.environ.get("STANDIN_PATTERN", "ball")
+        self.picture.set_property("pattern", "ball" if pattern == "stamp" else pattern)
         self.filter = Gst.ElementFactory.make("capsfilter", "negotiated")
         self.add(self.picture)
         self.add(self.filter)
