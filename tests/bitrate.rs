@@ -45,18 +45,22 @@ fn config(url: &str, base: u16, transport: &str, kbps: u32) -> String {
 }
 
 /// Waits for `check`, asking 4 times a second (each `status` is a process).
-fn poll<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+fn poll<T>(timeout: Duration, what: &str, check: impl FnMut() -> Option<T>) -> T {
+    common::wait_every(Duration::from_millis(250), timeout, what, check)
+}
+
+/// Runs `test` with the cores to itself, in a network namespace with a LAN
+/// (WebRTC needs one), a real Janus there and the agent on `transport` at
+/// `kbps` at most.
+fn on_a_lan(transport: &str, kbps: u64, test: impl FnOnce(&Netns, &Janus, &Agent)) {
+    let _cores = common::alone();
+    let netns = Netns::with_lan();
+    netns.run(|| {
+        let janus = Janus::start();
+        let text = config(&janus.url(), ports(3), transport, kbps as u32);
+        let agent = Agent::start(&text);
+        test(&netns, &janus, &agent);
+    });
 }
 
 /// The video pipeline's `bitrate` in `status --json`.
@@ -88,28 +92,27 @@ fn sent_kbps(netns: &Netns, window: Duration) -> u64 {
 fn webrtc_the_bitrate_falls_under_a_capped_link_and_comes_back_within_20_s() {
     const CONFIGURED: u64 = 1500;
     const CAP: u32 = 700;
-    let _cores = common::alone();
-    let netns = Netns::with_lan();
-    netns.run(|| {
-        let janus = Janus::start();
-        let base = ports(3);
-        let agent = Agent::start(&config(&janus.url(), base, "webrtc", CONFIGURED as u32));
+    on_a_lan("webrtc", CONFIGURED, |netns, _, agent| {
         // Janus's receiver reports arrive, and the link takes all of it (a
         // start on a busy machine may lose a burst: then it grows back).
-        let first = poll(Duration::from_secs(30), "reports at the configured rate", || {
-            let b = bitrate(&agent);
-            let reports = b["reports"].as_u64().unwrap_or_default();
-            (reports >= 3 && b["kbps"] == CONFIGURED).then_some(b)
-        });
+        let first = poll(
+            Duration::from_secs(30),
+            "reports at the configured rate",
+            || {
+                let b = bitrate(agent);
+                let reports = b["reports"].as_u64().unwrap_or_default();
+                (reports >= 3 && b["kbps"] == CONFIGURED).then_some(b)
+            },
+        );
         eprintln!("before the cap: {first}");
         assert_eq!(first["fixed"], serde_json::Value::Null, "{first}");
         // What leaves for Janus without a cap (a cap far above it counts).
         netns.cap_lan_udp(Some(1_000_000));
-        let uncapped = sent_kbps(&netns, Duration::from_secs(3));
+        let uncapped = sent_kbps(netns, Duration::from_secs(3));
         eprintln!("uncapped: {uncapped} kbit/s leave for Janus");
 
         netns.cap_lan_udp(Some(CAP));
-        let (under_at, trace, counts) = each_second(&netns, &agent, 25, CAP);
+        let (under_at, trace, counts) = each_second(netns, agent, 25, CAP);
         eprintln!("capped at {CAP} kbit/s, each second (kbit/s, loss %): {trace:?}");
         // From 5 s on: what left for Janus (video, audio, RTCP and
         // retransmissions; dropped by the cap or not), and the seconds of
@@ -119,15 +122,24 @@ fn webrtc_the_bitrate_falls_under_a_capped_link_and_comes_back_within_20_s() {
         eprintln!(
             "under the cap after {under_at:?}; from 5 s on: {sent} kbit/s left, {lossy} of 20 s with 5 % loss or more"
         );
-        assert!(under_at.is_some_and(|t| t < Duration::from_secs(5)), "{trace:?}");
-        assert!(uncapped > u64::from(CAP) * 2, "{uncapped} kbit/s without a cap");
-        assert!(sent < u64::from(CAP) * 5 / 4, "{sent} kbit/s into a {CAP} cap");
+        assert!(
+            under_at.is_some_and(|t| t < Duration::from_secs(5)),
+            "{trace:?}"
+        );
+        assert!(
+            uncapped > u64::from(CAP) * 2,
+            "{uncapped} kbit/s without a cap"
+        );
+        assert!(
+            sent < u64::from(CAP) * 5 / 4,
+            "{sent} kbit/s into a {CAP} cap"
+        );
         assert!(lossy <= 6, "{lossy} of 20 s lossy: {trace:?}");
 
         netns.cap_lan_udp(None);
         let lifted = Instant::now();
         let back = poll(Duration::from_secs(20), "the configured rate again", || {
-            let b = bitrate(&agent);
+            let b = bitrate(agent);
             (b["kbps"] == CONFIGURED).then_some(b)
         });
         let took = lifted.elapsed();
@@ -291,12 +303,7 @@ fn plain_rtp_janus_sends_no_receiver_report() {
 #[ignore = "needs chromium and playwright-core (npm ci in tests/browser)"]
 fn plain_rtp_a_chromium_viewer_s_remb_reaches_the_agent() {
     const CONFIGURED: u64 = 1500;
-    let _cores = common::alone();
-    let netns = Netns::with_lan();
-    netns.run(|| {
-        let janus = Janus::start();
-        let base = ports(3);
-        let agent = Agent::start(&config(&janus.url(), base, "rtp", CONFIGURED as u32));
+    on_a_lan("rtp", CONFIGURED, |_, janus, agent| {
         poll(Duration::from_secs(20), "video at Janus", || {
             let age = janus.probe().media_age(ROOM, SECRET, "video")?;
             (age < 500).then_some(())
@@ -309,7 +316,7 @@ fn plain_rtp_a_chromium_viewer_s_remb_reaches_the_agent() {
         let mut seen = Vec::new();
         for _ in 0..25 {
             std::thread::sleep(Duration::from_secs(1));
-            let b = bitrate(&agent);
+            let b = bitrate(agent);
             seen.push((
                 b["kbps"].clone(),
                 b["remb_kbps"].clone(),
@@ -318,7 +325,7 @@ fn plain_rtp_a_chromium_viewer_s_remb_reaches_the_agent() {
         }
         let _ = viewer.wait_with_output();
         eprintln!("each second (kbit/s, REMB kbit/s, REMBs): {seen:?}");
-        let b = bitrate(&agent);
+        let b = bitrate(agent);
         assert!(
             b["rembs"].as_u64().unwrap_or(0) > 0,
             "no REMB reached the agent: {b}"
@@ -331,14 +338,9 @@ fn plain_rtp_a_chromium_viewer_s_remb_reaches_the_agent() {
 #[test]
 fn webrtc_random_loss_that_rtx_mends_keeps_the_bitrate() {
     const CONFIGURED: u64 = 1500;
-    let _cores = common::alone();
-    let netns = Netns::with_lan();
-    netns.run(|| {
-        let janus = Janus::start();
-        let base = ports(3);
-        let agent = Agent::start(&config(&janus.url(), base, "webrtc", CONFIGURED as u32));
+    on_a_lan("webrtc", CONFIGURED, |netns, _, agent| {
         poll(Duration::from_secs(20), "Janus's receiver reports", || {
-            let b = bitrate(&agent);
+            let b = bitrate(agent);
             (b["reports"].as_u64().unwrap_or_default() >= 3).then_some(b)
         });
         netns.lose_lan_udp(Some(5));
@@ -346,7 +348,7 @@ fn webrtc_random_loss_that_rtx_mends_keeps_the_bitrate() {
         let mut trace = Vec::new();
         for second in 1..=20 {
             std::thread::sleep(Duration::from_secs(second).saturating_sub(start.elapsed()));
-            let b = bitrate(&agent);
+            let b = bitrate(agent);
             trace.push((
                 b["kbps"].as_u64().unwrap_or(0),
                 b["loss_percent"].as_f64().unwrap_or(0.0),

@@ -20,7 +20,17 @@ use std::time::{Duration, Instant};
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics with `what`
 /// after `timeout`.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(timeout: Duration, what: &str, check: impl FnMut() -> Option<T>) -> T {
+    wait_every(Duration::from_millis(20), timeout, what, check)
+}
+
+/// [`wait_for`], polling every `every` (a costly check: a `status` process).
+pub fn wait_every<T>(
+    every: Duration,
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(value) = check() {
@@ -30,7 +40,7 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Opt
             start.elapsed() < timeout,
             "timed out after {timeout:?} waiting for {what}"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(every);
     }
 }
 

@@ -114,10 +114,11 @@ enum Encoder {
 }
 
 impl Encoder {
-    /// The encoder among `elements` whose rate can change while it runs.
+    /// The pipeline's encoder whose rate can change while it runs (one of
+    /// its own elements: not one inside another, such as a stand-in's).
     fn find(pipeline: &gst::Pipeline) -> Option<(Self, gst::Element)> {
         pipeline
-            .iterate_recurse()
+            .iterate_elements()
             .into_iter()
             .flatten()
             .find_map(|e| {
