@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::janus::Janus;
 use common::netns::{Link, Netns};
-use common::{config_head, ports, Agent, Extra};
+use common::{head_over, ports, Agent};
 
 const ROOM: u64 = 7441;
 const SECRET: &str = "bitrate-secret";
@@ -26,17 +26,7 @@ const SECRET: &str = "bitrate-secret";
 /// The test pattern at 640x360, 25 frames a second, `kbps` at most, over
 /// `transport`.
 fn config(url: &str, base: u16, transport: &str, kbps: u32) -> String {
-    let stream = format!("transport = \"{transport}\"\n");
-    let head = config_head(
-        url,
-        ROOM,
-        SECRET,
-        base,
-        Extra {
-            stream: &stream,
-            ..Extra::default()
-        },
-    );
+    let head = head_over(url, ROOM, SECRET, base, transport);
     format!(
         "{head}\n[video]\nsource = \"test\"\nwidth = 640\nheight = 360\nframerate = 25\n\
          bitrate_kbps = {kbps}\nmin_bitrate_kbps = 150\n\

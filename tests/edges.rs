@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::janus::Janus;
 use common::netns::Netns;
-use common::{config_head, ports, small_video, wait_for, Agent, Extra};
+use common::{head_over, ports, small_video, wait_for, Agent};
 use serde_json::json;
 
 const ROOM: u64 = 7441;
@@ -34,17 +34,7 @@ fn relay(edge: &Janus, base: u16) -> String {
 /// The agent on the test pattern and tone, publishing over `transport`
 /// into `origin`, with `relays`.
 fn config(origin: &Janus, transport: &str, relays: &str) -> String {
-    let stream = format!("transport = \"{transport}\"\n");
-    let head = config_head(
-        &origin.url(),
-        ROOM,
-        SECRET,
-        ports(3),
-        Extra {
-            stream: &stream,
-            ..Extra::default()
-        },
-    );
+    let head = head_over(&origin.url(), ROOM, SECRET, ports(3), transport);
     format!(
         "{head}{}\n[microphone]\ndevice = \"test\"\n[speaker]\nenabled = false\n{relays}",
         small_video("test")

@@ -16,24 +16,14 @@ use std::time::{Duration, Instant};
 
 use common::janus::{Janus, JanusConfig};
 use common::netns::Netns;
-use common::{config_head, ports, small_video, wait_for, Agent, Extra};
+use common::{head_over, ports, small_video, wait_for, Agent};
 
 const ROOM: u64 = 7331;
 const SECRET: &str = "uplink-secret";
 
 /// The agent on the test pattern and tone, publishing over `transport`.
 fn config(janus: &Janus, base: u16, transport: &str) -> String {
-    let stream = format!("transport = \"{transport}\"\n");
-    let head = config_head(
-        &janus.url(),
-        ROOM,
-        SECRET,
-        base,
-        Extra {
-            stream: &stream,
-            ..Extra::default()
-        },
-    );
+    let head = head_over(&janus.url(), ROOM, SECRET, base, transport);
     format!(
         "{head}{}\n[microphone]\ndevice = \"test\"\n[speaker]\nenabled = false\n",
         small_video("test")

@@ -69,6 +69,17 @@ pub struct Extra<'a> {
     pub rest: &'a str,
 }
 
+/// [`config_head`] with `stream.transport = transport` and nothing else
+/// added.
+pub fn head_over(janus_url: &str, id: u64, secret: &str, base: u16, transport: &str) -> String {
+    let stream = format!("transport = \"{transport}\"\n");
+    let extra = Extra {
+        stream: &stream,
+        ..Extra::default()
+    };
+    config_head(janus_url, id, secret, base, extra)
+}
+
 /// The sections every test agent's configuration starts with: `[janus]` on
 /// the test's Janus, `[room]` with a secret and a quick check interval,
 /// `[stream]` with video, audio and video RTCP on `base`, `base + 1`,
