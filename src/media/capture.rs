@@ -39,8 +39,8 @@ use super::libcamerasrc;
 use super::recorder::Feed;
 use super::uplink;
 use super::{
-    assemble, caps_filter, element, Built, Flow, Given, Helper, JanusCheck, MediaError, Recipe,
-    Supervision,
+    assemble, caps_filter, dimension, element, Built, Flow, Given, Helper, JanusCheck, MediaError,
+    Recipe, Supervision,
 };
 use crate::config::{MicrophoneSettings, Settings, Transport, VideoSource};
 use crate::resolve;
@@ -287,7 +287,7 @@ const RPICAM_VID: CameraFlags = CameraFlags {
 pub struct Video {
     settings: Arc<Settings>,
     base: Capture,
-    /// The encoder's rate, following the link (see `bitrate.rs`).
+    /// The encoder's rate, following the link (see `bitrate/`).
     bitrate: Arc<Bitrate>,
 }
 
@@ -800,11 +800,6 @@ impl Recipe for Microphone {
     fn supervision(&self) -> Supervision {
         self.base.supervision.clone()
     }
-}
-
-/// A validated setting as the `i32` GStreamer's caps and properties take.
-fn dimension(value: u32) -> i32 {
-    i32::try_from(value).unwrap_or(i32::MAX)
 }
 
 #[cfg(test)]

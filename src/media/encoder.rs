@@ -15,7 +15,7 @@
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use super::{camera, caps_filter, element, MediaError};
+use super::{camera, caps_filter, dimension, element, MediaError};
 use crate::config::VideoSettings;
 
 /// The structure of a force-key-unit event (GstVideo's).
@@ -139,10 +139,7 @@ fn keyframe_interval(video: &VideoSettings) -> u32 {
 fn hardware_controls(video: &VideoSettings) -> gst::Structure {
     gst::Structure::builder("controls")
         .field("video_bitrate", bits_per_second(video.bitrate_kbps))
-        .field(
-            "h264_i_frame_period",
-            i32::try_from(keyframe_interval(video)).unwrap_or(i32::MAX),
-        )
+        .field("h264_i_frame_period", dimension(keyframe_interval(video)))
         .field("repeat_sequence_header", 1i32)
         .build()
 }

@@ -28,7 +28,7 @@
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use super::{caps_filter, element, MediaError};
+use super::{caps_filter, dimension, element, MediaError};
 use crate::config::VideoSettings;
 
 /// The element.
@@ -104,11 +104,6 @@ pub fn explain(error: MediaError, video: &VideoSettings) -> MediaError {
             video.width, video.height, video.framerate
         ),
     }
-}
-
-/// A validated setting as the `i32` GStreamer's caps take.
-fn dimension(value: u32) -> i32 {
-    i32::try_from(value).unwrap_or(i32::MAX)
 }
 
 #[cfg(test)]

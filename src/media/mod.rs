@@ -315,6 +315,11 @@ impl MediaStatus {
     }
 }
 
+/// A validated setting as the `i32` GStreamer's caps and properties take.
+fn dimension(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
 /// Initialises GStreamer (once; later calls do nothing).
 pub fn init() -> Result<(), MediaError> {
     gst::init().map_err(|e| MediaError::build("cannot initialise GStreamer", e))
