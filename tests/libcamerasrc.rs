@@ -30,25 +30,28 @@ fn scratch() -> &'static PathBuf {
     })
 }
 
-/// Whether gst-python's plugin loader is installed; without it the stand-ins
-/// cannot load and the test says so (tests/run.sh installs it).
-fn loader_installed() -> bool {
-    let found = Command::new("gst-inspect-1.0")
-        .arg("python")
-        .env("GST_REGISTRY", scratch().join("registry.bin"))
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if !found {
-        eprintln!(
-            "SKIPPED: GStreamer's python plugin loader is missing \
-             (Debian: gstreamer1.0-python3-plugin-loader, see deploy/install-deps.sh)"
-        );
-    }
-    found
+/// Fails the test unless gst-python's plugin loader is installed: without
+/// it the stand-ins cannot load (deploy/install-deps.sh installs it). Asked
+/// once per test run.
+fn require_loader() {
+    static FOUND: OnceLock<bool> = OnceLock::new();
+    let found = *FOUND.get_or_init(|| {
+        Command::new("gst-inspect-1.0")
+            .arg("python")
+            .env("GST_REGISTRY", scratch().join("registry.bin"))
+            .output()
+            .is_ok_and(|out| out.status.success())
+    });
+    assert!(
+        found,
+        "GStreamer's python plugin loader is missing \
+         (Debian: gstreamer1.0-python3-plugin-loader, see deploy/install-deps.sh)"
+    );
 }
 
 /// `gst-launch-1.0 PIPELINE` on `machine`, with `env` added; killed after 20 s.
 fn launch(machine: Machine, pipeline: &str, env: &[(&str, &str)]) -> Output {
+    require_loader();
     let tree = scratch().join(match machine {
         Machine::Pi4 => "pi4",
         Machine::Pi5 => "pi5",
@@ -137,9 +140,6 @@ const CAMERA_TO_FAKESINK: &str = "libcamerasrc ! identity eos-after=3 ! fakesink
 
 #[test]
 fn both_models_offer_i420_1080p_rec709_at_30_when_asked_nothing() {
-    if !loader_installed() {
-        return;
-    }
     for machine in [Machine::Pi4, Machine::Pi5] {
         let caps = camera_caps(&launch(machine, CAMERA_TO_FAKESINK, &[]));
         for field in [
@@ -156,9 +156,6 @@ fn both_models_offer_i420_1080p_rec709_at_30_when_asked_nothing() {
 
 #[test]
 fn the_isp_formats_differ_per_model() {
-    if !loader_installed() {
-        return;
-    }
     let planar_444 = "libcamerasrc ! video/x-raw,format=Y444 ! identity eos-after=3 ! fakesink";
     assert_not_negotiated(&launch(Machine::Pi4, planar_444, &[]));
     assert!(camera_caps(&launch(Machine::Pi5, planar_444, &[])).contains("format=(string)Y444"));
@@ -170,9 +167,6 @@ fn the_isp_formats_differ_per_model() {
 
 #[test]
 fn the_colorimetry_asked_is_kept_when_the_isp_has_it_else_sycc() {
-    if !loader_installed() {
-        return;
-    }
     let asked = |colorimetry: &str| {
         let pipeline = format!(
             "libcamerasrc ! video/x-raw,format=NV12,colorimetry={colorimetry} ! identity eos-after=3 ! fakesink"
@@ -192,9 +186,6 @@ fn the_colorimetry_asked_is_kept_when_the_isp_has_it_else_sycc() {
 
 #[test]
 fn a_framerate_beyond_the_sensor_mode_is_clamped_and_then_refused() {
-    if !loader_installed() {
-        return;
-    }
     // imx708's 2304x1296 mode (the one covering 1080p) does 56.03 fps at most.
     assert_not_negotiated(&launch(
         Machine::Pi4,
@@ -211,9 +202,6 @@ fn a_framerate_beyond_the_sensor_mode_is_clamped_and_then_refused() {
 
 #[test]
 fn jpeg_is_not_offered() {
-    if !loader_installed() {
-        return;
-    }
     assert_not_negotiated(&launch(
         Machine::Pi4,
         "libcamerasrc ! image/jpeg ! fakesink",
@@ -223,9 +211,6 @@ fn jpeg_is_not_offered() {
 
 #[test]
 fn no_camera_and_an_unknown_camera_fail_as_upstream() {
-    if !loader_installed() {
-        return;
-    }
     let none = text(&launch(
         Machine::Pi4,
         CAMERA_TO_FAKESINK,
@@ -254,9 +239,6 @@ fn no_camera_and_an_unknown_camera_fail_as_upstream() {
 
 #[test]
 fn the_raspberry_pi_documentation_pipeline_makes_h264_at_level_4_1() {
-    if !loader_installed() {
-        return;
-    }
     // The documentation's `v4l2convert` (the VideoCore's ISP) has no stand-in:
     // libcamerasrc's NV12 links to the encoder directly.
     let units = encoded(
@@ -272,9 +254,6 @@ fn the_raspberry_pi_documentation_pipeline_makes_h264_at_level_4_1() {
 
 #[test]
 fn without_repeat_sequence_header_the_sps_comes_once() {
-    if !loader_installed() {
-        return;
-    }
     let units = encoded(
         Machine::Pi4,
         "libcamerasrc ! video/x-raw,width=640,height=480,format=I420 \
@@ -290,9 +269,6 @@ fn without_repeat_sequence_header_the_sps_comes_once() {
 
 #[test]
 fn the_encoder_refuses_more_than_1920_and_levels_above_5_1() {
-    if !loader_installed() {
-        return;
-    }
     assert_link_refused(
         &launch(
             Machine::Pi4,
@@ -321,9 +297,6 @@ fn the_encoder_refuses_more_than_1920_and_levels_above_5_1() {
 
 #[test]
 fn the_videocore_refuses_a_level_too_low_for_the_stream() {
-    if !loader_installed() {
-        return;
-    }
     // Nothing downstream names a level: v4l2h264enc takes the menu's first, 1.
     for pipeline in [
         "libcamerasrc ! video/x-raw,width=1280,height=720 ! v4l2h264enc ! fakesink",
@@ -339,9 +312,6 @@ fn the_videocore_refuses_a_level_too_low_for_the_stream() {
 
 #[test]
 fn a_pi_5_encodes_with_x264enc_from_the_camera() {
-    if !loader_installed() {
-        return;
-    }
     let units = encoded(
         Machine::Pi5,
         "libcamerasrc ! video/x-raw,width=1280,height=720,format=I420 \

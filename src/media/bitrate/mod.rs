@@ -425,24 +425,30 @@ mod tests {
             0x8F, 206, 0, 5, 0, 0, 0, 1, 0, 0, 0, 0, b'R', b'E', b'M', b'B', 1, 0x07, 0x0D, 0x40,
             0, 0, 0, 7,
         ];
-        let launch = |text: &str| {
-            gst::parse::launch(text)
+        // `pipeline` steered by `video`, after the REMB: the pipeline, and
+        // the bitrate's status.
+        let told = |video: &VideoSettings, pipeline: &str| {
+            let pipeline = gst::parse::launch(pipeline)
                 .expect("a pipeline")
                 .downcast::<gst::Pipeline>()
-                .expect("a pipeline")
+                .expect("a pipeline");
+            let bitrate = Arc::new(Bitrate::new(video));
+            bitrate.attach(&pipeline);
+            bitrate.rtcp(&remb);
+            let status = bitrate.update(Instant::now());
+            (pipeline, status)
+        };
+        let encoder_rate = |pipeline: &gst::Pipeline| {
+            let enc = pipeline.by_name("enc").expect("x264enc");
+            enc.property::<u32>("bitrate")
         };
         let video = VideoSettings {
             bitrate_kbps: 1500,
             ..VideoSettings::default()
         };
         let x264 = "videotestsrc is-live=true ! x264enc name=enc bitrate=1500 ! fakesink";
-        let pipeline = launch(x264);
-        let bitrate = Arc::new(Bitrate::new(&video));
-        bitrate.attach(&pipeline);
-        bitrate.rtcp(&remb);
-        let enc = pipeline.by_name("enc").expect("x264enc");
-        assert_eq!(enc.property::<u32>("bitrate"), 400);
-        let status = bitrate.update(Instant::now());
+        let (pipeline, status) = told(&video, x264);
+        assert_eq!(encoder_rate(&pipeline), 400);
         assert_eq!(
             (status.kbps, status.remb_kbps, status.fixed),
             (400, Some(400), None)
@@ -452,20 +458,11 @@ mod tests {
             adaptive_bitrate: false,
             ..video
         };
-        let pipeline = launch(x264);
-        let bitrate = Arc::new(Bitrate::new(&fixed));
-        bitrate.attach(&pipeline);
-        bitrate.rtcp(&remb);
-        let enc = pipeline.by_name("enc").expect("x264enc");
-        assert_eq!(enc.property::<u32>("bitrate"), 1500);
-        let status = bitrate.update(Instant::now());
+        let (pipeline, status) = told(&fixed, x264);
+        assert_eq!(encoder_rate(&pipeline), 1500);
         assert_eq!((status.kbps, status.fixed), (1500, Some(Fixed::Configured)));
 
-        let piped = launch("appsrc ! h264parse ! fakesink");
-        let bitrate = Arc::new(Bitrate::new(&VideoSettings::default()));
-        bitrate.attach(&piped);
-        bitrate.rtcp(&remb);
-        let status = bitrate.update(Instant::now());
+        let (_, status) = told(&VideoSettings::default(), "appsrc ! h264parse ! fakesink");
         assert_eq!(
             (status.kbps, status.fixed),
             (2000, Some(Fixed::CameraProgram))
